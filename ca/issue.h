@@ -1,0 +1,58 @@
+/*
+ * issue.h - the issuance engine: every certificate agentca signs goes through ca_issue().
+ *
+ * ca_issue() reads top to bottom as the issuance policy: parse and verify the CSR; check
+ * the key; check the requested identity and every name; bound the SAN count; clamp the
+ * lifetime (never past the intermediate); draw a 128-bit random serial; sign; record the
+ * certificate and its log entry in one durable commit; only then return the certificate.
+ * A refusal is recorded once in the log as a "denied" entry with its reason, and no
+ * certificate row is written.
+ */
+#ifndef AGENTCA_CA_ISSUE_H
+#define AGENTCA_CA_ISSUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ca/authority.h"
+#include "ca/policy.h"
+#include "common/error.h"
+#include "store/store.h"
+
+struct issuer {
+	struct ca_authority *authority; /* borrowed */
+	const struct ca_policy *policy; /* borrowed */
+	struct store *store;            /* borrowed */
+};
+
+struct issue_request {
+	const unsigned char *csr;   /* PEM or DER, from outside */
+	size_t csr_len;
+	const char *subject;        /* the SPIFFE ID to certify */
+	int64_t ttl;                /* seconds; 0: policy default */
+	/* When non-NULL, DNS SANs from the CSR must also be in this list (a token's grant). */
+	const struct cfg_strlist *allowed_dns;
+	const char *kind;           /* log kind: "issued" (default) or "renewed" */
+	const char *actor;          /* who asked: "admin:cli", "token:<jti>", ... */
+	const char *parent;         /* parent identity for nested agents, or NULL */
+	const char *request_id;     /* or NULL */
+	const char *token_jti;      /* marked used in the same commit, or NULL */
+	int64_t token_expires;
+};
+
+struct issue_result {
+	char *cert_pem;             /* the leaf, PEM; heap */
+	size_t cert_pem_len;
+	const unsigned char *chain_pem; /* intermediate + upstream; borrowed from the authority */
+	size_t chain_pem_len;
+	char serial[41];            /* hex */
+	int64_t not_before, not_after;
+	int64_t renew_after;        /* 2/3 of the lifetime */
+	uint64_t log_seq;
+};
+
+int ca_issue(const struct issuer *iss, const struct issue_request *req, struct issue_result *res,
+	     struct ac_err *err);
+void issue_result_free(struct issue_result *res);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * config.h - a table-driven JSON configuration loader (jansson).
+ *
+ * Each layer owns the struct its settings land in; the table that maps JSON keys to struct
+ * members is an array of struct cfg_field, so the schema documents itself and tests (and
+ * the README's configuration reference) can walk it. The loader:
+ *
+ *   - refuses any key the table does not name, with the key's full path in the message
+ *     ("config.json: unknown key \"policy.max_tll\""), because a silently ignored typo in
+ *     a security setting is worse than a refusal to start;
+ *   - refuses a value of the wrong type, naming the key and the expected type;
+ *   - leaves members whose keys are absent untouched, so callers set defaults first.
+ *
+ * Strings and string lists are heap copies owned by the target; config_free() releases
+ * everything the table describes.
+ */
+#ifndef AGENTCA_COMMON_CONFIG_H
+#define AGENTCA_COMMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/error.h"
+
+enum cfg_type {
+	CFG_STRING,      /* char *, heap copy */
+	CFG_INT,         /* int64_t, bounded by min/max */
+	CFG_BOOL,        /* int, 0 or 1 */
+	CFG_DURATION,    /* int64_t seconds, from "90s", "10m", "24h", "90d", "1h30m" or a number */
+	CFG_STRING_LIST, /* struct cfg_strlist */
+	CFG_OBJECT,      /* nested table; its offsets are relative to the member at offset */
+};
+
+struct cfg_strlist {
+	char **items;
+	size_t count;
+};
+
+struct cfg_field {
+	const char *key;
+	enum cfg_type type;
+	size_t offset;                    /* offsetof(target struct, member) */
+	int64_t min, max;                 /* for CFG_INT and CFG_DURATION; both 0: unbounded */
+	const struct cfg_field *children; /* for CFG_OBJECT; NULL-key terminated */
+	const char *help;                 /* one line for --help and the README */
+};
+
+#define CFG_END {NULL, 0, 0, 0, 0, NULL, NULL}
+
+/* Apply a JSON object to target. `where` names the source for messages (a file name). */
+int config_apply_json(const json_t *obj, const struct cfg_field *fields, void *target,
+		      const char *where, struct ac_err *err);
+
+/* The same, with key paths in messages prefixed by `prefix` ("policy"). */
+int config_apply_json_at(const json_t *obj, const struct cfg_field *fields, void *target,
+			 const char *where, const char *prefix, struct ac_err *err);
+
+/* Read a JSON file (at most 1 MiB) and apply it. */
+int config_load_file(const char *path, const struct cfg_field *fields, void *target,
+		     struct ac_err *err);
+
+/* Free every string and list the table describes, and zero those members. */
+void config_free(const struct cfg_field *fields, void *target);
+
+/* Replace a list's contents with a copy of items[0..count). */
+int cfg_strlist_set(struct cfg_strlist *list, const char *const *items, size_t count,
+		    struct ac_err *err);
+/* Append one copy. */
+int cfg_strlist_add(struct cfg_strlist *list, const char *item, struct ac_err *err);
+void cfg_strlist_free(struct cfg_strlist *list);
+
+/* Parse a duration: "90s", "10m", "24h", "90d", "1h30m", or plain seconds "300".
+ * Returns 0 and the number of seconds, or -1 on anything else (including overflow). */
+int duration_parse(const char *text, int64_t *seconds);
+
+/* Format seconds as the shortest of "90d", "24h", "10m" or "90s" that is exact. */
+void duration_format(int64_t seconds, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * store.h - the only door to durable state: certificates, used tokens, and the issuance log.
+ *
+ * Callers see `struct store` and the functions below; they never see SQL. A backend is a
+ * table of function pointers (struct store_ops); SQLite is the one shipped (store_sqlite.c),
+ * and a PostgreSQL backend for several CA replicas can be added without touching callers.
+ *
+ * Writes are units of work (struct store_write): an optional certificate row, an optional
+ * "token used" mark, and exactly one issuance-log entry, committed all together or not at
+ * all. store_submit() hands a unit to the group committer (group_commit.c), which gathers
+ * the units that arrive while a commit is in flight and commits them in one durable
+ * transaction (WAL, synchronous=FULL), each in its own savepoint so that one unit's failure
+ * (a token already used) fails that unit alone. store_submit() returns only after the
+ * transaction holding the unit is durable on disk: a caller may then hand the certificate
+ * out, knowing the log holds it.
+ *
+ * The log is hash-chained (log_chain.c): each entry's canonical encoding includes its
+ * sequence number and the previous entry's hash, and its hash is SHA-256 of that encoding.
+ * The chain head advances only when a commit succeeds.
+ */
+#ifndef AGENTCA_STORE_STORE_H
+#define AGENTCA_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "store/log_chain.h"
+
+struct store;
+
+/* A certificate as stored. All strings are borrowed from the caller for the call. */
+struct cert_record {
+	const char *serial;      /* lowercase hex, no leading zeros stripped: as in the cert */
+	const char *subject;     /* the SPIFFE ID */
+	const char *parent;      /* parent identity, or NULL */
+	const char *spki_sha256; /* hex SHA-256 of the SubjectPublicKeyInfo DER */
+	const char *issuer_fingerprint; /* hex SHA-256 of the issuing CA certificate's DER */
+	int64_t not_before;      /* unix seconds */
+	int64_t not_after;
+	const unsigned char *der;
+	size_t der_len;
+};
+
+/* A certificate read back. Owned by the caller: free with store_cert_row_free(). */
+struct cert_row {
+	char *serial, *subject, *parent, *spki_sha256, *issuer_fingerprint;
+	int64_t not_before, not_after;
+	int64_t revoked_at; /* 0 when not revoked */
+	char *revoke_reason;
+	uint64_t log_seq; /* the log entry that recorded the issuance */
+	unsigned char *der;
+	size_t der_len;
+};
+
+/* One unit of work. The caller fills the inputs; the store fills the outputs. */
+struct store_write {
+	/* inputs */
+	const struct cert_record *cert; /* NULL: no certificate row */
+	const char *token_jti;          /* NULL: no token; else fails AC_ERR_CONFLICT if used */
+	int64_t token_expires;          /* unix seconds, kept to prune the used-token table */
+	const struct log_entry *entry;  /* required */
+	/* outputs */
+	uint64_t seq;                 /* the entry's sequence number (1-based) */
+	char hash[LOG_HASH_HEX_LEN + 1];
+	struct ac_err result;         /* AC_OK when committed */
+};
+
+/* Test hook for fault injection: called at each named point of a commit ("begin", "cert",
+ * "token", "log", "commit"); returning non-zero makes that step fail as a disk error would. */
+typedef int (*store_fault_fn)(void *arg, const char *point);
+
+struct store_options {
+	const char *path;           /* SQLite file; created with mode 0600 */
+	int64_t busy_timeout_ms;    /* default 5000 */
+	int64_t group_commit_max;   /* units per transaction at most; default 256 */
+	store_fault_fn fault;       /* NULL in production */
+	void *fault_arg;
+};
+
+void store_options_defaults(struct store_options *opts);
+
+/* Open (and create or migrate) the store; starts the group committer thread. */
+struct store *store_open(const struct store_options *opts, struct ac_err *err);
+
+/* Stop the committer (pending units are committed first) and close. NULL is fine. */
+void store_close(struct store *st);
+
+/* Commit one unit durably (see above). Returns 0, or -1 with err = w->result. */
+int store_submit(struct store *st, struct store_write *w, struct ac_err *err);
+
+/* Commit several units in one call (e.g. a batch from a benchmark). Each w[i]->result says
+ * how that unit ended; returns -1 if any failed. */
+int store_submit_many(struct store *st, struct store_write **w, size_t n, struct ac_err *err);
+
+/* The newest entry: its sequence number (0 for an empty log) and hash (64 zeros). */
+int store_log_head(struct store *st, uint64_t *seq, char hash[LOG_HASH_HEX_LEN + 1],
+		   struct ac_err *err);
+
+/* Which log rows a scan returns. Zero/NULL members do not filter. */
+struct log_filter {
+	uint64_t from_seq;      /* first sequence number (inclusive) */
+	int64_t since_ms;       /* entry time >= since */
+	int64_t until_ms;       /* entry time < until */
+	const char *kind;       /* exact */
+	const char *subject_prefix;
+};
+
+/* One stored log row, valid only during the callback. */
+struct log_row {
+	uint64_t seq;
+	int64_t time_ms;
+	const char *canonical; /* the exact bytes that were hashed */
+	size_t canonical_len;
+	const char *hash;      /* hex */
+};
+
+/* Return non-zero from the callback to stop the scan early (the scan then returns 0). */
+typedef int (*log_row_fn)(void *arg, const struct log_row *row);
+
+/* Visit matching rows in sequence order, in constant memory. */
+int store_log_scan(struct store *st, const struct log_filter *filter, log_row_fn fn, void *arg,
+		   struct ac_err *err);
+
+/* Find a certificate by serial (hex, any case). AC_ERR_NOTFOUND when absent. */
+int store_cert_get(struct store *st, const char *serial, struct cert_row *out,
+		   struct ac_err *err);
+void store_cert_row_free(struct cert_row *row);
+
+/* Number of certificate rows (tests, metrics). */
+int store_cert_count(struct store *st, int64_t *count, struct ac_err *err);
+
+/* The backend's interface. store.c owns the committer and dispatches to these. */
+struct store_ops {
+	const char *name;
+	void (*close)(struct store *st);
+	/* One transaction: each unit in a savepoint; fills each unit's seq, hash and result.
+	 * Returns -1 only when the whole transaction failed (then every unit has failed and
+	 * the chain head is unchanged). */
+	int (*commit_batch)(struct store *st, struct store_write **w, size_t n,
+			    struct ac_err *err);
+	int (*log_head)(struct store *st, uint64_t *seq, char *hash, struct ac_err *err);
+	int (*log_scan)(struct store *st, const struct log_filter *f, log_row_fn fn, void *arg,
+			struct ac_err *err);
+	int (*cert_get)(struct store *st, const char *serial, struct cert_row *out,
+			struct ac_err *err);
+	int (*cert_count)(struct store *st, int64_t *count, struct ac_err *err);
+};
+
+#endif
