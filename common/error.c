@@ -19,6 +19,9 @@ ac_err_clear(struct ac_err *err)
 	err->msg[0] = '\0';
 }
 
+static int err_vset(struct ac_err *err, enum ac_errcode code, const char *reason, const char *fmt,
+		    va_list ap) __attribute__((format(printf, 4, 0)));
+
 static int
 err_vset(struct ac_err *err, enum ac_errcode code, const char *reason, const char *fmt,
 	 va_list ap)

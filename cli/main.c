@@ -1,0 +1,106 @@
+/*
+ * main.c - the agentca command dispatcher: a table of commands, looked up by the first one
+ * or two words of the command line.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+
+static const struct cli_command commands[] = {
+	{"init", cmd_init, "create a CA: a root and an intermediate, or an intermediate CSR"},
+	{"ca import", cmd_ca_import, "install an intermediate signed by a corporate root"},
+	{"ca show", cmd_ca_show, "print the chain, fingerprints, key states and policy"},
+	{"trust add", cmd_trust_add, "add extra roots to the trust bundle"},
+	{"issue", cmd_issue, "issue a certificate offline from a CSR"},
+	{"serve", cmd_serve, "run the CA daemon"},
+	{"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
+	{"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
+};
+#define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
+
+static void
+print_help(FILE *out)
+{
+	fprintf(out, "usage: agentca <command> [options]\n\n"
+		     "agentca is an internal PKI: a CA daemon issuing short-lived certificates.\n\n"
+		     "commands:\n");
+	for (size_t i = 0; i < COMMAND_COUNT; i++)
+		fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "\nRun 'agentca <command> --help' for a command's options.\n");
+}
+
+int
+cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "agentca%s%s: ", cmd[0] != '\0' ? " " : "", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (try 'agentca%s%s --help')\n", cmd[0] != '\0' ? " " : "", cmd);
+	return EXIT_USAGE;
+}
+
+int
+cli_fail(const char *cmd, const struct ac_err *err)
+{
+	fprintf(stderr, "agentca %s: %s\n", cmd, err->msg[0] != '\0' ? err->msg : "failed");
+	return err->code == AC_ERR_USAGE ? EXIT_USAGE : EXIT_FAIL;
+}
+
+int
+cli_getopt(int argc, char **argv, const char *cmd, const char *usage,
+	   const struct option *longopts, int *done)
+{
+	int c;
+
+	*done = -1;
+	c = getopt_long(argc, argv, "h", longopts, NULL);
+	if (c == 'h') {
+		fputs(usage, stdout);
+		*done = EXIT_OK;
+		return 0;
+	}
+	if (c == '?' || c == ':') {
+		/* getopt_long has already named the bad option on stderr. */
+		fprintf(stderr, "(try 'agentca %s --help')\n", cmd);
+		*done = EXIT_USAGE;
+		return 0;
+	}
+	return c;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		print_help(stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		print_help(stdout);
+		return EXIT_OK;
+	}
+	/* Two-word commands first ("ca import"), then one-word ones ("init"). */
+	for (size_t i = 0; i < COMMAND_COUNT; i++) {
+		const char *name = commands[i].name, *space = strchr(name, ' ');
+
+		if (space != NULL) {
+			size_t first = (size_t)(space - name);
+
+			if (argc >= 3 && strncmp(argv[1], name, first) == 0 &&
+			    argv[1][first] == '\0' && strcmp(argv[2], space + 1) == 0)
+				return commands[i].run(argc - 2, argv + 2);
+		} else if (strcmp(argv[1], name) == 0) {
+			return commands[i].run(argc - 1, argv + 1);
+		}
+	}
+	return cli_usage_error("", "unknown command '%s%s%s'", argv[1], argc >= 3 ? " " : "",
+			       argc >= 3 ? argv[2] : "");
+}

@@ -1,0 +1,155 @@
+/*
+ * settings.c - the configuration schema of config.json and its loading. See settings.h.
+ */
+#include "cli/settings.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fsutil.h"
+#include "common/log.h"
+
+static const struct cfg_field store_fields[] = {
+	{"path", CFG_STRING, offsetof(struct store_settings, path), 0, 0, NULL,
+	 "SQLite database file, relative to DIR (default agentca.db)"},
+	{"busy_timeout_ms", CFG_INT, offsetof(struct store_settings, busy_timeout_ms), 1, 600000,
+	 NULL, "how long a writer waits for the database lock (default 5000)"},
+	{"group_commit_max", CFG_INT, offsetof(struct store_settings, group_commit_max), 1, 65536,
+	 NULL, "most writes committed together in one durable transaction (default 256)"},
+	CFG_END,
+};
+
+static const struct cfg_field settings_fields[] = {
+	{"log_level", CFG_STRING, offsetof(struct agentca_settings, log_level), 0, 0, NULL,
+	 "debug, info, warn or error (default info)"},
+	{"policy", CFG_OBJECT, offsetof(struct agentca_settings, policy), 0, 0, ca_policy_fields,
+	 "issuance policy"},
+	{"store", CFG_OBJECT, offsetof(struct agentca_settings, store), 0, 0, store_fields,
+	 "the embedded store"},
+	CFG_END,
+};
+
+static const char *const cfg_type_labels[] = {
+	[CFG_STRING] = "string", [CFG_INT] = "integer",	    [CFG_BOOL] = "boolean",
+	[CFG_DURATION] = "duration", [CFG_STRING_LIST] = "list", [CFG_OBJECT] = "object",
+};
+
+static void
+print_fields(FILE *out, const struct cfg_field *fields, const char *prefix)
+{
+	for (; fields->key != NULL; fields++) {
+		char path[128];
+
+		snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] != '\0' ? "." : "",
+			 fields->key);
+		fprintf(out, "  %-24s %-9s %s\n", path, cfg_type_labels[fields->type],
+			fields->help != NULL ? fields->help : "");
+		if (fields->type == CFG_OBJECT)
+			print_fields(out, fields->children, path);
+	}
+}
+
+void
+settings_print_reference(FILE *out)
+{
+	print_fields(out, settings_fields, "");
+}
+
+int
+settings_read_trust_domain(const char *dir, char *buf, size_t len, struct ac_err *err)
+{
+	char path[4096];
+	json_error_t jerr;
+	json_t *root, *td;
+	int rc = -1;
+
+	if (path_join(path, sizeof(path), dir, "ca.json", err) != 0)
+		return -1;
+	root = json_load_file(path, 0, &jerr);
+	if (root == NULL)
+		return ac_err_set(err, AC_ERR_NOTFOUND, "no_ca",
+				  "%s: no CA here (%s); run agentca init first", dir, jerr.text);
+	td = json_object_get(root, "trust_domain");
+	if (!json_is_string(td) || json_string_length(td) >= len) {
+		ac_err_set(err, AC_ERR_INVALID, "ca_json_invalid", "%s: no trust_domain", path);
+		goto out;
+	}
+	memcpy(buf, json_string_value(td), json_string_length(td) + 1);
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+int
+settings_load(const char *dir, const char *config_path, const char *trust_domain,
+	      struct agentca_settings *s, struct ac_err *err)
+{
+	char default_path[4096];
+	enum ac_log_level level;
+
+	memset(s, 0, sizeof(*s));
+	s->store.busy_timeout_ms = 5000;
+	s->store.group_commit_max = 256;
+	if (ca_policy_defaults(&s->policy, trust_domain != NULL ? trust_domain : "", err) != 0)
+		return -1;
+
+	if (config_path == NULL) {
+		if (path_join(default_path, sizeof(default_path), dir, "config.json", err) != 0)
+			goto fail;
+		if (path_exists(default_path))
+			config_path = default_path;
+	}
+	if (config_path != NULL &&
+	    config_load_file(config_path, settings_fields, s, err) != 0)
+		goto fail;
+
+	if (s->log_level != NULL && ac_log_level_parse(s->log_level, &level) != 0) {
+		ac_err_set(err, AC_ERR_INVALID, "config_invalid",
+			   "%s: \"log_level\" must be debug, info, warn or error", config_path);
+		goto fail;
+	}
+	if (ca_policy_validate(&s->policy, err) != 0) {
+		ac_err_wrap(err, "%s", config_path != NULL ? config_path : "default policy");
+		goto fail;
+	}
+	{
+		const char *p = s->store.path != NULL ? s->store.path : "agentca.db";
+
+		if (p[0] == '/') {
+			if (strlen(p) >= sizeof(s->store_path_resolved)) {
+				ac_err_set(err, AC_ERR_INVALID, "config_invalid",
+					   "store.path is too long");
+				goto fail;
+			}
+			strcpy(s->store_path_resolved, p);
+		} else if (path_join(s->store_path_resolved, sizeof(s->store_path_resolved), dir,
+				     p, err) != 0) {
+			goto fail;
+		}
+	}
+	return 0;
+fail:
+	settings_free(s);
+	return -1;
+}
+
+void
+settings_free(struct agentca_settings *s)
+{
+	ca_policy_free(&s->policy);
+	free(s->log_level);
+	s->log_level = NULL;
+	free(s->store.path);
+	s->store.path = NULL;
+}
+
+void
+settings_store_options(const struct agentca_settings *s, struct store_options *opts)
+{
+	store_options_defaults(opts);
+	opts->path = s->store_path_resolved;
+	opts->busy_timeout_ms = s->store.busy_timeout_ms;
+	opts->group_commit_max = s->store.group_commit_max;
+}

@@ -1,0 +1,52 @@
+/*
+ * settings.h - the daemon's configuration file (DIR/config.json, or --config FILE): one
+ * schema for the whole file, assembled from each layer's own table, so an unknown key
+ * anywhere is refused with its full path.
+ *
+ *   {
+ *     "log_level": "info",
+ *     "policy": { ...ca/policy.h: ca_policy_fields... },
+ *     "store":  { "path": "agentca.db", "busy_timeout_ms": 5000, "group_commit_max": 256 }
+ *   }
+ *
+ * Every setting has a default, so a missing file section (or `--dir` alone) works.
+ */
+#ifndef AGENTCA_CLI_SETTINGS_H
+#define AGENTCA_CLI_SETTINGS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ca/policy.h"
+#include "common/error.h"
+#include "store/store.h"
+
+struct store_settings {
+	char *path; /* relative paths are under DIR */
+	int64_t busy_timeout_ms;
+	int64_t group_commit_max;
+};
+
+struct agentca_settings {
+	char *log_level;
+	struct ca_policy policy;
+	struct store_settings store;
+	char store_path_resolved[4096];
+};
+
+/* Defaults, then config_path (or DIR/config.json when config_path is NULL and that file
+ * exists), then validation. trust_domain seeds the policy's DNS suffix default. */
+int settings_load(const char *dir, const char *config_path, const char *trust_domain,
+		  struct agentca_settings *s, struct ac_err *err);
+void settings_free(struct agentca_settings *s);
+
+/* Store options from the settings (borrowing its strings). */
+void settings_store_options(const struct agentca_settings *s, struct store_options *opts);
+
+/* Print every key with its type and help line (for `serve --help` and the README). */
+void settings_print_reference(FILE *out);
+
+/* Read the trust domain from DIR/ca.json into buf (for commands that do not load keys). */
+int settings_read_trust_domain(const char *dir, char *buf, size_t len, struct ac_err *err);
+
+#endif

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The exported log verifies; editing one byte of an entry, dropping one, swapping two or
+# truncating the export makes `audit verify` fail and name the entry.
+. "$(dirname "$0")/lib.sh"
+
+CA=$WORK/ca
+expect_exit 0 "init" "$AGENTCA" init --dir "$CA" --name Test --trust-domain corp.internal
+for i in 1 2 3 4 5; do
+	make_ec_csr P-256 "$WORK/$i.csr"
+	expect_exit 0 "issue $i" "$AGENTCA" issue --dir "$CA" --csr "$WORK/$i.csr" \
+		--subject "spiffe://corp.internal/agent-$i"
+done
+expect_exit 1 "a denial" "$AGENTCA" issue --dir "$CA" --csr "$WORK/1.csr" \
+	--subject "spiffe://elsewhere/x"
+
+expect_exit 0 "export" "$AGENTCA" audit export --dir "$CA" --format jsonl
+cp "$WORK/stdout" "$WORK/log.jsonl"
+[ "$(wc -l <"$WORK/log.jsonl")" = 7 ] || fail "want 6 entries and a trailer"
+expect_exit 0 "verify" "$AGENTCA" audit verify "$WORK/log.jsonl"
+has "$WORK/stdout" "OK" "verify says OK"
+has "$WORK/stdout" "entries:   6" "verify counts the entries"
+has "$WORK/stdout" "issued" "verify summarises the kinds"
+pass "a full export verifies"
+
+# Edit one byte inside entry 3 (its subject).
+sed '3s/agent-3/agent-X/' "$WORK/log.jsonl" >"$WORK/edited.jsonl"
+expect_exit 1 "verify edited" "$AGENTCA" audit verify "$WORK/edited.jsonl"
+stderr_has "entry seq 3" "edited entry named"
+# Edit a byte of the time of entry 2.
+sed -E '2s/"time":([0-9]+)1,/"time":\12,/; 2s/"time":([0-9]+)([02-9]),/"time":\11,/' \
+	"$WORK/log.jsonl" >"$WORK/edited2.jsonl"
+cmp -s "$WORK/log.jsonl" "$WORK/edited2.jsonl" && fail "time edit did not change the file"
+expect_exit 1 "verify edited time" "$AGENTCA" audit verify "$WORK/edited2.jsonl"
+stderr_has "entry seq 2" "edited time named"
+pass "an edited entry fails, named"
+
+# Drop entry 4.
+sed '4d' "$WORK/log.jsonl" >"$WORK/dropped.jsonl"
+expect_exit 1 "verify dropped" "$AGENTCA" audit verify "$WORK/dropped.jsonl"
+stderr_has "entry seq 5" "the entry after the gap named"
+pass "a dropped entry fails, named"
+
+# Swap entries 2 and 3.
+awk 'NR==2{hold=$0; next} NR==3{print; print hold; next} {print}' "$WORK/log.jsonl" \
+	>"$WORK/swapped.jsonl"
+expect_exit 1 "verify swapped" "$AGENTCA" audit verify "$WORK/swapped.jsonl"
+stderr_has "entry seq 3" "swapped entry named"
+pass "swapped entries fail, named"
+
+# Truncated: the trailer (or more) is missing.
+head -n 5 "$WORK/log.jsonl" >"$WORK/truncated.jsonl"
+expect_exit 1 "verify truncated" "$AGENTCA" audit verify "$WORK/truncated.jsonl"
+stderr_has "truncated" "truncation named"
+# Dropping the last entry but keeping the trailer is caught by the trailer.
+sed '6d' "$WORK/log.jsonl" >"$WORK/lastdrop.jsonl"
+expect_exit 1 "verify last dropped" "$AGENTCA" audit verify "$WORK/lastdrop.jsonl"
+pass "a truncated export fails"
+
+# CSV: a header row and one row per entry.
+expect_exit 0 "export csv" "$AGENTCA" audit export --dir "$CA" --format csv
+head -n 1 "$WORK/stdout" | grep -q '^seq,time,kind,actor,subject,serial' || fail "csv header"
+[ "$(wc -l <"$WORK/stdout")" = 7 ] || fail "csv: want a header and 6 rows"
+pass "csv export"
+
+# --since in the future exports nothing but a trailer, which verifies.
+expect_exit 0 "export since" "$AGENTCA" audit export --dir "$CA" --since 2099-01-01
+[ "$(wc -l <"$WORK/stdout")" = 1 ] || fail "--since 2099 should export no entries"
+pass "--since filters"
