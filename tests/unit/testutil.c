@@ -1,7 +1,6 @@
 /*
  * testutil.c - scratch directories for unit tests.
  */
-#define _GNU_SOURCE
 #include "testutil.h"
 
 #include <ftw.h>
