@@ -6,13 +6,13 @@
  * and a PostgreSQL backend for several CA replicas can be added without touching callers.
  *
  * Writes are units of work (struct store_write): an optional certificate row, an optional
- * "token used" mark, and exactly one issuance-log entry, committed all together or not at
- * all. store_submit() hands a unit to the group committer (group_commit.c), which gathers
- * the units that arrive while a commit is in flight and commits them in one durable
- * transaction (WAL, synchronous=FULL), each in its own savepoint so that one unit's failure
- * (a token already used) fails that unit alone. store_submit() returns only after the
- * transaction holding the unit is durable on disk: a caller may then hand the certificate
- * out, knowing the log holds it.
+ * "token used" mark, an optional revocation, and exactly one issuance-log entry, committed
+ * all together or not at all. store_submit() hands a unit to the group committer
+ * (group_commit.c), which gathers the units that arrive while a commit is in flight and
+ * commits them in one durable transaction (WAL, synchronous=FULL), each in its own savepoint
+ * so that one unit's failure (a token already used) fails that unit alone. store_submit()
+ * returns only after the transaction holding the unit is durable on disk: a caller may then
+ * hand the certificate out, knowing the log holds it.
  *
  * The log is hash-chained (log_chain.c): each entry's canonical encoding includes its
  * sequence number and the previous entry's hash, and its hash is SHA-256 of that encoding.
@@ -60,6 +60,9 @@ struct store_write {
 	const char *token_jti;          /* NULL: no token; else fails AC_ERR_CONFLICT if used */
 	int64_t token_expires;          /* unix seconds, kept to prune the used-token table */
 	const struct log_entry *entry;  /* required */
+	const char *revoke_serial;      /* NULL: none; else revoke it (fails if absent/revoked) */
+	const char *revoke_reason;      /* RFC 5280 reason name ("keyCompromise"), or NULL */
+	int64_t revoked_at;             /* unix seconds; 0: the commit time */
 	/* outputs */
 	uint64_t seq;                 /* the entry's sequence number (1-based) */
 	char hash[LOG_HASH_HEX_LEN + 1];
@@ -130,6 +133,32 @@ void store_cert_row_free(struct cert_row *row);
 /* Number of certificate rows (tests, metrics). */
 int store_cert_count(struct store *st, int64_t *count, struct ac_err *err);
 
+/* A revoked certificate, for CRLs and OCSP; valid only during the callback. */
+struct revoked_row {
+	const char *serial;
+	int64_t revoked_at;  /* unix seconds */
+	const char *reason;  /* NULL when none was given */
+	int64_t not_after;
+};
+
+typedef int (*revoked_row_fn)(void *arg, const struct revoked_row *row);
+
+/* Visit revoked certificates with not_after >= not_after_min (0: all), by serial, in constant
+ * memory. Return non-zero from the callback to stop early (the scan then returns 0). */
+int store_revoked_scan(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
+		       struct ac_err *err);
+
+/* Counters since store_open, for metrics and for tests that check units share commits. */
+struct store_stats {
+	uint64_t transactions;        /* commit_batch calls: one transaction (one fsync) each */
+	uint64_t transactions_failed; /* of those, the ones that failed as a whole */
+	uint64_t units;               /* units handed to those transactions */
+	uint64_t units_failed;        /* units whose result was not AC_OK */
+	uint64_t largest_batch;       /* most units in one transaction */
+};
+
+void store_stats(struct store *st, struct store_stats *out);
+
 /* The backend's interface. store.c owns the committer and dispatches to these. */
 struct store_ops {
 	const char *name;
@@ -145,6 +174,8 @@ struct store_ops {
 	int (*cert_get)(struct store *st, const char *serial, struct cert_row *out,
 			struct ac_err *err);
 	int (*cert_count)(struct store *st, int64_t *count, struct ac_err *err);
+	int (*revoked_scan)(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
+			    struct ac_err *err);
 };
 
 #endif

@@ -1,0 +1,174 @@
+/*
+ * store.c - the store's front door: picks a backend, owns the group committer, dispatches.
+ *
+ * Callers hold a struct store and call the functions of store.h; which database sits behind
+ * it is decided once, here, from the path (a table of backends). Writes go through the
+ * group committer (group_commit.c); reads go straight to the backend, which must allow them
+ * from any thread while the committer writes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_impl.h"
+
+#define GROUP_COMMIT_MAX_LIMIT 65536
+
+/* The backends, first match wins. A NULL open names a backend this build does not have. */
+static const struct backend {
+	const char *prefix; /* a path starting with this picks the backend */
+	const char *name;
+	int (*open)(struct store *st, const struct store_options *opts, struct ac_err *err);
+} backends[] = {
+    {"postgres://", "postgres", NULL},
+    {"postgresql://", "postgres", NULL},
+    {"", "sqlite", store_sqlite_open}, /* a file name */
+};
+
+void
+store_options_defaults(struct store_options *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->busy_timeout_ms = 5000;
+	opts->group_commit_max = 256;
+}
+
+struct store *
+store_open(const struct store_options *opts, struct ac_err *err)
+{
+	const struct backend *be = NULL;
+	struct store *st = NULL, *opened = NULL;
+	size_t i;
+
+	if (opts == NULL || opts->path == NULL || opts->path[0] == '\0') {
+		ac_err_set(err, AC_ERR_INVALID, "store_path_missing",
+		           "store: no database path given");
+		goto out;
+	}
+	if (opts->group_commit_max < 1 || opts->group_commit_max > GROUP_COMMIT_MAX_LIMIT) {
+		ac_err_set(err, AC_ERR_INVALID, "store_options_invalid",
+		           "%s: group_commit_max must be between 1 and %d, not %lld", opts->path,
+		           GROUP_COMMIT_MAX_LIMIT, (long long)opts->group_commit_max);
+		goto out;
+	}
+	if (opts->busy_timeout_ms < 0) {
+		ac_err_set(err, AC_ERR_INVALID, "store_options_invalid",
+		           "%s: busy_timeout_ms must not be negative", opts->path);
+		goto out;
+	}
+	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		if (strncmp(opts->path, backends[i].prefix, strlen(backends[i].prefix)) == 0) {
+			be = &backends[i];
+			break;
+		}
+	}
+	if (be == NULL || be->open == NULL) {
+		ac_err_set(err, AC_ERR_INVALID, "store_backend_unsupported",
+		           "%s: the %s store is not built into this agentca", opts->path,
+		           be != NULL ? be->name : "requested");
+		goto out;
+	}
+	if ((st = calloc(1, sizeof(*st))) == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "%s: out of memory", opts->path);
+		goto out;
+	}
+	if (be->open(st, opts, err) != 0)
+		goto out;
+	if ((st->gc = group_commit_start(st, (size_t)opts->group_commit_max, err)) == NULL) {
+		ac_err_wrap(err, "%s", opts->path);
+		goto out;
+	}
+	opened = st;
+	st = NULL;
+out:
+	store_close(st);
+	return opened;
+}
+
+void
+store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	group_commit_stop(st->gc);
+	if (st->ops != NULL)
+		st->ops->close(st);
+	free(st);
+}
+
+int
+store_submit(struct store *st, struct store_write *w, struct ac_err *err)
+{
+	return store_submit_many(st, &w, 1, err);
+}
+
+int
+store_submit_many(struct store *st, struct store_write **w, size_t n, struct ac_err *err)
+{
+	size_t i;
+
+	if (group_commit_submit(st->gc, w, n) == 0)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (w[i]->result.code != AC_OK) {
+			ac_err_set(err, w[i]->result.code, w[i]->result.reason, "%s",
+			           w[i]->result.msg);
+			break;
+		}
+	}
+	return -1;
+}
+
+int
+store_log_head(struct store *st, uint64_t *seq, char hash[LOG_HASH_HEX_LEN + 1], struct ac_err *err)
+{
+	return st->ops->log_head(st, seq, hash, err);
+}
+
+int
+store_log_scan(struct store *st, const struct log_filter *filter, log_row_fn fn, void *arg,
+               struct ac_err *err)
+{
+	static const struct log_filter all;
+
+	return st->ops->log_scan(st, filter != NULL ? filter : &all, fn, arg, err);
+}
+
+int
+store_cert_get(struct store *st, const char *serial, struct cert_row *out, struct ac_err *err)
+{
+	return st->ops->cert_get(st, serial, out, err);
+}
+
+void
+store_cert_row_free(struct cert_row *row)
+{
+	if (row == NULL)
+		return;
+	free(row->serial);
+	free(row->subject);
+	free(row->parent);
+	free(row->spki_sha256);
+	free(row->issuer_fingerprint);
+	free(row->revoke_reason);
+	free(row->der);
+	memset(row, 0, sizeof(*row));
+}
+
+int
+store_cert_count(struct store *st, int64_t *count, struct ac_err *err)
+{
+	return st->ops->cert_count(st, count, err);
+}
+
+int
+store_revoked_scan(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
+                   struct ac_err *err)
+{
+	return st->ops->revoked_scan(st, not_after_min, fn, arg, err);
+}
+
+void
+store_stats(struct store *st, struct store_stats *out)
+{
+	group_commit_stats(st->gc, out);
+}
