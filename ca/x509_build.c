@@ -1,0 +1,249 @@
+/*
+ * x509_build.c - small, checked helpers to assemble certificates: serials, validity,
+ * extensions from OpenSSL's config syntax, names, signing, and PEM in and out.
+ *
+ * Shared by the authority (root, intermediate, CSR) and the issuance engine (leaves), so
+ * every certificate agentca makes gets its serial and its extensions the same way.
+ */
+#include "ca/x509_build.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "common/fsutil.h"
+
+#define SERIAL_BYTES 16
+#define PEM_FILE_MAX (1024 * 1024)
+
+/*
+ * A fresh 128-bit serial. The top bit is cleared so the DER INTEGER is positive without a
+ * leading zero byte, and the top byte is drawn again until it is non-zero, so the serial is
+ * always exactly 16 bytes (32 hex digits) and never zero.
+ */
+int
+x509_set_random_serial(X509 *cert, char serial_hex[41], struct ac_err *err)
+{
+	unsigned char buf[SERIAL_BYTES];
+	BIGNUM *bn = NULL;
+	char *hex = NULL;
+	int rc = -1;
+
+	serial_hex[0] = '\0';
+	do {
+		if (RAND_bytes(buf, sizeof(buf)) != 1) {
+			ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed", "serial: RAND_bytes failed");
+			goto out;
+		}
+		buf[0] &= 0x7f;
+	} while (buf[0] == 0);
+	bn = BN_bin2bn(buf, sizeof(buf), NULL);
+	if (bn == NULL) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "out_of_memory", "serial: BN_bin2bn failed");
+		goto out;
+	}
+	if (BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) == NULL) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "serial: cannot set it");
+		goto out;
+	}
+	hex = BN_bn2hex(bn);
+	if (hex == NULL || strlen(hex) > 40) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "serial: BN_bn2hex failed");
+		goto out;
+	}
+	for (size_t i = 0; hex[i] != '\0'; i++)
+		serial_hex[i] =
+		    (char)(hex[i] >= 'A' && hex[i] <= 'F' ? hex[i] - 'A' + 'a' : hex[i]);
+	serial_hex[strlen(hex)] = '\0';
+	rc = 0;
+out:
+	OPENSSL_free(hex);
+	BN_free(bn);
+	return rc;
+}
+
+/* Set notBefore and notAfter (UTCTime before 2050, GeneralizedTime after, per RFC 5280). */
+int
+x509_set_validity(X509 *cert, int64_t not_before, int64_t not_after, struct ac_err *err)
+{
+	if (not_after <= not_before)
+		return ac_err_set(err, AC_ERR_INVALID, "validity_invalid",
+		                  "notAfter must be later than notBefore");
+	if (ASN1_TIME_set(X509_getm_notBefore(cert), (time_t)not_before) == NULL)
+		return ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot set notBefore");
+	if (ASN1_TIME_set(X509_getm_notAfter(cert), (time_t)not_after) == NULL)
+		return ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot set notAfter");
+	return 0;
+}
+
+/*
+ * Add one extension written in OpenSSL's config syntax. The context names the issuer so
+ * that authorityKeyIdentifier can find the issuer's subjectKeyIdentifier: add the
+ * subjectKeyIdentifier first, and set names and the public key before either.
+ */
+int
+x509_add_ext_text(X509 *cert, X509 *issuer, int nid, const char *value, struct ac_err *err)
+{
+	X509_EXTENSION *ext = NULL;
+	X509V3_CTX ctx;
+	int rc = -1;
+
+	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	if (ext == NULL) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "extension %s = \"%s\" refused",
+		           OBJ_nid2sn(nid), value);
+		goto out;
+	}
+	if (!X509_add_ext(cert, ext, -1)) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot add extension %s",
+		           OBJ_nid2sn(nid));
+		goto out;
+	}
+	rc = 0;
+out:
+	X509_EXTENSION_free(ext);
+	return rc;
+}
+
+/* A distinguished name "O=<org>, CN=<cn>" (most significant first, as RFC 5280 orders). */
+X509_NAME *
+x509_name_make(const char *cn, const char *org, struct ac_err *err)
+{
+	X509_NAME *name;
+
+	name = X509_NAME_new();
+	if (name == NULL) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "out_of_memory", "X509_NAME_new failed");
+		goto fail;
+	}
+	if (org != NULL && !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+	                                               (const unsigned char *)org, -1, -1, 0)) {
+		ac_err_ssl(err, AC_ERR_INVALID, "name_invalid", "organization \"%s\" refused", org);
+		goto fail;
+	}
+	if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
+	                                -1, 0)) {
+		ac_err_ssl(err, AC_ERR_INVALID, "name_invalid", "common name \"%s\" refused", cn);
+		goto fail;
+	}
+	return name;
+fail:
+	X509_NAME_free(name);
+	return NULL;
+}
+
+/* Sign the certificate; md is NULL for Ed25519, which hashes internally. */
+int
+x509_sign(X509 *cert, EVP_PKEY *key, const EVP_MD *md, struct ac_err *err)
+{
+	if (X509_sign(cert, key, md) <= 0)
+		return ac_err_ssl(err, AC_ERR_CRYPTO, "sign_failed",
+		                  "signing the certificate failed");
+	return 0;
+}
+
+/* Unix seconds of an ASN1_TIME; 0 when it cannot be read (never a valid CA time). */
+int64_t
+asn1_time_to_unix(const ASN1_TIME *t)
+{
+	struct tm tm;
+
+	memset(&tm, 0, sizeof(tm));
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm)) {
+		ERR_clear_error();
+		return 0;
+	}
+	return (int64_t)timegm(&tm);
+}
+
+/* One certificate as PEM, in a NUL-terminated heap buffer the caller frees. */
+char *
+x509_to_pem(X509 *cert, size_t *len, struct ac_err *err)
+{
+	char *pem = NULL, *data;
+	BIO *mem = NULL;
+	long n;
+
+	if (len != NULL)
+		*len = 0;
+	mem = BIO_new(BIO_s_mem());
+	if (mem == NULL || !PEM_write_bio_X509(mem, cert)) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_encode_failed",
+		           "cannot encode the certificate as PEM");
+		goto out;
+	}
+	n = BIO_get_mem_data(mem, &data);
+	pem = malloc((size_t)n + 1);
+	if (pem == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	memcpy(pem, data, (size_t)n);
+	pem[n] = '\0';
+	if (len != NULL)
+		*len = (size_t)n;
+out:
+	BIO_free(mem);
+	return pem;
+}
+
+/*
+ * Every certificate in a PEM file, in order. A file with no certificate, or with something
+ * that is not a certificate after the last one, is AC_ERR_INVALID naming the file.
+ */
+STACK_OF(X509) * x509_read_pem_file(const char *path, struct ac_err *err)
+{
+	STACK_OF(X509) *certs = NULL, *result = NULL;
+	char *data = NULL;
+	size_t len = 0;
+	BIO *mem = NULL;
+	X509 *cert;
+	unsigned long e;
+
+	if (read_file(path, PEM_FILE_MAX, &data, &len, err) != 0)
+		goto out;
+	mem = BIO_new_mem_buf(data, (int)len);
+	certs = sk_X509_new_null();
+	if (mem == NULL || certs == NULL) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "out_of_memory", "%s: out of memory", path);
+		goto out;
+	}
+	ERR_clear_error();
+	while ((cert = PEM_read_bio_X509(mem, NULL, NULL, NULL)) != NULL) {
+		if (!sk_X509_push(certs, cert)) {
+			X509_free(cert);
+			ac_err_ssl(err, AC_ERR_CRYPTO, "out_of_memory", "%s: out of memory", path);
+			goto out;
+		}
+	}
+	/* The loop ends at end of input (no start line) or at a broken certificate. */
+	e = ERR_peek_last_error();
+	if (e != 0 &&
+	    !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+		ac_err_ssl(err, AC_ERR_INVALID, "pem_invalid",
+		           "%s: certificate %d is not a valid PEM certificate", path,
+		           sk_X509_num(certs) + 1);
+		goto out;
+	}
+	ERR_clear_error();
+	if (sk_X509_num(certs) == 0) {
+		ac_err_set(err, AC_ERR_INVALID, "pem_invalid", "%s: holds no PEM certificate",
+		           path);
+		goto out;
+	}
+	result = certs;
+	certs = NULL;
+out:
+	sk_X509_pop_free(certs, X509_free);
+	BIO_free(mem);
+	free(data);
+	return result;
+}
