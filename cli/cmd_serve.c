@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ca/authority.h"
@@ -33,8 +34,11 @@ static void
 apply_log_level(const struct agentca_settings *s)
 {
 	enum ac_log_level level = AC_LOG_INFO;
+	const char *env = getenv("AGENTCA_LOG_LEVEL");
 
-	if (s->log_level != NULL)
+	if (env != NULL)
+		ac_log_level_parse(env, &level);
+	else if (s->log_level != NULL)
 		ac_log_level_parse(s->log_level, &level);
 	ac_log_set_level(level);
 }
@@ -137,7 +141,7 @@ cmd_serve(int argc, char **argv)
 	rc = EXIT_OK;
 	goto out;
 fail:
-	log_error("startup_failed", "%s", err.msg);
+	/* Before the daemon is up, stderr is a person's terminal: one plain line. */
 	rc = cli_fail("serve", &err);
 out:
 	store_close(store);

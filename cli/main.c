@@ -75,9 +75,23 @@ cli_getopt(int argc, char **argv, const char *cmd, const char *usage,
 	return c;
 }
 
+/* One-shot commands promise one line on stderr for a failure, so the diagnostic log is
+ * off for them unless AGENTCA_LOG_LEVEL asks for it; `serve` sets its own level. */
+static void
+set_cli_log_level(void)
+{
+	const char *env = getenv("AGENTCA_LOG_LEVEL");
+	enum ac_log_level level = AC_LOG_OFF;
+
+	if (env != NULL)
+		ac_log_level_parse(env, &level);
+	ac_log_set_level(level);
+}
+
 int
 main(int argc, char **argv)
 {
+	set_cli_log_level();
 	if (argc < 2) {
 		print_help(stderr);
 		return EXIT_USAGE;

@@ -19,7 +19,7 @@
 static enum ac_log_level log_min_level = AC_LOG_INFO;
 static int log_fd = STDERR_FILENO;
 
-static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
 void
 ac_log_set_level(enum ac_log_level level)

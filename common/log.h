@@ -16,12 +16,12 @@
 #ifndef AGENTCA_COMMON_LOG_H
 #define AGENTCA_COMMON_LOG_H
 
-enum ac_log_level { AC_LOG_DEBUG = 0, AC_LOG_INFO, AC_LOG_WARN, AC_LOG_ERROR };
+enum ac_log_level { AC_LOG_DEBUG = 0, AC_LOG_INFO, AC_LOG_WARN, AC_LOG_ERROR, AC_LOG_OFF };
 
 /* Set the minimum level written (default: info). */
 void ac_log_set_level(enum ac_log_level level);
 
-/* Parse "debug", "info", "warn" or "error"; returns -1 for anything else. */
+/* Parse "debug", "info", "warn", "error" or "off"; returns -1 for anything else. */
 int ac_log_level_parse(const char *name, enum ac_log_level *out);
 
 /* Write to this file descriptor instead of stderr (tests). */

@@ -112,7 +112,7 @@ sign "$CA/intermediate.csr" "$WORK/future.pem" sub_ca -startdate 20990101000000Z
 	-enddate 20991231000000Z
 expect_exit 1 "import future" "$AGENTCA" ca import --dir "$CA" --cert "$WORK/future.pem" \
 	--chain "$CORP/root.pem"
-stderr_has "not valid until" "not-yet-valid refused"
+stderr_has "not valid before" "not-yet-valid refused"
 
 # Bad import 6: not a certificate at all.
 echo "garbage" >"$WORK/garbage.pem"

@@ -114,9 +114,9 @@ chmod 600 "$CA/intermediate.key"
 pass "exposed key file refused"
 
 # A wrong passphrase is refused, and not echoed.
-AGENTCA_PASSWORD=wrong expect_exit 1 "wrong passphrase" "$AGENTCA" serve --dir "$CA"
-stderr_has "passphrase" "wrong passphrase message"
-if grep -q wrong "$WORK/stderr"; then fail "passphrase echoed"; fi
+AGENTCA_PASSWORD=Zq9-not-it expect_exit 1 "wrong passphrase" "$AGENTCA" serve --dir "$CA"
+stderr_has "passphrase is wrong" "wrong passphrase message"
+if grep -q Zq9-not-it "$WORK/stderr"; then fail "passphrase echoed"; fi
 pass "wrong passphrase refused"
 
 # Usage errors exit 2; init refuses to overwrite a CA.
@@ -141,14 +141,14 @@ pass "usage errors exit 2; every command has --help"
 	[ ! -e "$WORK/gen/root.key" ] || fail "root key left in DIR with --offline-root"
 	has "$WORK/offline-root.key" "BEGIN ENCRYPTED PRIVATE KEY" "offline root key encrypted"
 	expect_exit 0 "issue generated passphrase" "$AGENTCA" issue --dir "$WORK/gen" \
-		--csr "$WORK/gw1.csr" --subject spiffe://corp.internal/gw-1
+		--csr "$WORK/cfg.csr" --subject spiffe://corp.internal/gw-1
 )
 pass "generated passphrase and --offline-root"
 
 for kt in p384 rsa3072 ed25519; do
 	expect_exit 0 "init $kt" "$AGENTCA" init --dir "$WORK/$kt" --name "K $kt" \
 		--trust-domain corp.internal --key-type "$kt"
-	expect_exit 0 "issue $kt" "$AGENTCA" issue --dir "$WORK/$kt" --csr "$WORK/gw1.csr" \
+	expect_exit 0 "issue $kt" "$AGENTCA" issue --dir "$WORK/$kt" --csr "$WORK/cfg.csr" \
 		--subject spiffe://corp.internal/gw-1
 	first_cert "$WORK/stdout" "$WORK/$kt-leaf.pem"
 	openssl verify -CAfile "$WORK/$kt/root.pem" -untrusted "$WORK/$kt/intermediate.pem" \
