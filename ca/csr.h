@@ -6,7 +6,8 @@
  * extensionRequest attribute without trusting their content: names keep their encoded
  * length, so a NUL inside a name is seen by policy rather than cut off by C strings.
  *
- * Reasons: csr_malformed (not a CSR, trailing garbage, too large), csr_bad_signature.
+ * Reasons: csr_malformed (not a CSR, trailing garbage, too large), csr_bad_signature,
+ * too_many_sans (more than CSR_MAX_SANS_PARSED).
  */
 #ifndef AGENTCA_CA_CSR_H
 #define AGENTCA_CA_CSR_H
@@ -29,8 +30,9 @@ struct csr_san {
 };
 
 struct csr {
-	X509_REQ *req;
-	EVP_PKEY *key;           /* borrowed from req (X509_REQ_get0_pubkey) */
+	void *parsed;            /* private to csr.c: the decoded request */
+	EVP_PKEY *key;           /* the requester's public key; owned by the csr */
+	char spki_sha256[65];    /* hex SHA-256 of its SubjectPublicKeyInfo DER */
 	struct csr_san *sans;
 	size_t san_count;
 };
@@ -38,5 +40,9 @@ struct csr {
 /* Parse and verify. On success *out is owned by the caller (csr_free). */
 int csr_parse(const unsigned char *data, size_t len, struct csr **out, struct ac_err *err);
 void csr_free(struct csr *csr);
+
+/* Put the request's SubjectPublicKeyInfo into cert exactly as the request carried it (no
+ * round trip through an EVP_PKEY, which OpenSSL 3.0 makes slow). */
+int csr_copy_pubkey(const struct csr *csr, X509 *cert, struct ac_err *err);
 
 #endif

@@ -69,4 +69,8 @@ int policy_check_key(EVP_PKEY *key, struct ac_err *err);
 /* Clamp a requested lifetime (0: default) to [min_ttl, max_ttl]. */
 int64_t policy_clamp_ttl(const struct ca_policy *policy, int64_t requested);
 
+/* Quote len bytes of a name from outside for a message: printable ASCII kept, '"' and '\\'
+ * escaped, anything else as \xNN ("gw\x00.corp.internal"); cut with "..." to fit outlen. */
+void policy_escape(const char *s, size_t len, char *out, size_t outlen);
+
 #endif

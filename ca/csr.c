@@ -1,0 +1,630 @@
+/*
+ * csr.c - parse and verify a certificate signing request that came from outside.
+ *
+ * The input is hostile until proven otherwise. We accept exactly one request, as one PEM
+ * block ("CERTIFICATE REQUEST" or "NEW CERTIFICATE REQUEST", surrounding whitespace allowed)
+ * or as DER that is consumed to the last byte; anything before, after or between is
+ * refused, so that what we verified is all that was sent. The self-signature must verify
+ * with the request's own key: it proves the requester holds the private key.
+ *
+ * The requested subjectAltNames are copied out with their encoded lengths. A DNS name with a
+ * NUL inside ("gw\0.corp.internal") stays 18 bytes long here, and policy refuses it; C
+ * string functions would have cut it to "gw" and let the check pass on a different name.
+ *
+ * We take nothing else from the request: the subject DN and any other requested extension
+ * are ignored, because the CA alone decides what a certificate says.
+ *
+ * Speed: OpenSSL 3.0's X509_REQ decoder builds a fresh key decoder for the public key of
+ * every request it reads (about 100 us, more than the signature check), and X509_set_pubkey
+ * does an encoder and a decoder more. So the request is decoded here with its own ASN.1
+ * template (RFC 2986) that keeps the SubjectPublicKeyInfo as plain fields; the key is
+ * decoded by one decoder per thread, made once and reused; and the leaf gets those same
+ * fields (csr_copy_pubkey). The request's signed bytes are kept as they arrived
+ * (ASN1_SEQUENCE_enc), so the signature is checked over exactly what was signed.
+ */
+#include "ca/csr.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/asn1t.h>
+#include <openssl/decoder.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "ca/policy.h"
+#include "common/hex.h"
+
+#define PEM_BEGIN "-----BEGIN"
+#define PEM_END "-----END"
+
+/*
+ * The request as DER (RFC 2986, section 4):
+ *
+ *   CertificationRequest ::= SEQUENCE { certificationRequestInfo, signatureAlgorithm,
+ *                                       signature BIT STRING }
+ *   CertificationRequestInfo ::= SEQUENCE { version INTEGER, subject Name,
+ *                                           subjectPKInfo, attributes [0] IMPLICIT SET OF }
+ */
+typedef struct {
+	X509_ALGOR *algor;
+	ASN1_BIT_STRING *public_key;
+} CSR_SPKI;
+
+typedef struct {
+	ASN1_ENCODING enc; /* the bytes as received: what the signature covers */
+	ASN1_INTEGER *version;
+	X509_NAME *subject;
+	CSR_SPKI *spki;
+	STACK_OF(X509_ATTRIBUTE) *attributes;
+} CSR_INFO;
+
+typedef struct {
+	CSR_INFO *info;
+	X509_ALGOR *sig_alg;
+	ASN1_BIT_STRING *signature;
+} CSR_DER;
+
+/* clang-format off */
+ASN1_SEQUENCE(CSR_SPKI) = {
+	ASN1_SIMPLE(CSR_SPKI, algor, X509_ALGOR),
+	ASN1_SIMPLE(CSR_SPKI, public_key, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(CSR_SPKI)
+
+ASN1_SEQUENCE_enc(CSR_INFO, enc, NULL) = {
+	ASN1_SIMPLE(CSR_INFO, version, ASN1_INTEGER),
+	ASN1_SIMPLE(CSR_INFO, subject, X509_NAME),
+	ASN1_SIMPLE(CSR_INFO, spki, CSR_SPKI),
+	ASN1_IMP_SET_OF_OPT(CSR_INFO, attributes, X509_ATTRIBUTE, 0),
+} static_ASN1_SEQUENCE_END_ref(CSR_INFO, CSR_INFO)
+
+ASN1_SEQUENCE(CSR_DER) = {
+	ASN1_SIMPLE(CSR_DER, info, CSR_INFO),
+	ASN1_SIMPLE(CSR_DER, sig_alg, X509_ALGOR),
+	ASN1_SIMPLE(CSR_DER, signature, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(CSR_DER)
+
+/*
+ * Shared, made once: the SHA-256 implementation and, per thread, a key decoder.
+ */
+
+static pthread_once_t csr_once = PTHREAD_ONCE_INIT;
+/* clang-format on */
+static pthread_key_t decoder_key;
+static EVP_MD *spki_md;
+
+struct spki_decoder {
+	OSSL_DECODER_CTX *ctx;
+	EVP_PKEY *out; /* where ctx puts each key it decodes */
+};
+
+static void
+spki_decoder_free(void *arg)
+{
+	struct spki_decoder *d = arg;
+
+	if (d == NULL)
+		return;
+	OSSL_DECODER_CTX_free(d->ctx);
+	EVP_PKEY_free(d->out);
+	free(d);
+}
+
+static void
+csr_init_once(void)
+{
+	spki_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+	if (pthread_key_create(&decoder_key, spki_decoder_free) != 0)
+		abort(); /* only when the process is out of keys: a bug */
+}
+
+/* Decode a SubjectPublicKeyInfo with this thread's decoder (made on first use). */
+static EVP_PKEY *
+spki_decode(const unsigned char *der, size_t len)
+{
+	struct spki_decoder *d = pthread_getspecific(decoder_key);
+	const unsigned char *p = der;
+	EVP_PKEY *key = NULL;
+	size_t left = len;
+
+	if (d == NULL) {
+		d = calloc(1, sizeof(*d));
+		if (d == NULL)
+			goto out;
+		d->ctx = OSSL_DECODER_CTX_new_for_pkey(&d->out, "DER", "SubjectPublicKeyInfo", NULL,
+		                                       EVP_PKEY_PUBLIC_KEY, NULL, NULL);
+		if (d->ctx == NULL || pthread_setspecific(decoder_key, d) != 0) {
+			spki_decoder_free(d);
+			goto out;
+		}
+	}
+	if (OSSL_DECODER_from_data(d->ctx, &p, &left) == 1 && left == 0)
+		key = d->out;
+	else
+		EVP_PKEY_free(d->out);
+	d->out = NULL;
+out:
+	return key;
+}
+
+static int
+is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* 1 when the bytes are all whitespace (or there are none). */
+static int
+all_space(const unsigned char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!is_space(p[i]))
+			return 0;
+	return 1;
+}
+
+/*
+ * Framing: DER or one PEM block.
+ */
+
+/* Decode DER that must hold one request and nothing more. */
+static CSR_DER *
+csr_from_der(const unsigned char *der, size_t len, const char *what, struct ac_err *err)
+{
+	const unsigned char *p = der;
+	CSR_DER *req = NULL;
+
+	if (len > CSR_MAX_BYTES) {
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed", "%s is too large", what);
+		goto out;
+	}
+	req = (CSR_DER *)ASN1_item_d2i(NULL, &p, (long)len, ASN1_ITEM_rptr(CSR_DER));
+	if (req == NULL) {
+		ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed", "%s is not a valid request", what);
+		goto out;
+	}
+	if (p != der + len) {
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+		           "%s has %zu bytes of trailing data after the request", what,
+		           (size_t)(der + len - p));
+		ASN1_item_free((ASN1_VALUE *)req, ASN1_ITEM_rptr(CSR_DER));
+		req = NULL;
+		goto out;
+	}
+out:
+	return req;
+}
+
+/* Decode one PEM block of type (NEW) CERTIFICATE REQUEST, with only whitespace after it. */
+static CSR_DER *
+csr_from_pem(const unsigned char *data, size_t len, struct ac_err *err)
+{
+	char *name = NULL, *header = NULL, shown[80];
+	unsigned char *der = NULL, rest[256];
+	CSR_DER *req = NULL;
+	long der_len = 0;
+	int n;
+	BIO *bio;
+
+	bio = BIO_new_mem_buf(data, (int)len);
+	if (bio == NULL) {
+		ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "reading the CSR PEM");
+		goto out;
+	}
+	if (PEM_read_bio_ex(bio, &name, &header, &der, &der_len, PEM_FLAG_ONLY_B64) != 1) {
+		if (memmem(data, len, PEM_END, strlen(PEM_END)) == NULL)
+			ac_err_set(err, AC_ERR_INVALID, "csr_malformed", "CSR PEM is truncated");
+		else
+			ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed", "CSR PEM is malformed");
+		goto out;
+	}
+	if (strcmp(name, "CERTIFICATE REQUEST") != 0 &&
+	    strcmp(name, "NEW CERTIFICATE REQUEST") != 0) {
+		policy_escape(name, strlen(name), shown, sizeof(shown));
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+		           "CSR PEM holds a \"%s\" block, not a CERTIFICATE REQUEST", shown);
+		goto out;
+	}
+	if (header[0] != '\0') {
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed", "CSR PEM has unexpected headers");
+		goto out;
+	}
+	while ((n = BIO_read(bio, rest, sizeof(rest))) > 0) {
+		if (!all_space(rest, (size_t)n)) {
+			if (memmem(rest, (size_t)n, PEM_BEGIN, strlen(PEM_BEGIN)) != NULL)
+				ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+				           "CSR PEM holds more than one block");
+			else
+				ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+				           "CSR PEM has trailing data after the request");
+			goto out;
+		}
+	}
+	req = csr_from_der(der, (size_t)der_len, "CSR PEM content", err);
+out:
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	OPENSSL_free(der);
+	BIO_free(bio);
+	return req;
+}
+
+/*
+ * The key: decoded, hashed, and its signature on the request checked.
+ */
+
+/* Decode the request's key and take the SHA-256 of its SubjectPublicKeyInfo. */
+static int
+csr_read_key(struct csr *csr, const CSR_DER *req, struct ac_err *err)
+{
+	unsigned char *spki = NULL, md[32];
+	unsigned int md_len = 0;
+	int spki_len, rc = -1;
+
+	spki_len =
+	    ASN1_item_i2d((const ASN1_VALUE *)req->info->spki, &spki, ASN1_ITEM_rptr(CSR_SPKI));
+	if (spki_len <= 0) {
+		ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed",
+		           "CSR public key cannot be encoded");
+		goto out;
+	}
+	csr->key = spki_decode(spki, (size_t)spki_len);
+	if (csr->key == NULL) {
+		ERR_clear_error();
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+		           "CSR public key is of an unknown type or cannot be decoded");
+		goto out;
+	}
+	if (spki_md == NULL ||
+	    EVP_Digest(spki, (size_t)spki_len, md, &md_len, spki_md, NULL) != 1 ||
+	    md_len != sizeof(md)) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "digest_failed", "SHA-256 of the CSR key failed");
+		goto out;
+	}
+	hex_encode(md, sizeof(md), csr->spki_sha256);
+	rc = 0;
+out:
+	OPENSSL_free(spki);
+	return rc;
+}
+
+/* The self-signature, over the request info exactly as received. */
+static int
+csr_verify(const struct csr *csr, const CSR_DER *req, struct ac_err *err)
+{
+	/* 1: good; 0 or -1: a wrong or unusable signature. OpenSSL's queue adds nothing a
+	 * requester can act on ("EVP lib"), so it is dropped. */
+	if (ASN1_item_verify(ASN1_ITEM_rptr(CSR_INFO), req->sig_alg, req->signature, req->info,
+	                     csr->key) != 1) {
+		ERR_clear_error();
+		return ac_err_set(err, AC_ERR_INVALID, "csr_bad_signature",
+		                  "CSR signature does not verify with its own key");
+	}
+	return 0;
+}
+
+/*
+ * The requested names.
+ */
+
+/* Append one SAN (a heap copy of len bytes, NUL-terminated) to csr->sans. */
+static int
+csr_add_san(struct csr *csr, enum csr_san_type type, const void *value, size_t len,
+            struct ac_err *err)
+{
+	struct csr_san *san = &csr->sans[csr->san_count];
+	int rc = -1;
+
+	san->value = malloc(len + 1);
+	if (san->value == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	if (len > 0)
+		memcpy(san->value, value, len);
+	san->value[len] = '\0';
+	san->len = len;
+	san->type = type;
+	csr->san_count++;
+	rc = 0;
+out:
+	return rc;
+}
+
+/* What a SAN of a type we do not issue is called in messages (kept as its value). */
+static const struct {
+	int gen_type;
+	const char *name;
+} other_san_names[] = {
+    {GEN_OTHERNAME, "otherName"}, {GEN_EMAIL, "email"},           {GEN_X400, "x400Address"},
+    {GEN_DIRNAME, "dirName"},     {GEN_EDIPARTY, "ediPartyName"}, {GEN_RID, "registeredID"},
+};
+
+static const char *
+other_san_name(int gen_type)
+{
+	for (size_t i = 0; i < sizeof(other_san_names) / sizeof(other_san_names[0]); i++)
+		if (other_san_names[i].gen_type == gen_type)
+			return other_san_names[i].name;
+	return "unknown";
+}
+
+/* Copy the names of one subjectAltName extension into csr->sans. */
+static int
+csr_take_sans(struct csr *csr, X509_EXTENSION *ext, struct ac_err *err)
+{
+	GENERAL_NAMES *names = NULL;
+	int count, rc = -1;
+
+	if (csr->sans != NULL) {
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+		           "CSR requests subjectAltName twice");
+		goto out;
+	}
+	names = X509V3_EXT_d2i(ext);
+	if (names == NULL) {
+		ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed",
+		           "CSR subjectAltName extension cannot be decoded");
+		goto out;
+	}
+	count = sk_GENERAL_NAME_num(names);
+	if (count > CSR_MAX_SANS_PARSED) {
+		ac_err_set(err, AC_ERR_POLICY, "too_many_sans",
+		           "CSR requests %d names; at most %d are read", count,
+		           CSR_MAX_SANS_PARSED);
+		goto out;
+	}
+	csr->sans = calloc((size_t)count + 1, sizeof(*csr->sans));
+	if (csr->sans == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < count; i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+		const ASN1_STRING *s = NULL;
+		enum csr_san_type type = CSR_SAN_OTHER;
+		const char *other;
+
+		switch (gn->type) {
+		case GEN_DNS:
+			type = CSR_SAN_DNS;
+			s = gn->d.dNSName;
+			break;
+		case GEN_URI:
+			type = CSR_SAN_URI;
+			s = gn->d.uniformResourceIdentifier;
+			break;
+		case GEN_IPADD:
+			type = CSR_SAN_IP;
+			s = gn->d.iPAddress;
+			break;
+		default:
+			break;
+		}
+		if (s != NULL) {
+			if (csr_add_san(csr, type, ASN1_STRING_get0_data(s),
+			                (size_t)ASN1_STRING_length(s), err) != 0)
+				goto out;
+		} else {
+			other = other_san_name(gn->type);
+			if (csr_add_san(csr, CSR_SAN_OTHER, other, strlen(other), err) != 0)
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	GENERAL_NAMES_free(names);
+	return rc;
+}
+
+/* The extensions of the one extensionRequest attribute (PKCS#9, or Microsoft's), or an
+ * empty list when there is none. NULL with err on anything malformed. */
+static STACK_OF(X509_EXTENSION) *
+csr_requested_extensions(const CSR_DER *req, struct ac_err *err)
+{
+	STACK_OF(X509_EXTENSION) *exts = NULL;
+	const ASN1_STRING *seq = NULL;
+	const unsigned char *p;
+	int found = 0;
+
+	for (int i = 0; i < sk_X509_ATTRIBUTE_num(req->info->attributes); i++) {
+		X509_ATTRIBUTE *attr = sk_X509_ATTRIBUTE_value(req->info->attributes, i);
+		int nid = OBJ_obj2nid(X509_ATTRIBUTE_get0_object(attr));
+		const ASN1_TYPE *value;
+
+		if (nid != NID_ext_req && nid != NID_ms_ext_req)
+			continue;
+		value = X509_ATTRIBUTE_get0_type(attr, 0);
+		if (found++ > 0 || X509_ATTRIBUTE_count(attr) != 1 || value == NULL ||
+		    value->type != V_ASN1_SEQUENCE) {
+			ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+			           "CSR extension request is malformed");
+			goto out;
+		}
+		seq = value->value.sequence;
+	}
+	if (seq == NULL) {
+		exts = sk_X509_EXTENSION_new_null();
+		if (exts == NULL)
+			ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	p = seq->data;
+	exts = d2i_X509_EXTENSIONS(NULL, &p, seq->length);
+	if (exts == NULL || p != seq->data + seq->length) {
+		sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+		exts = NULL;
+		ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed",
+		           "CSR extension request cannot be decoded");
+		goto out;
+	}
+out:
+	return exts;
+}
+
+/* Copy out the requested subjectAltNames. */
+static int
+csr_read_sans(struct csr *csr, const CSR_DER *req, struct ac_err *err)
+{
+	STACK_OF(X509_EXTENSION) *exts;
+	int rc = -1;
+
+	exts = csr_requested_extensions(req, err);
+	if (exts == NULL)
+		goto out;
+	for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+		X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+
+		if (OBJ_obj2nid(X509_EXTENSION_get_object(ext)) != NID_subject_alt_name)
+			continue;
+		if (csr_take_sans(csr, ext, err) != 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	return rc;
+}
+
+/*
+ * The interface.
+ */
+
+/* Parse (PEM or DER), verify the self-signature, extract the SANs. */
+int
+csr_parse(const unsigned char *data, size_t len, struct csr **out, struct ac_err *err)
+{
+	struct csr *csr = NULL;
+	CSR_DER *req = NULL;
+	size_t skip = 0;
+	int rc = -1;
+
+	*out = NULL;
+	pthread_once(&csr_once, csr_init_once);
+	if (data == NULL || len == 0) {
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed", "CSR is empty");
+		goto out;
+	}
+	if (len > CSR_MAX_BYTES) {
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
+		           "CSR is %zu bytes; at most %d are accepted", len, CSR_MAX_BYTES);
+		goto out;
+	}
+	csr = calloc(1, sizeof(*csr));
+	if (csr == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	while (skip < len && is_space(data[skip]))
+		skip++;
+	if (len - skip >= strlen(PEM_BEGIN) &&
+	    memcmp(data + skip, PEM_BEGIN, strlen(PEM_BEGIN)) == 0)
+		req = csr_from_pem(data + skip, len - skip, err);
+	else if (data[0] == 0x30) /* a DER SEQUENCE */
+		req = csr_from_der(data, len, "CSR DER", err);
+	else
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed", "CSR is not PEM or DER");
+	if (req == NULL)
+		goto out;
+	csr->parsed = req;
+	if (ASN1_INTEGER_get(req->info->version) != X509_REQ_VERSION_1) {
+		ac_err_set(err, AC_ERR_INVALID, "csr_malformed", "CSR version is not 1");
+		goto out;
+	}
+	if (csr_read_key(csr, req, err) != 0 || csr_verify(csr, req, err) != 0 ||
+	    csr_read_sans(csr, req, err) != 0)
+		goto out;
+	*out = csr;
+	csr = NULL;
+	rc = 0;
+out:
+	csr_free(csr);
+	return rc;
+}
+
+/* Free the request, its key and the copied names. NULL is fine. */
+void
+csr_free(struct csr *csr)
+{
+	if (csr == NULL)
+		return;
+	for (size_t i = 0; i < csr->san_count; i++)
+		free(csr->sans[i].value);
+	free(csr->sans);
+	EVP_PKEY_free(csr->key);
+	ASN1_item_free(csr->parsed, ASN1_ITEM_rptr(CSR_DER));
+	free(csr);
+}
+
+/* A deep copy of an AlgorithmIdentifier's parameter, for X509_PUBKEY_set0_param: absent
+ * (Ed25519), NULL (RSA), a curve OID (EC) or a SEQUENCE; nothing else is a key we issue
+ * for, and policy has refused it before we get here. */
+static int
+copy_param(int ptype, const void *pval, void **out)
+{
+	*out = NULL;
+	switch (ptype) {
+	case V_ASN1_UNDEF:
+	case V_ASN1_NULL:
+		return 0;
+	case V_ASN1_OBJECT:
+		*out = OBJ_dup(pval);
+		break;
+	case V_ASN1_SEQUENCE:
+		*out = ASN1_STRING_dup(pval);
+		break;
+	default:
+		return -1;
+	}
+	return *out != NULL ? 0 : -1;
+}
+
+static void
+free_param(int ptype, void *param)
+{
+	if (ptype == V_ASN1_OBJECT)
+		ASN1_OBJECT_free(param);
+	else
+		ASN1_STRING_free(param);
+}
+
+/* Set cert's SubjectPublicKeyInfo to the request's algorithm and key bits. */
+int
+csr_copy_pubkey(const struct csr *csr, X509 *cert, struct ac_err *err)
+{
+	const CSR_SPKI *spki = ((const CSR_DER *)csr->parsed)->info->spki;
+	const ASN1_OBJECT *alg;
+	const void *pval;
+	ASN1_OBJECT *alg_copy = NULL;
+	void *param = NULL;
+	unsigned char *bits = NULL;
+	int ptype, len, rc = -1;
+
+	X509_ALGOR_get0(&alg, &ptype, &pval, spki->algor);
+	len = ASN1_STRING_length(spki->public_key);
+	alg_copy = OBJ_dup(alg);
+	bits = OPENSSL_memdup(ASN1_STRING_get0_data(spki->public_key), (size_t)len);
+	if (alg_copy == NULL || bits == NULL || copy_param(ptype, pval, &param) != 0) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed",
+		           "cannot copy the CSR public key");
+		goto out;
+	}
+	if (!X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), alg_copy, ptype, param, bits,
+	                            len)) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed",
+		           "cannot set the certificate's public key");
+		goto out;
+	}
+	alg_copy = NULL; /* owned by the certificate now */
+	param = NULL;
+	bits = NULL;
+	rc = 0;
+out:
+	OPENSSL_free(bits);
+	if (param != NULL)
+		free_param(ptype, param);
+	ASN1_OBJECT_free(alg_copy);
+	return rc;
+}
