@@ -113,7 +113,7 @@ main(int argc, char **argv)
 	struct ca_policy policy;
 	struct bench b;
 	struct ac_err err;
-	pthread_t threads[64];
+	pthread_t threads[256];
 	char dir[] = "/tmp/agentca-bench-XXXXXX", dbpath[256], cmd[300];
 	int nthreads = 1, rc = 1;
 	double t0, elapsed;
@@ -129,7 +129,7 @@ main(int argc, char **argv)
 		else if (strcmp(argv[i], "--csrs") == 0)
 			b.csr_count = (size_t)atoi(argv[i + 1]);
 	}
-	if (nthreads < 1 || nthreads > 64 || b.csr_count < 1)
+	if (nthreads < 1 || nthreads > 256 || b.csr_count < 1)
 		return 2;
 	ac_log_set_level(AC_LOG_ERROR);
 	ac_err_clear(&err);
@@ -172,6 +172,14 @@ main(int argc, char **argv)
 	       " per_second=%.1f\n",
 	       nthreads, elapsed, atomic_load(&b.issued), atomic_load(&b.failed),
 	       (double)atomic_load(&b.issued) / elapsed);
+	{
+		struct store_stats stats;
+
+		store_stats(b.iss.store, &stats);
+		printf("store: transactions=%" PRIu64 " units=%" PRIu64 " largest_batch=%" PRIu64
+		       "\n",
+		       stats.transactions, stats.units, stats.largest_batch);
+	}
 	rc = atomic_load(&b.failed) == 0 ? 0 : 1;
 	store_close(b.iss.store);
 	ca_authority_free(b.iss.authority);

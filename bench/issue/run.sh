@@ -17,7 +17,7 @@ echo "openssl speed ecdsap256 (1 core): sign/s=$sign verify/s=$verify"
 echo "bound per core (1 verify + 1 sign): $bound issuances/s"
 
 for threads in 1 $cores; do
-	line=$("$build/bench_issue" --threads "$threads" --seconds "$secs")
+	line=$("$build/bench/issue/bench_issue" --threads "$threads" --seconds "$secs")
 	rate=$(echo "$line" | sed -E 's/.*per_second=([0-9.]+).*/\1/')
 	used=$threads
 	[ "$used" -gt "$cores" ] && used=$cores
