@@ -75,6 +75,8 @@ static const char *const migrations[] = {
      "  REFERENCES issuance_log(seq) DEFERRABLE INITIALLY DEFERRED);"
      "CREATE INDEX certificates_subject ON certificates(subject);"
      "CREATE INDEX certificates_not_after ON certificates(not_after);"
+     /* Without this index every log insert scans certificates for orphaned children. */
+     "CREATE INDEX certificates_log_seq ON certificates(log_seq);"
      "CREATE INDEX certificates_revoked ON certificates(serial) WHERE revoked_at != 0;"
      "CREATE TABLE used_tokens ("
      " jti TEXT PRIMARY KEY,"
