@@ -114,7 +114,8 @@ main(int argc, char **argv)
 	struct bench b;
 	struct ac_err err;
 	pthread_t threads[256];
-	char dir[] = "/tmp/agentca-bench-XXXXXX", dbpath[256], cmd[300];
+	char dir[256], dbpath[300], cmd[300];
+	const char *tmp = getenv("TMPDIR");
 	int nthreads = 1, rc = 1;
 	double t0, elapsed;
 
@@ -133,6 +134,7 @@ main(int argc, char **argv)
 		return 2;
 	ac_log_set_level(AC_LOG_ERROR);
 	ac_err_clear(&err);
+	snprintf(dir, sizeof(dir), "%s/agentca-bench-XXXXXX", tmp != NULL ? tmp : "/tmp");
 	if (mkdtemp(dir) == NULL)
 		return 1;
 	setenv("AGENTCA_PASSWORD", "bench-passphrase", 1);

@@ -16,12 +16,13 @@ bound=$(awk -v s="$sign" -v v="$verify" 'BEGIN { printf "%.1f", 1 / (1/s + 1/v) 
 echo "openssl speed ecdsap256 (1 core): sign/s=$sign verify/s=$verify"
 echo "bound per core (1 verify + 1 sign): $bound issuances/s"
 
-for threads in 1 $cores; do
+for threads in 1 $cores 64; do
 	line=$("$build/bench/issue/bench_issue" --threads "$threads" --seconds "$secs")
-	rate=$(echo "$line" | sed -E 's/.*per_second=([0-9.]+).*/\1/')
+	rate=$(echo "$line" | head -n1 | sed -E 's/.*per_second=([0-9.]+).*/\1/')
 	used=$threads
 	[ "$used" -gt "$cores" ] && used=$cores
 	ratio=$(awk -v r="$rate" -v b="$bound" -v c="$used" 'BEGIN { printf "%.2f", r / (b * c) }')
-	echo "agentca engine, $threads thread(s): $line"
+	echo "agentca engine, $threads concurrent requests: $(echo "$line" | head -n1)"
+	echo "  $(echo "$line" | tail -n1)"
 	echo "ratio to bound per core used ($used core(s)): $ratio"
 done
