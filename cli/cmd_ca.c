@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ca/authority.h"
+#include "cli/admin_log.h"
 #include "cli/cli.h"
 
 static const char import_usage[] =
@@ -64,6 +65,9 @@ cmd_ca_import(int argc, char **argv)
 	if (dir == NULL || cert == NULL || chain == NULL)
 		return cli_usage_error("ca import", "--dir, --cert and --chain are required");
 	if (ca_import(dir, cert, chain, key, password_file, &err) != 0)
+		return cli_fail("ca import", &err);
+	if (admin_log_record(dir, NULL, "ca_activated",
+			     "intermediate signed by the corporate root imported", &err) != 0)
 		return cli_fail("ca import", &err);
 	printf("imported intermediate %s into %s\n", cert, dir);
 	return EXIT_OK;
@@ -132,6 +136,14 @@ cmd_trust_add(int argc, char **argv)
 		return cli_usage_error("trust add", "name exactly one PEM file of roots to add");
 	if (ca_trust_add(dir, argv[optind], &added, &err) != 0)
 		return cli_fail("trust add", &err);
+	if (added > 0) {
+		char detail[256];
+
+		snprintf(detail, sizeof(detail), "%d root%s added to the trust bundle", added,
+			 added == 1 ? "" : "s");
+		if (admin_log_record(dir, NULL, "trust_added", detail, &err) != 0)
+			return cli_fail("trust add", &err);
+	}
 	printf("added %d root%s to the trust bundle of %s\n", added, added == 1 ? "" : "s", dir);
 	return EXIT_OK;
 }

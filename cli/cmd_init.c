@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ca/authority.h"
+#include "cli/admin_log.h"
 #include "cli/cli.h"
 #include "common/config.h"
 
@@ -124,6 +125,22 @@ cmd_init(int argc, char **argv)
 
 	if (ca_init(&opts, &report, &err) != 0)
 		goto fail;
+	{
+		char detail[512];
+
+		if (opts.csr_only)
+			snprintf(detail, sizeof(detail),
+				 "intermediate key and CSR created for a corporate root (%s)",
+				 key_type_name(opts.key_type));
+		else
+			snprintf(detail, sizeof(detail),
+				 "CA \"%s\" created: root %s, %s, root key %s", opts.name,
+				 report.root_fingerprint, key_type_name(opts.key_type),
+				 opts.offline_root_path != NULL ? "offline" : "in DIR");
+		if (admin_log_record(opts.dir, NULL, opts.csr_only ? "ca_prepared" : "ca_activated",
+				     detail, &err) != 0)
+			goto fail;
+	}
 
 	if (opts.csr_only) {
 		printf("created intermediate key and CSR for \"%s\" (trust domain %s)\n",

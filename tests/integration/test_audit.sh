@@ -15,15 +15,17 @@ expect_exit 1 "a denial" "$AGENTCA" issue --dir "$CA" --csr "$WORK/1.csr" \
 
 expect_exit 0 "export" "$AGENTCA" audit export --dir "$CA" --format jsonl
 cp "$WORK/stdout" "$WORK/log.jsonl"
-[ "$(wc -l <"$WORK/log.jsonl")" = 7 ] || fail "want 6 entries and a trailer"
+# Entry 1 is init's ca_activated, 2-6 the issuances, 7 the denial; then the trailer.
+[ "$(wc -l <"$WORK/log.jsonl")" = 8 ] || fail "want 7 entries and a trailer"
+head -n 1 "$WORK/log.jsonl" | grep -q '"kind":"ca_activated"' || fail "init is not in the log"
 expect_exit 0 "verify" "$AGENTCA" audit verify "$WORK/log.jsonl"
 has "$WORK/stdout" "OK" "verify says OK"
-has "$WORK/stdout" "entries:   6" "verify counts the entries"
+has "$WORK/stdout" "entries:   7" "verify counts the entries"
 has "$WORK/stdout" "issued" "verify summarises the kinds"
 pass "a full export verifies"
 
 # Edit one byte inside entry 3 (its subject).
-sed '3s/agent-3/agent-X/' "$WORK/log.jsonl" >"$WORK/edited.jsonl"
+sed '3s/agent-2/agent-X/' "$WORK/log.jsonl" >"$WORK/edited.jsonl"
 expect_exit 1 "verify edited" "$AGENTCA" audit verify "$WORK/edited.jsonl"
 stderr_has "entry seq 3" "edited entry named"
 # Edit a byte of the time of entry 2.
@@ -52,14 +54,14 @@ head -n 5 "$WORK/log.jsonl" >"$WORK/truncated.jsonl"
 expect_exit 1 "verify truncated" "$AGENTCA" audit verify "$WORK/truncated.jsonl"
 stderr_has "truncated" "truncation named"
 # Dropping the last entry but keeping the trailer is caught by the trailer.
-sed '6d' "$WORK/log.jsonl" >"$WORK/lastdrop.jsonl"
+sed '7d' "$WORK/log.jsonl" >"$WORK/lastdrop.jsonl"
 expect_exit 1 "verify last dropped" "$AGENTCA" audit verify "$WORK/lastdrop.jsonl"
 pass "a truncated export fails"
 
 # CSV: a header row and one row per entry.
 expect_exit 0 "export csv" "$AGENTCA" audit export --dir "$CA" --format csv
 head -n 1 "$WORK/stdout" | grep -q '^seq,time,kind,actor,subject,serial' || fail "csv header"
-[ "$(wc -l <"$WORK/stdout")" = 7 ] || fail "csv: want a header and 6 rows"
+[ "$(wc -l <"$WORK/stdout")" = 8 ] || fail "csv: want a header and 7 rows"
 pass "csv export"
 
 # --since in the future exports nothing but a trailer, which verifies.

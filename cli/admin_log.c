@@ -1,0 +1,83 @@
+/*
+ * admin_log.c - issuance-log entries for admin actions on the CA. See admin_log.h.
+ */
+#include "cli/admin_log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bn.h>
+#include <openssl/x509.h>
+
+#include "ca/x509_build.h"
+#include "cli/settings.h"
+#include "common/fsutil.h"
+#include "store/store.h"
+
+int
+admin_log_record(const char *dir, const char *config, const char *kind, const char *detail,
+		 struct ac_err *err)
+{
+	struct agentca_settings settings;
+	struct store_options opts;
+	struct store *store = NULL;
+	STACK_OF(X509) *certs = NULL;
+	struct log_entry entry;
+	struct store_write w;
+	char trust_domain[256], subject[300], path[4096], serial[41] = "";
+	int have_settings = 0, rc = -1;
+
+	memset(&entry, 0, sizeof(entry));
+	memset(&w, 0, sizeof(w));
+	if (settings_read_trust_domain(dir, trust_domain, sizeof(trust_domain), err) != 0)
+		return -1;
+	snprintf(subject, sizeof(subject), "spiffe://%s", trust_domain);
+	entry.kind = kind;
+	entry.actor = "admin:cli";
+	entry.subject = subject;
+	entry.detail = detail;
+
+	/* The intermediate, when there is one, is what the entry is about. */
+	if (path_join(path, sizeof(path), dir, "intermediate.pem", err) != 0)
+		return -1;
+	if (path_exists(path)) {
+		X509 *cert;
+		BIGNUM *bn;
+		char *hex;
+
+		certs = x509_read_pem_file(path, err);
+		if (certs == NULL)
+			goto out;
+		cert = sk_X509_value(certs, 0);
+		bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+		hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+		if (hex != NULL && strlen(hex) < sizeof(serial)) {
+			for (size_t i = 0; hex[i] != '\0'; i++)
+				serial[i] = (char)(hex[i] >= 'A' && hex[i] <= 'F' ? hex[i] + 32
+										    : hex[i]);
+			entry.serial = serial;
+		}
+		OPENSSL_free(hex);
+		BN_free(bn);
+		entry.not_before = asn1_time_to_unix(X509_get0_notBefore(cert));
+		entry.not_after = asn1_time_to_unix(X509_get0_notAfter(cert));
+	}
+
+	if (settings_load(dir, config, trust_domain, &settings, err) != 0)
+		goto out;
+	have_settings = 1;
+	settings_store_options(&settings, &opts);
+	store = store_open(&opts, err);
+	if (store == NULL)
+		goto out;
+	w.entry = &entry;
+	rc = store_submit(store, &w, err);
+out:
+	if (rc != 0)
+		ac_err_wrap(err, "recording %s in the issuance log", kind);
+	store_close(store);
+	if (have_settings)
+		settings_free(&settings);
+	sk_X509_pop_free(certs, X509_free);
+	return rc;
+}
