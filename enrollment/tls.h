@@ -1,0 +1,86 @@
+/*
+ * tls.h - TLS policy, written once: the HTTPS API front and the mTLS proxy both build their
+ * SSL_CTX here, swap it here, and read a verified peer's identity here.
+ *
+ * Policy: TLS 1.2 and 1.3 only; AEAD suites only (TLS 1.3: AES-128-GCM, AES-256-GCM,
+ * ChaCha20-Poly1305; TLS 1.2: ECDHE with AES-GCM or ChaCha20-Poly1305); groups X25519 and
+ * P-256; no renegotiation, no compression; session tickets on (server) with keys that rotate.
+ * A server context built with a client bundle asks for a client certificate and verifies it
+ * against that bundle; whether one is required is the caller's choice.
+ *
+ * SSL_CTX objects are built once (at start-up or when certificates or the bundle change, off
+ * the hot path) and reused for every connection. struct tls_ctx_slot holds the current one:
+ * tls_slot_acquire() returns it with a reference that the caller releases with
+ * SSL_CTX_free(); tls_slot_swap() installs a new one atomically; connections already open
+ * keep the context they started with.
+ */
+#ifndef AGENTCA_ENROLLMENT_TLS_H
+#define AGENTCA_ENROLLMENT_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "common/error.h"
+
+enum tls_client_auth {
+	TLS_CLIENT_AUTH_NONE = 0, /* do not ask */
+	TLS_CLIENT_AUTH_OPTIONAL, /* ask; verify if sent; a connection without one proceeds */
+	TLS_CLIENT_AUTH_REQUIRED, /* ask; refuse the handshake without a valid one */
+};
+
+struct tls_server_config {
+	X509 *cert;                   /* our leaf (borrowed; the context takes its own ref) */
+	STACK_OF(X509) *chain;        /* intermediates sent after the leaf; may be NULL */
+	EVP_PKEY *key;                /* its private key (borrowed) */
+	STACK_OF(X509) *client_roots; /* trust anchors for client certificates; may be NULL */
+	STACK_OF(X509) *client_untrusted; /* intermediates clients may omit; may be NULL */
+	enum tls_client_auth client_auth;
+	const unsigned char *alpn;    /* wire-format ALPN list we accept, or NULL */
+	size_t alpn_len;
+};
+
+/* A server context per the policy above. */
+SSL_CTX *tls_server_ctx_new(const struct tls_server_config *cfg, struct ac_err *err);
+
+struct tls_client_config {
+	STACK_OF(X509) *roots;  /* trust anchors for the server (borrowed) */
+	X509 *cert;             /* client certificate, or NULL */
+	STACK_OF(X509) *chain;  /* its intermediates, or NULL */
+	EVP_PKEY *key;          /* its key, or NULL */
+};
+
+/* A client context per the policy (verifies the server against roots; hostname checks are
+ * set per connection with tls_client_set_host). */
+SSL_CTX *tls_client_ctx_new(const struct tls_client_config *cfg, struct ac_err *err);
+
+/* Ask for and check the server's name (DNS or IP literal) on this connection; sets SNI. */
+int tls_client_set_host(SSL *ssl, const char *host, struct ac_err *err);
+
+/* The current context, swappable. */
+struct tls_ctx_slot;
+
+struct tls_ctx_slot *tls_slot_new(SSL_CTX *initial); /* takes ownership of initial */
+SSL_CTX *tls_slot_acquire(struct tls_ctx_slot *slot); /* +1 reference: SSL_CTX_free it */
+void tls_slot_swap(struct tls_ctx_slot *slot, SSL_CTX *fresh); /* takes ownership */
+void tls_slot_free(struct tls_ctx_slot *slot);
+
+/* What a verified peer certificate says. */
+struct tls_peer {
+	int present;            /* 0: no certificate was presented */
+	char spiffe_id[2049];   /* the URI SAN starting with spiffe://, or "" */
+	char serial[41];        /* lowercase hex */
+	int64_t not_after;      /* unix seconds */
+	char spki_sha256[65];
+};
+
+/* Fill peer from a connection whose handshake has completed: only a certificate that
+ * verified (SSL_get_verify_result == X509_V_OK) counts as present. */
+int tls_peer_from_ssl(SSL *ssl, struct tls_peer *peer, struct ac_err *err);
+
+/* The same from a certificate (used by tests and by offline tools). */
+int tls_peer_from_cert(X509 *cert, struct tls_peer *peer, struct ac_err *err);
+
+#endif
