@@ -14,21 +14,43 @@
 #include "common/fsutil.h"
 #include "store/store.h"
 
-int
-admin_log_record(const char *dir, const char *config, const char *kind, const char *detail,
-		 struct ac_err *err)
+/* Open the store that DIR's settings name, and commit one log entry to it. */
+static int
+submit_entry(const char *dir, const char *config, const char *trust_domain,
+             const struct log_entry *entry, struct ac_err *err)
 {
 	struct agentca_settings settings;
 	struct store_options opts;
 	struct store *store = NULL;
+	struct store_write w;
+	int rc = -1;
+
+	memset(&w, 0, sizeof(w));
+	if (settings_load(dir, config, trust_domain, &settings, err) != 0)
+		return -1;
+	settings_store_options(&settings, &opts);
+	store = store_open(&opts, err);
+	if (store == NULL)
+		goto out;
+	w.entry = entry;
+	rc = store_submit(store, &w, err);
+out:
+	store_close(store);
+	settings_free(&settings);
+	return rc;
+}
+
+/* Append an entry about the CA itself (see admin_log.h). */
+int
+admin_log_record(const char *dir, const char *config, const char *kind, const char *detail,
+                 struct ac_err *err)
+{
 	STACK_OF(X509) *certs = NULL;
 	struct log_entry entry;
-	struct store_write w;
 	char trust_domain[256], subject[300], path[4096], serial[41] = "";
-	int have_settings = 0, rc = -1;
+	int rc = -1;
 
 	memset(&entry, 0, sizeof(entry));
-	memset(&w, 0, sizeof(w));
 	if (settings_read_trust_domain(dir, trust_domain, sizeof(trust_domain), err) != 0)
 		return -1;
 	snprintf(subject, sizeof(subject), "spiffe://%s", trust_domain);
@@ -63,21 +85,47 @@ admin_log_record(const char *dir, const char *config, const char *kind, const ch
 		entry.not_after = asn1_time_to_unix(X509_get0_notAfter(cert));
 	}
 
-	if (settings_load(dir, config, trust_domain, &settings, err) != 0)
-		goto out;
-	have_settings = 1;
-	settings_store_options(&settings, &opts);
-	store = store_open(&opts, err);
-	if (store == NULL)
-		goto out;
-	w.entry = &entry;
-	rc = store_submit(store, &w, err);
+	rc = submit_entry(dir, config, trust_domain, &entry, err);
 out:
 	if (rc != 0)
 		ac_err_wrap(err, "recording %s in the issuance log", kind);
-	store_close(store);
-	if (have_settings)
-		settings_free(&settings);
 	sk_X509_pop_free(certs, X509_free);
+	return rc;
+}
+
+/*
+ * Record that a token was minted: its subject, validity, parent and, in the detail, its
+ * jti, never the token itself (a bootstrap token is a credential until it is used).
+ */
+int
+admin_log_token_created(const char *dir, const char *config, const struct token_grant *grant,
+                        struct ac_err *err)
+{
+	struct log_entry entry;
+	char trust_domain[256], detail[512];
+	int rc;
+
+	memset(&entry, 0, sizeof(entry));
+	if (settings_read_trust_domain(dir, trust_domain, sizeof(trust_domain), err) != 0)
+		return -1;
+	if (grant->type == TOKEN_ADMIN)
+		snprintf(detail, sizeof(detail), "admin token jti %s created for role %s",
+		         grant->jti, grant->role);
+	else
+		snprintf(detail, sizeof(detail),
+		         "bootstrap token jti %s created (%zu DNS name%s, depth %d)", grant->jti,
+		         grant->dns.count, grant->dns.count == 1 ? "" : "s", grant->depth);
+	entry.kind = "token_created";
+	entry.actor = "admin:cli";
+	entry.subject = grant->subject;
+	entry.sans = (const char *const *)grant->dns.items;
+	entry.sans_count = grant->dns.count;
+	entry.not_before = grant->not_before;
+	entry.not_after = grant->expires;
+	entry.parent = grant->parent[0] != '\0' ? grant->parent : NULL;
+	entry.detail = detail;
+	rc = submit_entry(dir, config, trust_domain, &entry, err);
+	if (rc != 0)
+		ac_err_wrap(err, "recording token_created in the issuance log");
 	return rc;
 }

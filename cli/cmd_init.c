@@ -9,6 +9,7 @@
 #include "cli/admin_log.h"
 #include "cli/cli.h"
 #include "common/config.h"
+#include "enrollment/token.h"
 
 static const char init_usage[] =
 	"usage: agentca init --dir DIR --name NAME --trust-domain TD [options]\n"
@@ -139,6 +140,18 @@ cmd_init(int argc, char **argv)
 				 opts.offline_root_path != NULL ? "offline" : "in DIR");
 		if (admin_log_record(opts.dir, NULL, opts.csr_only ? "ca_prepared" : "ca_activated",
 				     detail, &err) != 0)
+			goto fail;
+	}
+	{
+		/* The token signing keys, under the same passphrase as the CA keys. */
+		char passphrase[PASSPHRASE_MAX + 1];
+		int failed;
+
+		failed = passphrase_resolve(opts.dir, opts.password_file, passphrase,
+					    sizeof(passphrase), &err) != 0 ||
+			 token_keys_ensure(opts.dir, passphrase, &err) != 0;
+		passphrase_wipe(passphrase, sizeof(passphrase));
+		if (failed)
 			goto fail;
 	}
 

@@ -17,6 +17,8 @@ static const struct cli_command commands[] = {
 	{"trust add", cmd_trust_add, "add extra roots to the trust bundle"},
 	{"issue", cmd_issue, "issue a certificate offline from a CSR"},
 	{"serve", cmd_serve, "run the CA daemon"},
+	{"token create", cmd_token_create, "mint a one-time bootstrap token for an agent"},
+	{"admin token", cmd_admin_token, "mint a short-lived admin or auditor token"},
 	{"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
 	{"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
 };

@@ -23,6 +23,12 @@ static const struct cfg_field store_fields[] = {
 static const struct cfg_field settings_fields[] = {
 	{"log_level", CFG_STRING, offsetof(struct agentca_settings, log_level), 0, 0, NULL,
 	 "debug, info, warn or error (default info)"},
+	{"listen", CFG_STRING_LIST, offsetof(struct agentca_settings, listen), 0, 0, NULL,
+	 "HTTPS API addresses, ADDR:PORT or [V6]:PORT (default [\"127.0.0.1:8443\"])"},
+	{"server_names", CFG_STRING_LIST, offsetof(struct agentca_settings, server_names), 0, 0,
+	 NULL, "extra DNS names or IPs for the daemon's own certificate"},
+	{"http_threads", CFG_INT, offsetof(struct agentca_settings, http_threads), 0, 256, NULL,
+	 "HTTP worker threads (default 0: one per core)"},
 	{"policy", CFG_OBJECT, offsetof(struct agentca_settings, policy), 0, 0, ca_policy_fields,
 	 "issuance policy"},
 	{"store", CFG_OBJECT, offsetof(struct agentca_settings, store), 0, 0, store_fields,
@@ -104,6 +110,8 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 	if (config_path != NULL &&
 	    config_load_file(config_path, settings_fields, s, err) != 0)
 		goto fail;
+	if (s->listen.count == 0 && cfg_strlist_add(&s->listen, "127.0.0.1:8443", err) != 0)
+		goto fail;
 
 	if (s->log_level != NULL && ac_log_level_parse(s->log_level, &level) != 0) {
 		ac_err_set(err, AC_ERR_INVALID, "config_invalid",
@@ -141,6 +149,8 @@ settings_free(struct agentca_settings *s)
 	ca_policy_free(&s->policy);
 	free(s->log_level);
 	s->log_level = NULL;
+	cfg_strlist_free(&s->listen);
+	cfg_strlist_free(&s->server_names);
 	free(s->store.path);
 	s->store.path = NULL;
 }

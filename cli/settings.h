@@ -5,6 +5,7 @@
  *
  *   {
  *     "log_level": "info",
+ *     "listen": ["127.0.0.1:8443"], "server_names": [], "http_threads": 0,
  *     "policy": { ...ca/policy.h: ca_policy_fields... },
  *     "store":  { "path": "agentca.db", "busy_timeout_ms": 5000, "group_commit_max": 256 }
  *   }
@@ -29,6 +30,9 @@ struct store_settings {
 
 struct agentca_settings {
 	char *log_level;
+	struct cfg_strlist listen;       /* HTTPS API addresses; default 127.0.0.1:8443 */
+	struct cfg_strlist server_names; /* extra names for the daemon's certificate */
+	int64_t http_threads;            /* 0: one per core */
 	struct ca_policy policy;
 	struct store_settings store;
 	char store_path_resolved[4096];

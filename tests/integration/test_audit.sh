@@ -29,7 +29,7 @@ sed '3s/agent-2/agent-X/' "$WORK/log.jsonl" >"$WORK/edited.jsonl"
 expect_exit 1 "verify edited" "$AGENTCA" audit verify "$WORK/edited.jsonl"
 stderr_has "entry seq 3" "edited entry named"
 # Edit a byte of the time of entry 2.
-sed -E '2s/"time":([0-9]+)1,/"time":\12,/; 2s/"time":([0-9]+)([02-9]),/"time":\11,/' \
+perl -pe 's/"time":(\d+)(\d),/"\"time\":" . $1 . (($2 + 1) % 10) . ","/e if $. == 2' \
 	"$WORK/log.jsonl" >"$WORK/edited2.jsonl"
 cmp -s "$WORK/log.jsonl" "$WORK/edited2.jsonl" && fail "time edit did not change the file"
 expect_exit 1 "verify edited time" "$AGENTCA" audit verify "$WORK/edited2.jsonl"

@@ -1,0 +1,53 @@
+/*
+ * client.h - the agent's side of enrollment (libcurl on OpenSSL).
+ *
+ * Trust starts from a fingerprint the operator gives out of band: the client fetches the
+ * CA's bundle once without trusting the server, keeps only the root whose SHA-256 equals the
+ * fingerprint, and from then on talks to the CA with full verification against that root
+ * alone (server name included). The bundle it finally writes is fetched again over that
+ * verified connection.
+ */
+#ifndef AGENTCA_ENROLLMENT_CLIENT_H
+#define AGENTCA_ENROLLMENT_CLIENT_H
+
+#include <stddef.h>
+
+#include <openssl/evp.h>
+
+#include "common/config.h"
+#include "common/error.h"
+
+/* The root PEM (one certificate) of the CA at ca_url whose fingerprint matches. Heap. */
+int client_bootstrap_root(const char *ca_url, const char *fingerprint, char **root_pem,
+			  struct ac_err *err);
+
+/* GET ca_url/v1/bundle verified against root_pem. Heap. */
+int client_fetch_bundle(const char *ca_url, const char *root_pem, char **bundle_pem,
+			struct ac_err *err);
+
+/* What the CA returned for an enrollment or renewal. Heap strings. */
+struct client_issued {
+	char *cert_pem;
+	char *chain_pem;
+	char *serial;
+	char *not_after;
+	char *renew_after;
+};
+void client_issued_free(struct client_issued *c);
+
+/* POST ca_url/v1/enroll {token, csr}. A problem document's detail becomes err->msg. */
+int client_enroll(const char *ca_url, const char *root_pem, const char *token,
+		  const char *csr_pem, struct client_issued *out, struct ac_err *err);
+
+/* A CSR (PEM, heap) for key with a DNS SAN for each name. */
+char *client_make_csr(EVP_PKEY *key, const struct cfg_strlist *dns, struct ac_err *err);
+
+/* The DNS names a token grants, read from its payload without verifying it (the CA
+ * verifies): only to ask for them in the CSR. */
+int client_token_dns(const char *token, struct cfg_strlist *dns, struct ac_err *err);
+
+/* Write out_dir/key.pem (0600), cert.pem, chain.pem and bundle.pem, each atomically. */
+int client_write_identity(const char *out_dir, EVP_PKEY *key, const struct client_issued *c,
+			  const char *bundle_pem, struct ac_err *err);
+
+#endif

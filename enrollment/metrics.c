@@ -1,0 +1,228 @@
+/*
+ * metrics.c - request, issuance and denial counters rendered as Prometheus text.
+ * See metrics.h.
+ */
+#include "enrollment/metrics.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Latency histogram bucket bounds, seconds. */
+static const double latency_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
+#define BUCKET_COUNT (sizeof(latency_buckets) / sizeof(latency_buckets[0]))
+
+/* Status classes counted per route. */
+static const int status_codes[] = {200, 201, 304, 400, 401, 403, 404, 405, 409, 413, 429, 500, 503};
+#define STATUS_COUNT (sizeof(status_codes) / sizeof(status_codes[0]))
+
+struct route_metrics {
+	const char *name;
+	uint64_t by_status[STATUS_COUNT + 1]; /* last: any other status */
+	uint64_t buckets[BUCKET_COUNT];
+	uint64_t count;
+	double sum;
+};
+
+struct metrics {
+	pthread_mutex_t lock;
+	struct route_metrics routes[METRICS_ROUTES_MAX];
+	size_t route_count;
+	uint64_t issued, renewed;
+	struct {
+		const char *reason;
+		uint64_t count;
+	} denied[METRICS_REASONS_MAX];
+	size_t denied_count;
+};
+
+struct metrics *
+metrics_new(const char *const *route_names, size_t count)
+{
+	struct metrics *m;
+
+	if (count > METRICS_ROUTES_MAX)
+		return NULL;
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return NULL;
+	pthread_mutex_init(&m->lock, NULL);
+	for (size_t i = 0; i < count; i++)
+		m->routes[i].name = route_names[i];
+	m->route_count = count;
+	return m;
+}
+
+void
+metrics_free(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+void
+metrics_request(struct metrics *m, size_t route, int status, double seconds)
+{
+	struct route_metrics *r;
+	size_t s;
+
+	if (route >= m->route_count)
+		return;
+	r = &m->routes[route];
+	for (s = 0; s < STATUS_COUNT && status_codes[s] != status; s++)
+		;
+	pthread_mutex_lock(&m->lock);
+	r->by_status[s]++;
+	for (size_t b = 0; b < BUCKET_COUNT; b++)
+		if (seconds <= latency_buckets[b])
+			r->buckets[b]++;
+	r->count++;
+	r->sum += seconds;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void
+metrics_issued(struct metrics *m, const char *kind)
+{
+	pthread_mutex_lock(&m->lock);
+	if (kind != NULL && strcmp(kind, "renewed") == 0)
+		m->renewed++;
+	else
+		m->issued++;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void
+metrics_denied(struct metrics *m, const char *reason)
+{
+	size_t i;
+
+	if (reason == NULL)
+		reason = "unknown";
+	pthread_mutex_lock(&m->lock);
+	for (i = 0; i < m->denied_count; i++)
+		if (strcmp(m->denied[i].reason, reason) == 0)
+			break;
+	if (i == m->denied_count && m->denied_count < METRICS_REASONS_MAX)
+		m->denied[m->denied_count++].reason = reason;
+	if (i < m->denied_count)
+		m->denied[i].count++;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* A growing text buffer for the renderer. */
+struct text {
+	char *data;
+	size_t len, cap;
+	int failed;
+};
+
+static void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+text_printf(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->failed)
+		return;
+	for (;;) {
+		size_t room = t->cap - t->len;
+
+		va_start(ap, fmt);
+		n = vsnprintf(t->data != NULL ? t->data + t->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->failed = 1;
+			return;
+		}
+		if ((size_t)n < room) {
+			t->len += (size_t)n;
+			return;
+		}
+		{
+			size_t cap = (t->cap + (size_t)n + 1) * 2;
+			char *grown = realloc(t->data, cap);
+
+			if (grown == NULL) {
+				t->failed = 1;
+				return;
+			}
+			t->data = grown;
+			t->cap = cap;
+		}
+	}
+}
+
+int
+metrics_render(struct metrics *m, const char *extra, char **out, size_t *len)
+{
+	struct text t = {NULL, 0, 0, 0};
+
+	pthread_mutex_lock(&m->lock);
+	text_printf(&t, "# HELP agentca_http_requests_total HTTP requests by route and status.\n"
+			"# TYPE agentca_http_requests_total counter\n");
+	for (size_t i = 0; i < m->route_count; i++) {
+		const struct route_metrics *r = &m->routes[i];
+
+		for (size_t s = 0; s <= STATUS_COUNT; s++) {
+			if (r->by_status[s] == 0)
+				continue;
+			if (s < STATUS_COUNT)
+				text_printf(&t,
+					    "agentca_http_requests_total{route=\"%s\",code=\"%d\"} "
+					    "%llu\n",
+					    r->name, status_codes[s],
+					    (unsigned long long)r->by_status[s]);
+			else
+				text_printf(&t,
+					    "agentca_http_requests_total{route=\"%s\",code=\"other\"}"
+					    " %llu\n",
+					    r->name, (unsigned long long)r->by_status[s]);
+		}
+	}
+	text_printf(&t, "# HELP agentca_http_request_duration_seconds Request latency by route.\n"
+			"# TYPE agentca_http_request_duration_seconds histogram\n");
+	for (size_t i = 0; i < m->route_count; i++) {
+		const struct route_metrics *r = &m->routes[i];
+
+		for (size_t b = 0; b < BUCKET_COUNT; b++)
+			text_printf(&t,
+				    "agentca_http_request_duration_seconds_bucket{route=\"%s\","
+				    "le=\"%g\"} %llu\n",
+				    r->name, latency_buckets[b], (unsigned long long)r->buckets[b]);
+		text_printf(&t,
+			    "agentca_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"}"
+			    " %llu\n"
+			    "agentca_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+			    "agentca_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+			    r->name, (unsigned long long)r->count, r->name, r->sum, r->name,
+			    (unsigned long long)r->count);
+	}
+	text_printf(&t,
+		    "# HELP agentca_certificates_issued_total Certificates issued, by kind.\n"
+		    "# TYPE agentca_certificates_issued_total counter\n"
+		    "agentca_certificates_issued_total{kind=\"issued\"} %llu\n"
+		    "agentca_certificates_issued_total{kind=\"renewed\"} %llu\n"
+		    "# HELP agentca_requests_denied_total Refused requests, by reason.\n"
+		    "# TYPE agentca_requests_denied_total counter\n",
+		    (unsigned long long)m->issued, (unsigned long long)m->renewed);
+	for (size_t i = 0; i < m->denied_count; i++)
+		text_printf(&t, "agentca_requests_denied_total{reason=\"%s\"} %llu\n",
+			    m->denied[i].reason, (unsigned long long)m->denied[i].count);
+	pthread_mutex_unlock(&m->lock);
+	if (extra != NULL)
+		text_printf(&t, "%s", extra);
+	if (t.failed) {
+		free(t.data);
+		return -1;
+	}
+	*out = t.data;
+	*len = t.len;
+	return 0;
+}
