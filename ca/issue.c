@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "ca/csr.h"
@@ -506,7 +507,39 @@ record_denial(const struct issuer *iss, const struct issue_request *req,
 	         req->actor != NULL ? req->actor : "?", subject, refusal->reason, refusal->msg);
 }
 
-/* Steps 7 and 8 for a checked request: sign, commit, fill res. */
+/* The leaf's PEM from the DER already made for the store, rather than encoding the
+ * certificate once more: the same bytes PEM_write_bio_X509 would write. NUL-terminated heap
+ * buffer; *len excludes the NUL. */
+static char *
+pem_from_der(const unsigned char *der, int der_len, size_t *len, struct ac_err *err)
+{
+	char *pem = NULL, *data;
+	BIO *mem = NULL;
+	long n;
+
+	*len = 0;
+	mem = BIO_new(BIO_s_mem());
+	if (mem == NULL || PEM_write_bio(mem, PEM_STRING_X509, "", der, der_len) <= 0) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_encode_failed",
+		           "cannot encode the certificate as PEM");
+		goto out;
+	}
+	n = BIO_get_mem_data(mem, &data);
+	pem = malloc((size_t)n + 1);
+	if (pem == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	memcpy(pem, data, (size_t)n);
+	pem[n] = '\0';
+	*len = (size_t)n;
+out:
+	BIO_free(mem);
+	return pem;
+}
+
+/* Steps 7 and 8 for a checked request: sign, commit, fill res. The certificate is encoded
+ * once: that DER goes to the store and becomes the PEM handed out. */
 static int
 sign_and_record(const struct issuer *iss, const struct issue_request *req, const struct csr *csr,
                 const struct leaf_plan *plan, struct issue_result *res, struct ac_err *err)
@@ -533,7 +566,7 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_encode_failed", "cannot encode the leaf");
 		goto out;
 	}
-	pem = x509_to_pem(leaf, &pem_len, err);
+	pem = pem_from_der(der, der_len, &pem_len, err);
 	if (pem == NULL)
 		goto out;
 	ip_text = calloc(plan->ip_count + 1, sizeof(*ip_text));
@@ -637,4 +670,12 @@ issue_result_free(struct issue_result *res)
 		return;
 	free(res->cert_pem);
 	memset(res, 0, sizeof(*res));
+}
+
+/* See issue.h: the engine's own denial record, for refusals decided outside it. */
+void
+issue_record_denial(const struct issuer *iss, const struct issue_request *req,
+		    const struct ac_err *refusal)
+{
+	record_denial(iss, req, refusal);
 }

@@ -55,4 +55,10 @@ int ca_issue(const struct issuer *iss, const struct issue_request *req, struct i
 	     struct ac_err *err);
 void issue_result_free(struct issue_result *res);
 
+/* Record one "denied" entry for a request refused outside the engine (a bad token, a revoked
+ * certificate asking to renew): kind "denied", the request's actor, subject, parent and
+ * request id, and the refusal's reason and message. A failure to record is logged. */
+void issue_record_denial(const struct issuer *iss, const struct issue_request *req,
+			 const struct ac_err *refusal);
+
 #endif

@@ -4,9 +4,17 @@
  *
  * Shared by the authority (root, intermediate, CSR) and the issuance engine (leaves), so
  * every certificate agentca makes gets its serial and its extensions the same way.
+ *
+ * Signing keeps, per thread, a signing context set up once for the last key and digest it
+ * signed with (the intermediate, for every leaf): OpenSSL 3.0 otherwise looks up the
+ * signature and digest implementations and builds their contexts again for every
+ * certificate. Each signature works on a copy of that context, so the set-up is paid once
+ * per thread and key. The cache holds a reference to its key, so a key freed by its owner
+ * cannot be mistaken for a new key at the same address; the thread's exit frees it.
  */
 #include "ca/x509_build.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -140,11 +148,103 @@ fail:
 	return NULL;
 }
 
-/* Sign the certificate; md is NULL for Ed25519, which hashes internally. */
+/*
+ * Signing, with a per-thread context ready for the last key and digest.
+ */
+
+struct sign_cache {
+	EVP_PKEY *key;     /* a reference, so that its address stays its own */
+	int md_type;       /* NID of the digest the context was set up for */
+	EVP_MD_CTX *ready; /* initialised for signing, no data yet: copied, never used */
+	EVP_MD_CTX *work;  /* the copy one signature uses */
+};
+
+static pthread_once_t sign_once = PTHREAD_ONCE_INIT;
+static pthread_key_t sign_key;
+static int sign_key_ok;
+
+/* Empty the cache (it stays allocated). */
+static void
+sign_cache_clear(struct sign_cache *c)
+{
+	EVP_MD_CTX_free(c->work);
+	EVP_MD_CTX_free(c->ready);
+	EVP_PKEY_free(c->key);
+	memset(c, 0, sizeof(*c));
+}
+
+/* The thread-exit destructor. */
+static void
+sign_cache_free(void *arg)
+{
+	struct sign_cache *c = arg;
+
+	if (c == NULL)
+		return;
+	sign_cache_clear(c);
+	free(c);
+}
+
+static void
+sign_init_once(void)
+{
+	sign_key_ok = pthread_key_create(&sign_key, sign_cache_free) == 0;
+}
+
+/* This thread's cache, set up for key and md; NULL when it cannot be (then the caller signs
+ * the slow way, which reports any real error). */
+static struct sign_cache *
+sign_cache_get(EVP_PKEY *key, const EVP_MD *md)
+{
+	struct sign_cache *c;
+
+	pthread_once(&sign_once, sign_init_once);
+	if (!sign_key_ok)
+		return NULL;
+	c = pthread_getspecific(sign_key);
+	if (c == NULL) {
+		if ((c = calloc(1, sizeof(*c))) == NULL)
+			return NULL;
+		if (pthread_setspecific(sign_key, c) != 0) {
+			free(c);
+			return NULL;
+		}
+	}
+	if (c->key == key && c->md_type == EVP_MD_get_type(md))
+		return c;
+	sign_cache_clear(c);
+	if (EVP_PKEY_up_ref(key) != 1)
+		return NULL;
+	c->key = key;
+	c->md_type = EVP_MD_get_type(md);
+	c->ready = EVP_MD_CTX_new();
+	c->work = EVP_MD_CTX_new();
+	if (c->ready == NULL || c->work == NULL ||
+	    EVP_DigestSignInit_ex(c->ready, NULL, EVP_MD_get0_name(md), NULL, NULL, key, NULL) !=
+	        1) {
+		sign_cache_clear(c);
+		ERR_clear_error();
+		return NULL;
+	}
+	/* Each copy signs once and is thrown away: let the final step use it up rather than
+	 * duplicate it first. */
+	EVP_MD_CTX_set_flags(c->ready, EVP_MD_CTX_FLAG_FINALISE);
+	return c;
+}
+
+/* Sign the certificate; md is NULL for Ed25519, which hashes internally (and is signed
+ * without the cache: it has no digest to set up). */
 int
 x509_sign(X509 *cert, EVP_PKEY *key, const EVP_MD *md, struct ac_err *err)
 {
-	if (X509_sign(cert, key, md) <= 0)
+	struct sign_cache *c = md != NULL ? sign_cache_get(key, md) : NULL;
+	int ok;
+
+	if (c != NULL)
+		ok = EVP_MD_CTX_copy_ex(c->work, c->ready) == 1 && X509_sign_ctx(cert, c->work) > 0;
+	else
+		ok = X509_sign(cert, key, md) > 0;
+	if (!ok)
 		return ac_err_ssl(err, AC_ERR_CRYPTO, "sign_failed",
 		                  "signing the certificate failed");
 	return 0;
@@ -199,7 +299,8 @@ out:
  * Every certificate in a PEM file, in order. A file with no certificate, or with something
  * that is not a certificate after the last one, is AC_ERR_INVALID naming the file.
  */
-STACK_OF(X509) * x509_read_pem_file(const char *path, struct ac_err *err)
+STACK_OF(X509) *
+x509_read_pem_file(const char *path, struct ac_err *err)
 {
 	STACK_OF(X509) *certs = NULL, *result = NULL;
 	char *data = NULL;

@@ -13,6 +13,10 @@
  * touches a request only under the lock and only while the request still has unfinished
  * units, and its caller returns only after seeing all of them finished under the same lock.
  *
+ * Each request carries its own condition variable, and the committer signals only the
+ * requests whose last unit has just finished: with 64 callers waiting and a batch of 11, a
+ * commit wakes the 11 it served, not all 64 to find 53 of them with nothing to do.
+ *
  * Invariants, under `lock`: the queue holds the requests that still have units not yet
  * taken (head to tail, in arrival order); taken <= n and finished <= taken for every
  * request; after `stopping` is set no request is queued, and the thread exits once the queue
@@ -27,8 +31,9 @@
 struct gc_request {
 	struct store_write **w;
 	size_t n;
-	size_t taken;    /* units handed to the committer */
-	size_t finished; /* units whose transaction has ended */
+	size_t taken;        /* units handed to the committer */
+	size_t finished;     /* units whose transaction has ended */
+	pthread_cond_t done; /* signalled (under lock) when finished reaches n */
 	struct gc_request *next;
 };
 
@@ -38,7 +43,6 @@ struct group_commit {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t work; /* the committer waits here for requests or stopping */
-	pthread_cond_t done; /* callers wait here for their units to finish */
 	struct gc_request *head, *tail;
 	int stopping;
 	/* the batch being committed: units and the request each came from (committer only) */
@@ -83,6 +87,8 @@ commit_batch(struct group_commit *gc, size_t n, struct store_stats *delta)
 	}
 }
 
+/* The committer thread: take what is queued, commit it in one transaction, wake the
+ * requests it finished; until stopping is set and the queue is empty. */
 static void *
 committer_main(void *arg)
 {
@@ -117,20 +123,25 @@ committer_main(void *arg)
 		commit_batch(gc, n, &delta);
 		pthread_mutex_lock(&gc->lock);
 
-		for (i = 0; i < n; i++)
-			gc->owner[i]->finished++;
+		/* A request's units sit next to each other in the batch: wake each request
+		 * once, when its last unit is through. */
+		for (i = 0; i < n; i++) {
+			r = gc->owner[i];
+			if (++r->finished == r->n)
+				pthread_cond_signal(&r->done);
+		}
 		gc->stats.transactions += delta.transactions;
 		gc->stats.transactions_failed += delta.transactions_failed;
 		gc->stats.units += delta.units;
 		gc->stats.units_failed += delta.units_failed;
 		if (n > gc->stats.largest_batch)
 			gc->stats.largest_batch = n;
-		pthread_cond_broadcast(&gc->done);
 	}
 	pthread_mutex_unlock(&gc->lock);
 	return NULL;
 }
 
+/* Start the committer thread over st; at most max units go into one transaction. */
 struct group_commit *
 group_commit_start(struct store *st, size_t max, struct ac_err *err)
 {
@@ -149,7 +160,6 @@ group_commit_start(struct store *st, size_t max, struct ac_err *err)
 	/* Default-attribute mutexes and condition variables cannot fail to initialise on Linux. */
 	pthread_mutex_init(&gc->lock, NULL);
 	pthread_cond_init(&gc->work, NULL);
-	pthread_cond_init(&gc->done, NULL);
 	locks = 1;
 	if ((rc = pthread_create(&gc->thread, NULL, committer_main, gc)) != 0) {
 		ac_err_set(err, AC_ERR_INTERNAL, "store_error",
@@ -161,7 +171,6 @@ group_commit_start(struct store *st, size_t max, struct ac_err *err)
 out:
 	if (gc != NULL) {
 		if (locks) {
-			pthread_cond_destroy(&gc->done);
 			pthread_cond_destroy(&gc->work);
 			pthread_mutex_destroy(&gc->lock);
 		}
@@ -172,6 +181,9 @@ out:
 	return started;
 }
 
+/* Queue the caller's units and sleep on the request's own condition variable until the
+ * committer has been through all of them. The request lives on this stack frame: it is
+ * destroyed only after the committer, under the lock, has counted its last unit. */
 int
 group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n)
 {
@@ -181,6 +193,8 @@ group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n)
 
 	if (n == 0)
 		return 0;
+	/* A default-attribute condition variable cannot fail to initialise on Linux. */
+	pthread_cond_init(&r.done, NULL);
 	pthread_mutex_lock(&gc->lock);
 	if (gc->stopping) {
 		pthread_mutex_unlock(&gc->lock);
@@ -189,7 +203,8 @@ group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n)
 			ac_err_set(&w[i]->result, AC_ERR_UNAVAILABLE, "store_closing",
 			           "the store is closing");
 		}
-		return -1;
+		rc = -1;
+		goto out;
 	}
 	if (gc->tail != NULL)
 		gc->tail->next = &r;
@@ -198,15 +213,18 @@ group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n)
 	gc->tail = &r;
 	pthread_cond_signal(&gc->work);
 	while (r.finished < r.n)
-		pthread_cond_wait(&gc->done, &gc->lock);
+		pthread_cond_wait(&r.done, &gc->lock);
 	pthread_mutex_unlock(&gc->lock);
 
 	for (i = 0; i < n; i++)
 		if (w[i]->result.code != AC_OK)
 			rc = -1;
+out:
+	pthread_cond_destroy(&r.done);
 	return rc;
 }
 
+/* Let the committer finish what is queued, join it and free everything. */
 void
 group_commit_stop(struct group_commit *gc)
 {
@@ -218,7 +236,6 @@ group_commit_stop(struct group_commit *gc)
 	pthread_mutex_unlock(&gc->lock);
 	pthread_join(gc->thread, NULL);
 
-	pthread_cond_destroy(&gc->done);
 	pthread_cond_destroy(&gc->work);
 	pthread_mutex_destroy(&gc->lock);
 	free(gc->owner);
@@ -226,6 +243,7 @@ group_commit_stop(struct group_commit *gc)
 	free(gc);
 }
 
+/* A consistent copy of the counters. */
 void
 group_commit_stats(struct group_commit *gc, struct store_stats *out)
 {

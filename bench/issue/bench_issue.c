@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <openssl/evp.h>
@@ -45,6 +46,17 @@ now_seconds(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds (user + system) used so far by every thread of the process. */
+static double
+cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static int
@@ -117,7 +129,7 @@ main(int argc, char **argv)
 	char dir[256], dbpath[300], cmd[300];
 	const char *tmp = getenv("TMPDIR");
 	int nthreads = 1, rc = 1;
-	double t0, elapsed;
+	double t0, c0, elapsed, cpu;
 
 	memset(&b, 0, sizeof(b));
 	b.seconds = 5;
@@ -163,17 +175,20 @@ main(int argc, char **argv)
 		if (make_csr(&b.csrs[i]) != 0)
 			return 1;
 
+	c0 = cpu_seconds();
 	t0 = now_seconds();
 	for (int i = 0; i < nthreads; i++)
 		pthread_create(&threads[i], NULL, issue_loop, &b);
 	for (int i = 0; i < nthreads; i++)
 		pthread_join(threads[i], NULL);
 	elapsed = now_seconds() - t0;
+	cpu = cpu_seconds() - c0;
 
 	printf("threads=%d seconds=%.2f issued=%" PRIuFAST64 " failed=%" PRIuFAST64
-	       " per_second=%.1f\n",
+	       " per_second=%.1f cpu_us_per_issue=%.1f\n",
 	       nthreads, elapsed, atomic_load(&b.issued), atomic_load(&b.failed),
-	       (double)atomic_load(&b.issued) / elapsed);
+	       (double)atomic_load(&b.issued) / elapsed,
+	       atomic_load(&b.issued) > 0 ? cpu * 1e6 / (double)atomic_load(&b.issued) : 0.0);
 	{
 		struct store_stats stats;
 
