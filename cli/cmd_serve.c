@@ -3,32 +3,71 @@
  *
  * Start-up loads everything that must be right before serving, and refuses to start
  * otherwise: the configuration (unknown keys refused), the CA keys (refused when readable
- * by others, or when the passphrase is wrong), the store (migrated). Then it waits for
- * signals: SIGHUP reloads and re-validates the configuration (a bad file keeps the old
- * one and says why), SIGTERM and SIGINT stop cleanly. The HTTPS API arrives with the
- * enrollment front; until then the daemon holds the CA ready for it.
+ * by others or when the passphrase is wrong), the store (migrated), the token keys. Then it
+ * issues its own server certificate, starts the HTTP engine and the TLS front, and says it
+ * is ready. The main thread then only waits for signals and timers:
+ *
+ *   SIGHUP           reload config.json (a bad file keeps the running one and says why)
+ *                    and issue a fresh server certificate, swapped in without dropping
+ *                    connections
+ *   SIGTERM, SIGINT  stop accepting, drain in-flight requests, exit 0
+ *   every 30 s       renew the server certificate once two thirds of its life has passed
  */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ca/authority.h"
+#include "ca/issue.h"
+#include "ca/keys.h"
 #include "cli/cli.h"
 #include "cli/settings.h"
 #include "common/log.h"
+#include "common/timefmt.h"
+#include "enrollment/api.h"
+#include "enrollment/front.h"
+#include "enrollment/server_cert.h"
+#include "enrollment/tls.h"
+#include "enrollment/token.h"
 
 static const char serve_usage_head[] =
-	"usage: agentca serve --dir DIR [--config FILE] [--password-file F]\n"
+	"usage: agentca serve --dir DIR [--listen ADDR:PORT]... [--config FILE]\n"
+	"                     [--password-file F]\n"
 	"\n"
-	"Run the CA daemon. Logs JSON lines on stderr. SIGHUP reloads the configuration;\n"
-	"SIGTERM stops.\n"
+	"Run the CA daemon: the HTTPS API (enrollment, renewal, bundle, health, metrics).\n"
+	"Logs JSON lines on stderr. SIGHUP reloads the configuration and the server\n"
+	"certificate; SIGTERM drains and stops.\n"
 	"\n"
+	"  --listen ADDR:PORT      listen here instead of the configured addresses (repeatable)\n"
 	"  --config FILE           settings (default DIR/config.json; every key has a default)\n"
 	"  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n"
 	"\n"
 	"configuration keys:\n";
+
+/* Settings replaced by a reload stay allocated until exit: a request may still be reading
+ * the policy it started with. Reloads are rare; this list stays short. */
+struct retired_settings {
+	struct agentca_settings settings;
+	struct retired_settings *next;
+};
+
+struct daemon {
+	const char *dir, *config, *password_file;
+	const struct cfg_strlist *listen_override;
+	struct ca_authority *authority;
+	struct agentca_settings *settings;
+	struct retired_settings *retired;
+	struct store *store;
+	struct issuer issuer;
+	struct token_verifier *bootstrap;
+	struct server_identity server;
+	struct tls_ctx_slot *tls;
+	struct api *api;
+	struct front *front;
+};
 
 static void
 apply_log_level(const struct agentca_settings *s)
@@ -43,25 +82,246 @@ apply_log_level(const struct agentca_settings *s)
 	ac_log_set_level(level);
 }
 
+/* The names the server certificate carries: the listen hosts, then server_names. */
+static int
+server_names(const struct daemon *d, struct cfg_strlist *names, struct ac_err *err)
+{
+	const struct cfg_strlist *listen =
+		d->listen_override->count > 0 ? d->listen_override : &d->settings->listen;
+	char host[256];
+
+	for (size_t i = 0; i < listen->count; i++)
+		if (listen_address_host(listen->items[i], host, sizeof(host)) == 0 &&
+		    cfg_strlist_add(names, host, err) != 0)
+			return -1;
+	for (size_t i = 0; i < d->settings->server_names.count; i++)
+		if (cfg_strlist_add(names, d->settings->server_names.items[i], err) != 0)
+			return -1;
+	return 0;
+}
+
+/* Issue a server certificate and build the server TLS context around it. Clients may
+ * present a certificate of ours (renewal); it is verified against our root. */
+static SSL_CTX *
+make_server_ctx(struct daemon *d, struct ac_err *err)
+{
+	struct cfg_strlist names = {NULL, 0};
+	struct server_identity fresh;
+	struct tls_server_config cfg;
+	STACK_OF(X509) *chain = NULL, *roots = NULL;
+	SSL_CTX *ctx = NULL;
+
+	memset(&fresh, 0, sizeof(fresh));
+	if (server_names(d, &names, err) != 0 ||
+	    server_cert_issue(&d->issuer, &names, SERVER_CERT_TTL, &fresh, err) != 0)
+		goto out;
+	chain = sk_X509_new_null();
+	roots = sk_X509_new_null();
+	if (chain == NULL || roots == NULL || !sk_X509_push(chain, d->authority->intermediate) ||
+	    !sk_X509_push(roots, d->authority->root)) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	for (int i = 0; d->authority->upstream != NULL && i < sk_X509_num(d->authority->upstream);
+	     i++)
+		if (!sk_X509_push(chain, sk_X509_value(d->authority->upstream, i))) {
+			ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+			goto out;
+		}
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.cert = fresh.cert;
+	cfg.chain = chain;
+	cfg.key = fresh.key;
+	cfg.client_roots = roots;
+	cfg.client_untrusted = chain;
+	cfg.client_auth = TLS_CLIENT_AUTH_OPTIONAL;
+	ctx = tls_server_ctx_new(&cfg, err);
+	if (ctx == NULL)
+		goto out;
+	server_identity_free(&d->server);
+	d->server = fresh;
+	memset(&fresh, 0, sizeof(fresh));
+out:
+	server_identity_free(&fresh);
+	sk_X509_free(chain); /* the certificates belong to the authority */
+	sk_X509_free(roots);
+	cfg_strlist_free(&names);
+	return ctx;
+}
+
+/* Renew the server certificate and swap the TLS context: open connections keep theirs. */
+static void
+rotate_server_cert(struct daemon *d, const char *why)
+{
+	struct ac_err err;
+	SSL_CTX *ctx;
+
+	ac_err_clear(&err);
+	ctx = make_server_ctx(d, &err);
+	if (ctx == NULL) {
+		log_error("server_cert_renewal_failed", "%s; keeping serial %s until %lld",
+			  err.msg, d->server.serial, (long long)d->server.not_after);
+		return;
+	}
+	tls_slot_swap(d->tls, ctx);
+	log_info("server_cert_rotated", "server certificate %s in use (%s)", d->server.serial,
+		 why);
+}
+
+/* SIGHUP: a new configuration, validated before it replaces the running one. */
+static void
+reload(struct daemon *d)
+{
+	struct retired_settings *old;
+	struct agentca_settings *fresh;
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	fresh = calloc(1, sizeof(*fresh));
+	old = calloc(1, sizeof(*old));
+	if (fresh == NULL || old == NULL ||
+	    settings_load(d->dir, d->config, d->authority->trust_domain, fresh, &err) != 0) {
+		log_error("config_reload_failed", "%s; keeping the running configuration",
+			  err.msg[0] != '\0' ? err.msg : "out of memory");
+		free(fresh);
+		free(old);
+		return;
+	}
+	old->settings = *d->settings;
+	old->next = d->retired;
+	d->retired = old;
+	free(d->settings);
+	d->settings = fresh;
+	/* Requests in flight keep the policy they read; new ones see the new one. */
+	__atomic_store_n(&d->issuer.policy, &fresh->policy, __ATOMIC_RELEASE);
+	apply_log_level(fresh);
+	log_info("config_reloaded", "configuration reloaded");
+	rotate_server_cert(d, "reload");
+}
+
+static int
+start(struct daemon *d, struct ac_err *err)
+{
+	char passphrase[PASSPHRASE_MAX];
+	struct front_options fo;
+	struct api_options ao;
+	struct store_options so;
+	SSL_CTX *ctx;
+	const struct cfg_strlist *listen;
+
+	d->authority = ca_authority_load(d->dir, d->password_file, err);
+	if (d->authority == NULL)
+		return -1;
+	d->settings = calloc(1, sizeof(*d->settings));
+	if (d->settings == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	if (settings_load(d->dir, d->config, d->authority->trust_domain, d->settings, err) != 0) {
+		free(d->settings);
+		d->settings = NULL;
+		return -1;
+	}
+	apply_log_level(d->settings);
+	settings_store_options(d->settings, &so);
+	d->store = store_open(&so, err);
+	if (d->store == NULL)
+		return -1;
+	d->issuer.authority = d->authority;
+	d->issuer.policy = &d->settings->policy;
+	d->issuer.store = d->store;
+
+	if (passphrase_resolve(d->dir, d->password_file, passphrase, sizeof(passphrase), err) !=
+	    0)
+		return -1;
+	if (token_keys_ensure(d->dir, passphrase, err) != 0) {
+		passphrase_wipe(passphrase, sizeof(passphrase));
+		return -1;
+	}
+	passphrase_wipe(passphrase, sizeof(passphrase));
+	d->bootstrap = token_verifier_load(d->dir, TOKEN_BOOTSTRAP,
+					   d->authority->root_fingerprint, err);
+	if (d->bootstrap == NULL)
+		return -1;
+
+	ctx = make_server_ctx(d, err);
+	if (ctx == NULL)
+		return -1;
+	d->tls = tls_slot_new(ctx);
+	if (d->tls == NULL) {
+		SSL_CTX_free(ctx);
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	}
+
+	memset(&ao, 0, sizeof(ao));
+	ao.issuer = &d->issuer;
+	ao.bootstrap = d->bootstrap;
+	ao.threads = (int)d->settings->http_threads;
+	d->api = api_start(&ao, err);
+	if (d->api == NULL)
+		return -1;
+
+	listen = d->listen_override->count > 0 ? d->listen_override : &d->settings->listen;
+	memset(&fo, 0, sizeof(fo));
+	fo.listen = (const char *const *)listen->items;
+	fo.listen_count = listen->count;
+	fo.tls = d->tls;
+	fo.mhd = api_mhd(d->api);
+	d->front = front_start(&fo, err);
+	if (d->front == NULL)
+		return -1;
+	api_set_front(d->api, d->front);
+
+	for (size_t i = 0; i < listen->count; i++)
+		log_info("listening", "HTTPS API on %s (port %d)", listen->items[i],
+			 front_bound_port(d->front, i));
+	log_info("ca_ready",
+		 "CA \"%s\" (trust domain %s, %s mode) ready; root %s, intermediate %s",
+		 d->authority->name, d->authority->trust_domain, d->authority->mode,
+		 d->authority->root_fingerprint, d->authority->intermediate_fingerprint);
+	return 0;
+}
+
+/* Stop in the reverse order of start: no new connections, drain, then the rest. */
+static void
+stop(struct daemon *d)
+{
+	front_stop(d->front);
+	api_stop(d->api);
+	tls_slot_free(d->tls);
+	server_identity_free(&d->server);
+	token_verifier_free(d->bootstrap);
+	store_close(d->store);
+	if (d->settings != NULL) {
+		settings_free(d->settings);
+		free(d->settings);
+	}
+	while (d->retired != NULL) {
+		struct retired_settings *next = d->retired->next;
+
+		settings_free(&d->retired->settings);
+		free(d->retired);
+		d->retired = next;
+	}
+	ca_authority_free(d->authority);
+}
+
 int
 cmd_serve(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, 'd'},
+		{"listen", required_argument, NULL, 'l'},
 		{"config", required_argument, NULL, 'C'},
 		{"password-file", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *dir = NULL, *config = NULL, *password_file = NULL;
-	struct ca_authority *authority = NULL;
-	struct agentca_settings settings;
-	struct store_options store_opts;
-	struct store *store = NULL;
+	struct cfg_strlist listen_override = {NULL, 0};
+	struct daemon d;
 	struct ac_err err;
 	sigset_t signals;
-	int c, done, have_settings = 0, rc = EXIT_FAIL;
+	int c, rc = EXIT_FAIL;
 
+	memset(&d, 0, sizeof(d));
 	ac_err_clear(&err);
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -70,83 +330,65 @@ cmd_serve(int argc, char **argv)
 			settings_print_reference(stdout);
 			return EXIT_OK;
 		case 'd':
-			dir = optarg;
+			d.dir = optarg;
+			break;
+		case 'l':
+			if (cfg_strlist_add(&listen_override, optarg, &err) != 0)
+				return cli_fail("serve", &err);
 			break;
 		case 'C':
-			config = optarg;
+			d.config = optarg;
 			break;
 		case 'p':
-			password_file = optarg;
+			d.password_file = optarg;
 			break;
 		default:
 			fprintf(stderr, "(try 'agentca serve --help')\n");
+			cfg_strlist_free(&listen_override);
 			return EXIT_USAGE;
 		}
 	}
-	(void)done;
-	if (optind != argc)
-		return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-	if (dir == NULL)
-		return cli_usage_error("serve", "--dir is required");
+	if (optind != argc || d.dir == NULL) {
+		cfg_strlist_free(&listen_override);
+		return optind != argc
+			       ? cli_usage_error("serve", "unexpected argument '%s'", argv[optind])
+			       : cli_usage_error("serve", "--dir is required");
+	}
+	d.listen_override = &listen_override;
 
-	/* Block the signals we wait for before any thread starts, so all threads inherit it. */
+	/* Block the signals we wait for before any thread starts, so all threads inherit it.
+	 * SIGPIPE: a peer that goes away is an error return, not a death. */
+	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGTERM);
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
-	authority = ca_authority_load(dir, password_file, &err);
-	if (authority == NULL)
-		goto fail;
-	if (settings_load(dir, config, authority->trust_domain, &settings, &err) != 0)
-		goto fail;
-	have_settings = 1;
-	apply_log_level(&settings);
-	settings_store_options(&settings, &store_opts);
-	store = store_open(&store_opts, &err);
-	if (store == NULL)
-		goto fail;
-
-	log_info("ca_ready", "CA \"%s\" (trust domain %s, %s mode) ready; root %s, intermediate %s",
-		 authority->name, authority->trust_domain, authority->mode,
-		 authority->root_fingerprint, authority->intermediate_fingerprint);
-
+	if (start(&d, &err) != 0) {
+		/* Before the daemon is up, stderr is a person's terminal: one plain line. */
+		rc = cli_fail("serve", &err);
+		goto out;
+	}
 	for (;;) {
-		int sig = 0;
+		struct timespec tick = {30, 0};
+		int sig = sigtimedwait(&signals, NULL, &tick);
 
-		if (sigwait(&signals, &sig) != 0)
-			continue;
 		if (sig == SIGHUP) {
-			struct agentca_settings fresh;
-			struct ac_err reload_err;
-
-			ac_err_clear(&reload_err);
-			if (settings_load(dir, config, authority->trust_domain, &fresh,
-					  &reload_err) != 0) {
-				log_error("config_reload_failed", "%s; keeping the running "
-								  "configuration",
-					  reload_err.msg);
-				continue;
-			}
-			settings_free(&settings);
-			settings = fresh;
-			apply_log_level(&settings);
-			log_info("config_reloaded", "configuration reloaded");
-			continue;
+			reload(&d);
+		} else if (sig == SIGTERM || sig == SIGINT) {
+			log_info("shutdown", "received %s, draining and stopping",
+				 sig == SIGINT ? "SIGINT" : "SIGTERM");
+			break;
 		}
-		log_info("shutdown", "received %s, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-		break;
+		if (time_now() >= d.server.renew_at)
+			rotate_server_cert(&d, "two thirds of its lifetime passed");
 	}
 	rc = EXIT_OK;
-	goto out;
-fail:
-	/* Before the daemon is up, stderr is a person's terminal: one plain line. */
-	rc = cli_fail("serve", &err);
 out:
-	store_close(store);
-	if (have_settings)
-		settings_free(&settings);
-	ca_authority_free(authority);
+	stop(&d);
+	cfg_strlist_free(&listen_override);
+	if (rc == EXIT_OK)
+		log_info("stopped", "agentca stopped");
 	return rc;
 }

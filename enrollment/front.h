@@ -26,6 +26,17 @@
 
 struct front;
 
+/*
+ * The MHD daemon given to the front is started with (see front.c for why):
+ *
+ *   MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC
+ *
+ * (no MHD_OPTION_THREAD_POOL_SIZE). With libmicrohttpd 0.9.75, a handler that queues a
+ * response in its first call for a request gets the connection closed after it (no
+ * keep-alive): answer from the second call (set *con_cls, return MHD_YES first).
+ * Stop order: front_stop(), then MHD_stop_daemon().
+ */
+
 struct front_options {
 	const char *const *listen;   /* "127.0.0.1:8443", "[::1]:8443"; port 0: pick one */
 	size_t listen_count;
@@ -50,6 +61,7 @@ int front_peer_of(struct front *f, struct MHD_Connection *conn, struct tls_peer 
 struct front_stats {
 	uint64_t accepted, handshakes_ok, handshakes_failed, plaintext_refused;
 	uint64_t active;
+	uint64_t limit_refused; /* closed at accept because max_connections were open */
 };
 void front_stats(struct front *f, struct front_stats *out);
 

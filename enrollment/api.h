@@ -1,0 +1,48 @@
+/*
+ * api.h - the HTTP API behind the HTTPS front, on libmicrohttpd.
+ *
+ * Routes are a table (api.c): method, path, who may call it, handler. Every error is an
+ * RFC 7807 problem document (application/problem+json) whose "type" ends with the error's
+ * stable reason ("urn:agentca:problem:token_expired"). Bodies over API_MAX_BODY get 413
+ * before they are read. Every request is counted by route and status for /metrics.
+ *
+ *   GET  /healthz        liveness: {"status":"ok"}
+ *   GET  /metrics        Prometheus text format
+ *   GET  /v1/bundle      the trust bundle as PEM (root and added roots)
+ *   POST /v1/enroll      {token, csr} -> {certificate, chain, not_after, renew_after, serial}
+ *   POST /v1/renew       mTLS with a current certificate; {csr}
+ */
+#ifndef AGENTCA_ENROLLMENT_API_H
+#define AGENTCA_ENROLLMENT_API_H
+
+#include <stdint.h>
+
+#include <microhttpd.h>
+
+#include "ca/issue.h"
+#include "common/error.h"
+#include "enrollment/front.h"
+#include "enrollment/token.h"
+
+#define API_MAX_BODY (64 * 1024)
+
+struct api;
+
+struct api_options {
+	struct issuer *issuer;                 /* borrowed */
+	struct token_verifier *bootstrap;      /* borrowed */
+	int threads;                           /* MHD worker threads; 0: one per core */
+};
+
+/* Start the MHD daemon (no listening socket: the front adds connections). */
+struct api *api_start(const struct api_options *opts, struct ac_err *err);
+
+/* The MHD daemon, for front_start(). */
+struct MHD_Daemon *api_mhd(struct api *api);
+
+/* Tell the API which front serves it (to find a connection's verified peer). */
+void api_set_front(struct api *api, struct front *front);
+
+void api_stop(struct api *api);
+
+#endif
