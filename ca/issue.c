@@ -639,6 +639,7 @@ ca_issue(const struct issuer *iss, const struct issue_request *req, struct issue
          struct ac_err *err)
 {
 	struct leaf_plan plan;
+	struct issuer snapshot;
 	struct csr *csr = NULL;
 	struct ac_err e;
 	int rc = -1;
@@ -646,11 +647,16 @@ ca_issue(const struct issuer *iss, const struct issue_request *req, struct issue
 	memset(res, 0, sizeof(*res));
 	memset(&plan, 0, sizeof(plan));
 	ac_err_clear(&e);
-	if (check_request(iss, req, &csr, &plan, &e) != 0) {
-		record_denial(iss, req, &e);
+	/* One request sees one policy from start to end, even if a reload swaps it meanwhile
+	 * (the daemon publishes a new policy with an atomic store and keeps the old alive). */
+	snapshot.authority = iss->authority;
+	snapshot.store = iss->store;
+	snapshot.policy = __atomic_load_n(&iss->policy, __ATOMIC_ACQUIRE);
+	if (check_request(&snapshot, req, &csr, &plan, &e) != 0) {
+		record_denial(&snapshot, req, &e);
 		goto out;
 	}
-	if (sign_and_record(iss, req, csr, &plan, res, &e) != 0)
+	if (sign_and_record(&snapshot, req, csr, &plan, res, &e) != 0)
 		goto out;
 	rc = 0;
 out:
