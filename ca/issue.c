@@ -154,6 +154,11 @@ plan_validity(const struct issuer *iss, const struct issue_request *req, struct 
 	if (plan->not_after <= now)
 		return ac_err_set(err, AC_ERR_UNAVAILABLE, "ca_expired",
 		                  "the intermediate CA has expired; no certificate can be issued");
+	if (req->not_after_max != 0 && plan->not_after > req->not_after_max)
+		plan->not_after = req->not_after_max;
+	if (plan->not_after <= now)
+		return ac_err_set(err, AC_ERR_POLICY, "parent_expired",
+		                  "the parent's certificate has expired: a child cannot outlive it");
 	return 0;
 }
 
@@ -586,6 +591,7 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 	rec.not_after = plan->not_after;
 	rec.der = der;
 	rec.der_len = (size_t)der_len;
+	rec.depth = req->depth;
 
 	memset(&entry, 0, sizeof(entry));
 	entry.kind = req->kind != NULL ? req->kind : "issued";

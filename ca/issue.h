@@ -38,6 +38,8 @@ struct issue_request {
 	const char *request_id;     /* or NULL */
 	const char *token_jti;      /* marked used in the same commit, or NULL */
 	int64_t token_expires;
+	int depth;                  /* nesting depth recorded with the certificate */
+	int64_t not_after_max;      /* unix seconds; 0: none. A child never outlives its parent */
 };
 
 struct issue_result {

@@ -63,6 +63,9 @@ struct daemon {
 	struct store *store;
 	struct issuer issuer;
 	struct token_verifier *bootstrap;
+	struct token_verifier *admin;
+	struct token_signer *minter;
+	struct cfg_strlist admin_ids, auditor_ids; /* copies: read at start-up only */
 	struct server_identity server;
 	struct tls_ctx_slot *tls;
 	struct api *api;
@@ -236,10 +239,17 @@ start(struct daemon *d, struct ac_err *err)
 		passphrase_wipe(passphrase, sizeof(passphrase));
 		return -1;
 	}
+	d->minter = token_signer_load(d->dir, TOKEN_BOOTSTRAP, passphrase,
+				      d->authority->root_fingerprint, err);
 	passphrase_wipe(passphrase, sizeof(passphrase));
+	if (d->minter == NULL)
+		return -1;
 	d->bootstrap = token_verifier_load(d->dir, TOKEN_BOOTSTRAP,
 					   d->authority->root_fingerprint, err);
-	if (d->bootstrap == NULL)
+	d->admin = d->bootstrap != NULL ? token_verifier_load(d->dir, TOKEN_ADMIN,
+							      d->authority->root_fingerprint, err)
+					: NULL;
+	if (d->bootstrap == NULL || d->admin == NULL)
 		return -1;
 
 	ctx = make_server_ctx(d, err);
@@ -254,6 +264,18 @@ start(struct daemon *d, struct ac_err *err)
 	memset(&ao, 0, sizeof(ao));
 	ao.issuer = &d->issuer;
 	ao.bootstrap = d->bootstrap;
+	ao.admin = d->admin;
+	ao.minter = d->minter;
+	/* Identity lists are read at start-up (a reload does not change them): the API keeps
+	 * the daemon's own copies, which outlive any reload. */
+	if (cfg_strlist_set(&d->admin_ids, (const char *const *)d->settings->admin_ids.items,
+			    d->settings->admin_ids.count, err) != 0 ||
+	    cfg_strlist_set(&d->auditor_ids, (const char *const *)d->settings->auditor_ids.items,
+			    d->settings->auditor_ids.count, err) != 0)
+		return -1;
+	ao.admin_ids = &d->admin_ids;
+	ao.auditor_ids = &d->auditor_ids;
+	ao.max_depth = (int)d->settings->max_nesting_depth;
 	ao.threads = (int)d->settings->http_threads;
 	d->api = api_start(&ao, err);
 	if (d->api == NULL)
@@ -289,6 +311,10 @@ stop(struct daemon *d)
 	tls_slot_free(d->tls);
 	server_identity_free(&d->server);
 	token_verifier_free(d->bootstrap);
+	token_verifier_free(d->admin);
+	token_signer_free(d->minter);
+	cfg_strlist_free(&d->admin_ids);
+	cfg_strlist_free(&d->auditor_ids);
 	store_close(d->store);
 	if (d->settings != NULL) {
 		settings_free(d->settings);

@@ -20,6 +20,7 @@ static const struct cli_command commands[] = {
 	{"token create", cmd_token_create, "mint a one-time bootstrap token for an agent"},
 	{"admin token", cmd_admin_token, "mint a short-lived admin or auditor token"},
 	{"enroll", cmd_enroll, "get a first certificate from the CA with a bootstrap token"},
+	{"revoke", cmd_revoke, "revoke a certificate by serial"},
 	{"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
 	{"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
 };

@@ -27,6 +27,12 @@ static const struct cfg_field settings_fields[] = {
 	 "HTTPS API addresses, ADDR:PORT or [V6]:PORT (default [\"127.0.0.1:8443\"])"},
 	{"server_names", CFG_STRING_LIST, offsetof(struct agentca_settings, server_names), 0, 0,
 	 NULL, "extra DNS names or IPs for the daemon's own certificate"},
+	{"admin_identities", CFG_STRING_LIST, offsetof(struct agentca_settings, admin_ids), 0, 0,
+	 NULL, "SPIFFE IDs whose client certificates act as admins"},
+	{"auditor_identities", CFG_STRING_LIST, offsetof(struct agentca_settings, auditor_ids), 0,
+	 0, NULL, "SPIFFE IDs whose client certificates act as auditors (read-only)"},
+	{"max_nesting_depth", CFG_INT, offsetof(struct agentca_settings, max_nesting_depth), 1, 16,
+	 NULL, "how deep agents may nest children under themselves (default 3)"},
 	{"http_threads", CFG_INT, offsetof(struct agentca_settings, http_threads), 0, 256, NULL,
 	 "HTTP worker threads (default 0: one per core)"},
 	{"policy", CFG_OBJECT, offsetof(struct agentca_settings, policy), 0, 0, ca_policy_fields,
@@ -97,6 +103,7 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 
 	memset(s, 0, sizeof(*s));
 	s->store.busy_timeout_ms = 5000;
+	s->max_nesting_depth = 3;
 	s->store.group_commit_max = 256;
 	if (ca_policy_defaults(&s->policy, trust_domain != NULL ? trust_domain : "", err) != 0)
 		return -1;
@@ -151,6 +158,8 @@ settings_free(struct agentca_settings *s)
 	s->log_level = NULL;
 	cfg_strlist_free(&s->listen);
 	cfg_strlist_free(&s->server_names);
+	cfg_strlist_free(&s->admin_ids);
+	cfg_strlist_free(&s->auditor_ids);
 	free(s->store.path);
 	s->store.path = NULL;
 }

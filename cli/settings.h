@@ -33,6 +33,9 @@ struct agentca_settings {
 	struct cfg_strlist listen;       /* HTTPS API addresses; default 127.0.0.1:8443 */
 	struct cfg_strlist server_names; /* extra names for the daemon's certificate */
 	int64_t http_threads;            /* 0: one per core */
+	struct cfg_strlist admin_ids;    /* SPIFFE IDs whose certificates act as admins */
+	struct cfg_strlist auditor_ids;  /* ... as auditors */
+	int64_t max_nesting_depth;       /* default 3 */
 	struct ca_policy policy;
 	struct store_settings store;
 	char store_path_resolved[4096];

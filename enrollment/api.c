@@ -23,6 +23,7 @@
 
 #include "ca/policy.h"
 #include "ca/x509_build.h"
+#include "common/config.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/timefmt.h"
@@ -31,6 +32,10 @@
 struct api {
 	struct issuer *issuer;
 	struct token_verifier *bootstrap;
+	struct token_verifier *admin;
+	struct token_signer *minter;
+	const struct cfg_strlist *admin_ids, *auditor_ids;
+	int max_depth;
 	struct front *front;
 	struct MHD_Daemon *mhd;
 	struct metrics *metrics;
@@ -70,6 +75,10 @@ static void handle_enroll(struct api *, struct MHD_Connection *, const struct ap
 			  struct api_response *);
 static void handle_renew(struct api *, struct MHD_Connection *, const struct api_request *,
 			 struct api_response *);
+static void handle_tokens(struct api *, struct MHD_Connection *, const struct api_request *,
+			  struct api_response *);
+static void handle_revoke(struct api *, struct MHD_Connection *, const struct api_request *,
+			  struct api_response *);
 
 static const struct route {
 	const char *method;
@@ -82,6 +91,8 @@ static const struct route {
 	{"GET", "/v1/bundle", "bundle", handle_bundle},
 	{"POST", "/v1/enroll", "enroll", handle_enroll},
 	{"POST", "/v1/renew", "renew", handle_renew},
+	{"POST", "/v1/tokens", "tokens", handle_tokens},
+	{"POST", "/v1/revoke", "revoke", handle_revoke},
 };
 #define ROUTE_COUNT ((int)(sizeof(routes) / sizeof(routes[0])))
 /* Requests that match no route are counted under this extra label. */
@@ -316,6 +327,8 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_req
 	ir.parent = grant.parent[0] != '\0' ? grant.parent : NULL;
 	ir.token_jti = grant.jti;
 	ir.token_expires = grant.expires;
+	ir.depth = grant.depth;
+	ir.not_after_max = grant.cert_not_after_max;
 	if (ca_issue(api->issuer, &ir, &res, &err) != 0) {
 		/* Policy refusals are already in the log; a replayed token is recorded here. */
 		if (err.code == AC_ERR_CONFLICT)
@@ -423,6 +436,7 @@ handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_requ
 	ir.csr_len = csr_len;
 	ir.allowed_dns = &dns;
 	ir.parent = row.parent;
+	ir.depth = row.depth;
 	if (ca_issue(api->issuer, &ir, &res, &err) != 0) {
 		metrics_denied(api->metrics, err.reason);
 		problem(resp, refusal_status(&err), err.reason, err.msg);
@@ -442,6 +456,321 @@ out:
 	if (have_row)
 		store_cert_row_free(&row);
 	issue_result_free(&res);
+	json_decref(doc);
+}
+
+/* Who is calling, as far as this request shows. */
+enum caller_role { CALLER_NONE = 0, CALLER_AGENT, CALLER_AUDITOR, CALLER_ADMIN };
+
+struct caller {
+	enum caller_role role;
+	char actor[2100];     /* for the log: "admin:<who>", "auditor:<who>", "cert:<serial>" */
+	struct tls_peer peer; /* peer.present when a client certificate verified */
+};
+
+static int
+listed(const struct cfg_strlist *list, const char *id)
+{
+	for (size_t i = 0; list != NULL && i < list->count; i++)
+		if (strcmp(list->items[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Work out the caller: a bearer admin token wins (and must verify: a bad one is a 401, not
+ * an anonymous request); else a verified client certificate, whose SPIFFE ID may be listed
+ * as an admin or auditor; else nobody. Returns -1 with resp set when the request must stop.
+ */
+static int
+resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
+	       struct api_response *resp)
+{
+	const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						       MHD_HTTP_HEADER_AUTHORIZATION);
+
+	memset(c, 0, sizeof(*c));
+	if (api->front != NULL)
+		front_peer_of(api->front, conn, &c->peer);
+	if (auth != NULL) {
+		struct token_grant grant;
+		struct ac_err err;
+
+		memset(&grant, 0, sizeof(grant));
+		ac_err_clear(&err);
+		if (strncmp(auth, "Bearer ", 7) != 0) {
+			problem(resp, 401, "bad_authorization",
+				"the Authorization header must be \"Bearer <admin token>\"");
+			return -1;
+		}
+		if (api->admin == NULL ||
+		    token_verify(api->admin, auth + 7, strlen(auth + 7), time_now(), &grant, &err) !=
+			    0) {
+			metrics_denied(api->metrics, err.reason);
+			problem(resp, 401, err.reason != NULL ? err.reason : "bad_authorization",
+				err.msg);
+			token_grant_free(&grant);
+			return -1;
+		}
+		c->role = strcmp(grant.role, "admin") == 0 ? CALLER_ADMIN : CALLER_AUDITOR;
+		snprintf(c->actor, sizeof(c->actor), "%s:%s", grant.role, grant.subject);
+		token_grant_free(&grant);
+		return 0;
+	}
+	if (c->peer.present) {
+		if (listed(api->admin_ids, c->peer.spiffe_id)) {
+			c->role = CALLER_ADMIN;
+			snprintf(c->actor, sizeof(c->actor), "admin:%s", c->peer.spiffe_id);
+		} else if (listed(api->auditor_ids, c->peer.spiffe_id)) {
+			c->role = CALLER_AUDITOR;
+			snprintf(c->actor, sizeof(c->actor), "auditor:%s", c->peer.spiffe_id);
+		} else {
+			c->role = CALLER_AGENT;
+			snprintf(c->actor, sizeof(c->actor), "cert:%s", c->peer.serial);
+		}
+	}
+	return 0;
+}
+
+/* Record an admin-side event (token_created, revoked) in the issuance log. */
+static int
+record_event(struct api *api, struct store_write *w, struct ac_err *err)
+{
+	return store_submit(api->issuer->store, w, err);
+}
+
+/* Parse an optional "ttl" member ("10m" or seconds); 0 when absent. */
+static int
+body_ttl(json_t *doc, int64_t *ttl, struct api_response *resp)
+{
+	json_t *v = json_object_get(doc, "ttl");
+
+	*ttl = 0;
+	if (v == NULL)
+		return 0;
+	if (json_is_integer(v) && json_integer_value(v) > 0) {
+		*ttl = (int64_t)json_integer_value(v);
+		return 0;
+	}
+	if (json_is_string(v) && duration_parse(json_string_value(v), ttl) == 0 && *ttl > 0)
+		return 0;
+	problem(resp, 400, "malformed_request", "\"ttl\" must be a duration such as \"10m\"");
+	return -1;
+}
+
+/*
+ * POST /v1/tokens {subject, ttl?, dns?}: mint a bootstrap token.
+ *
+ * An admin may mint for any subject (the engine applies the policy at enrollment). A parent
+ * agent, authenticated by a certificate we issued that is not revoked, may mint only for a
+ * child under its own path ("<parent>/..."), one level deeper than itself and at most
+ * max_depth deep, with a token and a certificate that never outlive its own certificate.
+ * Auditors and anonymous callers may not mint.
+ */
+static void
+handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+	      struct api_response *resp)
+{
+	struct token_grant grant;
+	struct log_entry entry;
+	struct store_write w;
+	struct cert_row row;
+	struct caller caller;
+	struct ac_err err;
+	const char *subject;
+	size_t subject_len = 0;
+	char *jwt = NULL, detail[128];
+	int64_t ttl, now = time_now();
+	json_t *doc = NULL, *dns;
+	int have_row = 0;
+
+	memset(&grant, 0, sizeof(grant));
+	memset(&row, 0, sizeof(row));
+	ac_err_clear(&err);
+	if (resolve_caller(api, conn, &caller, resp) != 0)
+		return;
+	if (caller.role != CALLER_ADMIN && caller.role != CALLER_AGENT) {
+		problem(resp, caller.role == CALLER_NONE ? 401 : 403, "not_allowed",
+			caller.role == CALLER_NONE
+				? "minting tokens needs an admin token or a client certificate"
+				: "auditors cannot mint tokens");
+		return;
+	}
+	doc = parse_body(req, resp);
+	if (doc == NULL)
+		return;
+	subject = body_string(doc, "subject", 1, &subject_len, resp);
+	if (subject == NULL || body_ttl(doc, &ttl, resp) != 0)
+		goto out;
+	if (ttl == 0)
+		ttl = 600;
+	if (subject_len >= sizeof(grant.subject) || memchr(subject, '\0', subject_len) != NULL) {
+		problem(resp, 400, "malformed_request", "\"subject\" is not a SPIFFE ID");
+		goto out;
+	}
+	memcpy(grant.subject, subject, subject_len + 1);
+	grant.type = TOKEN_BOOTSTRAP;
+	dns = json_object_get(doc, "dns");
+	if (dns != NULL) {
+		size_t i;
+		json_t *item;
+
+		if (!json_is_array(dns)) {
+			problem(resp, 400, "malformed_request", "\"dns\" must be a list of names");
+			goto out;
+		}
+		json_array_foreach(dns, i, item) {
+			if (!json_is_string(item) ||
+			    cfg_strlist_add(&grant.dns, json_string_value(item), &err) != 0) {
+				problem(resp, 400, "malformed_request",
+					"\"dns\" must be a list of names");
+				goto out;
+			}
+		}
+	}
+
+	if (caller.role == CALLER_AGENT) {
+		size_t plen = strlen(caller.peer.spiffe_id);
+
+		if (store_cert_get(api->issuer->store, caller.peer.serial, &row, &err) != 0) {
+			ac_err_clear(&err);
+			ac_err_set(&err, AC_ERR_POLICY, "unknown_certificate",
+				   "certificate %s was not issued by this CA", caller.peer.serial);
+			goto refuse;
+		}
+		have_row = 1;
+		if (row.revoked_at != 0) {
+			ac_err_set(&err, AC_ERR_POLICY, "certificate_revoked",
+				   "certificate %s is revoked", caller.peer.serial);
+			goto refuse;
+		}
+		if (plen == 0 || strncmp(grant.subject, caller.peer.spiffe_id, plen) != 0 ||
+		    grant.subject[plen] != '/' || grant.subject[plen + 1] == '\0') {
+			ac_err_set(&err, AC_ERR_POLICY, "outside_parent_path",
+				   "%s may mint tokens only for identities under %s/",
+				   caller.peer.spiffe_id, caller.peer.spiffe_id);
+			goto refuse;
+		}
+		if (row.depth + 1 > api->max_depth) {
+			ac_err_set(&err, AC_ERR_POLICY, "depth_exceeded",
+				   "%s is at depth %d: children may go at most %d deep",
+				   caller.peer.spiffe_id, row.depth, api->max_depth);
+			goto refuse;
+		}
+		if (ttl > row.not_after - now)
+			ttl = row.not_after - now;
+		if (ttl <= 0) {
+			ac_err_set(&err, AC_ERR_POLICY, "parent_expired",
+				   "the parent's certificate has expired");
+			goto refuse;
+		}
+		snprintf(grant.parent, sizeof(grant.parent), "%s", caller.peer.spiffe_id);
+		grant.depth = row.depth + 1;
+		grant.cert_not_after_max = row.not_after;
+	}
+	if (token_mint(api->minter, &grant, now, ttl, &jwt, &err) != 0)
+		goto refuse;
+
+	/* The token exists only once the log says so. */
+	snprintf(detail, sizeof(detail), "bootstrap token %s", grant.jti);
+	memset(&entry, 0, sizeof(entry));
+	entry.kind = "token_created";
+	entry.actor = caller.actor;
+	entry.subject = grant.subject;
+	entry.parent = grant.parent[0] != '\0' ? grant.parent : NULL;
+	entry.not_before = grant.not_before;
+	entry.not_after = grant.expires;
+	entry.sans = (const char *const *)grant.dns.items;
+	entry.sans_count = grant.dns.count;
+	entry.detail = detail;
+	memset(&w, 0, sizeof(w));
+	w.entry = &entry;
+	if (record_event(api, &w, &err) != 0) {
+		problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
+		goto out;
+	}
+	log_info("token_minted", "%s minted token %s for %s", caller.actor, grant.jti,
+		 grant.subject);
+	{
+		char expires[32];
+
+		time_format_rfc3339(grant.expires, expires, sizeof(expires));
+		json_response(resp, 201,
+			      json_pack("{s:s, s:s, s:s}", "token", jwt, "jti", grant.jti,
+					"expires", expires));
+	}
+	goto out;
+refuse:
+	{
+		struct issue_request denied;
+
+		memset(&denied, 0, sizeof(denied));
+		denied.actor = caller.actor;
+		denied.subject = grant.subject;
+		denied.parent = caller.role == CALLER_AGENT ? caller.peer.spiffe_id : NULL;
+		issue_record_denial(api->issuer, &denied, &err);
+	}
+	metrics_denied(api->metrics, err.reason);
+	problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
+out:
+	if (jwt != NULL) {
+		OPENSSL_cleanse(jwt, strlen(jwt));
+		free(jwt);
+	}
+	if (have_row)
+		store_cert_row_free(&row);
+	token_grant_free(&grant);
+	json_decref(doc);
+}
+
+/*
+ * POST /v1/revoke {serial, reason?}: admins only. The certificate row and the "revoked" log
+ * entry change in one commit; renewal is refused from then on.
+ */
+static void
+handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+	      struct api_response *resp)
+{
+	struct log_entry entry;
+	struct store_write w;
+	struct caller caller;
+	struct ac_err err;
+	const char *serial, *reason;
+	size_t len = 0;
+	json_t *doc;
+
+	ac_err_clear(&err);
+	if (resolve_caller(api, conn, &caller, resp) != 0)
+		return;
+	if (caller.role != CALLER_ADMIN) {
+		problem(resp, caller.role == CALLER_NONE ? 401 : 403, "not_allowed",
+			"only admins may revoke certificates");
+		return;
+	}
+	doc = parse_body(req, resp);
+	if (doc == NULL)
+		return;
+	serial = body_string(doc, "serial", 1, &len, resp);
+	reason = serial != NULL ? body_string(doc, "reason", 0, &len, resp) : NULL;
+	if (serial == NULL || (json_object_get(doc, "reason") != NULL && reason == NULL))
+		goto out;
+	memset(&entry, 0, sizeof(entry));
+	entry.kind = "revoked";
+	entry.actor = caller.actor;
+	entry.serial = serial;
+	entry.reason = reason != NULL ? reason : "unspecified";
+	memset(&w, 0, sizeof(w));
+	w.entry = &entry;
+	w.revoke_serial = serial;
+	w.revoke_reason = reason;
+	if (record_event(api, &w, &err) != 0) {
+		problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
+		goto out;
+	}
+	log_info("revoked", "%s revoked %s (%s)", caller.actor, serial, entry.reason);
+	json_response(resp, 200, json_pack("{s:s, s:I}", "serial", serial, "log_seq",
+					   (json_int_t)w.seq));
+out:
 	json_decref(doc);
 }
 
@@ -620,6 +949,11 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	}
 	api->issuer = opts->issuer;
 	api->bootstrap = opts->bootstrap;
+	api->admin = opts->admin;
+	api->minter = opts->minter;
+	api->admin_ids = opts->admin_ids;
+	api->auditor_ids = opts->auditor_ids;
+	api->max_depth = opts->max_depth > 0 ? opts->max_depth : 3;
 	for (int i = 0; i < ROUTE_COUNT; i++)
 		names[i] = routes[i].name;
 	names[ROUTE_OTHER] = "other";

@@ -11,6 +11,14 @@
  *   GET  /v1/bundle      the trust bundle as PEM (root and added roots)
  *   POST /v1/enroll      {token, csr} -> {certificate, chain, not_after, renew_after, serial}
  *   POST /v1/renew       mTLS with a current certificate; {csr}
+ *   POST /v1/tokens      an admin (bearer token or admin certificate), or a parent agent over
+ *                        mTLS for a child under its own path: {subject, ttl?, dns?}
+ *                        -> {token, jti, expires}
+ *   POST /v1/revoke      admin: {serial, reason?} -> {serial, revoked_at}
+ *
+ * Who calls: an "Authorization: Bearer" admin token (role admin or auditor), or a client
+ * certificate we issued; its SPIFFE ID is an admin or auditor when the configuration lists
+ * it, an agent otherwise. Auditors read; they never change anything.
  */
 #ifndef AGENTCA_ENROLLMENT_API_H
 #define AGENTCA_ENROLLMENT_API_H
@@ -31,6 +39,11 @@ struct api;
 struct api_options {
 	struct issuer *issuer;                 /* borrowed */
 	struct token_verifier *bootstrap;      /* borrowed */
+	struct token_verifier *admin;          /* borrowed: admin and auditor tokens */
+	struct token_signer *minter;           /* borrowed: signs bootstrap tokens */
+	const struct cfg_strlist *admin_ids;   /* SPIFFE IDs whose certificates are admins */
+	const struct cfg_strlist *auditor_ids; /* ... auditors */
+	int max_depth;                         /* nesting limit for parent-minted tokens */
 	int threads;                           /* MHD worker threads; 0: one per core */
 };
 

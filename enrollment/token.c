@@ -395,6 +395,9 @@ claims_build(const struct token_signer *s, const struct token_grant *g)
 		bad |= json_object_set_new(claims, "depth", json_integer(g->depth));
 		if (g->parent[0] != '\0')
 			bad |= json_object_set_new(claims, "parent", json_string(g->parent));
+		if (g->cert_not_after_max != 0)
+			bad |= json_object_set_new(claims, "cert_exp",
+			                           json_integer(g->cert_not_after_max));
 	} else {
 		bad |= json_object_set_new(claims, "role", json_string(g->role));
 	}
@@ -879,6 +882,12 @@ token_verify(struct token_verifier *v, const char *jwt, size_t len, int64_t now,
 			goto out;
 		}
 		grant->depth = (int)depth;
+		if (json_object_get(claims, "cert_exp") != NULL &&
+		    claim_int(claims, "cert_exp", 1, TOKEN_TIME_MAX, &grant->cert_not_after_max) !=
+		            0) {
+			MALFORMED("%s: the cert_exp claim is not a time", what);
+			goto out;
+		}
 		r = claim_dns(claims, &grant->dns, err);
 		if (r == -1) {
 			MALFORMED("%s: the dns claim is not an array of DNS names", what);

@@ -9,7 +9,8 @@
  * Claims of a bootstrap token: iss "agentca", aud = the CA's root fingerprint (hex SHA-256
  * of the root's DER: a token is good at exactly one CA), sub = the SPIFFE ID to enroll,
  * "dns" = the DNS SANs it may ask for (array, may be empty), "parent" = the parent identity
- * when a parent agent minted it, "depth" = nesting depth (0 for admin-made tokens), nbf,
+ * when a parent agent minted it, "depth" = nesting depth (0 for admin-made tokens),
+ * "cert_exp" = the latest notAfter the certificate may have (a parent's own), nbf,
  * iat, exp (at most 24 h after iat), jti = 128 random bits, hex, "typ" = "bootstrap".
  * An admin token has the same iss/aud/iat/nbf/exp/jti, sub = who ("admin:cli" or the name
  * given), "role" = "admin" or "auditor", "typ" = "admin", and lives at most 24 h.
@@ -50,6 +51,8 @@ struct token_grant {
 	int depth;
 	char role[16];              /* admin tokens: "admin" or "auditor" */
 	struct cfg_strlist dns;     /* heap: token_grant_free() */
+	int64_t cert_not_after_max; /* "cert_exp": the certificate may not outlive this (a
+	                             * parent's own not_after); 0 when absent */
 	int64_t not_before, expires, issued_at;
 };
 

@@ -40,6 +40,7 @@ struct cert_record {
 	int64_t not_after;
 	const unsigned char *der;
 	size_t der_len;
+	int depth;               /* nesting: 0 for an admin-enrolled agent, parent's + 1 below */
 };
 
 /* A certificate read back. Owned by the caller: free with store_cert_row_free(). */
@@ -49,6 +50,7 @@ struct cert_row {
 	int64_t revoked_at; /* 0 when not revoked */
 	char *revoke_reason;
 	uint64_t log_seq; /* the log entry that recorded the issuance */
+	int depth;        /* see cert_record */
 	unsigned char *der;
 	size_t der_len;
 };

@@ -82,6 +82,8 @@ static const char *const migrations[] = {
      " jti TEXT PRIMARY KEY,"
      " expires INTEGER NOT NULL,"
      " used_at INTEGER NOT NULL);"),
+    /* 2: nesting depth of an agent's certificate (0: enrolled by an admin's token). */
+    ("ALTER TABLE certificates ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -112,8 +114,8 @@ static const char *const write_sql[W_COUNT] = {
     [W_ROLLBACK_TO] = "ROLLBACK TO unit",
     [W_HEAD] = "SELECT seq, hash FROM issuance_log ORDER BY seq DESC LIMIT 1",
     [W_CERT] = ("INSERT INTO certificates (serial, subject, parent, spki_sha256,"
-                " issuer_fingerprint, not_before, not_after, der, log_seq)"
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                " issuer_fingerprint, not_before, not_after, der, log_seq, depth)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
     [W_CERT_STATE] = "SELECT revoked_at FROM certificates WHERE serial = ?1",
     [W_REVOKE] = "UPDATE certificates SET revoked_at = ?2, revoke_reason = ?3 WHERE serial = ?1",
     [W_TOKEN] = "INSERT INTO used_tokens (jti, expires, used_at) VALUES (?1, ?2, ?3)",
@@ -126,7 +128,7 @@ enum rstmt { R_CERT_GET, R_CERT_COUNT, R_COUNT };
 
 static const char *const read_sql[R_COUNT] = {
     [R_CERT_GET] = ("SELECT serial, subject, parent, spki_sha256, issuer_fingerprint,"
-                    " not_before, not_after, der, revoked_at, revoke_reason, log_seq"
+                    " not_before, not_after, der, revoked_at, revoke_reason, log_seq, depth"
                     " FROM certificates WHERE serial = ?1"),
     [R_CERT_COUNT] = "SELECT count(*) FROM certificates",
 };
@@ -604,6 +606,8 @@ insert_cert(struct sqlite_store *s, const struct cert_record *c, const char *ser
 		rc = sqlite3_bind_blob64(stmt, 8, c->der, c->der_len, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(stmt, 9, (sqlite3_int64)seq);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(stmt, 10, c->depth);
 	return finish(stmt, rc);
 }
 
@@ -1004,6 +1008,7 @@ sqlite_cert_get(struct store *st, const char *serial, struct cert_row *out, stru
 	out->not_after = sqlite3_column_int64(stmt, 6);
 	out->revoked_at = sqlite3_column_int64(stmt, 8);
 	out->log_seq = (uint64_t)sqlite3_column_int64(stmt, 10);
+	out->depth = sqlite3_column_int(stmt, 11);
 	der = sqlite3_column_blob(stmt, 7);
 	out->der_len = (size_t)sqlite3_column_bytes(stmt, 7);
 	if (der == NULL || out->der_len == 0 || (out->der = malloc(out->der_len)) == NULL)
