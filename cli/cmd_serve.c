@@ -276,6 +276,10 @@ start(struct daemon *d, struct ac_err *err)
 	ao.admin_ids = &d->admin_ids;
 	ao.auditor_ids = &d->auditor_ids;
 	ao.max_depth = (int)d->settings->max_nesting_depth;
+	ao.rate_per_address = (double)d->settings->rate_limits.address_per_second;
+	ao.burst_per_address = (double)d->settings->rate_limits.address_burst;
+	ao.rate_per_identity = (double)d->settings->rate_limits.identity_per_second;
+	ao.burst_per_identity = (double)d->settings->rate_limits.identity_burst;
 	ao.threads = (int)d->settings->http_threads;
 	d->api = api_start(&ao, err);
 	if (d->api == NULL)

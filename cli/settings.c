@@ -20,6 +20,19 @@ static const struct cfg_field store_fields[] = {
 	CFG_END,
 };
 
+static const struct cfg_field rate_limit_fields[] = {
+	{"address_per_second", CFG_INT, offsetof(struct rate_limit_settings, address_per_second),
+	 0, 1000000, NULL, "requests per second from one client address; 0 is off (default 100)"},
+	{"address_burst", CFG_INT, offsetof(struct rate_limit_settings, address_burst), 1, 1000000,
+	 NULL, "requests an address may send at once above its rate (default 200)"},
+	{"identity_per_second", CFG_INT, offsetof(struct rate_limit_settings, identity_per_second),
+	 0, 1000000, NULL, "enrollments, renewals and mints per second per identity; 0 is off "
+			   "(default 5)"},
+	{"identity_burst", CFG_INT, offsetof(struct rate_limit_settings, identity_burst), 1,
+	 1000000, NULL, "calls an identity may make at once above its rate (default 20)"},
+	CFG_END,
+};
+
 static const struct cfg_field settings_fields[] = {
 	{"log_level", CFG_STRING, offsetof(struct agentca_settings, log_level), 0, 0, NULL,
 	 "debug, info, warn or error (default info)"},
@@ -33,6 +46,8 @@ static const struct cfg_field settings_fields[] = {
 	 0, NULL, "SPIFFE IDs whose client certificates act as auditors (read-only)"},
 	{"max_nesting_depth", CFG_INT, offsetof(struct agentca_settings, max_nesting_depth), 1, 16,
 	 NULL, "how deep agents may nest children under themselves (default 3)"},
+	{"rate_limits", CFG_OBJECT, offsetof(struct agentca_settings, rate_limits), 0, 0,
+	 rate_limit_fields, "429 with Retry-After beyond these"},
 	{"http_threads", CFG_INT, offsetof(struct agentca_settings, http_threads), 0, 256, NULL,
 	 "HTTP worker threads (default 0: one per core)"},
 	{"policy", CFG_OBJECT, offsetof(struct agentca_settings, policy), 0, 0, ca_policy_fields,
@@ -104,6 +119,10 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 	memset(s, 0, sizeof(*s));
 	s->store.busy_timeout_ms = 5000;
 	s->max_nesting_depth = 3;
+	s->rate_limits.address_per_second = 100;
+	s->rate_limits.address_burst = 200;
+	s->rate_limits.identity_per_second = 5;
+	s->rate_limits.identity_burst = 20;
 	s->store.group_commit_max = 256;
 	if (ca_policy_defaults(&s->policy, trust_domain != NULL ? trust_domain : "", err) != 0)
 		return -1;

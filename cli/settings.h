@@ -28,6 +28,11 @@ struct store_settings {
 	int64_t group_commit_max;
 };
 
+struct rate_limit_settings {
+	int64_t address_per_second, address_burst;   /* per client address; 0: off */
+	int64_t identity_per_second, identity_burst; /* per identity; 0: off */
+};
+
 struct agentca_settings {
 	char *log_level;
 	struct cfg_strlist listen;       /* HTTPS API addresses; default 127.0.0.1:8443 */
@@ -36,6 +41,7 @@ struct agentca_settings {
 	struct cfg_strlist admin_ids;    /* SPIFFE IDs whose certificates act as admins */
 	struct cfg_strlist auditor_ids;  /* ... as auditors */
 	int64_t max_nesting_depth;       /* default 3 */
+	struct rate_limit_settings rate_limits;
 	struct ca_policy policy;
 	struct store_settings store;
 	char store_path_resolved[4096];

@@ -28,6 +28,10 @@
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "enrollment/metrics.h"
+#include "enrollment/ratelimit.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 struct api {
 	struct issuer *issuer;
@@ -36,6 +40,7 @@ struct api {
 	struct token_signer *minter;
 	const struct cfg_strlist *admin_ids, *auditor_ids;
 	int max_depth;
+	struct ratelimit *per_address, *per_identity;
 	struct front *front;
 	struct MHD_Daemon *mhd;
 	struct metrics *metrics;
@@ -51,6 +56,7 @@ struct api_response {
 	char *body;
 	size_t len;
 	const char *etag; /* borrowed, or NULL */
+	int retry_after;  /* seconds, for 429 and 503; 0: no header */
 };
 
 /* The state of one request across MHD's calls. */
@@ -60,6 +66,7 @@ struct api_request {
 	char *body;
 	size_t len;
 	int too_large;
+	int limited; /* Retry-After seconds when the client address is over its rate */
 };
 
 typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn,
@@ -206,6 +213,20 @@ refusal_status(const struct ac_err *err)
 	return ac_errcode_http_status(err->code);
 }
 
+/* Count one call against key (an identity); 1 with a 429 in resp when over the limit. */
+static int
+identity_limited(struct api *api, const char *key, struct api_response *resp)
+{
+	int retry = 0;
+
+	if (ratelimit_take(api->per_identity, key, monotonic_seconds(), &retry))
+		return 0;
+	metrics_denied(api->metrics, "rate_limited");
+	problem(resp, 429, "rate_limited", "too many requests for this identity; retry later");
+	resp->retry_after = retry;
+	return 1;
+}
+
 static void
 handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
 	       struct api_response *resp)
@@ -316,6 +337,8 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_req
 		problem(resp, refusal_status(&err), err.reason, err.msg);
 		goto out;
 	}
+	if (identity_limited(api, grant.subject, resp))
+		goto out;
 	snprintf(actor, sizeof(actor), "token:%s", grant.jti);
 	memset(&ir, 0, sizeof(ir));
 	ir.csr = (const unsigned char *)csr;
@@ -406,6 +429,8 @@ handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_requ
 			"renewal needs the current certificate as the TLS client certificate");
 		return;
 	}
+	if (identity_limited(api, peer.spiffe_id, resp))
+		return;
 	snprintf(actor, sizeof(actor), "cert:%s", peer.serial);
 	ir.actor = actor;
 	ir.subject = peer.spiffe_id;
@@ -596,6 +621,8 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 				: "auditors cannot mint tokens");
 		return;
 	}
+	if (identity_limited(api, caller.actor, resp))
+		return;
 	doc = parse_body(req, resp);
 	if (doc == NULL)
 		return;
@@ -795,6 +822,12 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	if (resp->etag != NULL)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp->etag);
 	MHD_add_response_header(r, "Cache-Control", "no-store");
+	if (resp->retry_after > 0) {
+		char seconds[16];
+
+		snprintf(seconds, sizeof(seconds), "%d", resp->retry_after);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+	}
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
 	MHD_destroy_response(r);
 	metrics_request(api->metrics, req != NULL && req->route >= 0 ? (size_t)req->route
@@ -808,12 +841,39 @@ static enum MHD_Result
 send_problem_now(struct api *api, struct MHD_Connection *conn, int status, const char *reason,
 		 const char *detail)
 {
-	struct api_request req = {ROUTE_OTHER, monotonic_seconds(), NULL, 0, 0};
+	struct api_request req = {ROUTE_OTHER, monotonic_seconds(), NULL, 0, 0, 0};
 	struct api_response resp;
 
 	memset(&resp, 0, sizeof(resp));
 	problem(&resp, status, reason, detail);
 	return send_response(api, conn, &req, &resp);
+}
+
+/* Count one request against the client's address: IPv4 as is, IPv6 by its /64 (one host
+ * usually holds a whole /64). Returns 0, or the Retry-After seconds when over the limit. */
+static int
+address_limited(struct api *api, struct MHD_Connection *conn, double now)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char key[INET6_ADDRSTRLEN + 8] = "unknown";
+	int retry = 0;
+
+	if (info != NULL && info->client_addr != NULL) {
+		const struct sockaddr *sa = info->client_addr;
+
+		if (sa->sa_family == AF_INET) {
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+				  key, sizeof(key));
+		} else if (sa->sa_family == AF_INET6) {
+			struct in6_addr prefix = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+
+			memset(prefix.s6_addr + 8, 0, 8);
+			inet_ntop(AF_INET6, &prefix, key, sizeof(key));
+			strcat(key, "/64");
+		}
+	}
+	return ratelimit_take(api->per_address, key, now, &retry) ? 0 : retry;
 }
 
 static enum MHD_Result
@@ -852,6 +912,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			return MHD_NO;
 		req->route = route;
 		req->started = monotonic_seconds();
+		if (strcmp(routes[route].path, "/healthz") != 0)
+			req->limited = address_limited(api, conn, req->started);
 		*con_cls = req;
 		return MHD_YES;
 	}
@@ -872,10 +934,15 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		return MHD_YES;
 	}
 	memset(&resp, 0, sizeof(resp));
-	if (req->too_large)
+	if (req->limited > 0) {
+		metrics_denied(api->metrics, "rate_limited");
+		problem(&resp, 429, "rate_limited", "too many requests from this address; retry later");
+		resp.retry_after = req->limited;
+	} else if (req->too_large) {
 		problem(&resp, 413, "body_too_large", "request bodies are limited to 64 KiB");
-	else
+	} else {
 		routes[req->route].handler(api, conn, req, &resp);
+	}
 	if (resp.status >= 400)
 		log_info("request_refused", "%s %s: %d %s", method, url, resp.status,
 			 resp.body != NULL ? resp.body : "");
@@ -954,6 +1021,15 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	api->admin_ids = opts->admin_ids;
 	api->auditor_ids = opts->auditor_ids;
 	api->max_depth = opts->max_depth > 0 ? opts->max_depth : 3;
+	/* Tables sized for 10k clients and identities at once (a few MB each): bounded. */
+	api->per_address = ratelimit_new(opts->rate_per_address, opts->burst_per_address, 10000);
+	api->per_identity =
+		ratelimit_new(opts->rate_per_identity, opts->burst_per_identity, 10000);
+	if (api->per_address == NULL || api->per_identity == NULL) {
+		ac_err_set(err, AC_ERR_INVALID, "config_invalid",
+			   "rate limits must be >= 0 with a burst of at least 1");
+		goto fail;
+	}
 	for (int i = 0; i < ROUTE_COUNT; i++)
 		names[i] = routes[i].name;
 	names[ROUTE_OTHER] = "other";
@@ -1003,6 +1079,8 @@ api_stop(struct api *api)
 	if (api->mhd != NULL)
 		MHD_stop_daemon(api->mhd);
 	metrics_free(api->metrics);
+	ratelimit_free(api->per_address);
+	ratelimit_free(api->per_identity);
 	free(api->bundle_pem);
 	free(api);
 }

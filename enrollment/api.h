@@ -16,6 +16,11 @@
  *                        -> {token, jti, expires}
  *   POST /v1/revoke      admin: {serial, reason?} -> {serial, revoked_at}
  *
+ * Rate limits: every request but /healthz counts against its client address, and every
+ * enrollment, renewal and token minting against the identity it is for (token subject,
+ * certificate serial, admin); over the limit the answer is 429 with Retry-After. A rate of
+ * 0 turns a limit off.
+ *
  * Who calls: an "Authorization: Bearer" admin token (role admin or auditor), or a client
  * certificate we issued; its SPIFFE ID is an admin or auditor when the configuration lists
  * it, an agent otherwise. Auditors read; they never change anything.
@@ -44,6 +49,8 @@ struct api_options {
 	const struct cfg_strlist *admin_ids;   /* SPIFFE IDs whose certificates are admins */
 	const struct cfg_strlist *auditor_ids; /* ... auditors */
 	int max_depth;                         /* nesting limit for parent-minted tokens */
+	double rate_per_address, burst_per_address;   /* requests/s from one client address */
+	double rate_per_identity, burst_per_identity; /* issuance-side calls per identity */
 	int threads;                           /* MHD worker threads; 0: one per core */
 };
 
