@@ -20,21 +20,15 @@ submit_entry(const char *dir, const char *config, const char *trust_domain,
              const struct log_entry *entry, struct ac_err *err)
 {
 	struct agentca_settings settings;
-	struct store_options opts;
-	struct store *store = NULL;
+	struct store *store;
 	struct store_write w;
-	int rc = -1;
+	int rc;
 
-	memset(&w, 0, sizeof(w));
-	if (settings_load(dir, config, trust_domain, &settings, err) != 0)
+	if (settings_open_store(dir, config, trust_domain, &settings, &store, err) != 0)
 		return -1;
-	settings_store_options(&settings, &opts);
-	store = store_open(&opts, err);
-	if (store == NULL)
-		goto out;
+	memset(&w, 0, sizeof(w));
 	w.entry = entry;
 	rc = store_submit(store, &w, err);
-out:
 	store_close(store);
 	settings_free(&settings);
 	return rc;

@@ -42,10 +42,8 @@ cmd_audit_export(int argc, char **argv)
 	const char *dir = NULL, *config = NULL;
 	struct audit_export_options opts;
 	struct agentca_settings settings;
-	struct store_options store_opts;
 	struct store *store = NULL;
 	struct ac_err err;
-	char trust_domain[256];
 	int c, done, have_settings = 0, rc = EXIT_FAIL;
 
 	ac_err_clear(&err);
@@ -79,15 +77,9 @@ cmd_audit_export(int argc, char **argv)
 	if (dir == NULL)
 		return cli_usage_error("audit export", "--dir is required");
 
-	if (settings_read_trust_domain(dir, trust_domain, sizeof(trust_domain), &err) != 0)
-		goto fail;
-	if (settings_load(dir, config, trust_domain, &settings, &err) != 0)
+	if (settings_open_store(dir, config, NULL, &settings, &store, &err) != 0)
 		goto fail;
 	have_settings = 1;
-	settings_store_options(&settings, &store_opts);
-	store = store_open(&store_opts, &err);
-	if (store == NULL)
-		goto fail;
 	if (audit_export(store, &opts, write_stdout, NULL, &err) != 0)
 		goto fail;
 	if (fflush(stdout) != 0) {

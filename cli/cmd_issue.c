@@ -65,7 +65,6 @@ cmd_issue(int argc, char **argv)
 	struct ca_authority *authority = NULL;
 	struct agentca_settings settings;
 	struct store *store = NULL;
-	struct store_options store_opts;
 	struct issue_request req;
 	struct issue_result res;
 	struct issuer iss;
@@ -113,13 +112,10 @@ cmd_issue(int argc, char **argv)
 	authority = ca_authority_load(dir, password_file, &err);
 	if (authority == NULL)
 		goto fail;
-	if (settings_load(dir, config, authority->trust_domain, &settings, &err) != 0)
+	if (settings_open_store(dir, config, authority->trust_domain, &settings, &store, &err) !=
+	    0)
 		goto fail;
 	have_settings = 1;
-	settings_store_options(&settings, &store_opts);
-	store = store_open(&store_opts, &err);
-	if (store == NULL)
-		goto fail;
 
 	iss.authority = authority;
 	iss.policy = &settings.policy;

@@ -32,12 +32,10 @@ cmd_revoke(int argc, char **argv)
 	};
 	const char *dir = NULL, *serial = NULL, *reason = "unspecified", *config = NULL;
 	struct agentca_settings settings;
-	struct store_options so;
 	struct store *store = NULL;
 	struct log_entry entry;
 	struct store_write w;
 	struct ac_err err;
-	char trust_domain[256];
 	int c, done, have_settings = 0, rc = EXIT_FAIL;
 
 	ac_err_clear(&err);
@@ -64,14 +62,9 @@ cmd_revoke(int argc, char **argv)
 	if (dir == NULL || serial == NULL)
 		return cli_usage_error("revoke", "--dir and --serial are required");
 
-	if (settings_read_trust_domain(dir, trust_domain, sizeof(trust_domain), &err) != 0 ||
-	    settings_load(dir, config, trust_domain, &settings, &err) != 0)
+	if (settings_open_store(dir, config, NULL, &settings, &store, &err) != 0)
 		goto fail;
 	have_settings = 1;
-	settings_store_options(&settings, &so);
-	store = store_open(&so, &err);
-	if (store == NULL)
-		goto fail;
 	memset(&entry, 0, sizeof(entry));
 	entry.kind = "revoked";
 	entry.actor = "admin:cli";

@@ -191,3 +191,27 @@ settings_store_options(const struct agentca_settings *s, struct store_options *o
 	opts->busy_timeout_ms = s->store.busy_timeout_ms;
 	opts->group_commit_max = s->store.group_commit_max;
 }
+
+int
+settings_open_store(const char *dir, const char *config_path, const char *trust_domain,
+		    struct agentca_settings *s, struct store **store, struct ac_err *err)
+{
+	struct store_options opts;
+	char td[256];
+
+	*store = NULL;
+	if (trust_domain == NULL) {
+		if (settings_read_trust_domain(dir, td, sizeof(td), err) != 0)
+			return -1;
+		trust_domain = td;
+	}
+	if (settings_load(dir, config_path, trust_domain, s, err) != 0)
+		return -1;
+	settings_store_options(s, &opts);
+	*store = store_open(&opts, err);
+	if (*store == NULL) {
+		settings_free(s);
+		return -1;
+	}
+	return 0;
+}

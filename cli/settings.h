@@ -59,6 +59,11 @@ void settings_store_options(const struct agentca_settings *s, struct store_optio
 /* Print every key with its type and help line (for `serve --help` and the README). */
 void settings_print_reference(FILE *out);
 
+/* Load the settings of DIR (trust_domain NULL: read it from DIR/ca.json) and open the store
+ * they name. On success the caller owns both: store_close(), then settings_free(). */
+int settings_open_store(const char *dir, const char *config_path, const char *trust_domain,
+			struct agentca_settings *s, struct store **store, struct ac_err *err);
+
 /* Read the trust domain from DIR/ca.json into buf (for commands that do not load keys). */
 int settings_read_trust_domain(const char *dir, char *buf, size_t len, struct ac_err *err);
 
