@@ -243,7 +243,9 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_re
 {
 	const struct ca_authority *ca = api->issuer->authority;
 	struct front_stats fs;
-	char extra[2048];
+	struct store_stats ss;
+	char extra[4096];
+	size_t used;
 	int64_t now = time_now();
 
 	(void)conn;
@@ -251,7 +253,23 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_re
 	memset(&fs, 0, sizeof(fs));
 	if (api->front != NULL)
 		front_stats(api->front, &fs);
+	store_stats(api->issuer->store, &ss);
 	snprintf(extra, sizeof(extra),
+		 "# HELP agentca_log_commit_seconds Durable issuance-log transactions (group "
+		 "commit).\n"
+		 "# TYPE agentca_log_commit_seconds summary\n"
+		 "agentca_log_commit_seconds_sum %.6f\n"
+		 "agentca_log_commit_seconds_count %" PRIu64 "\n"
+		 "# TYPE agentca_log_commit_seconds_max gauge\n"
+		 "agentca_log_commit_seconds_max %.6f\n"
+		 "# TYPE agentca_log_commit_units_total counter\n"
+		 "agentca_log_commit_units_total %" PRIu64 "\n"
+		 "# TYPE agentca_log_commit_failures_total counter\n"
+		 "agentca_log_commit_failures_total %" PRIu64 "\n",
+		 ss.commit_seconds, ss.transactions, ss.commit_seconds_max, ss.units,
+		 ss.transactions_failed);
+	used = strlen(extra);
+	snprintf(extra + used, sizeof(extra) - used,
 		 "# HELP agentca_ca_certificate_expiry_seconds Seconds until a CA certificate "
 		 "expires.\n"
 		 "# TYPE agentca_ca_certificate_expiry_seconds gauge\n"

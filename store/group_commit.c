@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store/store_impl.h"
 
@@ -55,6 +56,7 @@ struct group_commit {
 static void
 commit_batch(struct group_commit *gc, size_t n, struct store_stats *delta)
 {
+	struct timespec t0, t1;
 	struct ac_err err;
 	size_t i;
 	int rc;
@@ -65,13 +67,16 @@ commit_batch(struct group_commit *gc, size_t n, struct store_stats *delta)
 		gc->batch[i]->seq = 0;
 		gc->batch[i]->hash[0] = '\0';
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rc = gc->st->ops->commit_batch(gc->st, gc->batch, n, &err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (rc != 0 && err.code == AC_OK)
 		ac_err_set(&err, AC_ERR_INTERNAL, "store_error",
 		           "store %s: transaction failed without a reason", gc->st->ops->name);
 	memset(delta, 0, sizeof(*delta));
 	delta->transactions = 1;
 	delta->transactions_failed = rc != 0;
+	delta->commit_seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	delta->units = n;
 	for (i = 0; i < n; i++) {
 		struct store_write *w = gc->batch[i];
@@ -134,6 +139,9 @@ committer_main(void *arg)
 		gc->stats.transactions_failed += delta.transactions_failed;
 		gc->stats.units += delta.units;
 		gc->stats.units_failed += delta.units_failed;
+		gc->stats.commit_seconds += delta.commit_seconds;
+		if (delta.commit_seconds > gc->stats.commit_seconds_max)
+			gc->stats.commit_seconds_max = delta.commit_seconds;
 		if (n > gc->stats.largest_batch)
 			gc->stats.largest_batch = n;
 	}

@@ -157,6 +157,8 @@ struct store_stats {
 	uint64_t units;               /* units handed to those transactions */
 	uint64_t units_failed;        /* units whose result was not AC_OK */
 	uint64_t largest_batch;       /* most units in one transaction */
+	double commit_seconds;        /* time spent in transactions, summed (for a mean) */
+	double commit_seconds_max;    /* the slowest transaction */
 };
 
 void store_stats(struct store *st, struct store_stats *out);

@@ -148,6 +148,7 @@ has "$WORK/metrics" 'agentca_http_requests_total{route="enroll",code="201"}' "re
 has "$WORK/metrics" 'agentca_requests_denied_total{reason="token_used"}' "denial counter"
 has "$WORK/metrics" 'agentca_ca_certificate_expiry_seconds{cert="intermediate"}' "expiry gauge"
 has "$WORK/metrics" 'agentca_tls_handshakes_total{result="plaintext_refused"}' "front counters"
+has "$WORK/metrics" "agentca_log_commit_seconds_count" "log commit latency"
 pass "metrics"
 
 # A restart does not make a used token good again.
