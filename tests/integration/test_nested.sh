@@ -9,7 +9,9 @@
 CA=$WORK/ca
 expect_exit 0 "init" "$AGENTCA" init --dir "$CA" --name Test --trust-domain corp.internal
 FP=$(openssl x509 -in "$CA/root.pem" -outform DER | sha256sum | cut -d' ' -f1)
-spawn "$AGENTCA" serve --dir "$CA" --listen 127.0.0.1:0 2>"$WORK/serve.log"
+printf '{"admin_identities":["spiffe://corp.internal/ops"],"auditor_identities":["spiffe://corp.internal/audit"]}\n' \
+	>"$WORK/config.json"
+spawn "$AGENTCA" serve --dir "$CA" --listen 127.0.0.1:0 --config "$WORK/config.json" 2>"$WORK/serve.log"
 DAEMON=$SPAWNED
 for _ in $(seq 100); do grep -q '"event":"ca_ready"' "$WORK/serve.log" && break; sleep 0.1; done
 grep -q '"event":"ca_ready"' "$WORK/serve.log" || { cat "$WORK/serve.log"; fail "not ready"; }
@@ -112,6 +114,18 @@ expect_exit 0 "cli revoke" "$AGENTCA" revoke --dir "$CA" --serial "$(serial_of "
 api "$WORK/child1" /v1/renew "{\"csr\":\"$(awk '{printf "%s\\n", $0}' "$WORK/renew.csr")\"}"
 status_is 403 "renew revoked by the CLI"
 pass "admins revoke (API and CLI); a revoked certificate can neither renew nor mint"
+
+# Certificates whose identity the configuration names: an admin and an auditor.
+enroll "$("$AGENTCA" token create --dir "$CA" --subject spiffe://corp.internal/ops)" "$WORK/ops"
+enroll "$("$AGENTCA" token create --dir "$CA" --subject spiffe://corp.internal/audit)" "$WORK/audit"
+enroll "$("$AGENTCA" token create --dir "$CA" --subject spiffe://corp.internal/victim)" "$WORK/victim"
+api "$WORK/audit" /v1/revoke "{\"serial\":\"$(serial_of "$WORK/victim")\"}"
+status_is 403 "auditor certificate revoke"
+api "$WORK/ops" /v1/revoke "{\"serial\":\"$(serial_of "$WORK/victim")\"}"
+status_is 200 "admin certificate revoke"
+api "$WORK/ops" /v1/tokens '{"subject":"spiffe://corp.internal/anywhere"}'
+status_is 201 "admin certificate mints for any subject"
+pass "certificate identities named in the configuration act as admin or auditor"
 
 # The log names parents and actors, and verifies.
 kill -TERM "$DAEMON"
