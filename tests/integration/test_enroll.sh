@@ -108,6 +108,34 @@ jq_body "$TAMPERED" "$WORK/gw9.csr" >"$WORK/tampered.json"
 post "$WORK/tampered.json"
 [ "$(cat "$WORK/status")" = 401 ] || { cat "$WORK/body"; fail "tampered token: want 401"; }
 
+# An expired token, signed with the CA's own token key by openssl (the CLI refuses to mint
+# one): refused as expired, nothing issued.
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+openssl pkey -in "$CA/token.key" -passin env:AGENTCA_PASSWORD -out "$WORK/token-plain.key"
+# sign_jwt CLAIMS-JSON: an ES256 JWT signed with the CA's bootstrap token key.
+sign_jwt() {
+	header=$(printf '{"alg":"ES256","typ":"JWT"}' | b64url)
+	payload=$(printf '%s' "$1" | b64url)
+	printf '%s.%s' "$header" "$payload" |
+		openssl dgst -sha256 -sign "$WORK/token-plain.key" -out "$WORK/sig.der"
+	# ECDSA-Sig-Value (DER) to JWS's fixed-width r||s.
+	rs=$(openssl asn1parse -inform DER -in "$WORK/sig.der" | awk -F: '/INTEGER/ {print $NF}' |
+		while read -r n; do printf '%064s' "${n#00}" | tr ' ' 0; done | tr -d '\n')
+	printf '%s.%s.%s' "$header" "$payload" "$(printf '%b' "$(echo "$rs" | sed 's/../\\x&/g')" | b64url)"
+}
+now=$(date +%s)
+EXPIRED=$(sign_jwt "$(printf '{"iss":"agentca","aud":"%s","sub":"spiffe://corp.internal/late","typ":"bootstrap","jti":"%s","iat":%d,"nbf":%d,"exp":%d,"dns":[],"depth":0}' \
+	"$FP" "$(openssl rand -hex 16)" $((now - 7200)) $((now - 7200)) $((now - 3600)))")
+jq_body "$EXPIRED" "$WORK/gw9.csr" >"$WORK/expired.json"
+post "$WORK/expired.json"
+problem_is 401 token_expired "expired token"
+# The same key, but for another CA (audience).
+ELSEWHERE=$(sign_jwt "$(printf '{"iss":"agentca","aud":"%064d","sub":"spiffe://corp.internal/late","typ":"bootstrap","jti":"%s","iat":%d,"nbf":%d,"exp":%d,"dns":[],"depth":0}' \
+	0 "$(openssl rand -hex 16)" "$now" "$now" $((now + 600)))")
+jq_body "$ELSEWHERE" "$WORK/gw9.csr" >"$WORK/aud.json"
+post "$WORK/aud.json"
+problem_is 401 token_wrong_audience "token for another audience"
+
 # Names beyond the token: the CSR asks for a DNS name the token does not grant.
 make_ec_csr P-256 "$WORK/beyond.csr" "DNS:gw-2.corp.internal,DNS:db.corp.internal"
 jq_body "$T2" "$WORK/beyond.csr" >"$WORK/beyond.json"
