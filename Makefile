@@ -18,9 +18,11 @@ VAR        ?= var
 BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjansson-dev \
              libjwt-dev libmicrohttpd-dev libcurl4-openssl-dev openssl
 TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps
+# bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss.
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test asan bench fuzz format deps-build deps-test clean
+.PHONY: all build run test asan bench fuzz format deps-build deps-test deps-bench clean
 
 all: build
 
@@ -29,6 +31,9 @@ deps-build:
 
 deps-test:
 	@./scripts/install-deps.sh $(TEST_PKGS)
+
+deps-bench:
+	@./scripts/install-deps.sh $(BENCH_PKGS)
 
 $(BUILD)/Makefile: CMakeLists.txt
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -53,8 +58,9 @@ asan: deps-test
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
-bench: build
+bench: build deps-bench
 	./bench/issue/run.sh $(BUILD)
+	./bench/enroll/run.sh $(BUILD)
 
 fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
