@@ -49,7 +49,7 @@ static const struct cfg_field settings_fields[] = {
 	{"rate_limits", CFG_OBJECT, offsetof(struct agentca_settings, rate_limits), 0, 0,
 	 rate_limit_fields, "429 with Retry-After beyond these"},
 	{"http_threads", CFG_INT, offsetof(struct agentca_settings, http_threads), 0, 256, NULL,
-	 "HTTP worker threads (default 0: one per core)"},
+	 "HTTP worker threads (default 0: 8 per core, as handlers wait for durable commits)"},
 	{"policy", CFG_OBJECT, offsetof(struct agentca_settings, policy), 0, 0, ca_policy_fields,
 	 "issuance policy"},
 	{"store", CFG_OBJECT, offsetof(struct agentca_settings, store), 0, 0, store_fields,

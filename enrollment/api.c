@@ -1024,8 +1024,12 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	const char *names[ROUTE_COUNT + 1];
 	struct api *api;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned int threads = opts->threads > 0 ? (unsigned int)opts->threads
-						 : (unsigned int)(cores > 0 ? cores : 1);
+	/* A handler holds its thread until its certificate is durable in the log, so the number
+	 * of threads bounds the requests in flight, and with it how many commits can share one
+	 * fsync. API_THREADS_PER_CORE keeps the cores busy while requests wait on the disk. */
+	unsigned int threads = opts->threads > 0
+				       ? (unsigned int)opts->threads
+				       : (unsigned int)(cores > 0 ? cores : 1) * API_THREADS_PER_CORE;
 
 	api = calloc(1, sizeof(*api));
 	if (api == NULL) {

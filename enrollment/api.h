@@ -38,6 +38,7 @@
 #include "enrollment/token.h"
 
 #define API_MAX_BODY (64 * 1024)
+#define API_THREADS_PER_CORE 8 /* default HTTP worker threads per core; see api_start */
 
 struct api;
 
@@ -51,7 +52,7 @@ struct api_options {
 	int max_depth;                         /* nesting limit for parent-minted tokens */
 	double rate_per_address, burst_per_address;   /* requests/s from one client address */
 	double rate_per_identity, burst_per_identity; /* issuance-side calls per identity */
-	int threads;                           /* MHD worker threads; 0: one per core */
+	int threads;                           /* MHD worker threads; 0: 8 per core */
 };
 
 /* Start the MHD daemon (no listening socket: the front adds connections). */

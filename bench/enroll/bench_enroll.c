@@ -12,7 +12,7 @@
  * (CN and one DNS SAN = --dns, or neither when --dns is ""), used in turn; for agentca, one
  * bootstrap token per request, minted in-process with DIR/token.key (passphrase from
  * $AGENTCA_PASSWORD or DIR/password, audience = the root's fingerprint), granting --subject
- * and --dns (--tokens of them: by default as many as --requests, or 2,500 per second of
+ * and --dns (--tokens of them: by default as many as --requests, or 6,000 per second of
  * --seconds, at most 200,000; when they run out the run ends early and says so; minting costs
  * about 1.5 ms of CPU per token with libjwt 1.10, spread over the cores). Each of the C
  * connections is a thread with one keep-alive connection (TLS 1.3, the server verified
@@ -65,7 +65,7 @@
 #define RESPONSE_MAX (256 * 1024) /* a bigger response is a failure */
 #define IO_TIMEOUT_S 30           /* a server silent this long fails the request */
 #define TOKEN_TTL 3600
-#define DEFAULT_TOKENS_PER_SECOND 2500 /* --seconds without --tokens: this many per second */
+#define DEFAULT_TOKENS_PER_SECOND 6000 /* --seconds without --tokens: this many per second */
 #define MAX_DEFAULT_TOKENS 200000
 
 enum target { TARGET_AGENTCA, TARGET_CFSSL };
