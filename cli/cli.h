@@ -47,5 +47,6 @@ int cmd_token_create(int argc, char **argv);
 int cmd_admin_token(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
+int cmd_agent(int argc, char **argv);
 
 #endif

@@ -51,11 +51,17 @@ collect(char *ptr, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* One HTTPS request. root_pem NULL: the server is not verified (bootstrap only). On
- * success *status and *out (heap, NUL-terminated) are set. */
+/* A client certificate for mTLS: PEM of the leaf (and chain) and of its key. */
+struct client_identity {
+	const char *cert_pem;
+	const char *key_pem;
+};
+
+/* One HTTPS request. root_pem NULL: the server is not verified (bootstrap only). id NULL:
+ * no client certificate. On success *status and *out (heap, NUL-terminated) are set. */
 static int
-https_request(const char *url, const char *root_pem, const char *json_body, long *status,
-	      char **out, struct ac_err *err)
+https_request(const char *url, const char *root_pem, const struct client_identity *id,
+	      const char *json_body, long *status, char **out, struct ac_err *err)
 {
 	struct curl_slist *headers = NULL;
 	struct body b = {NULL, 0, 0};
@@ -86,6 +92,15 @@ https_request(const char *url, const char *root_pem, const char *json_body, long
 		/* Bootstrap: the answer is checked against the fingerprint instead. */
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (id != NULL) {
+		struct curl_blob cert = {(void *)id->cert_pem, strlen(id->cert_pem), CURL_BLOB_COPY};
+		struct curl_blob key = {(void *)id->key_pem, strlen(id->key_pem), CURL_BLOB_COPY};
+
+		curl_easy_setopt(curl, CURLOPT_SSLCERT_BLOB, &cert);
+		curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
+		curl_easy_setopt(curl, CURLOPT_SSLKEY_BLOB, &key);
+		curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
 	}
 	if (json_body != NULL) {
 		headers = curl_slist_append(headers, "Content-Type: application/json");
@@ -143,7 +158,7 @@ client_bootstrap_root(const char *ca_url, const char *fingerprint, char **root_p
 		return ac_err_set(err, AC_ERR_USAGE, "bad_fingerprint",
 				  "the fingerprint must be 64 hex digits (colons allowed)");
 	snprintf(url, sizeof(url), "%s/v1/bundle", ca_url);
-	if (https_request(url, NULL, NULL, &status, &bundle, err) != 0)
+	if (https_request(url, NULL, NULL, NULL, &status, &bundle, err) != 0)
 		goto out;
 	if (status != 200) {
 		http_error(url, status, bundle, err);
@@ -185,7 +200,7 @@ client_fetch_bundle(const char *ca_url, const char *root_pem, char **bundle_pem,
 
 	*bundle_pem = NULL;
 	snprintf(url, sizeof(url), "%s/v1/bundle", ca_url);
-	if (https_request(url, root_pem, NULL, &status, bundle_pem, err) != 0)
+	if (https_request(url, root_pem, NULL, NULL, &status, bundle_pem, err) != 0)
 		return -1;
 	if (status != 200) {
 		http_error(url, status, *bundle_pem, err);
@@ -216,24 +231,25 @@ member_dup(json_t *doc, const char *key)
 	return s != NULL ? strdup(s) : NULL;
 }
 
-int
-client_enroll(const char *ca_url, const char *root_pem, const char *token, const char *csr_pem,
-	      struct client_issued *out, struct ac_err *err)
+/* POST body to ca_url + path and read an issued certificate from a 200/201 answer. */
+static int
+post_for_certificate(const char *ca_url, const char *path, const char *root_pem,
+		     const struct client_identity *id, json_t *body,
+		     struct client_issued *out, struct ac_err *err)
 {
 	char url[2048], *request = NULL, *response = NULL;
-	json_t *req = NULL, *doc = NULL;
+	json_t *doc = NULL;
 	long status = 0;
 	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	snprintf(url, sizeof(url), "%s/v1/enroll", ca_url);
-	req = json_pack("{s:s, s:s}", "token", token, "csr", csr_pem);
-	request = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+	snprintf(url, sizeof(url), "%s%s", ca_url, path);
+	request = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
 	if (request == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		goto out;
 	}
-	if (https_request(url, root_pem, request, &status, &response, err) != 0)
+	if (https_request(url, root_pem, id, request, &status, &response, err) != 0)
 		goto out;
 	if (status != 201 && status != 200) {
 		http_error(url, status, response, err);
@@ -254,9 +270,32 @@ client_enroll(const char *ca_url, const char *root_pem, const char *token, const
 	rc = 0;
 out:
 	json_decref(doc);
-	json_decref(req);
 	free(request);
 	free(response);
+	return rc;
+}
+
+int
+client_enroll(const char *ca_url, const char *root_pem, const char *token, const char *csr_pem,
+	      struct client_issued *out, struct ac_err *err)
+{
+	json_t *body = json_pack("{s:s, s:s}", "token", token, "csr", csr_pem);
+	int rc = post_for_certificate(ca_url, "/v1/enroll", root_pem, NULL, body, out, err);
+
+	json_decref(body);
+	return rc;
+}
+
+int
+client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem,
+	     const char *key_pem, const char *csr_pem, struct client_issued *out,
+	     struct ac_err *err)
+{
+	struct client_identity id = {cert_pem, key_pem};
+	json_t *body = json_pack("{s:s}", "csr", csr_pem);
+	int rc = post_for_certificate(ca_url, "/v1/renew", roots_pem, &id, body, out, err);
+
+	json_decref(body);
 	return rc;
 }
 

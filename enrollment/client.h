@@ -39,6 +39,12 @@ void client_issued_free(struct client_issued *c);
 int client_enroll(const char *ca_url, const char *root_pem, const char *token,
 		  const char *csr_pem, struct client_issued *out, struct ac_err *err);
 
+/* POST ca_url/v1/renew {csr} over mTLS with the current certificate (cert_pem: leaf and
+ * chain) and its key (key_pem), verifying the server against roots_pem (the bundle). */
+int client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem,
+		 const char *key_pem, const char *csr_pem, struct client_issued *out,
+		 struct ac_err *err);
+
 /* A CSR (PEM, heap) for key with a DNS SAN for each name. */
 char *client_make_csr(EVP_PKEY *key, const struct cfg_strlist *dns, struct ac_err *err);
 
