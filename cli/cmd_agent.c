@@ -142,6 +142,15 @@ cmd_agent(int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage_error("agent", "unexpected argument '%s'", argv[optind]);
+	/* Empty values mean "not given": systemd units pass unset variables as "". */
+	if (token_file != NULL && token_file[0] == '\0')
+		token_file = NULL;
+	if (o.fingerprint != NULL && o.fingerprint[0] == '\0')
+		o.fingerprint = NULL;
+	if (o.exec_cmd != NULL && o.exec_cmd[0] == '\0')
+		o.exec_cmd = NULL;
+	if (o.token != NULL && o.token[0] == '\0')
+		o.token = NULL;
 	if (o.ca_url == NULL || o.out_dir == NULL)
 		return cli_usage_error("agent", "--ca and --out are required");
 	if (strncmp(o.ca_url, "https://", 8) != 0)
