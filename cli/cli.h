@@ -48,5 +48,6 @@ int cmd_admin_token(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
 int cmd_agent(int argc, char **argv);
+int cmd_bundle_watch(int argc, char **argv);
 
 #endif

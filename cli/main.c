@@ -22,6 +22,7 @@ static const struct cli_command commands[] = {
 	{"enroll", cmd_enroll, "get a first certificate from the CA with a bootstrap token"},
 	{"revoke", cmd_revoke, "revoke a certificate by serial"},
 	{"agent", cmd_agent, "enroll if needed, then keep the certificate renewed"},
+	{"bundle watch", cmd_bundle_watch, "keep a trust-bundle file current for a gateway"},
 	{"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
 	{"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
 };

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -57,11 +58,45 @@ struct client_identity {
 	const char *key_pem;
 };
 
+/* What a conditional GET adds: the ETag we have, and room for the one we get. */
+struct conditional {
+	const char *if_none_match; /* NULL: unconditional */
+	char etag[128];            /* filled from the answer's ETag header, or "" */
+	long timeout;              /* seconds; 0: CLIENT_TIMEOUT_SECONDS */
+};
+
+/* Keep the ETag header of an answer. */
+static size_t
+collect_etag(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct conditional *c = arg;
+	size_t n = size * nitems;
+
+	if (n > 5 && strncasecmp(buf, "ETag:", 5) == 0) {
+		const char *v = buf + 5;
+		size_t len = n - 5;
+
+		while (len > 0 && (*v == ' ' || *v == '\t')) {
+			v++;
+			len--;
+		}
+		while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' '))
+			len--;
+		if (len < sizeof(c->etag)) {
+			memcpy(c->etag, v, len);
+			c->etag[len] = '\0';
+		}
+	}
+	return n;
+}
+
 /* One HTTPS request. root_pem NULL: the server is not verified (bootstrap only). id NULL:
- * no client certificate. On success *status and *out (heap, NUL-terminated) are set. */
+ * no client certificate. cond NULL: unconditional. On success *status and *out (heap,
+ * NUL-terminated) are set. */
 static int
-https_request(const char *url, const char *root_pem, const struct client_identity *id,
-	      const char *json_body, long *status, char **out, struct ac_err *err)
+https_request_ex(const char *url, const char *root_pem, const struct client_identity *id,
+		 const char *json_body, struct conditional *cond, long *status, char **out,
+		 struct ac_err *err)
 {
 	struct curl_slist *headers = NULL;
 	struct body b = {NULL, 0, 0};
@@ -76,7 +111,8 @@ https_request(const char *url, const char *root_pem, const struct client_identit
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT, CLIENT_TIMEOUT_SECONDS);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT,
+			 cond != NULL && cond->timeout > 0 ? cond->timeout : CLIENT_TIMEOUT_SECONDS);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
@@ -104,9 +140,21 @@ https_request(const char *url, const char *root_pem, const struct client_identit
 	}
 	if (json_body != NULL) {
 		headers = curl_slist_append(headers, "Content-Type: application/json");
-		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
 		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, json_body);
 	}
+	if (cond != NULL) {
+		char line[160];
+
+		cond->etag[0] = '\0';
+		if (cond->if_none_match != NULL && cond->if_none_match[0] != '\0') {
+			snprintf(line, sizeof(line), "If-None-Match: %s", cond->if_none_match);
+			headers = curl_slist_append(headers, line);
+		}
+		curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect_etag);
+		curl_easy_setopt(curl, CURLOPT_HEADERDATA, cond);
+	}
+	if (headers != NULL)
+		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
 	rc = curl_easy_perform(curl);
 	if (rc != CURLE_OK) {
 		ac_err_set(err, AC_ERR_UNAVAILABLE, "ca_unreachable", "%s: %s", url,
@@ -123,6 +171,13 @@ out:
 	curl_slist_free_all(headers);
 	curl_easy_cleanup(curl);
 	return ret;
+}
+
+static int
+https_request(const char *url, const char *root_pem, const struct client_identity *id,
+	      const char *json_body, long *status, char **out, struct ac_err *err)
+{
+	return https_request_ex(url, root_pem, id, json_body, NULL, status, out, err);
 }
 
 /* Turn a non-2xx answer into an error: the problem document's detail, or the status. */
@@ -424,4 +479,36 @@ client_write_identity(const char *out_dir, EVP_PKEY *key, const struct client_is
 	    atomic_write_file(path, bundle_pem, strlen(bundle_pem), 0644, err) != 0)
 		return -1;
 	return 0;
+}
+
+int
+client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds,
+		    char etag[128], char **bundle_pem, int *changed, struct ac_err *err)
+{
+	struct conditional cond;
+	char url[2048], *body = NULL;
+	long status = 0;
+	int rc = -1;
+
+	*bundle_pem = NULL;
+	*changed = 0;
+	memset(&cond, 0, sizeof(cond));
+	cond.if_none_match = etag;
+	cond.timeout = wait_seconds + CLIENT_TIMEOUT_SECONDS;
+	snprintf(url, sizeof(url), "%s/v1/bundle?wait=%ds", ca_url, wait_seconds);
+	if (https_request_ex(url, roots_pem, NULL, NULL, &cond, &status, &body, err) != 0)
+		return -1;
+	if (status == 304) {
+		rc = 0;
+	} else if (status == 200) {
+		*bundle_pem = body;
+		body = NULL;
+		*changed = 1;
+		snprintf(etag, 128, "%s", cond.etag);
+		rc = 0;
+	} else {
+		http_error(url, status, body, err);
+	}
+	free(body);
+	return rc;
 }

@@ -45,6 +45,12 @@ int client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem
 		 const char *key_pem, const char *csr_pem, struct client_issued *out,
 		 struct ac_err *err);
 
+/* GET ca_url/v1/bundle?wait=W with If-None-Match: etag (may be ""), verified against
+ * roots_pem. On a changed bundle: *changed = 1, *bundle_pem (heap) and etag updated; on
+ * 304: *changed = 0. The CA answers as soon as the bundle changes, or after W seconds. */
+int client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds,
+			char etag[128], char **bundle_pem, int *changed, struct ac_err *err);
+
 /* A CSR (PEM, heap) for key with a DNS SAN for each name. */
 char *client_make_csr(EVP_PKEY *key, const struct cfg_strlist *dns, struct ac_err *err);
 

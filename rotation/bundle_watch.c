@@ -1,0 +1,151 @@
+/*
+ * bundle_watch.c - the bundle feed for external gateways. See bundle_watch.h.
+ */
+#include "rotation/bundle_watch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+#include "common/log.h"
+#include "enrollment/client.h"
+#include "rotation/agent.h"
+
+#define BUNDLE_MAX (1024 * 1024)
+
+static double
+monotonic_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Run the reload command; its failure is logged, not fatal: the file is already right. */
+static void
+run_reload(const char *cmd)
+{
+	pid_t pid;
+	int status = 0;
+
+	if (cmd == NULL)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0)
+		log_warn("hook_failed", "cannot run the reload command: %s", strerror(errno));
+	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		log_warn("hook_failed", "the reload command exited with status %d",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
+/* Write bundle to the file unless it already holds exactly that. Returns 1 when written. */
+static int
+write_if_changed(const char *path, const char *bundle, struct ac_err *err)
+{
+	char *current = NULL;
+	size_t len = 0;
+	struct ac_err ignored;
+	int same;
+
+	ac_err_clear(&ignored);
+	same = read_file(path, BUNDLE_MAX, &current, &len, &ignored) == 0 &&
+	       len == strlen(bundle) && memcmp(current, bundle, len) == 0;
+	free(current);
+	if (same)
+		return 0;
+	if (atomic_write_file(path, bundle, strlen(bundle), 0644, err) != 0)
+		return -1;
+	return 1;
+}
+
+int
+bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
+{
+	char etag[128] = "", *roots = NULL;
+	int wait = o->wait_seconds > 0 ? o->wait_seconds : 30, attempt = 0, rc = -1;
+	sigset_t stops;
+
+	roots = strdup(o->roots_pem);
+	if (roots == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stops, NULL);
+	for (;;) {
+		struct ac_err e;
+		struct timespec pause = {0, 0};
+		char *bundle = NULL;
+		double started = monotonic_now(), took;
+		int changed = 0, written = 0;
+
+		ac_err_clear(&e);
+		if (client_watch_bundle(o->ca_url, roots, o->once ? 0 : wait, etag, &bundle,
+					&changed, &e) == 0) {
+			attempt = 0;
+			if (changed) {
+				written = write_if_changed(o->out_path, bundle, &e);
+				if (written == 1) {
+					log_info("bundle_updated", "%s updated (ETag %s)",
+						 o->out_path, etag);
+					run_reload(o->exec_cmd);
+					/* Trust what the CA now publishes (a new root may be in). */
+					free(roots);
+					roots = bundle;
+					bundle = NULL;
+				}
+			}
+			free(bundle);
+			if (written < 0) {
+				if (o->once) {
+					*err = e;
+					goto out;
+				}
+				log_warn("bundle_write_failed", "%s", e.msg);
+			}
+			if (o->once) {
+				rc = 0;
+				goto out;
+			}
+			/* A CA that answered at once (no long-poll) is asked again after `wait`. */
+			took = monotonic_now() - started;
+			if (!changed && took < wait / 2.0)
+				pause.tv_sec = (time_t)(wait - took);
+		} else {
+			if (o->once) {
+				*err = e;
+				goto out;
+			}
+			pause.tv_sec = (time_t)agent_backoff(attempt++, (uint32_t)rand());
+			log_warn("bundle_fetch_failed", "%s; retrying in %lld s", e.msg,
+				 (long long)pause.tv_sec);
+		}
+		if (pause.tv_sec > 0 && sigtimedwait(&stops, NULL, &pause) > 0) {
+			rc = 0;
+			goto out;
+		}
+		{
+			struct timespec zero = {0, 0};
+
+			if (sigtimedwait(&stops, NULL, &zero) > 0) {
+				rc = 0;
+				goto out;
+			}
+		}
+	}
+out:
+	free(roots);
+	return rc;
+}
