@@ -17,7 +17,8 @@ VAR        ?= var
 # Debian packages the build, the tests and the benchmarks use.
 BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjansson-dev \
              libjwt-dev libmicrohttpd-dev libcurl4-openssl-dev openssl
-TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps
+# sqlite3: tests/integration/test_audit_proofs.sh tampers with the database through its shell.
+TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3
 # bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss.
 BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -43,6 +43,7 @@ int cmd_issue(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);
+int cmd_audit_sth(int argc, char **argv);
 int cmd_token_create(int argc, char **argv);
 int cmd_admin_token(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);

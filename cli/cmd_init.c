@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ca/audit_keys.h"
 #include "ca/authority.h"
 #include "cli/admin_log.h"
 #include "cli/cli.h"
@@ -143,13 +144,15 @@ cmd_init(int argc, char **argv)
 			goto fail;
 	}
 	{
-		/* The token signing keys, under the same passphrase as the CA keys. */
+		/* The token signing keys and the audit key (it signs the log's tree heads),
+		 * under the same passphrase as the CA keys. */
 		char passphrase[PASSPHRASE_MAX + 1];
 		int failed;
 
 		failed = passphrase_resolve(opts.dir, opts.password_file, passphrase,
 					    sizeof(passphrase), &err) != 0 ||
-			 token_keys_ensure(opts.dir, passphrase, &err) != 0;
+			 token_keys_ensure(opts.dir, passphrase, &err) != 0 ||
+			 audit_keys_ensure(opts.dir, passphrase, &err) != 0;
 		passphrase_wipe(passphrase, sizeof(passphrase));
 		if (failed)
 			goto fail;

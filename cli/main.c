@@ -25,6 +25,7 @@ static const struct cli_command commands[] = {
 	{"bundle watch", cmd_bundle_watch, "keep a trust-bundle file current for a gateway"},
 	{"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
 	{"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
+	{"audit sth", cmd_audit_sth, "print the log's current signed tree head"},
 };
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
 

@@ -21,7 +21,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (in == NULL)
 		return 0;
 	ac_err_clear(&err);
-	audit_verify(in, "fuzz", &summary, &err);
+	audit_verify(in, "fuzz", NULL, &summary, &err);
 	fclose(in);
 	return 0;
 }

@@ -133,6 +133,94 @@ store_log_scan(struct store *st, const struct log_filter *filter, log_row_fn fn,
 	return st->ops->log_scan(st, filter != NULL ? filter : &all, fn, arg, err);
 }
 
+/* What the merkle.c callbacks need: the store and where an error goes. */
+struct node_source {
+	struct store *st;
+	struct ac_err *err;
+};
+
+/* merkle_node_fn over the backend's stored perfect subtrees. */
+static int
+node_from_store(void *arg, unsigned level, uint64_t index, unsigned char out[MERKLE_HASH_LEN])
+{
+	struct node_source *src = arg;
+
+	return src->st->ops->tree_node(src->st, level, index, out, src->err);
+}
+
+/* Refuse a tree size past the log's head: those leaves do not exist (yet). */
+static int
+check_tree_size(struct store *st, uint64_t size, struct ac_err *err)
+{
+	char hash[LOG_HASH_HEX_LEN + 1];
+	uint64_t head;
+
+	if (store_log_head(st, &head, hash, err) != 0)
+		return -1;
+	if (size > head)
+		return ac_err_set(err, AC_ERR_INVALID, "tree_size_invalid",
+		                  "tree size %llu is past the issuance log's %llu entries",
+		                  (unsigned long long)size, (unsigned long long)head);
+	return 0;
+}
+
+int
+store_tree_root(struct store *st, uint64_t size, unsigned char root[MERKLE_HASH_LEN],
+                struct ac_err *err)
+{
+	struct node_source src = {st, err};
+
+	if (check_tree_size(st, size, err) != 0)
+		return -1;
+	if (merkle_range_hash(node_from_store, &src, 0, size, root) != 0)
+		return ac_err_set(err, AC_ERR_STORE, "log_corrupt",
+		                  "cannot compute the tree head of size %llu",
+		                  (unsigned long long)size);
+	return 0;
+}
+
+int
+store_inclusion_proof(struct store *st, uint64_t index, uint64_t size,
+                      unsigned char path[][MERKLE_HASH_LEN], size_t *len, struct ac_err *err)
+{
+	struct node_source src = {st, err};
+
+	*len = 0;
+	if (check_tree_size(st, size, err) != 0)
+		return -1;
+	if (index >= size)
+		return ac_err_set(err, AC_ERR_INVALID, "tree_index_invalid",
+		                  "entry %llu is not in the tree of size %llu",
+		                  (unsigned long long)index + 1, (unsigned long long)size);
+	if (merkle_inclusion_proof(node_from_store, &src, index, size, path, len) != 0)
+		return ac_err_set(err, AC_ERR_STORE, "log_corrupt",
+		                  "cannot compute the inclusion proof of entry %llu in size %llu",
+		                  (unsigned long long)index + 1, (unsigned long long)size);
+	return 0;
+}
+
+int
+store_consistency_proof(struct store *st, uint64_t old_size, uint64_t new_size,
+                        unsigned char proof[][MERKLE_HASH_LEN], size_t *len, struct ac_err *err)
+{
+	struct node_source src = {st, err};
+
+	*len = 0;
+	if (check_tree_size(st, new_size, err) != 0)
+		return -1;
+	if (old_size > new_size)
+		return ac_err_set(err, AC_ERR_INVALID, "tree_size_invalid",
+		                  "no consistency proof from tree size %llu to the smaller %llu",
+		                  (unsigned long long)old_size, (unsigned long long)new_size);
+	if (old_size == 0)
+		return 0;
+	if (merkle_consistency_proof(node_from_store, &src, old_size, new_size, proof, len) != 0)
+		return ac_err_set(err, AC_ERR_STORE, "log_corrupt",
+		                  "cannot compute the consistency proof from size %llu to %llu",
+		                  (unsigned long long)old_size, (unsigned long long)new_size);
+	return 0;
+}
+
 int
 store_cert_get(struct store *st, const char *serial, struct cert_row *out, struct ac_err *err)
 {

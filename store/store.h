@@ -17,6 +17,13 @@
  * The log is hash-chained (log_chain.c): each entry's canonical encoding includes its
  * sequence number and the previous entry's hash, and its hash is SHA-256 of that encoding.
  * The chain head advances only when a commit succeeds.
+ *
+ * On top of the chain, the log is the list of leaves of an RFC 9162 Merkle tree (merkle.h):
+ * leaf i (from 0) is entry seq i + 1, its leaf hash SHA-256(0x00 || canonical bytes). The
+ * store keeps every leaf hash and every perfect subtree's hash, written by the committer in
+ * the same transaction (the same savepoint) as the entry: an entry is never in the log
+ * without its leaf. A tree head for any size up to the head, and inclusion and consistency
+ * proofs, are then computed from O(log n) stored nodes each, never by reading the log.
  */
 #ifndef AGENTCA_STORE_STORE_H
 #define AGENTCA_STORE_STORE_H
@@ -26,6 +33,7 @@
 
 #include "common/error.h"
 #include "store/log_chain.h"
+#include "store/merkle.h"
 
 struct store;
 
@@ -127,6 +135,23 @@ typedef int (*log_row_fn)(void *arg, const struct log_row *row);
 int store_log_scan(struct store *st, const struct log_filter *filter, log_row_fn fn, void *arg,
 		   struct ac_err *err);
 
+/* The root (MTH) of the tree of the first `size` entries, size <= the head's seq (0: the
+ * empty tree's root). AC_ERR_INVALID "tree_size_invalid" past the head. */
+int store_tree_root(struct store *st, uint64_t size, unsigned char root[MERKLE_HASH_LEN],
+		    struct ac_err *err);
+
+/* The inclusion proof (RFC 9162 2.1.3) of leaf `index` (entry seq index + 1) in the tree of
+ * `size` entries, index < size <= head. path must hold MERKLE_PROOF_MAX hashes. */
+int store_inclusion_proof(struct store *st, uint64_t index, uint64_t size,
+			  unsigned char path[][MERKLE_HASH_LEN], size_t *len, struct ac_err *err);
+
+/* The consistency proof (RFC 9162 2.1.4) from the tree of old_size entries to the tree of
+ * new_size, old_size <= new_size <= head (empty when old_size is 0 or equal to new_size).
+ * proof must hold MERKLE_PROOF_MAX hashes. */
+int store_consistency_proof(struct store *st, uint64_t old_size, uint64_t new_size,
+			    unsigned char proof[][MERKLE_HASH_LEN], size_t *len,
+			    struct ac_err *err);
+
 /* Find a certificate by serial (hex, any case). AC_ERR_NOTFOUND when absent. */
 int store_cert_get(struct store *st, const char *serial, struct cert_row *out,
 		   struct ac_err *err);
@@ -175,6 +200,11 @@ struct store_ops {
 	int (*log_head)(struct store *st, uint64_t *seq, char *hash, struct ac_err *err);
 	int (*log_scan)(struct store *st, const struct log_filter *f, log_row_fn fn, void *arg,
 			struct ac_err *err);
+	/* The stored hash of perfect subtree (level, index) (merkle.h); AC_ERR_STORE
+	 * "log_corrupt" when it is missing. Callable from any thread, also from inside a
+	 * log_scan callback. */
+	int (*tree_node)(struct store *st, unsigned level, uint64_t index,
+			 unsigned char out[MERKLE_HASH_LEN], struct ac_err *err);
 	int (*cert_get)(struct store *st, const char *serial, struct cert_row *out,
 			struct ac_err *err);
 	int (*cert_count)(struct store *st, int64_t *count, struct ac_err *err);

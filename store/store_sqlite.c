@@ -16,6 +16,12 @@
  * A log scan opens a connection of its own, so an export that streams a million rows
  * neither holds rlock nor stops its callback from calling into the store.
  *
+ * The Merkle tree over the log (merkle.h) lives in merkle_nodes: every leaf hash (level 0,
+ * index seq - 1) and every perfect subtree's hash, keyed by (level, index). The committer
+ * appends an entry's leaf, and the subtrees that leaf completes, in the entry's savepoint;
+ * a log that predates the table gets its leaves at open (merkle_catch_up), in one
+ * transaction. Roots and proofs read O(log n) of these rows (tree_node).
+ *
  * The chain head (last seq and hash) is kept in memory, loaded at open, and published only
  * after a COMMIT has succeeded; a batch works on a copy read inside its write transaction,
  * so a failed batch leaves the head as it was, and another process that appended to the
@@ -84,6 +90,17 @@ static const char *const migrations[] = {
      " used_at INTEGER NOT NULL);"),
     /* 2: nesting depth of an agent's certificate (0: enrolled by an admin's token). */
     ("ALTER TABLE certificates ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;"),
+    /* 3: the RFC 9162 Merkle tree over the log: leaf hashes (level 0, idx = seq - 1) and
+     * the hashes of perfect subtrees (level L, idx i: leaves [i * 2^L, (i + 1) * 2^L)). */
+    ("CREATE TABLE merkle_nodes ("
+     " level INTEGER NOT NULL,"
+     " idx INTEGER NOT NULL,"
+     " hash BLOB NOT NULL,"
+     " PRIMARY KEY (level, idx)) WITHOUT ROWID;"
+     "CREATE TRIGGER merkle_nodes_no_update BEFORE UPDATE ON merkle_nodes"
+     " BEGIN SELECT RAISE(ABORT, 'the merkle tree is append-only'); END;"
+     "CREATE TRIGGER merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes"
+     " BEGIN SELECT RAISE(ABORT, 'the merkle tree is append-only'); END;"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -102,6 +119,8 @@ enum wstmt {
 	W_REVOKE,
 	W_TOKEN,
 	W_LOG,
+	W_NODE_GET,
+	W_NODE_PUT,
 	W_COUNT
 };
 
@@ -121,16 +140,19 @@ static const char *const write_sql[W_COUNT] = {
     [W_TOKEN] = "INSERT INTO used_tokens (jti, expires, used_at) VALUES (?1, ?2, ?3)",
     [W_LOG] = ("INSERT INTO issuance_log (seq, time_ms, kind, subject, serial, canonical, hash)"
                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+    [W_NODE_GET] = "SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2",
+    [W_NODE_PUT] = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
 };
 
 /* The readers' statements. */
-enum rstmt { R_CERT_GET, R_CERT_COUNT, R_COUNT };
+enum rstmt { R_CERT_GET, R_CERT_COUNT, R_NODE_GET, R_COUNT };
 
 static const char *const read_sql[R_COUNT] = {
     [R_CERT_GET] = ("SELECT serial, subject, parent, spki_sha256, issuer_fingerprint,"
                     " not_before, not_after, der, revoked_at, revoke_reason, log_seq, depth"
                     " FROM certificates WHERE serial = ?1"),
     [R_CERT_COUNT] = "SELECT count(*) FROM certificates",
+    [R_NODE_GET] = "SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2",
 };
 
 struct sqlite_store {
@@ -467,6 +489,172 @@ out:
 	return ret;
 }
 
+/* Read the stored hash of node (level, index) with stmt into out: SQLITE_OK, SQLITE_NOTFOUND
+ * when there is no such row, SQLITE_CORRUPT when it is not 32 bytes, else SQLite's code. */
+static int
+node_get(sqlite3_stmt *stmt, unsigned level, uint64_t index, unsigned char out[MERKLE_HASH_LEN])
+{
+	const void *blob;
+	int rc;
+
+	if (index > INT64_MAX)
+		return SQLITE_NOTFOUND;
+	rc = sqlite3_bind_int(stmt, 1, (int)level);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)index);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(stmt);
+		if (rc == SQLITE_DONE) {
+			rc = SQLITE_NOTFOUND;
+		} else if (rc == SQLITE_ROW) {
+			blob = sqlite3_column_blob(stmt, 0);
+			if (blob == NULL || sqlite3_column_bytes(stmt, 0) != MERKLE_HASH_LEN) {
+				rc = SQLITE_CORRUPT;
+			} else {
+				memcpy(out, blob, MERKLE_HASH_LEN);
+				rc = SQLITE_OK;
+			}
+		}
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	return rc;
+}
+
+/* Store the hash of node (level, index). */
+static int
+node_put(struct sqlite_store *s, unsigned level, uint64_t index,
+         const unsigned char hash[MERKLE_HASH_LEN])
+{
+	sqlite3_stmt *stmt = s->w[W_NODE_PUT];
+	int rc;
+
+	rc = sqlite3_bind_int(stmt, 1, (int)level);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, (sqlite3_int64)index);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(stmt, 3, hash, MERKLE_HASH_LEN, SQLITE_STATIC);
+	return finish(stmt, rc);
+}
+
+/*
+ * Add entry seq's leaf to the tree inside the open transaction: its leaf hash, then each
+ * perfect subtree it completes (while the node just stored is a right child, its parent is
+ * complete: left sibling from the table, right the node in hand). Fills err naming the entry.
+ */
+static int
+merkle_append(struct sqlite_store *s, uint64_t seq, const char *canonical, size_t len,
+              struct ac_err *err)
+{
+	unsigned char hash[MERKLE_HASH_LEN], left[MERKLE_HASH_LEN];
+	uint64_t index = seq - 1;
+	unsigned level = 0;
+	char what[128];
+	int rc;
+
+	merkle_leaf_hash(canonical, len, hash);
+	if ((rc = fault(s, "merkle")) == SQLITE_OK)
+		rc = node_put(s, 0, index, hash);
+	while (rc == SQLITE_OK && (index & 1) != 0) {
+		if ((rc = node_get(s->w[W_NODE_GET], level, index - 1, left)) != SQLITE_OK)
+			break;
+		merkle_node_hash(left, hash, hash);
+		level++;
+		index >>= 1;
+		rc = node_put(s, level, index, hash);
+	}
+	if (rc == SQLITE_OK)
+		return 0;
+	if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+		return ac_err_set(err, AC_ERR_STORE, "log_corrupt",
+		                  "%s: the merkle tree already holds a node for issuance log entry"
+		                  " %llu: log entries were removed from the database",
+		                  s->path, (unsigned long long)seq);
+	if (rc == SQLITE_NOTFOUND || rc == SQLITE_CORRUPT)
+		return ac_err_set(err, AC_ERR_STORE, "log_corrupt",
+		                  "%s: merkle tree node (level %u, index %llu) is missing or"
+		                  " malformed while adding issuance log entry %llu",
+		                  s->path, level, (unsigned long long)index - 1,
+		                  (unsigned long long)seq);
+	snprintf(what, sizeof(what), "adding issuance log entry %llu to the merkle tree",
+	         (unsigned long long)seq);
+	return db_error(s, s->wdb, rc, what, err);
+}
+
+/* The number of leaves in the tree as stored (one past the highest leaf index). */
+static int
+merkle_leaf_count(struct sqlite_store *s, int64_t *count, struct ac_err *err)
+{
+	return query_int(s, s->wdb, NULL,
+	                 "SELECT coalesce(max(idx) + 1, 0) FROM merkle_nodes WHERE level = 0",
+	                 "counting merkle tree leaves", count, err);
+}
+
+/*
+ * Give every log entry without a leaf its leaf: a log written before the tree existed (the
+ * schema migration cannot hash). One transaction, streaming the missing entries in order;
+ * a no-op when the tree is complete. More leaves than entries (entries removed behind the
+ * store's back) is left for the committer to refuse and for verification to find.
+ */
+static int
+merkle_catch_up(struct sqlite_store *s, struct ac_err *err)
+{
+	static const char sql[] = "SELECT seq, canonical FROM issuance_log WHERE seq > ?1"
+	                          " ORDER BY seq";
+	char hash[LOG_HASH_HEX_LEN + 1];
+	sqlite3_stmt *stmt = NULL;
+	uint64_t head, seq;
+	int64_t leaves;
+	int in_tx = 0, rc, ret = -1;
+
+	if (merkle_leaf_count(s, &leaves, err) != 0)
+		goto out;
+	if ((uint64_t)leaves >= s->head_seq) {
+		ret = 0;
+		goto out;
+	}
+	if (exec_sql(s, s->wdb, "BEGIN IMMEDIATE", "starting the merkle tree catch-up", err) != 0)
+		goto out;
+	in_tx = 1;
+	if (merkle_leaf_count(s, &leaves, err) != 0 || read_head(s, &head, hash, err) != 0)
+		goto out;
+	if ((rc = sqlite3_prepare_v2(s->wdb, sql, -1, &stmt, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(stmt, 1, leaves)) != SQLITE_OK) {
+		db_error(s, s->wdb, rc, "preparing the merkle tree catch-up", err);
+		goto out;
+	}
+	seq = (uint64_t)leaves;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *canonical = (const char *)sqlite3_column_text(stmt, 1);
+
+		seq++;
+		if ((uint64_t)sqlite3_column_int64(stmt, 0) != seq || canonical == NULL) {
+			ac_err_set(err, AC_ERR_STORE, "log_corrupt",
+			           "%s: issuance log entry %llu is missing or empty", s->path,
+			           (unsigned long long)seq);
+			goto out;
+		}
+		if (merkle_append(s, seq, canonical, (size_t)sqlite3_column_bytes(stmt, 1), err) !=
+		    0)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		db_error(s, s->wdb, rc, "reading the issuance log for the merkle tree", err);
+		goto out;
+	}
+	sqlite3_finalize(stmt);
+	stmt = NULL;
+	if (exec_sql(s, s->wdb, "COMMIT", "committing the merkle tree catch-up", err) != 0)
+		goto out;
+	in_tx = 0;
+	ret = 0;
+out:
+	sqlite3_finalize(stmt);
+	if (in_tx && !sqlite3_get_autocommit(s->wdb))
+		sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+	return ret;
+}
+
 static void
 sqlite_free(struct sqlite_store *s)
 {
@@ -509,7 +697,7 @@ store_sqlite_open(struct store *st, const struct store_options *opts, struct ac_
 
 	if (create_file(s->path, err) != 0 || open_connection(s, &s->wdb, err) != 0 ||
 	    migrate(s, err) != 0 || prepare_all(s, s->wdb, write_sql, s->w, W_COUNT, err) != 0 ||
-	    read_head(s, &s->head_seq, s->head_hash, err) != 0)
+	    read_head(s, &s->head_seq, s->head_hash, err) != 0 || merkle_catch_up(s, err) != 0)
 		goto out;
 	if (open_connection(s, &s->rdb, err) != 0 ||
 	    exec_sql(s, s->rdb, "PRAGMA query_only = ON", "setting up the reader", err) != 0 ||
@@ -776,6 +964,9 @@ commit_unit(struct sqlite_store *s, struct store_write *w, uint64_t *seq,
 		db_error(s, s->wdb, rc, what, err);
 		goto out;
 	}
+	/* The leaf in the entry's savepoint: never one without the other. */
+	if (merkle_append(s, next, canonical, canonical_len, err) != 0)
+		goto out;
 
 	if ((rc = finish(s->w[W_RELEASE], SQLITE_OK)) != SQLITE_OK) {
 		db_error(s, s->wdb, rc, "releasing a savepoint", err);
@@ -948,6 +1139,33 @@ out:
 	return ret;
 }
 
+/* The stored hash of perfect subtree (level, index), read on the shared reader. */
+static int
+sqlite_tree_node(struct store *st, unsigned level, uint64_t index,
+                 unsigned char out[MERKLE_HASH_LEN], struct ac_err *err)
+{
+	struct sqlite_store *s = st->backend;
+	int rc, ret = -1;
+
+	pthread_mutex_lock(&s->rlock);
+	rc = node_get(s->r[R_NODE_GET], level, index, out);
+	if (rc == SQLITE_NOTFOUND || rc == SQLITE_CORRUPT) {
+		ac_err_set(err, AC_ERR_STORE, "log_corrupt",
+		           "%s: merkle tree node (level %u, index %llu) is %s", s->path, level,
+		           (unsigned long long)index,
+		           rc == SQLITE_CORRUPT ? "malformed" : "missing");
+		goto out;
+	}
+	if (rc != SQLITE_OK) {
+		db_error(s, s->rdb, rc, "reading a merkle tree node", err);
+		goto out;
+	}
+	ret = 0;
+out:
+	pthread_mutex_unlock(&s->rlock);
+	return ret;
+}
+
 /* A heap copy of a text column; NULL for SQL NULL. -1 when out of memory. */
 static int
 column_strdup(sqlite3_stmt *stmt, int col, char **out)
@@ -1092,6 +1310,7 @@ static const struct store_ops sqlite_ops = {
     .commit_batch = sqlite_commit_batch,
     .log_head = sqlite_log_head,
     .log_scan = sqlite_log_scan,
+    .tree_node = sqlite_tree_node,
     .cert_get = sqlite_cert_get,
     .cert_count = sqlite_cert_count,
     .revoked_scan = sqlite_revoked_scan,

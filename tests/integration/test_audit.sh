@@ -22,6 +22,10 @@ expect_exit 0 "verify" "$AGENTCA" audit verify "$WORK/log.jsonl"
 has "$WORK/stdout" "OK" "verify says OK"
 has "$WORK/stdout" "entries:   7" "verify counts the entries"
 has "$WORK/stdout" "issued" "verify summarises the kinds"
+has "$WORK/stdout" "tree size: 7" "verify names the tree size"
+tail -n 1 "$WORK/log.jsonl" | grep -q '"sth":{"tree_size":7,' || fail "trailer holds the tree head"
+expect_exit 0 "verify with key" "$AGENTCA" audit verify "$WORK/log.jsonl" --key "$CA/audit.pub"
+has "$WORK/stdout" "verified with the audit key" "verify checks the signature"
 pass "a full export verifies"
 
 # Edit one byte inside entry 3 (its subject).
@@ -67,4 +71,13 @@ pass "csv export"
 # --since in the future exports nothing but a trailer, which verifies.
 expect_exit 0 "export since" "$AGENTCA" audit export --dir "$CA" --since 2099-01-01
 [ "$(wc -l <"$WORK/stdout")" = 1 ] || fail "--since 2099 should export no entries"
-pass "--since filters"
+cp "$WORK/stdout" "$WORK/since.jsonl"
+expect_exit 0 "verify since" "$AGENTCA" audit verify "$WORK/since.jsonl" --key "$CA/audit.pub"
+# --until in the past exports nothing either; --until in the future, everything.
+expect_exit 0 "export until" "$AGENTCA" audit export --dir "$CA" --until 2001-01-01
+[ "$(wc -l <"$WORK/stdout")" = 1 ] || fail "--until 2001 should export no entries"
+expect_exit 0 "export until future" "$AGENTCA" audit export --dir "$CA" --until 2099-01-01
+[ "$(wc -l <"$WORK/stdout")" = 8 ] || fail "--until 2099 should export every entry"
+cp "$WORK/stdout" "$WORK/until.jsonl"
+expect_exit 0 "verify until" "$AGENTCA" audit verify "$WORK/until.jsonl" --key "$CA/audit.pub"
+pass "--since and --until filter"
