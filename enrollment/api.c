@@ -61,8 +61,8 @@ struct api_response {
 
 /* The state of one request across MHD's calls. */
 struct api_request {
-	int route;         /* index in routes[], or -1 */
-	double started;    /* monotonic seconds */
+	int route;      /* index in routes[], or -1 */
+	double started; /* monotonic seconds */
 	char *body;
 	size_t len;
 	int too_large;
@@ -70,22 +70,22 @@ struct api_request {
 };
 
 typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn,
-			    const struct api_request *req, struct api_response *resp);
+                            const struct api_request *req, struct api_response *resp);
 
 static void handle_healthz(struct api *, struct MHD_Connection *, const struct api_request *,
-			   struct api_response *);
+                           struct api_response *);
 static void handle_metrics(struct api *, struct MHD_Connection *, const struct api_request *,
-			   struct api_response *);
+                           struct api_response *);
 static void handle_bundle(struct api *, struct MHD_Connection *, const struct api_request *,
-			  struct api_response *);
+                          struct api_response *);
 static void handle_enroll(struct api *, struct MHD_Connection *, const struct api_request *,
-			  struct api_response *);
+                          struct api_response *);
 static void handle_renew(struct api *, struct MHD_Connection *, const struct api_request *,
-			 struct api_response *);
+                         struct api_response *);
 static void handle_tokens(struct api *, struct MHD_Connection *, const struct api_request *,
-			  struct api_response *);
+                          struct api_response *);
 static void handle_revoke(struct api *, struct MHD_Connection *, const struct api_request *,
-			  struct api_response *);
+                          struct api_response *);
 
 static const struct route {
 	const char *method;
@@ -93,15 +93,18 @@ static const struct route {
 	const char *name; /* metrics label */
 	api_handler handler;
 } routes[] = {
-	{"GET", "/healthz", "healthz", handle_healthz},
-	{"GET", "/metrics", "metrics", handle_metrics},
-	{"GET", "/v1/bundle", "bundle", handle_bundle},
-	{"POST", "/v1/enroll", "enroll", handle_enroll},
-	{"POST", "/v1/renew", "renew", handle_renew},
-	{"POST", "/v1/tokens", "tokens", handle_tokens},
-	{"POST", "/v1/revoke", "revoke", handle_revoke},
+    {"GET", "/healthz", "healthz", handle_healthz},
+    {"GET", "/metrics", "metrics", handle_metrics},
+    {"GET", "/v1/bundle", "bundle", handle_bundle},
+    {"POST", "/v1/enroll", "enroll", handle_enroll},
+    {"POST", "/v1/renew", "renew", handle_renew},
+    {"POST", "/v1/tokens", "tokens", handle_tokens},
+    {"POST", "/v1/revoke", "revoke", handle_revoke},
 };
 #define ROUTE_COUNT ((int)(sizeof(routes) / sizeof(routes[0])))
+/* libmicrohttpd's memory per connection (its default): headers and the read buffer. */
+#define API_MHD_MEMORY (32 * 1024)
+
 /* Requests that match no route are counted under this extra label. */
 #define ROUTE_OTHER ROUTE_COUNT
 
@@ -123,8 +126,8 @@ problem(struct api_response *resp, int status, const char *reason, const char *d
 
 	snprintf(type, sizeof(type), "urn:agentca:problem:%s", reason != NULL ? reason : "error");
 	doc = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title",
-			reason != NULL ? reason : "error", "status", status, "detail",
-			detail != NULL ? detail : "");
+	                reason != NULL ? reason : "error", "status", status, "detail",
+	                detail != NULL ? detail : "");
 	free(resp->body);
 	resp->status = status;
 	resp->content_type = "application/problem+json";
@@ -161,7 +164,7 @@ parse_body(const struct api_request *req, struct api_response *resp)
 	doc = json_loadb(req->body, req->len, JSON_REJECT_DUPLICATES, &jerr);
 	if (doc == NULL || !json_is_object(doc)) {
 		snprintf(detail, sizeof(detail), "the request body is not a JSON object%s%s",
-			 doc == NULL ? ": " : "", doc == NULL ? jerr.text : "");
+		         doc == NULL ? ": " : "", doc == NULL ? jerr.text : "");
 		json_decref(doc);
 		problem(resp, 400, "malformed_request", detail);
 		return NULL;
@@ -171,8 +174,7 @@ parse_body(const struct api_request *req, struct api_response *resp)
 
 /* A string member, or NULL with a 400 problem naming it. */
 static const char *
-body_string(json_t *doc, const char *key, int required, size_t *len,
-	    struct api_response *resp)
+body_string(json_t *doc, const char *key, int required, size_t *len, struct api_response *resp)
 {
 	json_t *v = json_object_get(doc, key);
 	char detail[128];
@@ -198,9 +200,9 @@ issue_result_json(const struct issue_result *res)
 	time_format_rfc3339(res->not_after, na, sizeof(na));
 	time_format_rfc3339(res->renew_after, ra, sizeof(ra));
 	return json_pack("{s:s%, s:s%, s:s, s:s, s:s, s:s}", "certificate", res->cert_pem,
-			 res->cert_pem_len, "chain", (const char *)res->chain_pem,
-			 res->chain_pem_len, "serial", res->serial, "not_before", nb, "not_after",
-			 na, "renew_after", ra);
+	                 res->cert_pem_len, "chain", (const char *)res->chain_pem,
+	                 res->chain_pem_len, "serial", res->serial, "not_before", nb, "not_after",
+	                 na, "renew_after", ra);
 }
 
 /* Status for a refused issuance: bad tokens are 401, a used token 409, policy 403. */
@@ -229,7 +231,7 @@ identity_limited(struct api *api, const char *key, struct api_response *resp)
 
 static void
 handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-	       struct api_response *resp)
+               struct api_response *resp)
 {
 	(void)api;
 	(void)conn;
@@ -239,7 +241,7 @@ handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_re
 
 static void
 handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-	       struct api_response *resp)
+               struct api_response *resp)
 {
 	const struct ca_authority *ca = api->issuer->authority;
 	struct front_stats fs;
@@ -255,37 +257,37 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_re
 		front_stats(api->front, &fs);
 	store_stats(api->issuer->store, &ss);
 	snprintf(extra, sizeof(extra),
-		 "# HELP agentca_log_commit_seconds Durable issuance-log transactions (group "
-		 "commit).\n"
-		 "# TYPE agentca_log_commit_seconds summary\n"
-		 "agentca_log_commit_seconds_sum %.6f\n"
-		 "agentca_log_commit_seconds_count %" PRIu64 "\n"
-		 "# TYPE agentca_log_commit_seconds_max gauge\n"
-		 "agentca_log_commit_seconds_max %.6f\n"
-		 "# TYPE agentca_log_commit_units_total counter\n"
-		 "agentca_log_commit_units_total %" PRIu64 "\n"
-		 "# TYPE agentca_log_commit_failures_total counter\n"
-		 "agentca_log_commit_failures_total %" PRIu64 "\n",
-		 ss.commit_seconds, ss.transactions, ss.commit_seconds_max, ss.units,
-		 ss.transactions_failed);
+	         "# HELP agentca_log_commit_seconds Durable issuance-log transactions (group "
+	         "commit).\n"
+	         "# TYPE agentca_log_commit_seconds summary\n"
+	         "agentca_log_commit_seconds_sum %.6f\n"
+	         "agentca_log_commit_seconds_count %" PRIu64 "\n"
+	         "# TYPE agentca_log_commit_seconds_max gauge\n"
+	         "agentca_log_commit_seconds_max %.6f\n"
+	         "# TYPE agentca_log_commit_units_total counter\n"
+	         "agentca_log_commit_units_total %" PRIu64 "\n"
+	         "# TYPE agentca_log_commit_failures_total counter\n"
+	         "agentca_log_commit_failures_total %" PRIu64 "\n",
+	         ss.commit_seconds, ss.transactions, ss.commit_seconds_max, ss.units,
+	         ss.transactions_failed);
 	used = strlen(extra);
 	snprintf(extra + used, sizeof(extra) - used,
-		 "# HELP agentca_ca_certificate_expiry_seconds Seconds until a CA certificate "
-		 "expires.\n"
-		 "# TYPE agentca_ca_certificate_expiry_seconds gauge\n"
-		 "agentca_ca_certificate_expiry_seconds{cert=\"intermediate\"} %" PRId64 "\n"
-		 "agentca_ca_certificate_expiry_seconds{cert=\"root\"} %" PRId64 "\n"
-		 "# TYPE agentca_tls_connections_accepted_total counter\n"
-		 "agentca_tls_connections_accepted_total %" PRIu64 "\n"
-		 "# TYPE agentca_tls_handshakes_total counter\n"
-		 "agentca_tls_handshakes_total{result=\"ok\"} %" PRIu64 "\n"
-		 "agentca_tls_handshakes_total{result=\"failed\"} %" PRIu64 "\n"
-		 "agentca_tls_handshakes_total{result=\"plaintext_refused\"} %" PRIu64 "\n"
-		 "# TYPE agentca_tls_connections_active gauge\n"
-		 "agentca_tls_connections_active %" PRIu64 "\n",
-		 ca->intermediate_not_after - now,
-		 asn1_time_to_unix(X509_get0_notAfter(ca->root)) - now, fs.accepted,
-		 fs.handshakes_ok, fs.handshakes_failed, fs.plaintext_refused, fs.active);
+	         "# HELP agentca_ca_certificate_expiry_seconds Seconds until a CA certificate "
+	         "expires.\n"
+	         "# TYPE agentca_ca_certificate_expiry_seconds gauge\n"
+	         "agentca_ca_certificate_expiry_seconds{cert=\"intermediate\"} %" PRId64 "\n"
+	         "agentca_ca_certificate_expiry_seconds{cert=\"root\"} %" PRId64 "\n"
+	         "# TYPE agentca_tls_connections_accepted_total counter\n"
+	         "agentca_tls_connections_accepted_total %" PRIu64 "\n"
+	         "# TYPE agentca_tls_handshakes_total counter\n"
+	         "agentca_tls_handshakes_total{result=\"ok\"} %" PRIu64 "\n"
+	         "agentca_tls_handshakes_total{result=\"failed\"} %" PRIu64 "\n"
+	         "agentca_tls_handshakes_total{result=\"plaintext_refused\"} %" PRIu64 "\n"
+	         "# TYPE agentca_tls_connections_active gauge\n"
+	         "agentca_tls_connections_active %" PRIu64 "\n",
+	         ca->intermediate_not_after - now,
+	         asn1_time_to_unix(X509_get0_notAfter(ca->root)) - now, fs.accepted,
+	         fs.handshakes_ok, fs.handshakes_failed, fs.plaintext_refused, fs.active);
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
 	if (metrics_render(api->metrics, extra, &resp->body, &resp->len) != 0)
@@ -294,7 +296,7 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_re
 
 static void
 handle_bundle(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-	      struct api_response *resp)
+              struct api_response *resp)
 {
 	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match");
 
@@ -322,7 +324,7 @@ handle_bundle(struct api *api, struct MHD_Connection *conn, const struct api_req
  */
 static void
 handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-	      struct api_response *resp)
+              struct api_response *resp)
 {
 	struct token_grant grant;
 	struct issue_request ir;
@@ -380,7 +382,7 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_req
 	}
 	metrics_issued(api->metrics, "issued");
 	log_info("enrolled", "%s enrolled with token %s: serial %s", grant.subject, grant.jti,
-		 res.serial);
+	         res.serial);
 	json_response(resp, 201, issue_result_json(&res));
 out:
 	issue_result_free(&res);
@@ -400,14 +402,14 @@ cert_dns_names(const struct cert_row *row, struct cfg_strlist *list, struct ac_e
 	cert = d2i_X509(NULL, &p, (long)row->der_len);
 	if (cert == NULL)
 		return ac_err_ssl(err, AC_ERR_STORE, "store_corrupt",
-				  "stored certificate %s does not decode", row->serial);
+		                  "stored certificate %s does not decode", row->serial);
 	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
 	for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
 		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
 
 		if (gn->type == GEN_DNS &&
 		    cfg_strlist_add(list, (const char *)ASN1_STRING_get0_data(gn->d.dNSName),
-				    err) != 0)
+		                    err) != 0)
 			goto out;
 	}
 	rc = 0;
@@ -424,7 +426,7 @@ out:
  */
 static void
 handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-	     struct api_response *resp)
+             struct api_response *resp)
 {
 	struct cfg_strlist dns = {NULL, 0};
 	struct issue_request ir;
@@ -444,7 +446,7 @@ handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_requ
 	ac_err_clear(&err);
 	if (api->front == NULL || front_peer_of(api->front, conn, &peer) != 0 || !peer.present) {
 		problem(resp, 401, "client_certificate_required",
-			"renewal needs the current certificate as the TLS client certificate");
+		        "renewal needs the current certificate as the TLS client certificate");
 		return;
 	}
 	if (identity_limited(api, peer.spiffe_id, resp))
@@ -457,14 +459,14 @@ handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_requ
 		if (err.code == AC_ERR_NOTFOUND) {
 			ac_err_clear(&err);
 			ac_err_set(&err, AC_ERR_POLICY, "unknown_certificate",
-				   "certificate %s was not issued by this CA", peer.serial);
+			           "certificate %s was not issued by this CA", peer.serial);
 		}
 		goto refuse;
 	}
 	have_row = 1;
 	if (row.revoked_at != 0) {
 		ac_err_set(&err, AC_ERR_POLICY, "certificate_revoked",
-			   "certificate %s is revoked and cannot renew", peer.serial);
+		           "certificate %s is revoked and cannot renew", peer.serial);
 		goto refuse;
 	}
 	doc = parse_body(req, resp);
@@ -487,7 +489,7 @@ handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_requ
 	}
 	metrics_issued(api->metrics, "renewed");
 	log_info("renewed", "%s renewed: serial %s replaces %s", peer.spiffe_id, res.serial,
-		 peer.serial);
+	         peer.serial);
 	json_response(resp, 200, issue_result_json(&res));
 	goto out;
 refuse:
@@ -527,10 +529,10 @@ listed(const struct cfg_strlist *list, const char *id)
  */
 static int
 resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
-	       struct api_response *resp)
+               struct api_response *resp)
 {
-	const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						       MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *auth =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 
 	memset(c, 0, sizeof(*c));
 	if (api->front != NULL)
@@ -543,15 +545,14 @@ resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
 		ac_err_clear(&err);
 		if (strncmp(auth, "Bearer ", 7) != 0) {
 			problem(resp, 401, "bad_authorization",
-				"the Authorization header must be \"Bearer <admin token>\"");
+			        "the Authorization header must be \"Bearer <admin token>\"");
 			return -1;
 		}
-		if (api->admin == NULL ||
-		    token_verify(api->admin, auth + 7, strlen(auth + 7), time_now(), &grant, &err) !=
-			    0) {
+		if (api->admin == NULL || token_verify(api->admin, auth + 7, strlen(auth + 7),
+		                                       time_now(), &grant, &err) != 0) {
 			metrics_denied(api->metrics, err.reason);
 			problem(resp, 401, err.reason != NULL ? err.reason : "bad_authorization",
-				err.msg);
+			        err.msg);
 			token_grant_free(&grant);
 			return -1;
 		}
@@ -612,7 +613,7 @@ body_ttl(json_t *doc, int64_t *ttl, struct api_response *resp)
  */
 static void
 handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-	      struct api_response *resp)
+              struct api_response *resp)
 {
 	struct token_grant grant;
 	struct log_entry entry;
@@ -634,9 +635,9 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 		return;
 	if (caller.role != CALLER_ADMIN && caller.role != CALLER_AGENT) {
 		problem(resp, caller.role == CALLER_NONE ? 401 : 403, "not_allowed",
-			caller.role == CALLER_NONE
-				? "minting tokens needs an admin token or a client certificate"
-				: "auditors cannot mint tokens");
+		        caller.role == CALLER_NONE
+		            ? "minting tokens needs an admin token or a client certificate"
+		            : "auditors cannot mint tokens");
 		return;
 	}
 	if (identity_limited(api, caller.actor, resp))
@@ -664,11 +665,12 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 			problem(resp, 400, "malformed_request", "\"dns\" must be a list of names");
 			goto out;
 		}
-		json_array_foreach(dns, i, item) {
+		json_array_foreach(dns, i, item)
+		{
 			if (!json_is_string(item) ||
 			    cfg_strlist_add(&grant.dns, json_string_value(item), &err) != 0) {
 				problem(resp, 400, "malformed_request",
-					"\"dns\" must be a list of names");
+				        "\"dns\" must be a list of names");
 				goto out;
 			}
 		}
@@ -680,33 +682,33 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 		if (store_cert_get(api->issuer->store, caller.peer.serial, &row, &err) != 0) {
 			ac_err_clear(&err);
 			ac_err_set(&err, AC_ERR_POLICY, "unknown_certificate",
-				   "certificate %s was not issued by this CA", caller.peer.serial);
+			           "certificate %s was not issued by this CA", caller.peer.serial);
 			goto refuse;
 		}
 		have_row = 1;
 		if (row.revoked_at != 0) {
 			ac_err_set(&err, AC_ERR_POLICY, "certificate_revoked",
-				   "certificate %s is revoked", caller.peer.serial);
+			           "certificate %s is revoked", caller.peer.serial);
 			goto refuse;
 		}
 		if (plen == 0 || strncmp(grant.subject, caller.peer.spiffe_id, plen) != 0 ||
 		    grant.subject[plen] != '/' || grant.subject[plen + 1] == '\0') {
 			ac_err_set(&err, AC_ERR_POLICY, "outside_parent_path",
-				   "%s may mint tokens only for identities under %s/",
-				   caller.peer.spiffe_id, caller.peer.spiffe_id);
+			           "%s may mint tokens only for identities under %s/",
+			           caller.peer.spiffe_id, caller.peer.spiffe_id);
 			goto refuse;
 		}
 		if (row.depth + 1 > api->max_depth) {
 			ac_err_set(&err, AC_ERR_POLICY, "depth_exceeded",
-				   "%s is at depth %d: children may go at most %d deep",
-				   caller.peer.spiffe_id, row.depth, api->max_depth);
+			           "%s is at depth %d: children may go at most %d deep",
+			           caller.peer.spiffe_id, row.depth, api->max_depth);
 			goto refuse;
 		}
 		if (ttl > row.not_after - now)
 			ttl = row.not_after - now;
 		if (ttl <= 0) {
 			ac_err_set(&err, AC_ERR_POLICY, "parent_expired",
-				   "the parent's certificate has expired");
+			           "the parent's certificate has expired");
 			goto refuse;
 		}
 		snprintf(grant.parent, sizeof(grant.parent), "%s", caller.peer.spiffe_id);
@@ -735,26 +737,25 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 		goto out;
 	}
 	log_info("token_minted", "%s minted token %s for %s", caller.actor, grant.jti,
-		 grant.subject);
+	         grant.subject);
 	{
 		char expires[32];
 
 		time_format_rfc3339(grant.expires, expires, sizeof(expires));
 		json_response(resp, 201,
-			      json_pack("{s:s, s:s, s:s}", "token", jwt, "jti", grant.jti,
-					"expires", expires));
+		              json_pack("{s:s, s:s, s:s}", "token", jwt, "jti", grant.jti,
+		                        "expires", expires));
 	}
 	goto out;
-refuse:
-	{
-		struct issue_request denied;
+refuse : {
+	struct issue_request denied;
 
-		memset(&denied, 0, sizeof(denied));
-		denied.actor = caller.actor;
-		denied.subject = grant.subject;
-		denied.parent = caller.role == CALLER_AGENT ? caller.peer.spiffe_id : NULL;
-		issue_record_denial(api->issuer, &denied, &err);
-	}
+	memset(&denied, 0, sizeof(denied));
+	denied.actor = caller.actor;
+	denied.subject = grant.subject;
+	denied.parent = caller.role == CALLER_AGENT ? caller.peer.spiffe_id : NULL;
+	issue_record_denial(api->issuer, &denied, &err);
+}
 	metrics_denied(api->metrics, err.reason);
 	problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
 out:
@@ -774,7 +775,7 @@ out:
  */
 static void
 handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-	      struct api_response *resp)
+              struct api_response *resp)
 {
 	struct log_entry entry;
 	struct store_write w;
@@ -789,7 +790,7 @@ handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_req
 		return;
 	if (caller.role != CALLER_ADMIN) {
 		problem(resp, caller.role == CALLER_NONE ? 401 : 403, "not_allowed",
-			"only admins may revoke certificates");
+		        "only admins may revoke certificates");
 		return;
 	}
 	doc = parse_body(req, resp);
@@ -813,8 +814,8 @@ handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_req
 		goto out;
 	}
 	log_info("revoked", "%s revoked %s (%s)", caller.actor, serial, entry.reason);
-	json_response(resp, 200, json_pack("{s:s, s:I}", "serial", serial, "log_seq",
-					   (json_int_t)w.seq));
+	json_response(resp, 200,
+	              json_pack("{s:s, s:I}", "serial", serial, "log_seq", (json_int_t)w.seq));
 out:
 	json_decref(doc);
 }
@@ -822,14 +823,14 @@ out:
 /* Queue resp on conn and count it. */
 static enum MHD_Result
 send_response(struct api *api, struct MHD_Connection *conn, struct api_request *req,
-	      struct api_response *resp)
+              struct api_response *resp)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
 	r = MHD_create_response_from_buffer(resp->len, resp->body != NULL ? resp->body : (void *)"",
-					    resp->body != NULL ? MHD_RESPMEM_MUST_FREE
-							       : MHD_RESPMEM_PERSISTENT);
+	                                    resp->body != NULL ? MHD_RESPMEM_MUST_FREE
+	                                                       : MHD_RESPMEM_PERSISTENT);
 	if (r == NULL) {
 		free(resp->body);
 		return MHD_NO;
@@ -848,16 +849,16 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	}
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
 	MHD_destroy_response(r);
-	metrics_request(api->metrics, req != NULL && req->route >= 0 ? (size_t)req->route
-								    : ROUTE_OTHER,
-			resp->status, monotonic_seconds() - (req != NULL ? req->started : 0));
+	metrics_request(api->metrics,
+	                req != NULL && req->route >= 0 ? (size_t)req->route : ROUTE_OTHER,
+	                resp->status, monotonic_seconds() - (req != NULL ? req->started : 0));
 	return ret;
 }
 
 /* An answer before any request state exists (404, 405, 413 on the headers). */
 static enum MHD_Result
 send_problem_now(struct api *api, struct MHD_Connection *conn, int status, const char *reason,
-		 const char *detail)
+                 const char *detail)
 {
 	struct api_request req = {ROUTE_OTHER, monotonic_seconds(), NULL, 0, 0, 0};
 	struct api_response resp;
@@ -873,7 +874,7 @@ static int
 address_limited(struct api *api, struct MHD_Connection *conn, double now)
 {
 	const union MHD_ConnectionInfo *info =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	char key[INET6_ADDRSTRLEN + 8] = "unknown";
 	int retry = 0;
 
@@ -881,10 +882,12 @@ address_limited(struct api *api, struct MHD_Connection *conn, double now)
 		const struct sockaddr *sa = info->client_addr;
 
 		if (sa->sa_family == AF_INET) {
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-				  key, sizeof(key));
+			inet_ntop(AF_INET,
+			          &((const struct sockaddr_in *)(const void *)sa)->sin_addr, key,
+			          sizeof(key));
 		} else if (sa->sa_family == AF_INET6) {
-			struct in6_addr prefix = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+			struct in6_addr prefix =
+			    ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
 
 			memset(prefix.s6_addr + 8, 0, 8);
 			inet_ntop(AF_INET6, &prefix, key, sizeof(key));
@@ -896,8 +899,8 @@ address_limited(struct api *api, struct MHD_Connection *conn, double now)
 
 static enum MHD_Result
 access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-	       const char *version, const char *upload_data, size_t *upload_data_size,
-	       void **con_cls)
+               const char *version, const char *upload_data, size_t *upload_data_size,
+               void **con_cls)
 {
 	struct api *api = cls;
 	struct api_request *req = *con_cls;
@@ -917,14 +920,14 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		}
 		if (route < 0)
 			return send_problem_now(api, conn, path_known ? 405 : 404,
-						path_known ? "method_not_allowed" : "not_found",
-						path_known ? "this method is not allowed here"
-							   : "no such resource");
+			                        path_known ? "method_not_allowed" : "not_found",
+			                        path_known ? "this method is not allowed here"
+			                                   : "no such resource");
 		length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_LENGTH);
+		                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (length != NULL && strtoull(length, NULL, 10) > API_MAX_BODY)
 			return send_problem_now(api, conn, 413, "body_too_large",
-						"request bodies are limited to 64 KiB");
+			                        "request bodies are limited to 64 KiB");
 		req = calloc(1, sizeof(*req));
 		if (req == NULL)
 			return MHD_NO;
@@ -954,7 +957,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 	memset(&resp, 0, sizeof(resp));
 	if (req->limited > 0) {
 		metrics_denied(api->metrics, "rate_limited");
-		problem(&resp, 429, "rate_limited", "too many requests from this address; retry later");
+		problem(&resp, 429, "rate_limited",
+		        "too many requests from this address; retry later");
 		resp.retry_after = req->limited;
 	} else if (req->too_large) {
 		problem(&resp, 413, "body_too_large", "request bodies are limited to 64 KiB");
@@ -963,13 +967,13 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 	}
 	if (resp.status >= 400)
 		log_info("request_refused", "%s %s: %d %s", method, url, resp.status,
-			 resp.body != NULL ? resp.body : "");
+		         resp.body != NULL ? resp.body : "");
 	return send_response(api, conn, req, &resp);
 }
 
 static void
 request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-		  enum MHD_RequestTerminationCode toe)
+                  enum MHD_RequestTerminationCode toe)
 {
 	struct api_request *req = *con_cls;
 
@@ -1028,8 +1032,8 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	 * of threads bounds the requests in flight, and with it how many commits can share one
 	 * fsync. API_THREADS_PER_CORE keeps the cores busy while requests wait on the disk. */
 	unsigned int threads = opts->threads > 0
-				       ? (unsigned int)opts->threads
-				       : (unsigned int)(cores > 0 ? cores : 1) * API_THREADS_PER_CORE;
+	                           ? (unsigned int)opts->threads
+	                           : (unsigned int)(cores > 0 ? cores : 1) * API_THREADS_PER_CORE;
 
 	api = calloc(1, sizeof(*api));
 	if (api == NULL) {
@@ -1045,11 +1049,10 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	api->max_depth = opts->max_depth > 0 ? opts->max_depth : 3;
 	/* Tables sized for 10k clients and identities at once (a few MB each): bounded. */
 	api->per_address = ratelimit_new(opts->rate_per_address, opts->burst_per_address, 10000);
-	api->per_identity =
-		ratelimit_new(opts->rate_per_identity, opts->burst_per_identity, 10000);
+	api->per_identity = ratelimit_new(opts->rate_per_identity, opts->burst_per_identity, 10000);
 	if (api->per_address == NULL || api->per_identity == NULL) {
 		ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-			   "rate limits must be >= 0 with a burst of at least 1");
+		           "rate limits must be >= 0 with a burst of at least 1");
 		goto fail;
 	}
 	for (int i = 0; i < ROUTE_COUNT; i++)
@@ -1062,17 +1065,19 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	}
 	if (build_bundle(api, err) != 0)
 		goto fail;
-	/* No listening socket: the front hands us each connection once TLS is done. */
-	api->mhd = MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD |
-					    MHD_USE_EPOLL | MHD_USE_ITC,
-				    0, NULL, NULL, access_handler, api, MHD_OPTION_NOTIFY_COMPLETED,
-				    request_completed, api, MHD_OPTION_THREAD_POOL_SIZE, threads,
-				    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-				    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-				    MHD_OPTION_END);
+	/* No listening socket: the front hands us each connection once TLS is done. The
+	 * per-connection memory (API_MHD_MEMORY) holds the request's headers and read buffer,
+	 * not the whole body (bodies reach the handler in pieces); libmicrohttpd 0.9.75 zeroes
+	 * all of it after every request on a keep-alive connection, so it is kept small. */
+	api->mhd = MHD_start_daemon(
+	    MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+	        MHD_USE_ITC,
+	    0, NULL, NULL, access_handler, api, MHD_OPTION_NOTIFY_COMPLETED, request_completed, api,
+	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_MHD_MEMORY, MHD_OPTION_END);
 	if (api->mhd == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "mhd_failed",
-			   "cannot start the HTTP engine (libmicrohttpd)");
+		           "cannot start the HTTP engine (libmicrohttpd)");
 		goto fail;
 	}
 	return api;

@@ -14,6 +14,12 @@
  * bytes r||s over "header.payload", RFC 7518 section 3.4) with EVP_DigestVerify. The claims
  * are read from the payload bytes the signature covers, each with its type checked.
  *
+ * Each thread keeps a verification context set up once for the last key it checked with
+ * (SHA-256 and the key's ECDSA implementation fetched and initialised); a check works on a
+ * copy of it, as ca/x509_build.c does for signing, instead of EVP_DigestVerifyInit_ex for
+ * every token. The cache holds a reference to its key, so a freed verifier's key cannot be
+ * mistaken for a new one at the same address; the thread's exit frees it.
+ *
  * The token type ("typ") is compared before the signature, so that an admin token handed
  * to the enrollment endpoint (signed with another key) is refused as the wrong type rather
  * than as a forgery. That only chooses the reason of a refusal: nothing is accepted before
@@ -26,6 +32,7 @@
 #include "enrollment/token.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -703,6 +710,92 @@ jti_is_sane(const char *s)
 }
 
 /*
+ * The per-thread verification context (see the top of the file).
+ */
+
+struct verify_cache {
+	EVP_PKEY *key;     /* a reference, so that its address stays its own */
+	EVP_MD_CTX *ready; /* initialised for verifying with key, no data yet: copied, never used */
+	EVP_MD_CTX *work;  /* the copy one check uses */
+};
+
+static pthread_once_t verify_once = PTHREAD_ONCE_INIT;
+static pthread_key_t verify_key;
+static int verify_key_ok;
+
+/* Empty the cache (it stays allocated). */
+static void
+verify_cache_clear(struct verify_cache *c)
+{
+	EVP_MD_CTX_free(c->work);
+	EVP_MD_CTX_free(c->ready);
+	EVP_PKEY_free(c->key);
+	memset(c, 0, sizeof(*c));
+}
+
+/* The thread-exit destructor. */
+static void
+verify_cache_free(void *arg)
+{
+	struct verify_cache *c = arg;
+
+	if (c == NULL)
+		return;
+	verify_cache_clear(c);
+	free(c);
+}
+
+/* Create the thread-local key, once per process. */
+static void
+verify_init_once(void)
+{
+	verify_key_ok = pthread_key_create(&verify_key, verify_cache_free) == 0;
+}
+
+/* This thread's context, a fresh copy of one set up for key; NULL when there is none (the
+ * caller then sets one up itself, which reports any real error). */
+static EVP_MD_CTX *
+verify_ctx_get(EVP_PKEY *key)
+{
+	struct verify_cache *c;
+
+	pthread_once(&verify_once, verify_init_once);
+	if (!verify_key_ok)
+		return NULL;
+	c = pthread_getspecific(verify_key);
+	if (c == NULL) {
+		if ((c = calloc(1, sizeof(*c))) == NULL)
+			return NULL;
+		if (pthread_setspecific(verify_key, c) != 0) {
+			free(c);
+			return NULL;
+		}
+	}
+	if (c->key != key) {
+		verify_cache_clear(c);
+		if (EVP_PKEY_up_ref(key) != 1)
+			return NULL;
+		c->key = key;
+		c->ready = EVP_MD_CTX_new();
+		c->work = EVP_MD_CTX_new();
+		if (c->ready == NULL || c->work == NULL ||
+		    EVP_DigestVerifyInit_ex(c->ready, NULL, "SHA256", NULL, NULL, key, NULL) != 1) {
+			verify_cache_clear(c);
+			ERR_clear_error();
+			return NULL;
+		}
+		/* Each copy checks once and is thrown away: let the final step use it up
+		 * rather than duplicate it first. */
+		EVP_MD_CTX_set_flags(c->ready, EVP_MD_CTX_FLAG_FINALISE);
+	}
+	if (EVP_MD_CTX_copy_ex(c->work, c->ready) != 1) {
+		ERR_clear_error();
+		return NULL;
+	}
+	return c->work;
+}
+
+/*
  * Check a JWS ES256 signature: sig_b64 is base64url of r||s (32 bytes each), over the
  * signing input "header.payload". Returns 1 when it verifies, 0 otherwise.
  */
@@ -711,7 +804,7 @@ es256_verify(EVP_PKEY *key, const char *input, size_t input_len, const char *sig
              size_t sig_b64_len)
 {
 	unsigned char *der = NULL;
-	EVP_MD_CTX *ctx = NULL;
+	EVP_MD_CTX *ctx = NULL, *own = NULL; /* own: set up here when the cache has none */
 	ECDSA_SIG *sig = NULL;
 	BIGNUM *r = NULL, *s = NULL;
 	char *raw = NULL;
@@ -727,15 +820,20 @@ es256_verify(EVP_PKEY *key, const char *input, size_t input_len, const char *sig
 		goto out;
 	r = s = NULL; /* owned by sig now */
 	der_len = i2d_ECDSA_SIG(sig, &der);
-	ctx = EVP_MD_CTX_new();
-	if (der_len <= 0 || ctx == NULL ||
-	    EVP_DigestVerifyInit_ex(ctx, NULL, "SHA256", NULL, NULL, key, NULL) != 1)
+	if (der_len <= 0)
 		goto out;
-	ok = EVP_DigestVerify(ctx, der, (size_t)der_len, (const unsigned char *)input,
-	                      input_len) == 1;
+	ctx = verify_ctx_get(key);
+	if (ctx == NULL) {
+		ctx = own = EVP_MD_CTX_new();
+		if (own == NULL ||
+		    EVP_DigestVerifyInit_ex(own, NULL, "SHA256", NULL, NULL, key, NULL) != 1)
+			goto out;
+	}
+	ok = EVP_DigestVerify(ctx, der, (size_t)der_len, (const unsigned char *)input, input_len) ==
+	     1;
 out:
 	ERR_clear_error();
-	EVP_MD_CTX_free(ctx);
+	EVP_MD_CTX_free(own);
 	OPENSSL_free(der);
 	ECDSA_SIG_free(sig);
 	BN_free(r);
@@ -914,7 +1012,7 @@ token_verify(struct token_verifier *v, const char *jwt, size_t len, int64_t now,
 		grant->depth = (int)depth;
 		if (json_object_get(claims, "cert_exp") != NULL &&
 		    claim_int(claims, "cert_exp", 1, TOKEN_TIME_MAX, &grant->cert_not_after_max) !=
-		            0) {
+		        0) {
 			MALFORMED("%s: the cert_exp claim is not a time", what);
 			goto out;
 		}
