@@ -1,0 +1,230 @@
+/*
+ * api_enroll.c - POST /v1/enroll (a bootstrap token and a CSR) and POST /v1/renew (mTLS with
+ * the current certificate and a CSR): the two ways an agent gets a certificate.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "ca/policy.h"
+#include "ca/x509_build.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/timefmt.h"
+#include "enrollment/api_internal.h"
+
+/* The issued certificate as the API returns it. */
+static json_t *
+issue_result_json(const struct issue_result *res)
+{
+	char nb[32], na[32], ra[32];
+
+	time_format_rfc3339(res->not_before, nb, sizeof(nb));
+	time_format_rfc3339(res->not_after, na, sizeof(na));
+	time_format_rfc3339(res->renew_after, ra, sizeof(ra));
+	return json_pack("{s:s%, s:s%, s:s, s:s, s:s, s:s}", "certificate", res->cert_pem,
+	                 res->cert_pem_len, "chain", (const char *)res->chain_pem,
+	                 res->chain_pem_len, "serial", res->serial, "not_before", nb, "not_after",
+	                 na, "renew_after", ra);
+}
+
+/* Status for a refused issuance: bad tokens are 401, a used token 409, policy 403. */
+static int
+refusal_status(const struct ac_err *err)
+{
+	if (err->reason != NULL && strncmp(err->reason, "token_", 6) == 0 &&
+	    strcmp(err->reason, "token_used") != 0)
+		return 401;
+	return ac_errcode_http_status(err->code);
+}
+
+/*
+ * POST /v1/enroll {token, csr}: the token is checked (signature, audience, time, type),
+ * then the engine issues for the token's subject with the token's DNS names as the most the
+ * CSR may ask for, marking the token's jti used in the same durable commit.
+ */
+void
+handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+              struct api_response *resp)
+{
+	struct token_grant grant;
+	struct issue_request ir;
+	struct issue_result res;
+	struct ac_err err;
+	const char *token, *csr;
+	size_t token_len = 0, csr_len = 0;
+	char actor[64];
+	json_t *doc;
+
+	(void)conn;
+	memset(&grant, 0, sizeof(grant));
+	memset(&res, 0, sizeof(res));
+	ac_err_clear(&err);
+	doc = api_parse_body(req, resp);
+	if (doc == NULL)
+		return;
+	token = api_body_string(doc, "token", 1, &token_len, resp);
+	csr = token != NULL ? api_body_string(doc, "csr", 1, &csr_len, resp) : NULL;
+	if (token == NULL || csr == NULL)
+		goto out;
+
+	if (token_verify(api->bootstrap, token, token_len, time_now(), &grant, &err) != 0) {
+		struct issue_request denied;
+
+		memset(&denied, 0, sizeof(denied));
+		denied.actor = "token:unverified";
+		issue_record_denial(api->issuer, &denied, &err);
+		metrics_denied(api->metrics, err.reason);
+		api_problem(resp, refusal_status(&err), err.reason, err.msg);
+		goto out;
+	}
+	if (api_identity_limited(api, grant.subject, resp))
+		goto out;
+	snprintf(actor, sizeof(actor), "token:%s", grant.jti);
+	memset(&ir, 0, sizeof(ir));
+	ir.csr = (const unsigned char *)csr;
+	ir.csr_len = csr_len;
+	ir.subject = grant.subject;
+	ir.allowed_dns = &grant.dns;
+	ir.kind = "issued";
+	ir.actor = actor;
+	ir.parent = grant.parent[0] != '\0' ? grant.parent : NULL;
+	ir.token_jti = grant.jti;
+	ir.token_expires = grant.expires;
+	ir.depth = grant.depth;
+	ir.not_after_max = grant.cert_not_after_max;
+	if (ca_issue(api->issuer, &ir, &res, &err) != 0) {
+		/* Policy refusals are already in the log; a replayed token is recorded here. */
+		if (err.code == AC_ERR_CONFLICT)
+			issue_record_denial(api->issuer, &ir, &err);
+		metrics_denied(api->metrics, err.reason);
+		api_problem(resp, refusal_status(&err), err.reason, err.msg);
+		goto out;
+	}
+	metrics_issued(api->metrics, "issued");
+	log_info("enrolled", "%s enrolled with token %s: serial %s", grant.subject, grant.jti,
+	         res.serial);
+	api_json_response(resp, 201, issue_result_json(&res));
+out:
+	issue_result_free(&res);
+	token_grant_free(&grant);
+	json_decref(doc);
+}
+
+/* The DNS SANs of a DER certificate, into list. */
+static int
+cert_dns_names(const struct cert_row *row, struct cfg_strlist *list, struct ac_err *err)
+{
+	const unsigned char *p = row->der;
+	GENERAL_NAMES *names = NULL;
+	X509 *cert;
+	int rc = -1;
+
+	cert = d2i_X509(NULL, &p, (long)row->der_len);
+	if (cert == NULL)
+		return ac_err_ssl(err, AC_ERR_STORE, "store_corrupt",
+		                  "stored certificate %s does not decode", row->serial);
+	names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+
+		if (gn->type == GEN_DNS &&
+		    cfg_strlist_add(list, (const char *)ASN1_STRING_get0_data(gn->d.dNSName),
+		                    err) != 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	GENERAL_NAMES_free(names);
+	X509_free(cert);
+	return rc;
+}
+
+/*
+ * POST /v1/renew {csr} over mTLS: the client certificate must have verified against our
+ * chain, be one we issued, and not be revoked. The new certificate is for the same identity,
+ * with at most the same DNS names, and keeps the parent.
+ */
+void
+handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+             struct api_response *resp)
+{
+	struct cfg_strlist dns = {NULL, 0};
+	struct issue_request ir;
+	struct issue_result res;
+	struct cert_row row;
+	struct tls_peer peer;
+	struct ac_err err;
+	const char *csr;
+	size_t csr_len = 0;
+	char actor[64];
+	json_t *doc = NULL;
+	int have_row = 0;
+
+	memset(&res, 0, sizeof(res));
+	memset(&row, 0, sizeof(row));
+	memset(&ir, 0, sizeof(ir));
+	ac_err_clear(&err);
+	if (api->front == NULL || front_peer_of(api->front, conn, &peer) != 0 || !peer.present) {
+		api_problem(resp, 401, "client_certificate_required",
+		        "renewal needs the current certificate as the TLS client certificate");
+		return;
+	}
+	if (api_identity_limited(api, peer.spiffe_id, resp))
+		return;
+	snprintf(actor, sizeof(actor), "cert:%s", peer.serial);
+	ir.actor = actor;
+	ir.subject = peer.spiffe_id;
+	ir.kind = "renewed";
+	if (store_cert_get(api->issuer->store, peer.serial, &row, &err) != 0) {
+		if (err.code == AC_ERR_NOTFOUND) {
+			ac_err_clear(&err);
+			ac_err_set(&err, AC_ERR_POLICY, "unknown_certificate",
+			           "certificate %s was not issued by this CA", peer.serial);
+		}
+		goto refuse;
+	}
+	have_row = 1;
+	if (row.revoked_at != 0) {
+		ac_err_set(&err, AC_ERR_POLICY, "certificate_revoked",
+		           "certificate %s is revoked and cannot renew", peer.serial);
+		goto refuse;
+	}
+	doc = api_parse_body(req, resp);
+	if (doc == NULL)
+		goto out;
+	csr = api_body_string(doc, "csr", 1, &csr_len, resp);
+	if (csr == NULL)
+		goto out;
+	if (cert_dns_names(&row, &dns, &err) != 0)
+		goto refuse;
+	ir.csr = (const unsigned char *)csr;
+	ir.csr_len = csr_len;
+	ir.allowed_dns = &dns;
+	ir.parent = row.parent;
+	ir.depth = row.depth;
+	if (ca_issue(api->issuer, &ir, &res, &err) != 0) {
+		metrics_denied(api->metrics, err.reason);
+		api_problem(resp, refusal_status(&err), err.reason, err.msg);
+		goto out;
+	}
+	metrics_issued(api->metrics, "renewed");
+	log_info("renewed", "%s renewed: serial %s replaces %s", peer.spiffe_id, res.serial,
+	         peer.serial);
+	api_json_response(resp, 200, issue_result_json(&res));
+	goto out;
+refuse:
+	issue_record_denial(api->issuer, &ir, &err);
+	metrics_denied(api->metrics, err.reason);
+	api_problem(resp, refusal_status(&err), err.reason, err.msg);
+out:
+	cfg_strlist_free(&dns);
+	if (have_row)
+		store_cert_row_free(&row);
+	issue_result_free(&res);
+	json_decref(doc);
+}

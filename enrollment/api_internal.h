@@ -1,0 +1,110 @@
+/*
+ * api_internal.h - what the HTTP API's files share: the daemon-side state, a request and
+ * its answer, the caller, and the helpers every handler uses. Only enrollment/api*.c
+ * include it; the public contract is api.h.
+ *
+ *   api.c         the engine: route table, MHD callbacks, bodies, limits, problem documents
+ *   api_status.c  /healthz, /metrics, /v1/bundle
+ *   api_enroll.c  /v1/enroll, /v1/renew
+ *   api_admin.c   /v1/tokens, /v1/revoke
+ */
+#ifndef AGENTCA_ENROLLMENT_API_INTERNAL_H
+#define AGENTCA_ENROLLMENT_API_INTERNAL_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "enrollment/api.h"
+#include "enrollment/metrics.h"
+#include "enrollment/ratelimit.h"
+
+struct api {
+	struct issuer *issuer;
+	struct token_verifier *bootstrap;
+	struct token_verifier *admin;
+	struct token_signer *minter;
+	const struct cfg_strlist *admin_ids, *auditor_ids;
+	int max_depth;
+	struct ratelimit *per_address, *per_identity;
+	struct front *front;
+	struct MHD_Daemon *mhd;
+	struct metrics *metrics;
+	char *bundle_pem; /* root + added roots, built once */
+	size_t bundle_len;
+	char bundle_etag[68];
+};
+
+/* What a handler answers. body is heap (free()) or NULL. */
+struct api_response {
+	int status;
+	const char *content_type;
+	char *body;
+	size_t len;
+	const char *etag; /* borrowed, or NULL */
+	int retry_after;  /* seconds, for 429 and 503; 0: no header */
+};
+
+/* The state of one request across MHD's calls. */
+struct api_request {
+	int route;      /* index in routes[], or -1 */
+	double started; /* monotonic seconds */
+	char *body;
+	size_t len;
+	int too_large;
+	int limited; /* Retry-After seconds when the client address is over its rate */
+};
+
+typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn,
+                            const struct api_request *req, struct api_response *resp);
+
+/* Who is calling, as far as this request shows. */
+enum caller_role { CALLER_NONE = 0, CALLER_AGENT, CALLER_AUDITOR, CALLER_ADMIN };
+
+struct caller {
+	enum caller_role role;
+	char actor[2100];     /* for the log: "admin:<who>", "auditor:<who>", "cert:<serial>" */
+	struct tls_peer peer; /* peer.present when a client certificate verified */
+};
+
+/* Monotonic seconds, for latencies and rate limits. */
+double api_now(void);
+
+/* Set resp to an RFC 7807 problem document ("urn:agentca:problem:<reason>"). */
+void api_problem(struct api_response *resp, int status, const char *reason, const char *detail);
+
+/* Set resp to a JSON document (takes the reference). */
+void api_json_response(struct api_response *resp, int status, json_t *doc);
+
+/* The body as a JSON object, or NULL with a 400 problem in resp. */
+json_t *api_parse_body(const struct api_request *req, struct api_response *resp);
+
+/* A string member, or NULL with a 400 problem naming it (unless absent and not required). */
+const char *api_body_string(json_t *doc, const char *key, int required, size_t *len,
+			    struct api_response *resp);
+
+/* Count a call against an identity; 1 with a 429 in resp when over its rate. */
+int api_identity_limited(struct api *api, const char *key, struct api_response *resp);
+
+/* Who is calling; -1 with resp set when the request must stop (a bad bearer token). */
+int api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
+		       struct api_response *resp);
+
+/* The handlers, one per route (see the route table in api.c). */
+void handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+		    struct api_response *resp);
+void handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+		    struct api_response *resp);
+void handle_bundle(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+		   struct api_response *resp);
+void handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+		   struct api_response *resp);
+void handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+		  struct api_response *resp);
+void handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+		   struct api_response *resp);
+void handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+		   struct api_response *resp);
+
+#endif
