@@ -34,10 +34,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-
-
-
-
 static const struct route {
 	const char *method;
 	const char *path;
@@ -155,7 +151,6 @@ api_identity_limited(struct api *api, const char *key, struct api_response *resp
 	return 1;
 }
 
-
 static int
 listed(const struct cfg_strlist *list, const char *id)
 {
@@ -172,7 +167,7 @@ listed(const struct cfg_strlist *list, const char *id)
  */
 int
 api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
-               struct api_response *resp)
+                   struct api_response *resp)
 {
 	const char *auth =
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -188,14 +183,14 @@ api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *
 		ac_err_clear(&err);
 		if (strncmp(auth, "Bearer ", 7) != 0) {
 			api_problem(resp, 401, "bad_authorization",
-			        "the Authorization header must be \"Bearer <admin token>\"");
+			            "the Authorization header must be \"Bearer <admin token>\"");
 			return -1;
 		}
 		if (api->admin == NULL || token_verify(api->admin, auth + 7, strlen(auth + 7),
 		                                       time_now(), &grant, &err) != 0) {
 			metrics_denied(api->metrics, err.reason);
-			api_problem(resp, 401, err.reason != NULL ? err.reason : "bad_authorization",
-			        err.msg);
+			api_problem(resp, 401,
+			            err.reason != NULL ? err.reason : "bad_authorization", err.msg);
 			token_grant_free(&grant);
 			return -1;
 		}
@@ -357,7 +352,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 	if (req->limited > 0) {
 		metrics_denied(api->metrics, "rate_limited");
 		api_problem(&resp, 429, "rate_limited",
-		        "too many requests from this address; retry later");
+		            "too many requests from this address; retry later");
 		resp.retry_after = req->limited;
 	} else if (req->too_large) {
 		api_problem(&resp, 413, "body_too_large", "request bodies are limited to 64 KiB");

@@ -69,9 +69,9 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 		return;
 	if (caller.role != CALLER_ADMIN && caller.role != CALLER_AGENT) {
 		api_problem(resp, caller.role == CALLER_NONE ? 401 : 403, "not_allowed",
-		        caller.role == CALLER_NONE
-		            ? "minting tokens needs an admin token or a client certificate"
-		            : "auditors cannot mint tokens");
+		            caller.role == CALLER_NONE
+		                ? "minting tokens needs an admin token or a client certificate"
+		                : "auditors cannot mint tokens");
 		return;
 	}
 	if (api_identity_limited(api, caller.actor, resp))
@@ -96,7 +96,8 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 		json_t *item;
 
 		if (!json_is_array(dns)) {
-			api_problem(resp, 400, "malformed_request", "\"dns\" must be a list of names");
+			api_problem(resp, 400, "malformed_request",
+			            "\"dns\" must be a list of names");
 			goto out;
 		}
 		json_array_foreach(dns, i, item)
@@ -104,7 +105,7 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 			if (!json_is_string(item) ||
 			    cfg_strlist_add(&grant.dns, json_string_value(item), &err) != 0) {
 				api_problem(resp, 400, "malformed_request",
-				        "\"dns\" must be a list of names");
+				            "\"dns\" must be a list of names");
 				goto out;
 			}
 		}
@@ -177,8 +178,8 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_req
 
 		time_format_rfc3339(grant.expires, expires, sizeof(expires));
 		api_json_response(resp, 201,
-		              json_pack("{s:s, s:s, s:s}", "token", jwt, "jti", grant.jti,
-		                        "expires", expires));
+		                  json_pack("{s:s, s:s, s:s}", "token", jwt, "jti", grant.jti,
+		                            "expires", expires));
 	}
 	goto out;
 refuse : {
@@ -224,7 +225,7 @@ handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_req
 		return;
 	if (caller.role != CALLER_ADMIN) {
 		api_problem(resp, caller.role == CALLER_NONE ? 401 : 403, "not_allowed",
-		        "only admins may revoke certificates");
+		            "only admins may revoke certificates");
 		return;
 	}
 	doc = api_parse_body(req, resp);
@@ -249,7 +250,7 @@ handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_req
 	}
 	log_info("revoked", "%s revoked %s (%s)", caller.actor, serial, entry.reason);
 	api_json_response(resp, 200,
-	              json_pack("{s:s, s:I}", "serial", serial, "log_seq", (json_int_t)w.seq));
+	                  json_pack("{s:s, s:I}", "serial", serial, "log_seq", (json_int_t)w.seq));
 out:
 	json_decref(doc);
 }

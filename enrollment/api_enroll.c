@@ -171,7 +171,7 @@ handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_requ
 	ac_err_clear(&err);
 	if (api->front == NULL || front_peer_of(api->front, conn, &peer) != 0 || !peer.present) {
 		api_problem(resp, 401, "client_certificate_required",
-		        "renewal needs the current certificate as the TLS client certificate");
+		            "renewal needs the current certificate as the TLS client certificate");
 		return;
 	}
 	if (api_identity_limited(api, peer.spiffe_id, resp))

@@ -82,29 +82,29 @@ json_t *api_parse_body(const struct api_request *req, struct api_response *resp)
 
 /* A string member, or NULL with a 400 problem naming it (unless absent and not required). */
 const char *api_body_string(json_t *doc, const char *key, int required, size_t *len,
-			    struct api_response *resp);
+                            struct api_response *resp);
 
 /* Count a call against an identity; 1 with a 429 in resp when over its rate. */
 int api_identity_limited(struct api *api, const char *key, struct api_response *resp);
 
 /* Who is calling; -1 with resp set when the request must stop (a bad bearer token). */
 int api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
-		       struct api_response *resp);
+                       struct api_response *resp);
 
 /* The handlers, one per route (see the route table in api.c). */
 void handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-		    struct api_response *resp);
+                    struct api_response *resp);
 void handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-		    struct api_response *resp);
+                    struct api_response *resp);
 void handle_bundle(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-		   struct api_response *resp);
+                   struct api_response *resp);
 void handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-		   struct api_response *resp);
+                   struct api_response *resp);
 void handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-		  struct api_response *resp);
+                  struct api_response *resp);
 void handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-		   struct api_response *resp);
+                   struct api_response *resp);
 void handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-		   struct api_response *resp);
+                   struct api_response *resp);
 
 #endif
