@@ -200,6 +200,14 @@ reload(struct daemon *d)
 	apply_log_level(fresh);
 	log_info("config_reloaded", "configuration reloaded");
 	rotate_server_cert(d, "reload");
+	{
+		struct ac_err bundle_err;
+
+		ac_err_clear(&bundle_err);
+		if (api_reload_bundle(d->api, &bundle_err) != 0)
+			log_error("bundle_reload_failed", "%s; keeping the running bundle",
+				  bundle_err.msg);
+	}
 }
 
 static int
@@ -310,6 +318,7 @@ start(struct daemon *d, struct ac_err *err)
 static void
 stop(struct daemon *d)
 {
+	api_begin_shutdown(d->api);
 	front_stop(d->front);
 	api_stop(d->api);
 	tls_slot_free(d->tls);

@@ -98,7 +98,7 @@ api_json_response(struct api_response *resp, int status, json_t *doc)
 
 /* Parse the body as a JSON object; on failure set a 400 problem and return NULL. */
 json_t *
-api_parse_body(const struct api_request *req, struct api_response *resp)
+api_parse_body(struct api_request *req, struct api_response *resp)
 {
 	json_error_t jerr;
 	json_t *doc;
@@ -232,7 +232,7 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	resp->body = NULL; /* MHD owns it now */
 	if (resp->content_type != NULL)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
-	if (resp->etag != NULL)
+	if (resp->etag[0] != '\0')
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp->etag);
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	if (resp->retry_after > 0) {
@@ -254,9 +254,12 @@ static enum MHD_Result
 send_problem_now(struct api *api, struct MHD_Connection *conn, int status, const char *reason,
                  const char *detail)
 {
-	struct api_request req = {ROUTE_OTHER, api_now(), NULL, 0, 0, 0};
+	struct api_request req;
 	struct api_response resp;
 
+	memset(&req, 0, sizeof(req));
+	req.route = ROUTE_OTHER;
+	req.started = api_now();
 	memset(&resp, 0, sizeof(resp));
 	api_problem(&resp, status, reason, detail);
 	return send_response(api, conn, &req, &resp);
@@ -359,6 +362,12 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 	} else {
 		routes[req->route].handler(api, conn, req, &resp);
 	}
+	if (req->suspended) {
+		/* A long-poll: the handler parked the connection; it answers when resumed. */
+		req->suspended = 0;
+		free(resp.body);
+		return MHD_YES;
+	}
 	if (resp.status >= 400)
 		log_info("request_refused", "%s %s: %d %s", method, url, resp.status,
 		         resp.body != NULL ? resp.body : "");
@@ -379,41 +388,6 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(req->body);
 	free(req);
 	*con_cls = NULL;
-}
-
-/* The bundle: our root and the added roots, as PEM, with an ETag over the bytes. */
-static int
-build_bundle(struct api *api, struct ac_err *err)
-{
-	const struct ca_authority *ca = api->issuer->authority;
-	unsigned char digest[32];
-	BIO *bio = BIO_new(BIO_s_mem());
-	char hex[65], *data;
-	long len;
-	int rc = -1;
-
-	if (bio == NULL || !PEM_write_bio_X509(bio, ca->root))
-		goto fail;
-	for (int i = 0; ca->trust_extra != NULL && i < sk_X509_num(ca->trust_extra); i++)
-		if (!PEM_write_bio_X509(bio, sk_X509_value(ca->trust_extra, i)))
-			goto fail;
-	len = BIO_get_mem_data(bio, &data);
-	api->bundle_pem = malloc((size_t)len);
-	if (api->bundle_pem == NULL)
-		goto fail;
-	memcpy(api->bundle_pem, data, (size_t)len);
-	api->bundle_len = (size_t)len;
-	if (!EVP_Digest(data, (size_t)len, digest, NULL, EVP_sha256(), NULL))
-		goto fail;
-	hex_encode(digest, 16, hex);
-	snprintf(api->bundle_etag, sizeof(api->bundle_etag), "\"%s\"", hex);
-	rc = 0;
-	goto out;
-fail:
-	ac_err_ssl(err, AC_ERR_CRYPTO, "bundle_failed", "cannot build the trust bundle");
-out:
-	BIO_free(bio);
-	return rc;
 }
 
 struct api *
@@ -457,7 +431,8 @@ api_start(const struct api_options *opts, struct ac_err *err)
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		goto fail;
 	}
-	if (build_bundle(api, err) != 0)
+	api->bundle = api_bundle_new(opts->issuer->authority->dir, err);
+	if (api->bundle == NULL)
 		goto fail;
 	/* No listening socket: the front hands us each connection once TLS is done. The
 	 * per-connection memory (API_MHD_MEMORY) holds the request's headers and read buffer,
@@ -465,7 +440,7 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	 * all of it after every request on a keep-alive connection, so it is kept small. */
 	api->mhd = MHD_start_daemon(
 	    MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-	        MHD_USE_ITC,
+	        MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME,
 	    0, NULL, NULL, access_handler, api, MHD_OPTION_NOTIFY_COMPLETED, request_completed, api,
 	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_MHD_MEMORY, MHD_OPTION_END);
@@ -493,15 +468,25 @@ api_set_front(struct api *api, struct front *front)
 }
 
 void
+api_begin_shutdown(struct api *api)
+{
+	if (api != NULL && api->bundle != NULL)
+		api_bundle_release(api->bundle);
+}
+
+void
 api_stop(struct api *api)
 {
 	if (api == NULL)
 		return;
+	/* Suspended long-polls must be resumed before libmicrohttpd can stop. */
+	if (api->bundle != NULL)
+		api_bundle_release(api->bundle);
 	if (api->mhd != NULL)
 		MHD_stop_daemon(api->mhd);
 	metrics_free(api->metrics);
 	ratelimit_free(api->per_address);
 	ratelimit_free(api->per_identity);
-	free(api->bundle_pem);
+	api_bundle_free(api->bundle);
 	free(api);
 }

@@ -8,7 +8,8 @@
  *
  *   GET  /healthz        liveness: {"status":"ok"}
  *   GET  /metrics        Prometheus text format
- *   GET  /v1/bundle      the trust bundle as PEM (root and added roots)
+ *   GET  /v1/bundle      the trust bundle as PEM (root and added roots); ETag; with
+ *                        If-None-Match and ?wait=30s it answers when the bundle changes
  *   POST /v1/enroll      {token, csr} -> {certificate, chain, not_after, renew_after, serial}
  *   POST /v1/renew       mTLS with a current certificate; {csr}
  *   POST /v1/tokens      an admin (bearer token or admin certificate), or a parent agent over
@@ -63,6 +64,14 @@ struct MHD_Daemon *api_mhd(struct api *api);
 
 /* Tell the API which front serves it (to find a connection's verified peer). */
 void api_set_front(struct api *api, struct front *front);
+
+/* Rebuild the trust bundle from DIR/root.pem and DIR/trust.pem (SIGHUP); long-polling
+ * clients are answered at once when it changed. */
+int api_reload_bundle(struct api *api, struct ac_err *err);
+
+/* First step of a shutdown: answer the long-polls now, so that draining does not wait for
+ * them. */
+void api_begin_shutdown(struct api *api);
 
 void api_stop(struct api *api);
 

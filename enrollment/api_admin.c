@@ -46,7 +46,7 @@ body_ttl(json_t *doc, int64_t *ttl, struct api_response *resp)
  * Auditors and anonymous callers may not mint.
  */
 void
-handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+handle_tokens(struct api *api, struct MHD_Connection *conn, struct api_request *req,
               struct api_response *resp)
 {
 	struct token_grant grant;
@@ -209,7 +209,7 @@ out:
  * entry change in one commit; renewal is refused from then on.
  */
 void
-handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *req,
               struct api_response *resp)
 {
 	struct log_entry entry;

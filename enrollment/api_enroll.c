@@ -48,7 +48,7 @@ refusal_status(const struct ac_err *err)
  * CSR may ask for, marking the token's jti used in the same durable commit.
  */
 void
-handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *req,
               struct api_response *resp)
 {
 	struct token_grant grant;
@@ -150,7 +150,7 @@ out:
  * with at most the same DNS names, and keeps the parent.
  */
 void
-handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *req,
              struct api_response *resp)
 {
 	struct cfg_strlist dns = {NULL, 0};

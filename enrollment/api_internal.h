@@ -4,7 +4,8 @@
  * include it; the public contract is api.h.
  *
  *   api.c         the engine: route table, MHD callbacks, bodies, limits, problem documents
- *   api_status.c  /healthz, /metrics, /v1/bundle
+ *   api_status.c  /healthz, /metrics
+ *   api_bundle.c  /v1/bundle: the trust bundle, its reload and long-poll
  *   api_enroll.c  /v1/enroll, /v1/renew
  *   api_admin.c   /v1/tokens, /v1/revoke
  */
@@ -20,6 +21,8 @@
 #include "enrollment/metrics.h"
 #include "enrollment/ratelimit.h"
 
+struct api_bundle;
+
 struct api {
 	struct issuer *issuer;
 	struct token_verifier *bootstrap;
@@ -31,9 +34,7 @@ struct api {
 	struct front *front;
 	struct MHD_Daemon *mhd;
 	struct metrics *metrics;
-	char *bundle_pem; /* root + added roots, built once */
-	size_t bundle_len;
-	char bundle_etag[68];
+	struct api_bundle *bundle; /* api_bundle.c */
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */
@@ -42,7 +43,7 @@ struct api_response {
 	const char *content_type;
 	char *body;
 	size_t len;
-	const char *etag; /* borrowed, or NULL */
+	char etag[68];    /* ETag header, or "" */
 	int retry_after;  /* seconds, for 429 and 503; 0: no header */
 };
 
@@ -54,10 +55,12 @@ struct api_request {
 	size_t len;
 	int too_large;
 	int limited; /* Retry-After seconds when the client address is over its rate */
+	int waited;  /* a long-poll that has already waited once */
+	int suspended; /* set by a handler that suspended the connection: no answer yet */
 };
 
 typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn,
-                            const struct api_request *req, struct api_response *resp);
+                            struct api_request *req, struct api_response *resp);
 
 /* Who is calling, as far as this request shows. */
 enum caller_role { CALLER_NONE = 0, CALLER_AGENT, CALLER_AUDITOR, CALLER_ADMIN };
@@ -78,7 +81,7 @@ void api_problem(struct api_response *resp, int status, const char *reason, cons
 void api_json_response(struct api_response *resp, int status, json_t *doc);
 
 /* The body as a JSON object, or NULL with a 400 problem in resp. */
-json_t *api_parse_body(const struct api_request *req, struct api_response *resp);
+json_t *api_parse_body(struct api_request *req, struct api_response *resp);
 
 /* A string member, or NULL with a 400 problem naming it (unless absent and not required). */
 const char *api_body_string(json_t *doc, const char *key, int required, size_t *len,
@@ -91,20 +94,28 @@ int api_identity_limited(struct api *api, const char *key, struct api_response *
 int api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
                        struct api_response *resp);
 
+/* The bundle (api_bundle.c): built from DIR/root.pem and DIR/trust.pem at start and on
+ * api_reload_bundle(); a long-polling GET waits on a suspended connection (no thread held)
+ * until the bundle changes or its wait ends. */
+struct api_bundle *api_bundle_new(const char *dir, struct ac_err *err);
+void api_bundle_free(struct api_bundle *b);
+/* Stop waiting: every suspended request is resumed (before MHD_stop_daemon). */
+void api_bundle_release(struct api_bundle *b);
+
 /* The handlers, one per route (see the route table in api.c). */
-void handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+void handle_healthz(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                     struct api_response *resp);
-void handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+void handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                     struct api_response *resp);
-void handle_bundle(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+void handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
-void handle_enroll(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+void handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
-void handle_renew(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+void handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                   struct api_response *resp);
-void handle_tokens(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+void handle_tokens(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
-void handle_revoke(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+void handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
 
 #endif

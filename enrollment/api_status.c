@@ -1,5 +1,6 @@
 /*
- * api_status.c - the routes anyone may call: GET /healthz, GET /metrics and GET /v1/bundle.
+ * api_status.c - the routes anyone may call to see that the daemon is well: GET /healthz
+ * and GET /metrics.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@
 #include "enrollment/api_internal.h"
 
 void
-handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+handle_healthz(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                struct api_response *resp)
 {
 	(void)api;
@@ -27,7 +28,7 @@ handle_healthz(struct api *api, struct MHD_Connection *conn, const struct api_re
 }
 
 void
-handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
+handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                struct api_response *resp)
 {
 	const struct ca_authority *ca = api->issuer->authority;
@@ -79,27 +80,4 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, const struct api_re
 	resp->content_type = "text/plain; version=0.0.4";
 	if (metrics_render(api->metrics, extra, &resp->body, &resp->len) != 0)
 		api_problem(resp, 500, "internal_error", "cannot render metrics");
-}
-
-void
-handle_bundle(struct api *api, struct MHD_Connection *conn, const struct api_request *req,
-              struct api_response *resp)
-{
-	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match");
-
-	(void)req;
-	resp->etag = api->bundle_etag;
-	if (inm != NULL && strcmp(inm, api->bundle_etag) == 0) {
-		resp->status = 304;
-		return;
-	}
-	resp->status = 200;
-	resp->content_type = "application/pem-certificate-chain";
-	resp->body = malloc(api->bundle_len);
-	if (resp->body == NULL) {
-		api_problem(resp, 500, "internal_error", "out of memory");
-		return;
-	}
-	memcpy(resp->body, api->bundle_pem, api->bundle_len);
-	resp->len = api->bundle_len;
 }

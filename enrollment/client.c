@@ -4,6 +4,7 @@
  */
 #include "enrollment/client.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,28 @@ struct client_identity {
 	const char *cert_pem;
 	const char *key_pem;
 };
+
+/* Set by client_set_abort(): a request in flight gives up within a second once it is set. */
+static volatile sig_atomic_t *abort_flag;
+
+void
+client_set_abort(volatile sig_atomic_t *flag)
+{
+	abort_flag = flag;
+}
+
+/* libcurl's progress callback, called about once a second even when idle. */
+static int
+check_abort(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+	    curl_off_t ulnow)
+{
+	(void)arg;
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return abort_flag != NULL && *abort_flag ? 1 : 0;
+}
 
 /* What a conditional GET adds: the ETag we have, and room for the one we get. */
 struct conditional {
@@ -117,6 +140,8 @@ https_request_ex(const char *url, const char *root_pem, const struct client_iden
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, check_abort);
 	if (root_pem != NULL) {
 		struct curl_blob blob = {(void *)root_pem, strlen(root_pem), CURL_BLOB_COPY};
 

@@ -10,12 +10,17 @@
 #ifndef AGENTCA_ENROLLMENT_CLIENT_H
 #define AGENTCA_ENROLLMENT_CLIENT_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include <openssl/evp.h>
 
 #include "common/config.h"
 #include "common/error.h"
+
+/* Requests give up (within about a second) once *flag becomes non-zero: a long-poll must
+ * not keep a process from stopping. NULL: never. */
+void client_set_abort(volatile sig_atomic_t *flag);
 
 /* The root PEM (one certificate) of the CA at ca_url whose fingerprint matches. Heap. */
 int client_bootstrap_root(const char *ca_url, const char *fingerprint, char **root_pem,

@@ -20,6 +20,29 @@
 
 #define BUNDLE_MAX (1024 * 1024)
 
+/* Set by SIGTERM or SIGINT; checked by the loop and, through client_set_abort(), by a
+ * long-poll in flight. */
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* Sleep up to seconds, waking early on a stop. Returns 1 when stopping. */
+static int
+pause_or_stop(int64_t seconds)
+{
+	for (int64_t waited = 0; waited < seconds * 10 && !stop_requested; waited++) {
+		struct timespec tenth = {0, 100000000};
+
+		nanosleep(&tenth, NULL);
+	}
+	return stop_requested != 0;
+}
+
 static double
 monotonic_now(void)
 {
@@ -75,16 +98,18 @@ bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 {
 	char etag[128] = "", *roots = NULL;
 	int wait = o->wait_seconds > 0 ? o->wait_seconds : 30, attempt = 0, rc = -1;
-	sigset_t stops;
+	struct sigaction sa;
 
 	roots = strdup(o->roots_pem);
 	if (roots == NULL)
 		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
-	sigemptyset(&stops);
-	sigaddset(&stops, SIGTERM);
-	sigaddset(&stops, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &stops, NULL);
-	for (;;) {
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	client_set_abort(&stop_requested);
+	while (!stop_requested) {
 		struct ac_err e;
 		struct timespec pause = {0, 0};
 		char *bundle = NULL;
@@ -124,6 +149,8 @@ bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 			if (!changed && took < wait / 2.0)
 				pause.tv_sec = (time_t)(wait - took);
 		} else {
+			if (stop_requested)
+				break;
 			if (o->once) {
 				*err = e;
 				goto out;
@@ -132,20 +159,12 @@ bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 			log_warn("bundle_fetch_failed", "%s; retrying in %lld s", e.msg,
 				 (long long)pause.tv_sec);
 		}
-		if (pause.tv_sec > 0 && sigtimedwait(&stops, NULL, &pause) > 0) {
-			rc = 0;
-			goto out;
-		}
-		{
-			struct timespec zero = {0, 0};
-
-			if (sigtimedwait(&stops, NULL, &zero) > 0) {
-				rc = 0;
-				goto out;
-			}
-		}
+		if (pause.tv_sec > 0 && pause_or_stop(pause.tv_sec))
+			break;
 	}
+	rc = 0;
 out:
+	client_set_abort(NULL);
 	free(roots);
 	return rc;
 }

@@ -30,12 +30,43 @@ expect_exit 0 "unchanged" "$AGENTCA" bundle watch --ca "$URL" --out "$WORK/bundl
 [ "$(reloads)" = 1 ] || fail "reload ran although nothing changed"
 pass "bundle written once, trusted by fingerprint then by the file; reload only on change"
 
-# Running: it keeps watching and stops cleanly.
-spawn "$AGENTCA" bundle watch --ca "$URL" --out "$WORK/bundle.pem" --exec "$RELOAD" --wait 1s \
+# The long-poll itself: with the current ETag, the CA holds the request and answers 304
+# when the wait ends; with another ETag it answers the bundle at once.
+ETAG=$(curl -sS --cacert "$CA/root.pem" -D - -o /dev/null "$URL/v1/bundle" | tr -d '\r' |
+	awk -F': ' 'tolower($1) == "etag" {print $2}')
+[ -n "$ETAG" ] || fail "no ETag on the bundle"
+code=$(curl -sS --cacert "$CA/root.pem" -o /dev/null -w '%{http_code}' -H "If-None-Match: $ETAG" \
+	"$URL/v1/bundle?wait=1s")
+[ "$code" = 304 ] || fail "long-poll with the current ETag: $code, want 304"
+code=$(curl -sS --cacert "$CA/root.pem" -o /dev/null -w '%{http_code}' -H 'If-None-Match: "old"' \
+	"$URL/v1/bundle?wait=30s")
+[ "$code" = 200 ] || fail "long-poll with an old ETag: $code, want 200"
+pass "long-poll answers 304 after the wait, 200 at once for an old ETag"
+
+# Running: a root added to the CA (trust add, then SIGHUP) reaches the file while the watch
+# waits, and the gateway is reloaded once.
+spawn "$AGENTCA" bundle watch --ca "$URL" --out "$WORK/bundle.pem" --exec "$RELOAD" --wait 30s \
 	2>"$WORK/watch.log"
 WATCH=$SPAWNED
-sleep 2
+sleep 1
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/partner.key" \
+	-subj "/CN=Partner Root" -addext "basicConstraints=critical,CA:TRUE" \
+	-addext "keyUsage=critical,keyCertSign,cRLSign" -days 30 -out "$WORK/partner.pem" 2>/dev/null
+expect_exit 0 "trust add" "$AGENTCA" trust add --dir "$CA" "$WORK/partner.pem"
+kill -HUP "$DAEMON"
+for _ in $(seq 100); do [ "$(grep -c 'BEGIN CERTIFICATE' "$WORK/bundle.pem")" = 2 ] && break; sleep 0.1; done
+[ "$(grep -c 'BEGIN CERTIFICATE' "$WORK/bundle.pem")" = 2 ] || { cat "$WORK/watch.log"; fail "the new root never reached the file"; }
+for _ in $(seq 50); do [ "$(reloads)" = 2 ] && break; sleep 0.1; done
+[ "$(reloads)" = 2 ] || fail "reload did not run once after the change"
 kill -TERM "$WATCH"
-wait "$WATCH" || { cat "$WATCH.log"; fail "bundle watch did not exit 0 on SIGTERM"; }
-[ "$(reloads)" = 1 ] || fail "reload ran although nothing changed"
-pass "bundle watch runs and stops on SIGTERM"
+wait "$WATCH" || { cat "$WORK/watch.log"; fail "bundle watch did not exit 0 on SIGTERM"; }
+pass "a root added on the CA reaches the watched file during a long-poll; one reload"
+
+# The daemon stops cleanly with a long-poll parked on it.
+curl -sS --cacert "$CA/root.pem" -o /dev/null -H "If-None-Match: $(curl -sS --cacert "$CA/root.pem" -D - -o /dev/null "$URL/v1/bundle" | tr -d '\r' | awk -F': ' 'tolower($1) == "etag" {print $2}')" \
+	"$URL/v1/bundle?wait=60s" &
+sleep 0.5
+kill -TERM "$DAEMON"
+wait "$DAEMON" || fail "the daemon did not stop cleanly with a parked long-poll"
+wait || true
+pass "SIGTERM with a parked long-poll stops cleanly"

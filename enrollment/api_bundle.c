@@ -1,0 +1,284 @@
+/*
+ * api_bundle.c - GET /v1/bundle: the trust bundle (our root and the roots added with
+ * `trust add`), its reload, and the long-poll that lets gateways learn of a change at once.
+ *
+ * The bundle is PEM built from DIR/root.pem and DIR/trust.pem, with an ETag that is a hash
+ * of its bytes. A client that sends If-None-Match with the current ETag and ?wait=30s is not
+ * answered at once: its connection is suspended (libmicrohttpd holds it; no thread waits)
+ * and resumed when the bundle changes or the wait ends, whichever comes first; the handler
+ * then runs again and answers 200 with the new bundle or 304. One small thread keeps the
+ * deadlines. A wait is at most BUNDLE_WAIT_MAX.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "ca/x509_build.h"
+#include "common/config.h"
+#include "common/fsutil.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "enrollment/api_internal.h"
+
+#define BUNDLE_WAIT_MAX 300 /* seconds */
+
+struct bundle_waiter {
+	struct MHD_Connection *conn;
+	double deadline; /* api_now() seconds */
+	struct bundle_waiter *next;
+};
+
+struct api_bundle {
+	char *dir;
+	pthread_mutex_t lock;
+	pthread_cond_t changed; /* wakes the deadline thread: a new waiter, a change, stopping */
+	char *pem;
+	size_t len;
+	char etag[68];
+	struct bundle_waiter *waiters;
+	int stopping;
+	pthread_t timer;
+	int timer_started;
+};
+
+/* Read root.pem and trust.pem (when present) and encode them as one PEM bundle. */
+static int
+bundle_build(const char *dir, char **pem, size_t *len, char etag[68], struct ac_err *err)
+{
+	static const char *const files[] = {"root.pem", "trust.pem"};
+	unsigned char digest[32];
+	char path[4096], hex[65], *data;
+	BIO *bio = BIO_new(BIO_s_mem());
+	long n;
+	int rc = -1;
+
+	if (bio == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		STACK_OF(X509) *certs;
+
+		if (path_join(path, sizeof(path), dir, files[i], err) != 0)
+			goto out;
+		if (i > 0 && !path_exists(path))
+			continue;
+		certs = x509_read_pem_file(path, err);
+		if (certs == NULL)
+			goto out;
+		for (int k = 0; k < sk_X509_num(certs); k++) {
+			if (!PEM_write_bio_X509(bio, sk_X509_value(certs, k))) {
+				sk_X509_pop_free(certs, X509_free);
+				ac_err_ssl(err, AC_ERR_CRYPTO, "bundle_failed", "%s: cannot encode",
+					   path);
+				goto out;
+			}
+		}
+		sk_X509_pop_free(certs, X509_free);
+	}
+	n = BIO_get_mem_data(bio, &data);
+	*pem = malloc((size_t)n);
+	if (*pem == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	memcpy(*pem, data, (size_t)n);
+	*len = (size_t)n;
+	if (!EVP_Digest(data, (size_t)n, digest, NULL, EVP_sha256(), NULL)) {
+		free(*pem);
+		*pem = NULL;
+		ac_err_ssl(err, AC_ERR_CRYPTO, "bundle_failed", "cannot hash the bundle");
+		goto out;
+	}
+	hex_encode(digest, 16, hex);
+	snprintf(etag, 68, "\"%s\"", hex);
+	rc = 0;
+out:
+	BIO_free(bio);
+	return rc;
+}
+
+/* Resume every waiter whose deadline has passed (all of them when `all`). Lock held. */
+static void
+resume_waiters(struct api_bundle *b, int all)
+{
+	struct bundle_waiter **p = &b->waiters;
+	double now = api_now();
+
+	while (*p != NULL) {
+		struct bundle_waiter *w = *p;
+
+		if (all || w->deadline <= now) {
+			*p = w->next;
+			MHD_resume_connection(w->conn);
+			free(w);
+		} else {
+			p = &w->next;
+		}
+	}
+}
+
+/* The deadline keeper: sleeps until the earliest deadline or a signal. */
+static void *
+bundle_timer_main(void *arg)
+{
+	struct api_bundle *b = arg;
+
+	pthread_mutex_lock(&b->lock);
+	while (!b->stopping) {
+		struct timespec until;
+		double earliest = api_now() + 60;
+
+		for (struct bundle_waiter *w = b->waiters; w != NULL; w = w->next)
+			if (w->deadline < earliest)
+				earliest = w->deadline;
+		/* api_now() is CLOCK_MONOTONIC; the condition variable uses it too. */
+		until.tv_sec = (time_t)earliest;
+		until.tv_nsec = (long)((earliest - (double)until.tv_sec) * 1e9);
+		pthread_cond_timedwait(&b->changed, &b->lock, &until);
+		resume_waiters(b, 0);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return NULL;
+}
+
+struct api_bundle *
+api_bundle_new(const char *dir, struct ac_err *err)
+{
+	struct api_bundle *b = calloc(1, sizeof(*b));
+	pthread_condattr_t attr;
+
+	if (b == NULL || (b->dir = strdup(dir)) == NULL) {
+		free(b);
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->changed, &attr);
+	pthread_condattr_destroy(&attr);
+	if (bundle_build(dir, &b->pem, &b->len, b->etag, err) != 0)
+		goto fail;
+	if (pthread_create(&b->timer, NULL, bundle_timer_main, b) != 0) {
+		ac_err_set(err, AC_ERR_INTERNAL, "thread_failed", "cannot start the bundle timer");
+		goto fail;
+	}
+	b->timer_started = 1;
+	return b;
+fail:
+	api_bundle_free(b);
+	return NULL;
+}
+
+void
+api_bundle_release(struct api_bundle *b)
+{
+	pthread_mutex_lock(&b->lock);
+	b->stopping = 1;
+	resume_waiters(b, 1);
+	pthread_cond_signal(&b->changed);
+	pthread_mutex_unlock(&b->lock);
+	if (b->timer_started) {
+		pthread_join(b->timer, NULL);
+		b->timer_started = 0;
+	}
+}
+
+void
+api_bundle_free(struct api_bundle *b)
+{
+	if (b == NULL)
+		return;
+	api_bundle_release(b);
+	pthread_cond_destroy(&b->changed);
+	pthread_mutex_destroy(&b->lock);
+	free(b->pem);
+	free(b->dir);
+	free(b);
+}
+
+int
+api_reload_bundle(struct api *api, struct ac_err *err)
+{
+	struct api_bundle *b = api->bundle;
+	char *pem = NULL, etag[68];
+	size_t len = 0;
+	int changed;
+
+	if (bundle_build(b->dir, &pem, &len, etag, err) != 0)
+		return -1;
+	pthread_mutex_lock(&b->lock);
+	changed = strcmp(etag, b->etag) != 0;
+	if (changed) {
+		free(b->pem);
+		b->pem = pem;
+		b->len = len;
+		memcpy(b->etag, etag, sizeof(b->etag));
+		pem = NULL;
+		resume_waiters(b, 1); /* everyone waiting for a change gets it now */
+	}
+	pthread_mutex_unlock(&b->lock);
+	free(pem);
+	if (changed)
+		log_info("bundle_changed", "trust bundle reloaded, ETag %s", etag);
+	return 0;
+}
+
+/* The ?wait= parameter in seconds (0 when absent or bad), capped. */
+static int
+wait_seconds(struct MHD_Connection *conn)
+{
+	const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "wait");
+	int64_t seconds = 0;
+
+	if (text == NULL || duration_parse(text, &seconds) != 0 || seconds <= 0)
+		return 0;
+	return seconds > BUNDLE_WAIT_MAX ? BUNDLE_WAIT_MAX : (int)seconds;
+}
+
+void
+handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+	      struct api_response *resp)
+{
+	struct api_bundle *b = api->bundle;
+	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match");
+	int wait = wait_seconds(conn);
+
+	pthread_mutex_lock(&b->lock);
+	memcpy(resp->etag, b->etag, sizeof(resp->etag));
+	if (inm != NULL && strcmp(inm, b->etag) == 0) {
+		struct bundle_waiter *w;
+
+		if (wait > 0 && !req->waited && !b->stopping &&
+		    (w = calloc(1, sizeof(*w))) != NULL) {
+			/* Park the request; the handler runs again when it is resumed. */
+			w->conn = conn;
+			w->deadline = api_now() + wait;
+			w->next = b->waiters;
+			b->waiters = w;
+			req->waited = 1;
+			req->suspended = 1;
+			MHD_suspend_connection(conn);
+			pthread_cond_signal(&b->changed);
+			pthread_mutex_unlock(&b->lock);
+			return;
+		}
+		pthread_mutex_unlock(&b->lock);
+		resp->status = 304;
+		return;
+	}
+	resp->status = 200;
+	resp->content_type = "application/pem-certificate-chain";
+	resp->body = malloc(b->len);
+	if (resp->body != NULL) {
+		memcpy(resp->body, b->pem, b->len);
+		resp->len = b->len;
+	}
+	pthread_mutex_unlock(&b->lock);
+	if (resp->body == NULL)
+		api_problem(resp, 500, "internal_error", "out of memory");
+}
