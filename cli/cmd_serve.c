@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ca/audit_keys.h"
 #include "ca/authority.h"
 #include "ca/issue.h"
 #include "ca/keys.h"
@@ -65,6 +66,7 @@ struct daemon {
 	struct token_verifier *bootstrap;
 	struct token_verifier *admin;
 	struct token_signer *minter;
+	EVP_PKEY *audit_key;
 	struct cfg_strlist admin_ids, auditor_ids; /* copies: read at start-up only */
 	struct server_identity server;
 	struct tls_ctx_slot *tls;
@@ -249,7 +251,11 @@ start(struct daemon *d, struct ac_err *err)
 	}
 	d->minter = token_signer_load(d->dir, TOKEN_BOOTSTRAP, passphrase,
 				      d->authority->root_fingerprint, err);
+	if (d->minter != NULL && audit_keys_ensure(d->dir, passphrase, err) == 0)
+		d->audit_key = audit_key_load(d->dir, passphrase, err);
 	passphrase_wipe(passphrase, sizeof(passphrase));
+	if (d->minter != NULL && d->audit_key == NULL)
+		return -1;
 	if (d->minter == NULL)
 		return -1;
 	d->bootstrap = token_verifier_load(d->dir, TOKEN_BOOTSTRAP,
@@ -274,6 +280,7 @@ start(struct daemon *d, struct ac_err *err)
 	ao.bootstrap = d->bootstrap;
 	ao.admin = d->admin;
 	ao.minter = d->minter;
+	ao.audit_key = d->audit_key;
 	/* Identity lists are read at start-up (a reload does not change them): the API keeps
 	 * the daemon's own copies, which outlive any reload. */
 	if (cfg_strlist_set(&d->admin_ids, (const char *const *)d->settings->admin_ids.items,
@@ -326,6 +333,7 @@ stop(struct daemon *d)
 	token_verifier_free(d->bootstrap);
 	token_verifier_free(d->admin);
 	token_signer_free(d->minter);
+	EVP_PKEY_free(d->audit_key);
 	cfg_strlist_free(&d->admin_ids);
 	cfg_strlist_free(&d->auditor_ids);
 	store_close(d->store);

@@ -47,6 +47,10 @@ static const struct route {
     {"POST", "/v1/renew", "renew", handle_renew},
     {"POST", "/v1/tokens", "tokens", handle_tokens},
     {"POST", "/v1/revoke", "revoke", handle_revoke},
+    {"GET", "/v1/audit/sth", "audit_sth", handle_audit_sth},
+    {"GET", "/v1/audit/proof", "audit_proof", handle_audit_proof},
+    {"GET", "/v1/audit/consistency", "audit_consistency", handle_audit_consistency},
+    {"GET", "/v1/audit/export", "audit_export", handle_audit_export},
 };
 #define ROUTE_COUNT ((int)(sizeof(routes) / sizeof(routes[0])))
 /* libmicrohttpd's memory per connection (its default): headers and the read buffer. */
@@ -222,9 +226,13 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
-	r = MHD_create_response_from_buffer(resp->len, resp->body != NULL ? resp->body : (void *)"",
-	                                    resp->body != NULL ? MHD_RESPMEM_MUST_FREE
-	                                                       : MHD_RESPMEM_PERSISTENT);
+	if (resp->has_stream)
+		r = MHD_create_response_from_pipe(resp->stream_fd); /* MHD closes it */
+	else
+		r = MHD_create_response_from_buffer(resp->len,
+		                                    resp->body != NULL ? resp->body : (void *)"",
+		                                    resp->body != NULL ? MHD_RESPMEM_MUST_FREE
+		                                                       : MHD_RESPMEM_PERSISTENT);
 	if (r == NULL) {
 		free(resp->body);
 		return MHD_NO;
@@ -434,6 +442,12 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	api->bundle = api_bundle_new(opts->issuer->authority->dir, err);
 	if (api->bundle == NULL)
 		goto fail;
+	api->audit_key = opts->audit_key;
+	api->exports = api_exports_new();
+	if (api->exports == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto fail;
+	}
 	/* No listening socket: the front hands us each connection once TLS is done. The
 	 * per-connection memory (API_MHD_MEMORY) holds the request's headers and read buffer,
 	 * not the whole body (bodies reach the handler in pieces); libmicrohttpd 0.9.75 zeroes
@@ -484,6 +498,8 @@ api_stop(struct api *api)
 		api_bundle_release(api->bundle);
 	if (api->mhd != NULL)
 		MHD_stop_daemon(api->mhd);
+	/* Stopping closed every export's pipe: their threads end now; the store outlives us. */
+	api_exports_wait_and_free(api->exports);
 	metrics_free(api->metrics);
 	ratelimit_free(api->per_address);
 	ratelimit_free(api->per_identity);

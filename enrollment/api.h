@@ -16,6 +16,10 @@
  *                        mTLS for a child under its own path: {subject, ttl?, dns?}
  *                        -> {token, jti, expires}
  *   POST /v1/revoke      admin: {serial, reason?} -> {serial, revoked_at}
+ *   GET  /v1/audit/sth   auditor or admin: the signed tree head of the issuance log
+ *   GET  /v1/audit/proof ?serial=HEX or ?index=N [&size=M]: an inclusion proof
+ *   GET  /v1/audit/consistency ?from=M [&to=N]: a consistency proof between tree sizes
+ *   GET  /v1/audit/export ?format=jsonl|csv&since&until&kind&subject&proofs=1: streamed
  *
  * Rate limits: every request but /healthz counts against its client address, and every
  * enrollment, renewal and token minting against the identity it is for (token subject,
@@ -48,6 +52,7 @@ struct api_options {
 	struct token_verifier *bootstrap;      /* borrowed */
 	struct token_verifier *admin;          /* borrowed: admin and auditor tokens */
 	struct token_signer *minter;           /* borrowed: signs bootstrap tokens */
+	EVP_PKEY *audit_key;                   /* borrowed: signs tree heads */
 	const struct cfg_strlist *admin_ids;   /* SPIFFE IDs whose certificates are admins */
 	const struct cfg_strlist *auditor_ids; /* ... auditors */
 	int max_depth;                         /* nesting limit for parent-minted tokens */

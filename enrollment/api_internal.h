@@ -8,6 +8,7 @@
  *   api_bundle.c  /v1/bundle: the trust bundle, its reload and long-poll
  *   api_enroll.c  /v1/enroll, /v1/renew
  *   api_admin.c   /v1/tokens, /v1/revoke
+ *   api_audit.c   /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency, /v1/audit/export
  */
 #ifndef AGENTCA_ENROLLMENT_API_INTERNAL_H
 #define AGENTCA_ENROLLMENT_API_INTERNAL_H
@@ -16,12 +17,14 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <openssl/evp.h>
 
 #include "enrollment/api.h"
 #include "enrollment/metrics.h"
 #include "enrollment/ratelimit.h"
 
 struct api_bundle;
+struct api_exports;
 
 struct api {
 	struct issuer *issuer;
@@ -35,6 +38,8 @@ struct api {
 	struct MHD_Daemon *mhd;
 	struct metrics *metrics;
 	struct api_bundle *bundle; /* api_bundle.c */
+	EVP_PKEY *audit_key;       /* signs tree heads */
+	struct api_exports *exports; /* api_audit.c: streaming exports in flight */
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */
@@ -44,6 +49,8 @@ struct api_response {
 	char *body;
 	size_t len;
 	char etag[68];    /* ETag header, or "" */
+	int has_stream;   /* the body is read from stream_fd (a pipe) until EOF instead */
+	int stream_fd;
 	int retry_after;  /* seconds, for 429 and 503; 0: no header */
 };
 
@@ -102,6 +109,11 @@ void api_bundle_free(struct api_bundle *b);
 /* Stop waiting: every suspended request is resumed (before MHD_stop_daemon). */
 void api_bundle_release(struct api_bundle *b);
 
+/* Streaming exports (api_audit.c): api_exports_wait() returns once every export thread has
+ * ended (after libmicrohttpd has closed their pipes). */
+struct api_exports *api_exports_new(void);
+void api_exports_wait_and_free(struct api_exports *x);
+
 /* The handlers, one per route (see the route table in api.c). */
 void handle_healthz(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                     struct api_response *resp);
@@ -117,5 +129,13 @@ void handle_tokens(struct api *api, struct MHD_Connection *conn, struct api_requ
                    struct api_response *resp);
 void handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
+void handle_audit_sth(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                      struct api_response *resp);
+void handle_audit_proof(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                        struct api_response *resp);
+void handle_audit_consistency(struct api *api, struct MHD_Connection *conn,
+                              struct api_request *req, struct api_response *resp);
+void handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                         struct api_response *resp);
 
 #endif
