@@ -43,6 +43,7 @@ static const struct route {
     {"GET", "/healthz", "healthz", handle_healthz},
     {"GET", "/metrics", "metrics", handle_metrics},
     {"GET", "/v1/bundle", "bundle", handle_bundle},
+    {"GET", "/v1/crl", "crl", handle_crl},
     {"POST", "/v1/enroll", "enroll", handle_enroll},
     {"POST", "/v1/renew", "renew", handle_renew},
     {"POST", "/v1/tokens", "tokens", handle_tokens},
@@ -443,6 +444,7 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	if (api->bundle == NULL)
 		goto fail;
 	api->audit_key = opts->audit_key;
+	pthread_mutex_init(&api->crl_lock, NULL);
 	api->exports = api_exports_new();
 	if (api->exports == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
@@ -501,6 +503,8 @@ api_stop(struct api *api)
 	/* Stopping closed every export's pipe: their threads end now; the store outlives us. */
 	api_exports_wait_and_free(api->exports);
 	metrics_free(api->metrics);
+	OPENSSL_free(api->crl_der);
+	pthread_mutex_destroy(&api->crl_lock);
 	ratelimit_free(api->per_address);
 	ratelimit_free(api->per_identity);
 	api_bundle_free(api->bundle);

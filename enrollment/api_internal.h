@@ -4,7 +4,7 @@
  * include it; the public contract is api.h.
  *
  *   api.c         the engine: route table, MHD callbacks, bodies, limits, problem documents
- *   api_status.c  /healthz, /metrics
+ *   api_status.c  /healthz, /metrics, /v1/crl
  *   api_bundle.c  /v1/bundle: the trust bundle, its reload and long-poll
  *   api_enroll.c  /v1/enroll, /v1/renew
  *   api_admin.c   /v1/tokens, /v1/revoke
@@ -13,7 +13,9 @@
 #ifndef AGENTCA_ENROLLMENT_API_INTERNAL_H
 #define AGENTCA_ENROLLMENT_API_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -40,6 +42,12 @@ struct api {
 	struct api_bundle *bundle; /* api_bundle.c */
 	EVP_PKEY *audit_key;       /* signs tree heads */
 	struct api_exports *exports; /* api_audit.c: streaming exports in flight */
+	/* The CRL, rebuilt when the log has grown or it is half way to its nextUpdate. */
+	pthread_mutex_t crl_lock;
+	unsigned char *crl_der;
+	size_t crl_len;
+	uint64_t crl_log_size;
+	int64_t crl_built;
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */
@@ -119,6 +127,8 @@ void handle_healthz(struct api *api, struct MHD_Connection *conn, struct api_req
                     struct api_response *resp);
 void handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                     struct api_response *resp);
+void handle_crl(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                struct api_response *resp);
 void handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
 void handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *req,

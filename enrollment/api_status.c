@@ -15,6 +15,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/timefmt.h"
+#include "ca/crl.h"
 #include "enrollment/api_internal.h"
 
 void
@@ -80,4 +81,57 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 	resp->content_type = "text/plain; version=0.0.4";
 	if (metrics_render(api->metrics, extra, &resp->body, &resp->len) != 0)
 		api_problem(resp, 500, "internal_error", "cannot render metrics");
+}
+
+/*
+ * GET /v1/crl: the intermediate's CRL (DER, application/pkix-crl). Built on demand and kept
+ * while the log has not grown and it is less than half way to its nextUpdate, so that a
+ * revocation shows within one request and relying parties always get a fresh list.
+ */
+void
+handle_crl(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+	   struct api_response *resp)
+{
+	char head_hash[LOG_HASH_HEX_LEN + 1];
+	struct ac_err err;
+	uint64_t head = 0;
+	int64_t now = time_now();
+
+	(void)conn;
+	(void)req;
+	ac_err_clear(&err);
+	if (store_log_head(api->issuer->store, &head, head_hash, &err) != 0) {
+		api_problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
+		return;
+	}
+	pthread_mutex_lock(&api->crl_lock);
+	if (api->crl_der == NULL || api->crl_log_size != head ||
+	    now - api->crl_built >= CRL_VALIDITY / 2) {
+		unsigned char *der = NULL;
+		size_t len = 0;
+
+		if (crl_build(api->issuer->authority, api->issuer->store, now, &der, &len, &err) !=
+		    0) {
+			pthread_mutex_unlock(&api->crl_lock);
+			api_problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
+			return;
+		}
+		OPENSSL_free(api->crl_der);
+		api->crl_der = der;
+		api->crl_len = len;
+		api->crl_log_size = head;
+		api->crl_built = now;
+	}
+	resp->body = malloc(api->crl_len);
+	if (resp->body != NULL) {
+		memcpy(resp->body, api->crl_der, api->crl_len);
+		resp->len = api->crl_len;
+	}
+	pthread_mutex_unlock(&api->crl_lock);
+	if (resp->body == NULL) {
+		api_problem(resp, 500, "internal_error", "out of memory");
+		return;
+	}
+	resp->status = 200;
+	resp->content_type = "application/pkix-crl";
 }

@@ -145,13 +145,14 @@ static const char *const write_sql[W_COUNT] = {
 };
 
 /* The readers' statements. */
-enum rstmt { R_CERT_GET, R_CERT_COUNT, R_NODE_GET, R_COUNT };
+enum rstmt { R_CERT_GET, R_CERT_COUNT, R_NODE_GET, R_HEAD, R_COUNT };
 
 static const char *const read_sql[R_COUNT] = {
     [R_CERT_GET] = ("SELECT serial, subject, parent, spki_sha256, issuer_fingerprint,"
                     " not_before, not_after, der, revoked_at, revoke_reason, log_seq, depth"
                     " FROM certificates WHERE serial = ?1"),
     [R_CERT_COUNT] = "SELECT count(*) FROM certificates",
+    [R_HEAD] = "SELECT seq, hash FROM issuance_log ORDER BY seq DESC LIMIT 1",
     [R_NODE_GET] = "SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2",
 };
 
@@ -453,10 +454,9 @@ is_lower_hex64(const unsigned char *h, int len)
 
 /* The newest log row's seq and hash as stored (0 and genesis for an empty log). */
 static int
-read_head(struct sqlite_store *s, uint64_t *seq, char hash[LOG_HASH_HEX_LEN + 1],
-          struct ac_err *err)
+read_head_with(struct sqlite_store *s, sqlite3 *db, sqlite3_stmt *stmt, uint64_t *seq,
+               char hash[LOG_HASH_HEX_LEN + 1], struct ac_err *err)
 {
-	sqlite3_stmt *stmt = s->w[W_HEAD];
 	const unsigned char *h;
 	int64_t last;
 	int rc, ret = -1;
@@ -469,7 +469,7 @@ read_head(struct sqlite_store *s, uint64_t *seq, char hash[LOG_HASH_HEX_LEN + 1]
 		goto out;
 	}
 	if (rc != SQLITE_ROW) {
-		db_error(s, s->wdb, rc, "reading the issuance log head", err);
+		db_error(s, db, rc, "reading the issuance log head", err);
 		goto out;
 	}
 	last = sqlite3_column_int64(stmt, 0);
@@ -487,6 +487,14 @@ read_head(struct sqlite_store *s, uint64_t *seq, char hash[LOG_HASH_HEX_LEN + 1]
 out:
 	sqlite3_reset(stmt);
 	return ret;
+}
+
+/* The head as the committer's connection sees it (inside its transaction). */
+static int
+read_head(struct sqlite_store *s, uint64_t *seq, char hash[LOG_HASH_HEX_LEN + 1],
+          struct ac_err *err)
+{
+	return read_head_with(s, s->wdb, s->w[W_HEAD], seq, hash, err);
 }
 
 /* Read the stored hash of node (level, index) with stmt into out: SQLITE_OK, SQLITE_NOTFOUND
@@ -1051,13 +1059,14 @@ static int
 sqlite_log_head(struct store *st, uint64_t *seq, char *hash, struct ac_err *err)
 {
 	struct sqlite_store *s = st->backend;
+	int rc;
 
-	(void)err;
-	pthread_mutex_lock(&s->head_lock);
-	*seq = s->head_seq;
-	memcpy(hash, s->head_hash, sizeof(s->head_hash));
-	pthread_mutex_unlock(&s->head_lock);
-	return 0;
+	/* From the file, not from memory: another process (the CLI next to a running daemon)
+	 * may have appended since this one last committed. */
+	pthread_mutex_lock(&s->rlock);
+	rc = read_head_with(s, s->rdb, s->r[R_HEAD], seq, hash, err);
+	pthread_mutex_unlock(&s->rlock);
+	return rc;
 }
 
 /* Visit the rows a filter selects, streaming from a connection of the scan's own. */
