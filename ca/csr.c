@@ -710,3 +710,58 @@ out:
 	ASN1_OBJECT_free(alg_copy);
 	return rc;
 }
+
+/*
+ * The same view of an existing certificate, for a renewal that keeps its key: the public key
+ * and the subjectAltNames come from the certificate (issued by us, presented over mTLS, so
+ * possession of the key is already proven and there is no signature to check).
+ */
+int
+csr_from_certificate(const unsigned char *der, size_t len, struct csr **out, struct ac_err *err)
+{
+	const unsigned char *p = der;
+	unsigned char *spki_der = NULL;
+	const unsigned char *q;
+	struct csr *csr = NULL;
+	CSR_DER *req = NULL;
+	X509 *cert = NULL;
+	int spki_len, idx, rc = -1;
+
+	*out = NULL;
+	pthread_once(&csr_once, csr_init_once);
+	cert = d2i_X509(NULL, &p, (long)len);
+	csr = calloc(1, sizeof(*csr));
+	req = (CSR_DER *)ASN1_item_new(ASN1_ITEM_rptr(CSR_DER));
+	if (cert == NULL || csr == NULL || req == NULL) {
+		ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed",
+		           "the certificate to renew cannot be decoded");
+		goto out;
+	}
+	spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &spki_der);
+	q = spki_der;
+	ASN1_item_free((ASN1_VALUE *)req->info->spki, ASN1_ITEM_rptr(CSR_SPKI));
+	req->info->spki = spki_len > 0 ? (CSR_SPKI *)ASN1_item_d2i(NULL, &q, spki_len,
+	                                                           ASN1_ITEM_rptr(CSR_SPKI))
+	                               : NULL;
+	if (req->info->spki == NULL) {
+		ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed",
+		           "the certificate's public key cannot be read");
+		goto out;
+	}
+	csr->parsed = req;
+	req = NULL;
+	if (csr_read_key(csr, csr->parsed, err) != 0)
+		goto out;
+	idx = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1);
+	if (idx >= 0 && csr_take_sans(csr, X509_get_ext(cert, idx), err) != 0)
+		goto out;
+	*out = csr;
+	csr = NULL;
+	rc = 0;
+out:
+	OPENSSL_free(spki_der);
+	ASN1_item_free((ASN1_VALUE *)req, ASN1_ITEM_rptr(CSR_DER));
+	csr_free(csr);
+	X509_free(cert);
+	return rc;
+}

@@ -41,6 +41,11 @@ struct csr {
 int csr_parse(const unsigned char *data, size_t len, struct csr **out, struct ac_err *err);
 void csr_free(struct csr *csr);
 
+/* The key and subjectAltNames of a certificate (DER) we issued, as if requested again: for a
+ * renewal over mTLS that keeps the key. No signature is checked (none exists). */
+int csr_from_certificate(const unsigned char *der, size_t len, struct csr **out,
+			 struct ac_err *err);
+
 /* Put the request's SubjectPublicKeyInfo into cert exactly as the request carried it (no
  * round trip through an EVP_PKEY, which OpenSSL 3.0 makes slow). */
 int csr_copy_pubkey(const struct csr *csr, X509 *cert, struct ac_err *err);

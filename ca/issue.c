@@ -171,8 +171,13 @@ check_request(const struct issuer *iss, const struct issue_request *req, struct 
 	struct csr *csr = NULL;
 	int rc = -1;
 
-	if (csr_parse(req->csr, req->csr_len, &csr, err) != 0)
+	if (req->csr == NULL && req->renew_cert_der != NULL) {
+		if (csr_from_certificate(req->renew_cert_der, req->renew_cert_der_len, &csr, err) !=
+		    0)
+			goto out;
+	} else if (csr_parse(req->csr, req->csr_len, &csr, err) != 0) {
 		goto out;
+	}
 	if (policy_check_key(csr->key, err) != 0)
 		goto out;
 	if (policy_check_spiffe_id(subject, subject != NULL ? strlen(subject) : 0,

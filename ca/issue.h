@@ -28,6 +28,10 @@ struct issuer {
 struct issue_request {
 	const unsigned char *csr;   /* PEM or DER, from outside */
 	size_t csr_len;
+	/* Without a CSR: renew the key of this certificate (DER, from the store). The caller has
+	 * proven possession of its key (mTLS). */
+	const unsigned char *renew_cert_der;
+	size_t renew_cert_der_len;
 	const char *subject;        /* the SPIFFE ID to certify */
 	int64_t ttl;                /* seconds; 0: policy default */
 	/* When non-NULL, DNS SANs from the CSR must also be in this list (a token's grant). */

@@ -145,7 +145,7 @@ out:
 }
 
 /*
- * POST /v1/renew {csr} over mTLS: the client certificate must have verified against our
+ * POST /v1/renew [{csr}] over mTLS: the client certificate must have verified against our
  * chain, be one we issued, and not be revoked. The new certificate is for the same identity,
  * with at most the same DNS names, and keeps the parent.
  */
@@ -194,16 +194,22 @@ handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *r
 		           "certificate %s is revoked and cannot renew", peer.serial);
 		goto refuse;
 	}
-	doc = api_parse_body(req, resp);
-	if (doc == NULL)
-		goto out;
-	csr = api_body_string(doc, "csr", 1, &csr_len, resp);
-	if (csr == NULL)
-		goto out;
+	/* The body is optional: without a CSR the certificate is renewed for the same key. */
+	csr = NULL;
+	if (req->len > 0) {
+		doc = api_parse_body(req, resp);
+		if (doc == NULL)
+			goto out;
+		if (json_object_get(doc, "csr") != NULL &&
+		    (csr = api_body_string(doc, "csr", 1, &csr_len, resp)) == NULL)
+			goto out;
+	}
 	if (cert_dns_names(&row, &dns, &err) != 0)
 		goto refuse;
 	ir.csr = (const unsigned char *)csr;
 	ir.csr_len = csr_len;
+	ir.renew_cert_der = row.der;
+	ir.renew_cert_der_len = row.der_len;
 	ir.allowed_dns = &dns;
 	ir.parent = row.parent;
 	ir.depth = row.depth;

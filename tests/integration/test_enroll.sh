@@ -156,6 +156,16 @@ curl -sS --cacert "$CA/root.pem" --cert "$WORK/agent/cert.pem" --key "$WORK/agen
 	--data-binary "@$WORK/renew.json" "$URL/v1/renew" >"$WORK/status" || true
 [ "$(cat "$WORK/status")" = 200 ] || { cat "$WORK/body"; fail "renew: want 200"; }
 has "$WORK/body" '"certificate"' "renew returns a certificate"
+# Without a CSR: the same key, a new certificate for the same identity and names.
+curl -sS --cacert "$CA/root.pem" --cert "$WORK/agent/cert.pem" --key "$WORK/agent/key.pem" \
+	-o "$WORK/body" -w '%{http_code}' -X POST "$URL/v1/renew" >"$WORK/status" || true
+[ "$(cat "$WORK/status")" = 200 ] || { cat "$WORK/body"; fail "renew without a CSR: want 200"; }
+sed -E 's/.*"certificate":"([^"]*)".*/\1/; s/\\n/\n/g' "$WORK/body" >"$WORK/samekey.pem"
+pub() { openssl x509 -in "$1" -noout -pubkey | sha256sum; }
+[ "$(pub "$WORK/samekey.pem")" = "$(pub "$WORK/agent/cert.pem")" ] || fail "renewal without a CSR changed the key"
+[ "$(openssl x509 -in "$WORK/samekey.pem" -noout -serial)" != "$(openssl x509 -in "$WORK/agent/cert.pem" -noout -serial)" ] ||
+	fail "renewal without a CSR kept the serial"
+openssl x509 -in "$WORK/samekey.pem" -noout -text | grep -q "DNS:gw-1.corp.internal" || fail "renewal lost the DNS name"
 # Without a client certificate: refused.
 post "$WORK/renew.json" /v1/renew
 problem_is 401 client_certificate_required "renew without a certificate"
@@ -168,7 +178,7 @@ if curl -sS --cacert "$CA/root.pem" --cert "$WORK/evil.pem" --key "$WORK/evil.ke
 	"$URL/v1/renew" >"$WORK/evil.out" 2>&1; then
 	fail "a foreign client certificate was accepted"
 fi
-pass "renewal over mTLS; refused without or with a foreign certificate"
+pass "renewal over mTLS, with a new key or the same one; refused without or with a foreign certificate"
 
 # Metrics in Prometheus text format.
 curl -sS --cacert "$CA/root.pem" "$URL/metrics" >"$WORK/metrics"
