@@ -48,6 +48,7 @@ static const struct route {
     {"POST", "/v1/renew", "renew", handle_renew},
     {"POST", "/v1/tokens", "tokens", handle_tokens},
     {"POST", "/v1/revoke", "revoke", handle_revoke},
+    {"GET", "/v1/certificates", "certificates", handle_certificates},
     {"GET", "/v1/audit/sth", "audit_sth", handle_audit_sth},
     {"GET", "/v1/audit/proof", "audit_proof", handle_audit_proof},
     {"GET", "/v1/audit/consistency", "audit_consistency", handle_audit_consistency},

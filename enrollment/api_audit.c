@@ -1,6 +1,7 @@
 /*
- * api_audit.c - the auditor's routes: the signed tree head, inclusion and consistency
- * proofs, and the streamed export. Auditors and admins may call them; nobody else.
+ * api_audit.c - the auditor's routes: the certificate list, the signed tree head, inclusion
+ * and consistency proofs, and the streamed export. Auditors and admins may call them;
+ * nobody else.
  *
  * The export streams: a thread runs audit_export() into a pipe whose read end libmicrohttpd
  * sends as the body, so memory stays constant whatever the size of the log, and a client
@@ -368,4 +369,85 @@ handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_req
 	resp->status = 200;
 	resp->has_stream = 1;
 	resp->stream_fd = fds[0];
+}
+
+#define CERT_LIST_DEFAULT 1000
+#define CERT_LIST_MAX 10000
+
+struct cert_list {
+	json_t *items;
+	char last[65];
+	int64_t count;
+};
+
+/* Add one certificate to the listing. */
+static int
+list_one(void *arg, const struct cert_summary *c)
+{
+	struct cert_list *l = arg;
+	char nb[32], na[32], ra[32];
+	json_t *item;
+
+	time_format_rfc3339(c->not_before, nb, sizeof(nb));
+	time_format_rfc3339(c->not_after, na, sizeof(na));
+	item = json_pack("{s:s, s:s, s:s, s:s, s:i}", "serial", c->serial, "subject", c->subject,
+			 "not_before", nb, "not_after", na, "depth", c->depth);
+	if (item == NULL)
+		return 1;
+	if (c->parent != NULL)
+		json_object_set_new(item, "parent", json_string(c->parent));
+	if (c->revoked_at != 0) {
+		time_format_rfc3339(c->revoked_at, ra, sizeof(ra));
+		json_object_set_new(item, "revoked_at", json_string(ra));
+		if (c->revoke_reason != NULL)
+			json_object_set_new(item, "revoke_reason", json_string(c->revoke_reason));
+	}
+	json_array_append_new(l->items, item);
+	snprintf(l->last, sizeof(l->last), "%s", c->serial);
+	l->count++;
+	return 0;
+}
+
+/*
+ * GET /v1/certificates?subject=PREFIX&valid=1&after=SERIAL&limit=N: the certificates this CA
+ * issued, in serial order, a page at a time ("next_after" continues the listing).
+ */
+void
+handle_certificates(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+		    struct api_response *resp)
+{
+	const char *valid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "valid");
+	int64_t limit = query_uint(conn, "limit");
+	struct cert_filter f;
+	struct cert_list l;
+	struct ac_err err;
+	json_t *doc;
+
+	(void)req;
+	if (!auditor_only(api, conn, resp))
+		return;
+	if (limit == -2 || limit == 0) {
+		api_problem(resp, 400, "malformed_request", "limit must be a positive integer");
+		return;
+	}
+	memset(&f, 0, sizeof(f));
+	memset(&l, 0, sizeof(l));
+	ac_err_clear(&err);
+	f.subject_prefix = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "subject");
+	f.after_serial = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after");
+	f.valid_at = valid != NULL && strcmp(valid, "0") != 0 ? time_now() : 0;
+	f.limit = limit < 0 ? CERT_LIST_DEFAULT : (limit > CERT_LIST_MAX ? CERT_LIST_MAX : limit);
+	l.items = json_array();
+	if (l.items == NULL ||
+	    store_cert_list(api->issuer->store, &f, list_one, &l, &err) != 0) {
+		json_decref(l.items);
+		if (err.code == AC_OK)
+			ac_err_set(&err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		api_problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
+		return;
+	}
+	doc = json_pack("{s:o, s:I}", "certificates", l.items, "count", (json_int_t)l.count);
+	if (doc != NULL && l.count == f.limit)
+		json_object_set_new(doc, "next_after", json_string(l.last));
+	api_json_response(resp, 200, doc);
 }

@@ -8,7 +8,7 @@
  *   api_bundle.c  /v1/bundle: the trust bundle, its reload and long-poll
  *   api_enroll.c  /v1/enroll, /v1/renew
  *   api_admin.c   /v1/tokens, /v1/revoke
- *   api_audit.c   /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency, /v1/audit/export
+ *   api_audit.c   /v1/certificates, /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency, /v1/audit/export
  */
 #ifndef AGENTCA_ENROLLMENT_API_INTERNAL_H
 #define AGENTCA_ENROLLMENT_API_INTERNAL_H
@@ -139,6 +139,8 @@ void handle_tokens(struct api *api, struct MHD_Connection *conn, struct api_requ
                    struct api_response *resp);
 void handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
+void handle_certificates(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                         struct api_response *resp);
 void handle_audit_sth(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                       struct api_response *resp);
 void handle_audit_proof(struct api *api, struct MHD_Connection *conn, struct api_request *req,

@@ -188,6 +188,27 @@ struct store_stats {
 
 void store_stats(struct store *st, struct store_stats *out);
 
+/* Which certificates a listing returns, in serial order. Zero/NULL members do not filter. */
+struct cert_filter {
+	const char *subject_prefix;
+	const char *after_serial; /* resume after this serial (pagination) */
+	int64_t valid_at;         /* unix seconds: not expired and not revoked at that time */
+	int64_t limit;            /* at most this many rows; 0: no limit */
+};
+
+/* A certificate in a listing, valid only during the callback (no DER). */
+struct cert_summary {
+	const char *serial, *subject, *parent, *revoke_reason;
+	int64_t not_before, not_after, revoked_at;
+	int depth;
+};
+
+typedef int (*cert_summary_fn)(void *arg, const struct cert_summary *row);
+
+/* Visit the matching certificates in serial order, in constant memory. */
+int store_cert_list(struct store *st, const struct cert_filter *filter, cert_summary_fn fn,
+		    void *arg, struct ac_err *err);
+
 /* The backend's interface. store.c owns the committer and dispatches to these. */
 struct store_ops {
 	const char *name;
@@ -208,6 +229,8 @@ struct store_ops {
 	int (*cert_get)(struct store *st, const char *serial, struct cert_row *out,
 			struct ac_err *err);
 	int (*cert_count)(struct store *st, int64_t *count, struct ac_err *err);
+	int (*cert_list)(struct store *st, const struct cert_filter *filter, cert_summary_fn fn,
+			 void *arg, struct ac_err *err);
 	int (*revoked_scan)(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
 			    struct ac_err *err);
 };

@@ -1267,6 +1267,67 @@ sqlite_cert_count(struct store *st, int64_t *count, struct ac_err *err)
 }
 
 /* Visit revoked certificates, streaming from a connection of the scan's own. */
+/*
+ * List certificates for auditors. The statement is built from a fixed text with every value
+ * bound: "?1 IS NULL OR ..." keeps one shape for every filter.
+ */
+static int
+sqlite_cert_list(struct store *st, const struct cert_filter *f, cert_summary_fn fn, void *arg,
+                 struct ac_err *err)
+{
+	static const char sql[] =
+	    "SELECT serial, subject, parent, not_before, not_after, revoked_at, revoke_reason,"
+	    " depth FROM certificates"
+	    " WHERE (?1 IS NULL OR substr(subject, 1, length(?1)) = ?1)"
+	    " AND (?2 IS NULL OR serial > ?2)"
+	    " AND (?3 = 0 OR (not_after > ?3 AND not_before <= ?3 AND revoked_at = 0))"
+	    " ORDER BY serial LIMIT ?4";
+	struct sqlite_store *s = st->backend;
+	sqlite3_stmt *stmt = NULL;
+	struct cert_summary row;
+	sqlite3 *db = NULL;
+	int rc, ret = -1;
+
+	if (open_connection(s, &db, err) != 0)
+		goto out;
+	if ((rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)) != SQLITE_OK ||
+	    (rc = bind_text(stmt, 1, f->subject_prefix)) != SQLITE_OK ||
+	    (rc = bind_text(stmt, 2, f->after_serial)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(stmt, 3, f->valid_at)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(stmt, 4, f->limit > 0 ? f->limit : -1)) != SQLITE_OK) {
+		db_error(s, db, rc, "preparing the certificate listing", err);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		row.serial = (const char *)sqlite3_column_text(stmt, 0);
+		row.subject = (const char *)sqlite3_column_text(stmt, 1);
+		row.parent = (const char *)sqlite3_column_text(stmt, 2);
+		row.not_before = sqlite3_column_int64(stmt, 3);
+		row.not_after = sqlite3_column_int64(stmt, 4);
+		row.revoked_at = sqlite3_column_int64(stmt, 5);
+		row.revoke_reason = (const char *)sqlite3_column_text(stmt, 6);
+		row.depth = sqlite3_column_int(stmt, 7);
+		if (row.serial == NULL || row.subject == NULL) {
+			ac_err_set(err, AC_ERR_STORE, "store_error",
+			           "%s: certificate row without a serial or subject", s->path);
+			goto out;
+		}
+		if (fn(arg, &row) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		db_error(s, db, rc, "listing certificates", err);
+		goto out;
+	}
+	ret = 0;
+out:
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return ret;
+}
+
 static int
 sqlite_revoked_scan(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
                     struct ac_err *err)
@@ -1322,5 +1383,6 @@ static const struct store_ops sqlite_ops = {
     .tree_node = sqlite_tree_node,
     .cert_get = sqlite_cert_get,
     .cert_count = sqlite_cert_count,
+    .cert_list = sqlite_cert_list,
     .revoked_scan = sqlite_revoked_scan,
 };

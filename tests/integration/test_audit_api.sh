@@ -15,7 +15,7 @@ PORT=$(grep '"event":"listening"' "$WORK/serve.log" | sed -E 's/.*\(port ([0-9]+
 URL="https://127.0.0.1:$PORT"
 
 for i in 1 2 3; do
-	t=$("$AGENTCA" token create --dir "$CA" --subject "spiffe://corp.internal/a$i")
+	t=$("$AGENTCA" token create --dir "$CA" --subject "spiffe://corp.internal/agent-$i")
 	"$AGENTCA" enroll --ca "$URL" --token "$t" --fingerprint "$FP" --out "$WORK/a$i" >/dev/null ||
 		fail "enroll a$i"
 done
@@ -72,6 +72,24 @@ grep -q '"from":2' "$WORK/body" || fail "consistency shape"
 get "/v1/audit/consistency?from=x" "$AUDITOR"
 status_is 400 "bad consistency"
 pass "inclusion and consistency proofs"
+
+# The certificate list: every certificate, a page at a time; filters; auditors only.
+get "/v1/certificates" "" "$WORK/a1"
+status_is 403 "agent certificate list"
+get "/v1/certificates?subject=spiffe://corp.internal/agent-" "$AUDITOR"
+status_is 200 "certificate list"
+grep -q '"count":3' "$WORK/body" || { cat "$WORK/body"; fail "want the 3 agents"; }
+get "/v1/certificates?limit=1" "$AUDITOR"
+status_is 200 "first page"
+grep -q '"count":1' "$WORK/body" && grep -q '"next_after"' "$WORK/body" || fail "paging"
+after=$(sed -E 's/.*"next_after":"([^"]+)".*/\1/' "$WORK/body")
+get "/v1/certificates?limit=100&after=$after" "$AUDITOR"
+status_is 200 "next page"
+if grep -q "\"serial\":\"$after\"" "$WORK/body"; then fail "the next page repeats the cursor"; fi
+"$AGENTCA" revoke --dir "$CA" --serial "$serial" >/dev/null
+get "/v1/certificates?subject=spiffe://corp.internal/agent-&valid=1" "$AUDITOR"
+grep -q '"count":2' "$WORK/body" || { cat "$WORK/body"; fail "valid=1 should leave out the revoked one"; }
+pass "auditors list certificates, filtered and paged"
 
 kill -TERM "$DAEMON"
 wait "$DAEMON" || fail "serve exit"
