@@ -19,8 +19,9 @@ BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjanss
              libjwt-dev libmicrohttpd-dev libcurl4-openssl-dev openssl
 # sqlite3: tests/integration/test_audit_proofs.sh tampers with the database through its shell.
 TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3
-# bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss.
-BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2
+# bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
+# measures peak RSS with GNU time.
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test asan bench fuzz format deps-build deps-test deps-bench clean
@@ -62,6 +63,7 @@ asan: deps-test
 bench: build deps-bench
 	./bench/issue/run.sh $(BUILD)
 	./bench/enroll/run.sh $(BUILD)
+	./bench/audit/run.sh $(BUILD)
 
 fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
