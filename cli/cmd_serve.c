@@ -11,7 +11,8 @@
  *                    and issue a fresh server certificate, swapped in without dropping
  *                    connections
  *   SIGTERM, SIGINT  stop accepting, drain in-flight requests, exit 0
- *   every 30 s       renew the server certificate once two thirds of its life has passed
+ *   every 10 s       publish the signed tree head in DIR/sth.json when the log has grown;
+ *                    renew the server certificate once two thirds of its life has passed
  */
 #include <pthread.h>
 #include <signal.h>
@@ -20,12 +21,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "ca/audit.h"
 #include "ca/audit_keys.h"
 #include "ca/authority.h"
 #include "ca/issue.h"
 #include "ca/keys.h"
 #include "cli/cli.h"
 #include "cli/settings.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "enrollment/api.h"
@@ -33,6 +36,9 @@
 #include "enrollment/server_cert.h"
 #include "enrollment/tls.h"
 #include "enrollment/token.h"
+
+/* How often the main loop wakes: tree-head publication, server certificate renewal. */
+#define STH_PUBLISH_INTERVAL 10
 
 static const char serve_usage_head[] =
 	"usage: agentca serve --dir DIR [--listen ADDR:PORT]... [--config FILE]\n"
@@ -68,6 +74,7 @@ struct daemon {
 	struct token_signer *minter;
 	EVP_PKEY *audit_key;
 	struct cfg_strlist admin_ids, auditor_ids; /* copies: read at start-up only */
+	uint64_t published_tree_size;              /* of the last DIR/sth.json written */
 	struct server_identity server;
 	struct tls_ctx_slot *tls;
 	struct api *api;
@@ -171,6 +178,41 @@ rotate_server_cert(struct daemon *d, const char *why)
 	tls_slot_swap(d->tls, ctx);
 	log_info("server_cert_rotated", "server certificate %s in use (%s)", d->server.serial,
 		 why);
+}
+
+/* Publish the signed tree head in DIR/sth.json when the log has grown since the last one:
+ * auditors and mirrors copy it from there (or ask GET /v1/audit/sth). */
+static void
+publish_sth(struct daemon *d)
+{
+	char path[4096], *text = NULL;
+	struct ac_err err;
+	struct sth sth;
+	json_t *doc = NULL;
+
+	ac_err_clear(&err);
+	if (audit_sth_make(d->store, d->audit_key, &sth, &err) != 0)
+		goto fail;
+	if (sth.tree_size == d->published_tree_size)
+		return;
+	doc = sth_to_json(&sth);
+	text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	if (text == NULL) {
+		ac_err_set(&err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto fail;
+	}
+	if (path_join(path, sizeof(path), d->dir, "sth.json", &err) != 0 ||
+	    atomic_write_file(path, text, strlen(text), 0644, &err) != 0)
+		goto fail;
+	d->published_tree_size = sth.tree_size;
+	log_info("sth_published", "signed tree head for %llu entries published",
+		 (unsigned long long)sth.tree_size);
+	goto out;
+fail:
+	log_warn("sth_publish_failed", "%s", err.msg);
+out:
+	free(text);
+	json_decref(doc);
 }
 
 /* SIGHUP: a new configuration, validated before it replaces the running one. */
@@ -417,8 +459,9 @@ cmd_serve(int argc, char **argv)
 		rc = cli_fail("serve", &err);
 		goto out;
 	}
+	publish_sth(&d);
 	for (;;) {
-		struct timespec tick = {30, 0};
+		struct timespec tick = {STH_PUBLISH_INTERVAL, 0};
 		int sig = sigtimedwait(&signals, NULL, &tick);
 
 		if (sig == SIGHUP) {
@@ -430,6 +473,7 @@ cmd_serve(int argc, char **argv)
 		}
 		if (time_now() >= d.server.renew_at)
 			rotate_server_cert(&d, "two thirds of its lifetime passed");
+		publish_sth(&d);
 	}
 	rc = EXIT_OK;
 out:

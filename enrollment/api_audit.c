@@ -298,8 +298,8 @@ query_copy(struct MHD_Connection *conn, const char *name, char *buf, size_t len)
 }
 
 /*
- * GET /v1/audit/export?format=jsonl|csv&since=T&until=T&kind=K&subject=PREFIX&proofs=1: the
- * same export as `agentca audit export`, streamed.
+ * GET /v1/audit/export?format=jsonl|csv&since=T&until=T&kind=K&subject=PREFIX&proofs=1
+ * &consistency_from=SIZE: the same export as `agentca audit export`, streamed.
  */
 void
 handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_request *req,
@@ -339,6 +339,18 @@ handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_req
 	job->opts.kind = job->kind[0] != '\0' ? job->kind : NULL;
 	job->opts.subject_prefix = job->subject[0] != '\0' ? job->subject : NULL;
 	job->opts.proofs = proofs != NULL && strcmp(proofs, "0") != 0;
+	{
+		int64_t from = query_uint(conn, "consistency_from");
+
+		if (from == -2) {
+			free(job);
+			api_problem(resp, 400, "malformed_request",
+				    "consistency_from must be a tree size");
+			return;
+		}
+		job->opts.consistency = from >= 0;
+		job->opts.consistency_from = from >= 0 ? (uint64_t)from : 0;
+	}
 	if (pipe2(fds, O_CLOEXEC) != 0) {
 		free(job);
 		api_problem(resp, 503, "store_unavailable", "cannot start the export");

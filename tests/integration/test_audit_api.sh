@@ -73,6 +73,17 @@ get "/v1/audit/consistency?from=x" "$AUDITOR"
 status_is 400 "bad consistency"
 pass "inclusion and consistency proofs"
 
+# The daemon publishes the signed tree head in DIR/sth.json (at start and every 10 s when
+# the log grew); it verifies with the audit key and can serve as --previous-sth.
+[ -s "$CA/sth.json" ] || fail "no published tree head"
+old_size=$(sed -E 's/.*"tree_size":([0-9]+).*/\1/' "$CA/sth.json")
+get "/v1/audit/export?proofs=1&consistency_from=$old_size" "$AUDITOR"
+status_is 200 "export with a consistency proof"
+cp "$WORK/body" "$WORK/export2.jsonl"
+expect_exit 0 "verify against the published head" "$AGENTCA" audit verify "$WORK/export2.jsonl" \
+	--key "$CA/audit.pub" --previous-sth "$CA/sth.json"
+pass "the published tree head is one the export is consistent with"
+
 # The certificate list: every certificate, a page at a time; filters; auditors only.
 get "/v1/certificates" "" "$WORK/a1"
 status_is 403 "agent certificate list"
