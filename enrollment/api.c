@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include "ca/policy.h"
@@ -245,6 +246,8 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	if (resp->etag[0] != '\0')
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp->etag);
 	MHD_add_response_header(r, "Cache-Control", "no-store");
+	if (req != NULL && req->id[0] != '\0')
+		MHD_add_response_header(r, "X-Request-Id", req->id);
 	if (resp->retry_after > 0) {
 		char seconds[16];
 
@@ -304,6 +307,17 @@ address_limited(struct api *api, struct MHD_Connection *conn, double now)
 	return ratelimit_take(api->per_address, key, now, &retry) ? 0 : retry;
 }
 
+/* 64 random bits as hex: enough to find one request among a day's. */
+static void
+request_id_make(char id[17])
+{
+	unsigned char raw[8];
+
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		memset(raw, 0, sizeof(raw));
+	hex_encode(raw, sizeof(raw), id);
+}
+
 static enum MHD_Result
 access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                const char *version, const char *upload_data, size_t *upload_data_size,
@@ -340,6 +354,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			return MHD_NO;
 		req->route = route;
 		req->started = api_now();
+		request_id_make(req->id);
 		if (strcmp(routes[route].path, "/healthz") != 0)
 			req->limited = address_limited(api, conn, req->started);
 		*con_cls = req;
@@ -379,7 +394,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		return MHD_YES;
 	}
 	if (resp.status >= 400)
-		log_info("request_refused", "%s %s: %d %s", method, url, resp.status,
+		log_info("request_refused", "%s %s (request %s): %d %s", method, url, req->id,
+		         resp.status,
 		         resp.body != NULL ? resp.body : "");
 	return send_response(api, conn, req, &resp);
 }

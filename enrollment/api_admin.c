@@ -157,6 +157,7 @@ handle_tokens(struct api *api, struct MHD_Connection *conn, struct api_request *
 	snprintf(detail, sizeof(detail), "bootstrap token %s", grant.jti);
 	memset(&entry, 0, sizeof(entry));
 	entry.kind = "token_created";
+	entry.request_id = req->id;
 	entry.actor = caller.actor;
 	entry.subject = grant.subject;
 	entry.parent = grant.parent[0] != '\0' ? grant.parent : NULL;
@@ -187,6 +188,7 @@ refuse : {
 
 	memset(&denied, 0, sizeof(denied));
 	denied.actor = caller.actor;
+	denied.request_id = req->id;
 	denied.subject = grant.subject;
 	denied.parent = caller.role == CALLER_AGENT ? caller.peer.spiffe_id : NULL;
 	issue_record_denial(api->issuer, &denied, &err);
@@ -237,6 +239,7 @@ handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *
 		goto out;
 	memset(&entry, 0, sizeof(entry));
 	entry.kind = "revoked";
+	entry.request_id = req->id;
 	entry.actor = caller.actor;
 	entry.serial = serial;
 	entry.reason = reason != NULL ? reason : "unspecified";

@@ -77,6 +77,7 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *
 
 		memset(&denied, 0, sizeof(denied));
 		denied.actor = "token:unverified";
+		denied.request_id = req->id;
 		issue_record_denial(api->issuer, &denied, &err);
 		metrics_denied(api->metrics, err.reason);
 		api_problem(resp, refusal_status(&err), err.reason, err.msg);
@@ -92,6 +93,7 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *
 	ir.allowed_dns = &grant.dns;
 	ir.kind = "issued";
 	ir.actor = actor;
+	ir.request_id = req->id;
 	ir.parent = grant.parent[0] != '\0' ? grant.parent : NULL;
 	ir.token_jti = grant.jti;
 	ir.token_expires = grant.expires;
@@ -178,6 +180,7 @@ handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *r
 		return;
 	snprintf(actor, sizeof(actor), "cert:%s", peer.serial);
 	ir.actor = actor;
+	ir.request_id = req->id;
 	ir.subject = peer.spiffe_id;
 	ir.kind = "renewed";
 	if (store_cert_get(api->issuer->store, peer.serial, &row, &err) != 0) {

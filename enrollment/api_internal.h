@@ -71,6 +71,7 @@ struct api_request {
 	int too_large;
 	int limited; /* Retry-After seconds when the client address is over its rate */
 	int waited;  /* a long-poll that has already waited once */
+	char id[17]; /* request id: in the log entries it causes and the X-Request-Id header */
 	int suspended; /* set by a handler that suspended the connection: no answer yet */
 };
 

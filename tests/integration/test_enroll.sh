@@ -152,8 +152,10 @@ pass "garbage, oversized, foreign, tampered and over-reaching requests refused w
 make_ec_csr P-256 "$WORK/renew.csr" "DNS:gw-1.corp.internal"
 printf '{"csr":"%s"}' "$(awk '{printf "%s\\n", $0}' "$WORK/renew.csr")" >"$WORK/renew.json"
 curl -sS --cacert "$CA/root.pem" --cert "$WORK/agent/cert.pem" --key "$WORK/agent/key.pem" \
-	-o "$WORK/body" -w '%{http_code}' -H 'Content-Type: application/json' \
+	-o "$WORK/body" -D "$WORK/renew.headers" -w '%{http_code}' -H 'Content-Type: application/json' \
 	--data-binary "@$WORK/renew.json" "$URL/v1/renew" >"$WORK/status" || true
+RENEW_ID=$(tr -d '\r' <"$WORK/renew.headers" | awk -F': ' 'tolower($1) == "x-request-id" {print $2}')
+[ -n "$RENEW_ID" ] || fail "no X-Request-Id on the answer"
 [ "$(cat "$WORK/status")" = 200 ] || { cat "$WORK/body"; fail "renew: want 200"; }
 has "$WORK/body" '"certificate"' "renew returns a certificate"
 # Without a CSR: the same key, a new certificate for the same identity and names.
@@ -205,5 +207,7 @@ if grep -qF "$TOKEN" "$WORK/log.jsonl" "$WORK/serve.log"; then fail "a token lea
 grep -q '"reason":"token_used"' "$WORK/log.jsonl" || fail "replay not in the log"
 grep -q '"reason":"token_bad_signature"' "$WORK/log.jsonl" || fail "foreign token not in the log"
 grep -q '"kind":"renewed"' "$WORK/log.jsonl" || fail "renewal not in the log"
+grep '"kind":"renewed"' "$WORK/log.jsonl" | grep -q "\"request_id\":\"$RENEW_ID\"" ||
+	fail "the renewal's log entry does not carry its request id"
 expect_exit 0 "verify" "$AGENTCA" audit verify "$WORK/log.jsonl"
 pass "refusals and renewals in the log; no token in any log"
