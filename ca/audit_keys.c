@@ -22,48 +22,6 @@
 /* An STH file is one small JSON object. */
 #define STH_FILE_MAX 4096
 
-/* 1 when the key is an EC key on P-256, else 0. */
-static int
-key_is_p256(const EVP_PKEY *key)
-{
-	char group[64];
-	size_t len = 0;
-
-	if (!EVP_PKEY_is_a(key, "EC"))
-		return 0;
-	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-	                                   &len) != 1)
-		return 0;
-	return strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0;
-}
-
-/* Write the public half of key as PEM to path, mode 0644. */
-static int
-write_public_pem(const char *path, EVP_PKEY *key, struct ac_err *err)
-{
-	BIO *mem = NULL;
-	char *data;
-	long len;
-	int rc = -1;
-
-	mem = BIO_new(BIO_s_mem());
-	if (mem == NULL || PEM_write_bio_PUBKEY(mem, key) != 1) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "pem_write_failed",
-		           "%s: cannot encode the public key", path);
-		goto out;
-	}
-	len = BIO_get_mem_data(mem, &data);
-	if (len <= 0) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "pem_write_failed", "%s: empty public key PEM",
-		           path);
-		goto out;
-	}
-	rc = atomic_write_file(path, data, (size_t)len, 0644, err);
-out:
-	BIO_free(mem);
-	return rc;
-}
-
 int
 audit_keys_ensure(const char *dir, const char *passphrase, struct ac_err *err)
 {
@@ -86,7 +44,7 @@ audit_keys_ensure(const char *dir, const char *passphrase, struct ac_err *err)
 		    key_write_encrypted(key_path, key, passphrase, err) != 0)
 			goto out;
 	}
-	rc = write_public_pem(pub_path, key, err);
+	rc = key_write_public(pub_path, key, err);
 out:
 	if (rc != 0)
 		ac_err_wrap(err, "making the audit key pair");

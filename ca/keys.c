@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -442,4 +443,44 @@ key_matches_cert(EVP_PKEY *priv, X509 *cert)
 		return 0;
 	}
 	return EVP_PKEY_eq(priv, pub) == 1;
+}
+
+int
+key_write_public(const char *path, EVP_PKEY *key, struct ac_err *err)
+{
+	BIO *mem = NULL;
+	char *data;
+	long len;
+	int rc = -1;
+
+	mem = BIO_new(BIO_s_mem());
+	if (mem == NULL || PEM_write_bio_PUBKEY(mem, key) != 1) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "pem_write_failed",
+			   "%s: cannot encode the public key", path);
+		goto out;
+	}
+	len = BIO_get_mem_data(mem, &data);
+	if (len <= 0) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "pem_write_failed", "%s: empty public key PEM",
+			   path);
+		goto out;
+	}
+	rc = atomic_write_file(path, data, (size_t)len, 0644, err);
+out:
+	BIO_free(mem);
+	return rc;
+}
+
+int
+key_is_p256(const EVP_PKEY *key)
+{
+	char group[64];
+	size_t len = 0;
+
+	if (!EVP_PKEY_is_a(key, "EC"))
+		return 0;
+	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+					   &len) != 1)
+		return 0;
+	return strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0;
 }

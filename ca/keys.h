@@ -39,6 +39,13 @@ int key_write_encrypted(const char *path, EVP_PKEY *key, const char *passphrase,
 /* Write key as unencrypted PKCS#8 PEM (mode 0600): only for agents' own leaf keys. */
 int key_write_plain(const char *path, EVP_PKEY *key, struct ac_err *err);
 
+/* Write the public half of key as a PEM SubjectPublicKeyInfo (mode 0644, atomically). */
+int key_write_public(const char *path, EVP_PKEY *key, struct ac_err *err);
+
+/* 1 when key is an EC key on P-256 (what every agentca signing key for tokens and tree heads
+ * is), else 0. */
+int key_is_p256(const EVP_PKEY *key);
+
 /* Load a PEM private key: refuses a file readable by others; decrypts with passphrase
  * (may be NULL for an unencrypted key). A wrong passphrase is AC_ERR_POLICY
  * "bad_passphrase" and names the file. */
