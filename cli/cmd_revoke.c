@@ -1,11 +1,12 @@
 /*
- * cmd_revoke.c - `agentca revoke`: revoke a certificate on the CA host. The certificate row
- * and the "revoked" log entry change in one commit; a running daemon refuses the
- * certificate's renewal from then on (it reads the same store).
+ * cmd_revoke.c - `agentca revoke`: revoke a certificate on the CA host, and the certificates
+ * of the agents nested under it (ca/revoke.c). A running daemon refuses their renewal from
+ * then on and lists them in its CRL (it reads the same store).
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "ca/revoke.h"
 #include "cli/cli.h"
 #include "cli/settings.h"
 #include "store/store.h"
@@ -33,9 +34,9 @@ cmd_revoke(int argc, char **argv)
 	const char *dir = NULL, *serial = NULL, *reason = "unspecified", *config = NULL;
 	struct agentca_settings settings;
 	struct store *store = NULL;
-	struct log_entry entry;
-	struct store_write w;
+	struct revoke_request rr;
 	struct ac_err err;
+	int children = 0;
 	int c, done, have_settings = 0, rc = EXIT_FAIL;
 
 	ac_err_clear(&err);
@@ -65,18 +66,16 @@ cmd_revoke(int argc, char **argv)
 	if (settings_open_store(dir, config, NULL, &settings, &store, &err) != 0)
 		goto fail;
 	have_settings = 1;
-	memset(&entry, 0, sizeof(entry));
-	entry.kind = "revoked";
-	entry.actor = "admin:cli";
-	entry.serial = serial;
-	entry.reason = reason;
-	memset(&w, 0, sizeof(w));
-	w.entry = &entry;
-	w.revoke_serial = serial;
-	w.revoke_reason = reason;
-	if (store_submit(store, &w, &err) != 0)
+	memset(&rr, 0, sizeof(rr));
+	rr.serial = serial;
+	rr.reason = reason;
+	rr.actor = "admin:cli";
+	if (ca_revoke(store, &rr, &children, &err) != 0)
 		goto fail;
-	printf("revoked %s (%s)\n", serial, reason);
+	printf("revoked %s (%s)", serial, reason);
+	if (children > 0)
+		printf(" and %d nested certificate%s under it", children, children == 1 ? "" : "s");
+	printf("\n");
 	rc = EXIT_OK;
 	goto out;
 fail:

@@ -15,6 +15,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/timefmt.h"
+#include "ca/revoke.h"
 #include "enrollment/api_internal.h"
 
 /* Parse an optional "ttl" member ("10m" or seconds); 0 when absent. */
@@ -208,18 +209,19 @@ out:
 
 /*
  * POST /v1/revoke {serial, reason?}: admins only. The certificate row and the "revoked" log
- * entry change in one commit; renewal is refused from then on.
+ * entry change in one commit; renewal is refused from then on. The nested agents under the
+ * revoked identity are revoked with it (ca/revoke.c).
  */
 void
 handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *req,
               struct api_response *resp)
 {
-	struct log_entry entry;
-	struct store_write w;
+	struct revoke_request rr;
 	struct caller caller;
 	struct ac_err err;
 	const char *serial, *reason;
 	size_t len = 0;
+	int children = 0;
 	json_t *doc;
 
 	ac_err_clear(&err);
@@ -237,23 +239,19 @@ handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *
 	reason = serial != NULL ? api_body_string(doc, "reason", 0, &len, resp) : NULL;
 	if (serial == NULL || (json_object_get(doc, "reason") != NULL && reason == NULL))
 		goto out;
-	memset(&entry, 0, sizeof(entry));
-	entry.kind = "revoked";
-	entry.request_id = req->id;
-	entry.actor = caller.actor;
-	entry.serial = serial;
-	entry.reason = reason != NULL ? reason : "unspecified";
-	memset(&w, 0, sizeof(w));
-	w.entry = &entry;
-	w.revoke_serial = serial;
-	w.revoke_reason = reason;
-	if (store_submit(api->issuer->store, &w, &err) != 0) {
+	memset(&rr, 0, sizeof(rr));
+	rr.serial = serial;
+	rr.reason = reason;
+	rr.actor = caller.actor;
+	rr.request_id = req->id;
+	if (ca_revoke(api->issuer->store, &rr, &children, &err) != 0) {
 		api_problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
 		goto out;
 	}
-	log_info("revoked", "%s revoked %s (%s)", caller.actor, serial, entry.reason);
+	log_info("revoked", "%s revoked %s (%s) and %d nested certificate%s", caller.actor, serial,
+	         reason != NULL ? reason : "unspecified", children, children == 1 ? "" : "s");
 	api_json_response(resp, 200,
-	                  json_pack("{s:s, s:I}", "serial", serial, "log_seq", (json_int_t)w.seq));
+	                  json_pack("{s:s, s:i}", "serial", serial, "children_revoked", children));
 out:
 	json_decref(doc);
 }

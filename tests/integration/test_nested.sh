@@ -97,6 +97,7 @@ api - /v1/tokens '{"subject":"spiffe://corp.internal/gw-7","ttl":"5m"}' "$ADMIN"
 status_is 201 "admin mint"
 api - /v1/revoke "{\"serial\":\"$(serial_of "$WORK/gw1")\",\"reason\":\"keyCompromise\"}" "$ADMIN"
 status_is 200 "admin revoke"
+grep -q '"children_revoked":3' "$WORK/body" || { cat "$WORK/body"; fail "revoking the parent must revoke its 3 nested agents"; }
 api - /v1/revoke "{\"serial\":\"$(serial_of "$WORK/gw1")\"}" "$ADMIN"
 status_is 409 "revoke twice"
 api - /v1/revoke '{"serial":"00ff"}' "$ADMIN"
@@ -109,11 +110,19 @@ status_is 403 "renew revoked"
 reason_is certificate_revoked "renew revoked"
 api "$WORK/gw1" /v1/tokens '{"subject":"spiffe://corp.internal/gw-1/child-2"}'
 status_is 403 "mint revoked"
+# The nested agents went with their parent.
+for child in child1 g2 g3; do
+	api "$WORK/$child" /v1/renew "{\"csr\":\"$(awk '{printf "%s\\n", $0}' "$WORK/renew.csr")\"}"
+	status_is 403 "renew $child after its parent was revoked"
+done
+expect_exit 1 "cli revoke of a revoked child" "$AGENTCA" revoke --dir "$CA" --serial "$(serial_of "$WORK/child1")"
+stderr_has "already revoked" "child already revoked"
 # The CLI revokes too, while the daemon runs; the daemon sees it.
-expect_exit 0 "cli revoke" "$AGENTCA" revoke --dir "$CA" --serial "$(serial_of "$WORK/child1")"
-api "$WORK/child1" /v1/renew "{\"csr\":\"$(awk '{printf "%s\\n", $0}' "$WORK/renew.csr")\"}"
+enroll "$("$AGENTCA" token create --dir "$CA" --subject spiffe://corp.internal/solo)" "$WORK/solo"
+expect_exit 0 "cli revoke" "$AGENTCA" revoke --dir "$CA" --serial "$(serial_of "$WORK/solo")"
+api "$WORK/solo" /v1/renew "{\"csr\":\"$(awk '{printf "%s\\n", $0}' "$WORK/renew.csr")\"}"
 status_is 403 "renew revoked by the CLI"
-pass "admins revoke (API and CLI); a revoked certificate can neither renew nor mint"
+pass "admins revoke (API and CLI); a revoked parent takes its nested agents with it; a revoked certificate can neither renew nor mint"
 
 # Certificates whose identity the configuration names: an admin and an auditor.
 enroll "$("$AGENTCA" token create --dir "$CA" --subject spiffe://corp.internal/ops)" "$WORK/ops"
