@@ -3,7 +3,8 @@
  * `trust add`), its reload, and the long-poll that lets gateways learn of a change at once.
  *
  * The bundle is PEM built from DIR/root.pem and DIR/trust.pem, with an ETag that is a hash
- * of its bytes. A client that sends If-None-Match with the current ETag and ?wait=30s is not
+ * of its bytes; with "Accept: application/json" it is the SPIFFE bundle: the same roots as
+ * JWKs (use "x509-svid", the certificate in x5c), spiffe_sequence and spiffe_refresh_hint. A client that sends If-None-Match with the current ETag and ?wait=30s is not
  * answered at once: its connection is suspended (libmicrohttpd holds it; no thread waits)
  * and resumed when the bundle changes or the wait ends, whichever comes first; the handler
  * then runs again and answers 200 with the new bundle or 304. One small thread keeps the
@@ -15,7 +16,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <openssl/pem.h>
 
 #include "ca/x509_build.h"
@@ -23,6 +26,7 @@
 #include "common/fsutil.h"
 #include "common/hex.h"
 #include "common/log.h"
+#include "common/timefmt.h"
 #include "enrollment/api_internal.h"
 
 #define BUNDLE_WAIT_MAX 300 /* seconds */
@@ -40,16 +44,127 @@ struct api_bundle {
 	char *pem;
 	size_t len;
 	char etag[68];
+	char *jwks;      /* the SPIFFE bundle (JWKS), for Accept: application/json */
+	size_t jwks_len;
 	struct bundle_waiter *waiters;
 	int stopping;
 	pthread_t timer;
 	int timer_started;
 };
 
+/* Unpadded base64url of n bytes into a heap string. */
+static char *
+b64url(const unsigned char *in, size_t n)
+{
+	size_t cap = 4 * ((n + 2) / 3) + 1;
+	char *out = malloc(cap);
+	int len;
+
+	if (out == NULL)
+		return NULL;
+	len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+	while (len > 0 && out[len - 1] == '=')
+		len--;
+	out[len] = '\0';
+	for (int i = 0; i < len; i++)
+		out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+	return out;
+}
+
+/* Set member `name` of jwk to the base64url of a big-endian number, padded to width bytes
+ * (0: no padding). */
+static int
+jwk_set_bn(json_t *jwk, const char *name, const BIGNUM *bn, int width)
+{
+	int n = width > 0 ? width : BN_num_bytes(bn);
+	unsigned char *buf = malloc((size_t)(n > 0 ? n : 1));
+	char *text = NULL;
+	int rc = -1;
+
+	if (buf != NULL && BN_bn2binpad(bn, buf, n) == n && (text = b64url(buf, (size_t)n)) != NULL)
+		rc = json_object_set_new(jwk, name, json_string(text));
+	free(text);
+	free(buf);
+	return rc;
+}
+
+/* One root as a JWK with its certificate in x5c (SPIFFE bundle format, use x509-svid). */
+static json_t *
+cert_jwk(X509 *cert)
+{
+	EVP_PKEY *key = X509_get0_pubkey(cert);
+	unsigned char *der = NULL;
+	BIGNUM *a = NULL, *b = NULL;
+	json_t *jwk = json_object(), *x5c = json_array();
+	char *der_b64 = NULL;
+	int der_len, ok = 0;
+
+	if (key == NULL || jwk == NULL || x5c == NULL)
+		goto out;
+	json_object_set_new(jwk, "use", json_string("x509-svid"));
+	if (EVP_PKEY_is_a(key, "EC")) {
+		char group[64];
+		size_t glen = 0;
+		int width;
+
+		if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group,
+						   sizeof(group), &glen) != 1 ||
+		    !EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &a) ||
+		    !EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &b))
+			goto out;
+		width = strcmp(group, "secp384r1") == 0 ? 48 : 32;
+		json_object_set_new(jwk, "kty", json_string("EC"));
+		json_object_set_new(jwk, "crv", json_string(width == 48 ? "P-384" : "P-256"));
+		if (jwk_set_bn(jwk, "x", a, width) != 0 || jwk_set_bn(jwk, "y", b, width) != 0)
+			goto out;
+	} else if (EVP_PKEY_is_a(key, "RSA")) {
+		if (!EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &a) ||
+		    !EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &b))
+			goto out;
+		json_object_set_new(jwk, "kty", json_string("RSA"));
+		if (jwk_set_bn(jwk, "n", a, 0) != 0 || jwk_set_bn(jwk, "e", b, 0) != 0)
+			goto out;
+	} else if (EVP_PKEY_is_a(key, "ED25519")) {
+		unsigned char raw[32];
+		size_t raw_len = sizeof(raw);
+		char *x;
+
+		if (EVP_PKEY_get_raw_public_key(key, raw, &raw_len) != 1 ||
+		    (x = b64url(raw, raw_len)) == NULL)
+			goto out;
+		json_object_set_new(jwk, "kty", json_string("OKP"));
+		json_object_set_new(jwk, "crv", json_string("Ed25519"));
+		json_object_set_new(jwk, "x", json_string(x));
+		free(x);
+	} else {
+		goto out;
+	}
+	der_len = i2d_X509(cert, &der);
+	if (der_len <= 0 || (der_b64 = malloc(4 * (((size_t)der_len + 2) / 3) + 1)) == NULL)
+		goto out;
+	EVP_EncodeBlock((unsigned char *)der_b64, der, der_len); /* x5c is standard base64 */
+	json_array_append_new(x5c, json_string(der_b64));
+	json_object_set(jwk, "x5c", x5c);
+	ok = 1;
+out:
+	free(der_b64);
+	OPENSSL_free(der);
+	BN_free(a);
+	BN_free(b);
+	json_decref(x5c);
+	if (!ok) {
+		json_decref(jwk);
+		jwk = NULL;
+	}
+	return jwk;
+}
+
 /* Read root.pem and trust.pem (when present) and encode them as one PEM bundle. */
 static int
-bundle_build(const char *dir, char **pem, size_t *len, char etag[68], struct ac_err *err)
+bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwks,
+	     size_t *jwks_len, struct ac_err *err)
 {
+	json_t *keys = json_array(), *doc = NULL;
 	static const char *const files[] = {"root.pem", "trust.pem"};
 	unsigned char digest[32];
 	char path[4096], hex[65], *data;
@@ -57,8 +172,11 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], struct ac_
 	long n;
 	int rc = -1;
 
-	if (bio == NULL)
-		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	*jwks = NULL;
+	if (bio == NULL || keys == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		STACK_OF(X509) *certs;
 
@@ -70,6 +188,10 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], struct ac_
 		if (certs == NULL)
 			goto out;
 		for (int k = 0; k < sk_X509_num(certs); k++) {
+			json_t *jwk = cert_jwk(sk_X509_value(certs, k));
+
+			if (jwk != NULL)
+				json_array_append_new(keys, jwk);
 			if (!PEM_write_bio_X509(bio, sk_X509_value(certs, k))) {
 				sk_X509_pop_free(certs, X509_free);
 				ac_err_ssl(err, AC_ERR_CRYPTO, "bundle_failed", "%s: cannot encode",
@@ -95,8 +217,22 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], struct ac_
 	}
 	hex_encode(digest, 16, hex);
 	snprintf(etag, 68, "\"%s\"", hex);
+	/* The SPIFFE bundle: the same roots as JWKs; the sequence is the time this content was
+	 * built, so it grows with every change, also across restarts. */
+	doc = json_pack("{s:O, s:I, s:i}", "keys", keys, "spiffe_sequence",
+			(json_int_t)time_now(), "spiffe_refresh_hint", 300);
+	*jwks = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	if (*jwks == NULL) {
+		free(*pem);
+		*pem = NULL;
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	*jwks_len = strlen(*jwks);
 	rc = 0;
 out:
+	json_decref(doc);
+	json_decref(keys);
 	BIO_free(bio);
 	return rc;
 }
@@ -161,7 +297,7 @@ api_bundle_new(const char *dir, struct ac_err *err)
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&b->changed, &attr);
 	pthread_condattr_destroy(&attr);
-	if (bundle_build(dir, &b->pem, &b->len, b->etag, err) != 0)
+	if (bundle_build(dir, &b->pem, &b->len, b->etag, &b->jwks, &b->jwks_len, err) != 0)
 		goto fail;
 	if (pthread_create(&b->timer, NULL, bundle_timer_main, b) != 0) {
 		ac_err_set(err, AC_ERR_INTERNAL, "thread_failed", "cannot start the bundle timer");
@@ -197,6 +333,7 @@ api_bundle_free(struct api_bundle *b)
 	pthread_cond_destroy(&b->changed);
 	pthread_mutex_destroy(&b->lock);
 	free(b->pem);
+	free(b->jwks);
 	free(b->dir);
 	free(b);
 }
@@ -205,24 +342,29 @@ int
 api_reload_bundle(struct api *api, struct ac_err *err)
 {
 	struct api_bundle *b = api->bundle;
-	char *pem = NULL, etag[68];
-	size_t len = 0;
+	char *pem = NULL, *jwks = NULL, etag[68];
+	size_t len = 0, jwks_len = 0;
 	int changed;
 
-	if (bundle_build(b->dir, &pem, &len, etag, err) != 0)
+	if (bundle_build(b->dir, &pem, &len, etag, &jwks, &jwks_len, err) != 0)
 		return -1;
 	pthread_mutex_lock(&b->lock);
 	changed = strcmp(etag, b->etag) != 0;
 	if (changed) {
 		free(b->pem);
+		free(b->jwks);
 		b->pem = pem;
 		b->len = len;
+		b->jwks = jwks;
+		b->jwks_len = jwks_len;
 		memcpy(b->etag, etag, sizeof(b->etag));
 		pem = NULL;
+		jwks = NULL;
 		resume_waiters(b, 1); /* everyone waiting for a change gets it now */
 	}
 	pthread_mutex_unlock(&b->lock);
 	free(pem);
+	free(jwks);
 	if (changed)
 		log_info("bundle_changed", "trust bundle reloaded, ETag %s", etag);
 	return 0;
@@ -238,6 +380,15 @@ wait_seconds(struct MHD_Connection *conn)
 	if (text == NULL || duration_parse(text, &seconds) != 0 || seconds <= 0)
 		return 0;
 	return seconds > BUNDLE_WAIT_MAX ? BUNDLE_WAIT_MAX : (int)seconds;
+}
+
+/* 1 when the client asks for the SPIFFE bundle (JSON) rather than PEM. */
+static int
+wants_json(struct MHD_Connection *conn)
+{
+	const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
+
+	return accept != NULL && strstr(accept, "application/json") != NULL;
 }
 
 void
@@ -272,11 +423,20 @@ handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *
 		return;
 	}
 	resp->status = 200;
-	resp->content_type = "application/pem-certificate-chain";
-	resp->body = malloc(b->len);
-	if (resp->body != NULL) {
-		memcpy(resp->body, b->pem, b->len);
-		resp->len = b->len;
+	if (wants_json(conn)) {
+		resp->content_type = "application/json";
+		resp->body = malloc(b->jwks_len);
+		if (resp->body != NULL) {
+			memcpy(resp->body, b->jwks, b->jwks_len);
+			resp->len = b->jwks_len;
+		}
+	} else {
+		resp->content_type = "application/pem-certificate-chain";
+		resp->body = malloc(b->len);
+		if (resp->body != NULL) {
+			memcpy(resp->body, b->pem, b->len);
+			resp->len = b->len;
+		}
 	}
 	pthread_mutex_unlock(&b->lock);
 	if (resp->body == NULL)

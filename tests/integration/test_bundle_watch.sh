@@ -30,6 +30,16 @@ expect_exit 0 "unchanged" "$AGENTCA" bundle watch --ca "$URL" --out "$WORK/bundl
 [ "$(reloads)" = 1 ] || fail "reload ran although nothing changed"
 pass "bundle written once, trusted by fingerprint then by the file; reload only on change"
 
+# The SPIFFE bundle: the same root as a JWK with its certificate, a sequence and a hint.
+curl -sS --cacert "$CA/root.pem" -H 'Accept: application/json' "$URL/v1/bundle" >"$WORK/spiffe.json"
+grep -q '"use":"x509-svid"' "$WORK/spiffe.json" || { cat "$WORK/spiffe.json"; fail "no x509-svid key"; }
+grep -q '"kty":"EC"' "$WORK/spiffe.json" && grep -q '"crv":"P-256"' "$WORK/spiffe.json" || fail "JWK type"
+grep -q '"spiffe_sequence":[0-9]' "$WORK/spiffe.json" && grep -q '"spiffe_refresh_hint":300' "$WORK/spiffe.json" ||
+	fail "SPIFFE bundle fields"
+grep -qF "\"x5c\":[\"$(openssl x509 -in "$CA/root.pem" -outform DER | base64 -w0)\"]" "$WORK/spiffe.json" ||
+	fail "x5c is not the root certificate"
+pass "Accept: application/json gives the SPIFFE bundle (JWKS)"
+
 # The long-poll itself: with the current ETag, the CA holds the request and answers 304
 # when the wait ends; with another ETag it answers the bundle at once.
 ETAG=$(curl -sS --cacert "$CA/root.pem" -D - -o /dev/null "$URL/v1/bundle" | tr -d '\r' |
