@@ -34,37 +34,36 @@
 /* What `init` needs to know. */
 struct ca_init_options {
 	const char *dir;
-	const char *name;               /* CA name: goes into the subjects' CN and O */
-	const char *trust_domain;       /* e.g. "corp.internal" */
-	enum key_type key_type;         /* root and intermediate; default KEY_EC_P256 */
-	const char *password_file;      /* NULL: env or generated */
-	const char *offline_root_path;  /* non-NULL: write the root key here, not in DIR */
+	const char *name;                       /* CA name: goes into the subjects' CN and O */
+	const char *trust_domain;               /* e.g. "corp.internal" */
+	enum key_type key_type;                 /* root and intermediate; default KEY_EC_P256 */
+	const char *password_file;              /* NULL: env or generated */
+	const char *offline_root_path;          /* non-NULL: write the root key here, not in DIR */
 	const struct cfg_strlist *dns_suffixes; /* name constraints; empty: trust domain only */
 	const struct cfg_strlist *ip_ranges;    /* CIDR; name constraints for IP SANs */
-	int64_t root_ttl;               /* seconds; default 10 years */
-	int64_t intermediate_ttl;       /* seconds; default 1 year */
-	int csr_only;                   /* corporate mode: write intermediate key + CSR only */
+	int64_t root_ttl;                       /* seconds; default 10 years */
+	int64_t intermediate_ttl;               /* seconds; default 1 year */
+	int csr_only; /* corporate mode: write intermediate key + CSR only */
 };
 
 void ca_init_options_defaults(struct ca_init_options *opts);
 
 /* What `init` did, for the CLI to say it. */
 struct ca_init_report {
-	char root_fingerprint[65];      /* empty in csr_only mode */
-	char passphrase_file[4096];     /* non-empty when a passphrase was generated */
-	char csr_path[4096];            /* non-empty in csr_only mode */
+	char root_fingerprint[65];  /* empty in csr_only mode */
+	char passphrase_file[4096]; /* non-empty when a passphrase was generated */
+	char csr_path[4096];        /* non-empty in csr_only mode */
 };
 
 /* Create a new CA in opts->dir (which must not already hold one). */
-int ca_init(const struct ca_init_options *opts, struct ca_init_report *report,
-	    struct ac_err *err);
+int ca_init(const struct ca_init_options *opts, struct ca_init_report *report, struct ac_err *err);
 
 /* Install a corporate-signed intermediate. key_path NULL: the key made by `init --csr`.
  * Checks, each failure one clear message with its own reason: the key matches the cert;
  * the cert is a CA (basicConstraints CA:TRUE, keyCertSign); the chain verifies to the
  * self-signed root in chain_path; the validity covers now. */
-int ca_import(const char *dir, const char *cert_path, const char *chain_path,
-	      const char *key_path, const char *password_file, struct ac_err *err);
+int ca_import(const char *dir, const char *cert_path, const char *chain_path, const char *key_path,
+              const char *password_file, struct ac_err *err);
 
 /* Add the root certificate(s) in pem_path to DIR/trust.pem. Each must be a self-signed CA
  * certificate valid now; duplicates are skipped. *added gets how many were new. */
@@ -76,16 +75,16 @@ struct ca_authority {
 	char *dir;
 	char *name;
 	char *trust_domain;
-	char *mode;                     /* "root" or "corporate" */
-	X509 *root;                     /* trust anchor */
-	X509 *intermediate;             /* the signer */
+	char *mode;         /* "root" or "corporate" */
+	X509 *root;         /* trust anchor */
+	X509 *intermediate; /* the signer */
 	EVP_PKEY *intermediate_key;
-	const EVP_MD *sign_md;          /* NULL for Ed25519 */
-	STACK_OF(X509) *upstream;       /* between intermediate and root; may be empty */
-	STACK_OF(X509) *trust_extra;    /* from trust.pem; may be empty */
+	const EVP_MD *sign_md;       /* NULL for Ed25519 */
+	STACK_OF(X509) *upstream;    /* between intermediate and root; may be empty */
+	STACK_OF(X509) *trust_extra; /* from trust.pem; may be empty */
 	char intermediate_fingerprint[65];
 	char root_fingerprint[65];
-	unsigned char *chain_pem;       /* intermediate + upstream, PEM, for responses */
+	unsigned char *chain_pem; /* intermediate + upstream, PEM, for responses */
 	size_t chain_pem_len;
 	int64_t intermediate_not_after; /* unix seconds: leaves never outlive it */
 };
@@ -93,7 +92,7 @@ struct ca_authority {
 /* Load DIR for signing: refuses key files readable by others, decrypts the intermediate
  * key, checks that it matches the certificate and that the certificate is valid now. */
 struct ca_authority *ca_authority_load(const char *dir, const char *password_file,
-				       struct ac_err *err);
+                                       struct ac_err *err);
 void ca_authority_free(struct ca_authority *ca);
 
 /* Print chain, SHA-256 fingerprints, validity, key states and name constraints. Needs no

@@ -201,7 +201,8 @@ is_blank(const char *s)
 }
 
 /* The certificates in an optional file; missing or blank gives an empty stack. */
-STACK_OF(X509) * ca_read_certs_optional(const char *path, struct ac_err *err)
+STACK_OF(X509) *
+ca_read_certs_optional(const char *path, struct ac_err *err)
 {
 	STACK_OF(X509) *certs = NULL;
 	char *data = NULL;
@@ -222,7 +223,7 @@ out:
 
 /* first, then each of more, as PEM in one atomic 0644 file. */
 int
-ca_write_certs(const char *path, X509 *first, STACK_OF(X509) * more, struct ac_err *err)
+ca_write_certs(const char *path, X509 *first, STACK_OF(X509) *more, struct ac_err *err)
 {
 	BIO *mem = NULL;
 	char *data = NULL;
@@ -257,8 +258,8 @@ out:
  * flags and the "any purpose" purpose, so that a CA certificate is accepted as the target.
  */
 int
-ca_verify_chain(X509 *cert, STACK_OF(X509) * trusted, STACK_OF(X509) * untrusted, const char *what,
-                STACK_OF(X509) * *chain, struct ac_err *err)
+ca_verify_chain(X509 *cert, STACK_OF(X509) *trusted, STACK_OF(X509) *untrusted, const char *what,
+                STACK_OF(X509) **chain, struct ac_err *err)
 {
 	X509_STORE *store = NULL;
 	X509_STORE_CTX *ctx = NULL;

@@ -66,17 +66,17 @@ int ca_cert_is_ca(X509 *cert);
 int ca_cert_check_time(X509 *cert, const char *what, int64_t now, struct ac_err *err);
 
 /* Certificates in an optional PEM file: a missing or blank file gives an empty stack. */
-STACK_OF(X509) * ca_read_certs_optional(const char *path, struct ac_err *err);
+STACK_OF(X509) *ca_read_certs_optional(const char *path, struct ac_err *err);
 
 /* Write first (may be NULL) followed by every certificate in more (may be NULL) as PEM,
  * atomically with mode 0644. Writes an empty file when there is nothing. */
-int ca_write_certs(const char *path, X509 *first, STACK_OF(X509) * more, struct ac_err *err);
+int ca_write_certs(const char *path, X509 *first, STACK_OF(X509) *more, struct ac_err *err);
 
 /* Verify cert up to one of the self-signed certificates in trusted, through untrusted
  * (may be NULL). On failure AC_ERR_POLICY "chain_invalid" with OpenSSL's reason, the
  * message prefixed with `what`. On success *chain (if chain is non-NULL) gets the verified
  * chain, cert first and the trust anchor last. */
-int ca_verify_chain(X509 *cert, STACK_OF(X509) * trusted, STACK_OF(X509) * untrusted,
-                    const char *what, STACK_OF(X509) * *chain, struct ac_err *err);
+int ca_verify_chain(X509 *cert, STACK_OF(X509) *trusted, STACK_OF(X509) *untrusted,
+                    const char *what, STACK_OF(X509) **chain, struct ac_err *err);
 
 #endif

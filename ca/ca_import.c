@@ -31,10 +31,11 @@
 #include "common/timefmt.h"
 
 /* Read a PEM file, giving a failure the caller's reason (cert_unreadable, ...). */
-static STACK_OF(X509) * read_certs_as(const char *path, const char *reason, struct ac_err *err)
+static STACK_OF(X509) *
+read_certs_as(const char *path, const char *reason, struct ac_err *err)
 {
 	struct ac_err local;
-	STACK_OF(X509) * certs;
+	STACK_OF(X509) *certs;
 
 	ac_err_clear(&local);
 	certs = x509_read_pem_file(path, &local);
@@ -50,8 +51,8 @@ static STACK_OF(X509) * read_certs_as(const char *path, const char *reason, stru
  * intermediate in its own file; they are untrusted too.
  */
 static int
-split_chain(STACK_OF(X509) * chain, STACK_OF(X509) * extra, STACK_OF(X509) * anchors,
-            STACK_OF(X509) * untrusted, struct ac_err *err)
+split_chain(STACK_OF(X509) *chain, STACK_OF(X509) *extra, STACK_OF(X509) *anchors,
+            STACK_OF(X509) *untrusted, struct ac_err *err)
 {
 	for (int i = 0; i < sk_X509_num(chain); i++) {
 		X509 *c = sk_X509_value(chain, i);

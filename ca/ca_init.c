@@ -288,7 +288,7 @@ fail:
 
 /* Add one extension, from config text, to a request's extension list. */
 static int
-req_ext_add(STACK_OF(X509_EXTENSION) * exts, X509_REQ *req, int nid, const char *value,
+req_ext_add(STACK_OF(X509_EXTENSION) *exts, X509_REQ *req, int nid, const char *value,
             struct ac_err *err)
 {
 	X509_EXTENSION *ext;

@@ -41,7 +41,7 @@ cert_fingerprint(X509 *cert, char out[65], struct ac_err *err)
 static X509 *
 load_first_cert(const char *path, struct ac_err *err)
 {
-	STACK_OF(X509) * certs;
+	STACK_OF(X509) *certs;
 	X509 *cert = NULL;
 
 	certs = x509_read_pem_file(path, err);

@@ -21,7 +21,7 @@
 
 /* 1 when a certificate with this fingerprint is in certs (NULL-safe), -1 on failure. */
 static int
-stack_has_fingerprint(STACK_OF(X509) * certs, const char *fp, struct ac_err *err)
+stack_has_fingerprint(STACK_OF(X509) *certs, const char *fp, struct ac_err *err)
 {
 	char other[65];
 

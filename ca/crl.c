@@ -15,15 +15,15 @@ static const struct {
 	const char *name;
 	int code;
 } crl_reasons[] = {
-	{"unspecified", CRL_REASON_UNSPECIFIED},
-	{"keyCompromise", CRL_REASON_KEY_COMPROMISE},
-	{"cACompromise", CRL_REASON_CA_COMPROMISE},
-	{"affiliationChanged", CRL_REASON_AFFILIATION_CHANGED},
-	{"superseded", CRL_REASON_SUPERSEDED},
-	{"cessationOfOperation", CRL_REASON_CESSATION_OF_OPERATION},
-	{"certificateHold", CRL_REASON_CERTIFICATE_HOLD},
-	{"privilegeWithdrawn", CRL_REASON_PRIVILEGE_WITHDRAWN},
-	{"aACompromise", CRL_REASON_AA_COMPROMISE},
+    {"unspecified", CRL_REASON_UNSPECIFIED},
+    {"keyCompromise", CRL_REASON_KEY_COMPROMISE},
+    {"cACompromise", CRL_REASON_CA_COMPROMISE},
+    {"affiliationChanged", CRL_REASON_AFFILIATION_CHANGED},
+    {"superseded", CRL_REASON_SUPERSEDED},
+    {"cessationOfOperation", CRL_REASON_CESSATION_OF_OPERATION},
+    {"certificateHold", CRL_REASON_CERTIFICATE_HOLD},
+    {"privilegeWithdrawn", CRL_REASON_PRIVILEGE_WITHDRAWN},
+    {"aACompromise", CRL_REASON_AA_COMPROMISE},
 };
 
 static int
@@ -83,7 +83,7 @@ fail:
 
 int
 crl_build(const struct ca_authority *ca, struct store *st, int64_t now, unsigned char **der,
-	  size_t *len, struct ac_err *err)
+          size_t *len, struct ac_err *err)
 {
 	char head_hash[LOG_HASH_HEX_LEN + 1];
 	struct crl_fill fill = {NULL, 0};

@@ -20,6 +20,6 @@
 
 /* Build and sign the CRL as of now; *der is heap (OPENSSL_free). */
 int crl_build(const struct ca_authority *ca, struct store *st, int64_t now, unsigned char **der,
-	      size_t *len, struct ac_err *err);
+              size_t *len, struct ac_err *err);
 
 #endif

@@ -740,9 +740,9 @@ csr_from_certificate(const unsigned char *der, size_t len, struct csr **out, str
 	spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &spki_der);
 	q = spki_der;
 	ASN1_item_free((ASN1_VALUE *)req->info->spki, ASN1_ITEM_rptr(CSR_SPKI));
-	req->info->spki = spki_len > 0 ? (CSR_SPKI *)ASN1_item_d2i(NULL, &q, spki_len,
-	                                                           ASN1_ITEM_rptr(CSR_SPKI))
-	                               : NULL;
+	req->info->spki =
+	    spki_len > 0 ? (CSR_SPKI *)ASN1_item_d2i(NULL, &q, spki_len, ASN1_ITEM_rptr(CSR_SPKI))
+	                 : NULL;
 	if (req->info->spki == NULL) {
 		ac_err_ssl(err, AC_ERR_INVALID, "csr_malformed",
 		           "the certificate's public key cannot be read");

@@ -30,9 +30,9 @@ struct csr_san {
 };
 
 struct csr {
-	void *parsed;            /* private to csr.c: the decoded request */
-	EVP_PKEY *key;           /* the requester's public key; owned by the csr */
-	char spki_sha256[65];    /* hex SHA-256 of its SubjectPublicKeyInfo DER */
+	void *parsed;         /* private to csr.c: the decoded request */
+	EVP_PKEY *key;        /* the requester's public key; owned by the csr */
+	char spki_sha256[65]; /* hex SHA-256 of its SubjectPublicKeyInfo DER */
 	struct csr_san *sans;
 	size_t san_count;
 };
@@ -44,7 +44,7 @@ void csr_free(struct csr *csr);
 /* The key and subjectAltNames of a certificate (DER) we issued, as if requested again: for a
  * renewal over mTLS that keeps the key. No signature is checked (none exists). */
 int csr_from_certificate(const unsigned char *der, size_t len, struct csr **out,
-			 struct ac_err *err);
+                         struct ac_err *err);
 
 /* Put the request's SubjectPublicKeyInfo into cert exactly as the request carried it (no
  * round trip through an EVP_PKEY, which OpenSSL 3.0 makes slow). */

@@ -157,8 +157,9 @@ plan_validity(const struct issuer *iss, const struct issue_request *req, struct 
 	if (req->not_after_max != 0 && plan->not_after > req->not_after_max)
 		plan->not_after = req->not_after_max;
 	if (plan->not_after <= now)
-		return ac_err_set(err, AC_ERR_POLICY, "parent_expired",
-		                  "the parent's certificate has expired: a child cannot outlive it");
+		return ac_err_set(
+		    err, AC_ERR_POLICY, "parent_expired",
+		    "the parent's certificate has expired: a child cannot outlive it");
 	return 0;
 }
 
@@ -692,7 +693,7 @@ issue_result_free(struct issue_result *res)
 /* See issue.h: the engine's own denial record, for refusals decided outside it. */
 void
 issue_record_denial(const struct issuer *iss, const struct issue_request *req,
-		    const struct ac_err *refusal)
+                    const struct ac_err *refusal)
 {
 	record_denial(iss, req, refusal);
 }

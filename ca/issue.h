@@ -26,45 +26,45 @@ struct issuer {
 };
 
 struct issue_request {
-	const unsigned char *csr;   /* PEM or DER, from outside */
+	const unsigned char *csr; /* PEM or DER, from outside */
 	size_t csr_len;
 	/* Without a CSR: renew the key of this certificate (DER, from the store). The caller has
 	 * proven possession of its key (mTLS). */
 	const unsigned char *renew_cert_der;
 	size_t renew_cert_der_len;
-	const char *subject;        /* the SPIFFE ID to certify */
-	int64_t ttl;                /* seconds; 0: policy default */
+	const char *subject; /* the SPIFFE ID to certify */
+	int64_t ttl;         /* seconds; 0: policy default */
 	/* When non-NULL, DNS SANs from the CSR must also be in this list (a token's grant). */
 	const struct cfg_strlist *allowed_dns;
-	const char *kind;           /* log kind: "issued" (default) or "renewed" */
-	const char *actor;          /* who asked: "admin:cli", "token:<jti>", ... */
-	const char *parent;         /* parent identity for nested agents, or NULL */
-	const char *request_id;     /* or NULL */
-	const char *token_jti;      /* marked used in the same commit, or NULL */
+	const char *kind;       /* log kind: "issued" (default) or "renewed" */
+	const char *actor;      /* who asked: "admin:cli", "token:<jti>", ... */
+	const char *parent;     /* parent identity for nested agents, or NULL */
+	const char *request_id; /* or NULL */
+	const char *token_jti;  /* marked used in the same commit, or NULL */
 	int64_t token_expires;
-	int depth;                  /* nesting depth recorded with the certificate */
-	int64_t not_after_max;      /* unix seconds; 0: none. A child never outlives its parent */
+	int depth;             /* nesting depth recorded with the certificate */
+	int64_t not_after_max; /* unix seconds; 0: none. A child never outlives its parent */
 };
 
 struct issue_result {
-	char *cert_pem;             /* the leaf, PEM; heap */
+	char *cert_pem; /* the leaf, PEM; heap */
 	size_t cert_pem_len;
 	const unsigned char *chain_pem; /* intermediate + upstream; borrowed from the authority */
 	size_t chain_pem_len;
-	char serial[41];            /* hex */
+	char serial[41]; /* hex */
 	int64_t not_before, not_after;
-	int64_t renew_after;        /* 2/3 of the lifetime */
+	int64_t renew_after; /* 2/3 of the lifetime */
 	uint64_t log_seq;
 };
 
 int ca_issue(const struct issuer *iss, const struct issue_request *req, struct issue_result *res,
-	     struct ac_err *err);
+             struct ac_err *err);
 void issue_result_free(struct issue_result *res);
 
 /* Record one "denied" entry for a request refused outside the engine (a bad token, a revoked
  * certificate asking to renew): kind "denied", the request's actor, subject, parent and
  * request id, and the refusal's reason and message. A failure to record is logged. */
 void issue_record_denial(const struct issuer *iss, const struct issue_request *req,
-			 const struct ac_err *refusal);
+                         const struct ac_err *refusal);
 
 #endif

@@ -456,13 +456,13 @@ key_write_public(const char *path, EVP_PKEY *key, struct ac_err *err)
 	mem = BIO_new(BIO_s_mem());
 	if (mem == NULL || PEM_write_bio_PUBKEY(mem, key) != 1) {
 		ac_err_ssl(err, AC_ERR_CRYPTO, "pem_write_failed",
-			   "%s: cannot encode the public key", path);
+		           "%s: cannot encode the public key", path);
 		goto out;
 	}
 	len = BIO_get_mem_data(mem, &data);
 	if (len <= 0) {
 		ac_err_ssl(err, AC_ERR_CRYPTO, "pem_write_failed", "%s: empty public key PEM",
-			   path);
+		           path);
 		goto out;
 	}
 	rc = atomic_write_file(path, data, (size_t)len, 0644, err);
@@ -480,7 +480,7 @@ key_is_p256(const EVP_PKEY *key)
 	if (!EVP_PKEY_is_a(key, "EC"))
 		return 0;
 	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-					   &len) != 1)
+	                                   &len) != 1)
 		return 0;
 	return strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0;
 }

@@ -34,7 +34,7 @@ const EVP_MD *key_sign_digest(const EVP_PKEY *key);
 
 /* Write key as encrypted PKCS#8 PEM (mode 0600, atomically). */
 int key_write_encrypted(const char *path, EVP_PKEY *key, const char *passphrase,
-			struct ac_err *err);
+                        struct ac_err *err);
 
 /* Write key as unencrypted PKCS#8 PEM (mode 0600): only for agents' own leaf keys. */
 int key_write_plain(const char *path, EVP_PKEY *key, struct ac_err *err);
@@ -58,7 +58,7 @@ EVP_PKEY *key_load(const char *path, const char *passphrase, struct ac_err *err)
  * DIR/password. out gets a NUL-terminated copy (trailing newline removed). AC_ERR_NOTFOUND
  * "no_passphrase" when none of them is there. */
 int passphrase_resolve(const char *dir, const char *password_file, char *out, size_t len,
-		       struct ac_err *err);
+                       struct ac_err *err);
 
 /* Make a random passphrase (32 bytes, base64url) and write it to path with mode 0600. */
 int passphrase_create(const char *path, char *out, size_t len, struct ac_err *err);

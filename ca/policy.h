@@ -22,20 +22,20 @@
 #include "common/config.h"
 #include "common/error.h"
 
-#define POLICY_TTL_FLOOR (5 * 60)           /* 5 minutes: the shortest lifetime ever */
-#define POLICY_TTL_CEILING (90 * 86400)     /* 90 days: the longest ever */
+#define POLICY_TTL_FLOOR (5 * 60)       /* 5 minutes: the shortest lifetime ever */
+#define POLICY_TTL_CEILING (90 * 86400) /* 90 days: the longest ever */
 #define POLICY_SPIFFE_ID_MAX 2048
 #define POLICY_DNS_NAME_MAX 253
 
 struct ca_policy {
-	int64_t default_ttl;              /* seconds; default 24h */
-	int64_t min_ttl;                  /* default 5m, >= POLICY_TTL_FLOOR */
-	int64_t max_ttl;                  /* default 90d, <= POLICY_TTL_CEILING */
-	struct cfg_strlist dns_suffixes;  /* allowed DNS SAN suffixes (label boundary) */
-	struct cfg_strlist ip_ranges;     /* allowed IP SANs, CIDR, v4 or v6 */
-	int64_t max_sans;                 /* default 16, counting the SPIFFE URI */
-	char *crl_url;                    /* NULL: no CRL distribution point */
-	char *ocsp_url;                   /* NULL: no AIA OCSP */
+	int64_t default_ttl;             /* seconds; default 24h */
+	int64_t min_ttl;                 /* default 5m, >= POLICY_TTL_FLOOR */
+	int64_t max_ttl;                 /* default 90d, <= POLICY_TTL_CEILING */
+	struct cfg_strlist dns_suffixes; /* allowed DNS SAN suffixes (label boundary) */
+	struct cfg_strlist ip_ranges;    /* allowed IP SANs, CIDR, v4 or v6 */
+	int64_t max_sans;                /* default 16, counting the SPIFFE URI */
+	char *crl_url;                   /* NULL: no CRL distribution point */
+	char *ocsp_url;                  /* NULL: no AIA OCSP */
 };
 
 /* The defaults above; dns_suffixes gets the trust domain. */
@@ -52,16 +52,16 @@ extern const struct cfg_field ca_policy_fields[];
 /* spiffe://<trust_domain>/<path>: scheme and domain lowercase, path segments of
  * [A-Za-z0-9._-], no empty, "." or ".." segment, no query or fragment. */
 int policy_check_spiffe_id(const char *id, size_t len, const char *trust_domain,
-			   struct ac_err *err);
+                           struct ac_err *err);
 
 /* A DNS SAN: LDH labels, no wildcard, under one of the allowed suffixes. len is the byte
  * length as encoded (so an embedded NUL is seen). */
 int policy_check_dns(const struct ca_policy *policy, const char *name, size_t len,
-		     struct ac_err *err);
+                     struct ac_err *err);
 
 /* An IP SAN (4 or 16 raw bytes) inside one of the allowed ranges. */
 int policy_check_ip(const struct ca_policy *policy, const unsigned char *addr, size_t len,
-		    struct ac_err *err);
+                    struct ac_err *err);
 
 /* The subject key: EC P-256/P-384, Ed25519, RSA >= 2048 (and <= 8192). */
 int policy_check_key(EVP_PKEY *key, struct ac_err *err);

@@ -23,7 +23,7 @@ collect_serial(void *arg, const struct cert_summary *c)
 /* One revocation: the row and its log entry. */
 static int
 revoke_one(struct store *st, const char *serial, const char *reason, const char *actor,
-	   const char *request_id, const char *detail, struct ac_err *err)
+           const char *request_id, const char *detail, struct ac_err *err)
 {
 	struct log_entry entry;
 	struct store_write w;
@@ -69,14 +69,14 @@ ca_revoke(struct store *st, const struct revoke_request *req, int *children, str
 	if (store_cert_list(st, &filter, collect_serial, &serials, err) != 0)
 		goto out;
 	snprintf(detail, sizeof(detail), "nested under %s, whose certificate %s was revoked",
-		 row.subject, row.serial);
+	         row.subject, row.serial);
 	for (size_t i = 0; i < serials.count; i++) {
 		struct ac_err child_err;
 
 		ac_err_clear(&child_err);
 		/* "cessationOfOperation": the parent that vouched for it is gone. */
 		if (revoke_one(st, serials.items[i], "cessationOfOperation", req->actor,
-			       req->request_id, detail, &child_err) != 0) {
+		               req->request_id, detail, &child_err) != 0) {
 			if (child_err.code == AC_ERR_CONFLICT)
 				continue; /* revoked meanwhile */
 			*err = child_err;
@@ -86,7 +86,7 @@ ca_revoke(struct store *st, const struct revoke_request *req, int *children, str
 	}
 	if (*children > 0)
 		log_info("revoked_children", "revoking %s also revoked %d nested certificate%s",
-			 row.serial, *children, *children == 1 ? "" : "s");
+		         row.serial, *children, *children == 1 ? "" : "s");
 	rc = 0;
 out:
 	cfg_strlist_free(&serials);

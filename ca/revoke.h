@@ -22,6 +22,6 @@ struct revoke_request {
 /* Revoke serial and its nested agents' certificates. *children gets how many of those were
  * revoked. AC_ERR_NOTFOUND for an unknown serial, AC_ERR_CONFLICT if already revoked. */
 int ca_revoke(struct store *st, const struct revoke_request *req, int *children,
-	      struct ac_err *err);
+              struct ac_err *err);
 
 #endif

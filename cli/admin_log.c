@@ -69,8 +69,8 @@ admin_log_record(const char *dir, const char *config, const char *kind, const ch
 		hex = bn != NULL ? BN_bn2hex(bn) : NULL;
 		if (hex != NULL && strlen(hex) < sizeof(serial)) {
 			for (size_t i = 0; hex[i] != '\0'; i++)
-				serial[i] = (char)(hex[i] >= 'A' && hex[i] <= 'F' ? hex[i] + 32
-										    : hex[i]);
+				serial[i] =
+				    (char)(hex[i] >= 'A' && hex[i] <= 'F' ? hex[i] + 32 : hex[i]);
 			entry.serial = serial;
 		}
 		OPENSSL_free(hex);

@@ -17,7 +17,7 @@
 #define EXIT_USAGE 2
 
 struct cli_command {
-	const char *name;    /* "init", "ca import", "audit verify" */
+	const char *name; /* "init", "ca import", "audit verify" */
 	int (*run)(int argc, char **argv);
 	const char *summary; /* one line for `agentca --help` */
 };
@@ -32,7 +32,7 @@ int cli_fail(const char *cmd, const struct ac_err *err);
  * and unknown options (*done = EXIT_USAGE). Returns the option character, -1 at the end, or
  * 0 when *done holds the exit code. */
 int cli_getopt(int argc, char **argv, const char *cmd, const char *usage,
-	       const struct option *longopts, int *done);
+               const struct option *longopts, int *done);
 
 /* The commands (cmd_*.c). */
 int cmd_init(int argc, char **argv);

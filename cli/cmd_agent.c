@@ -13,19 +13,19 @@
 #include <openssl/crypto.h>
 
 static const char agent_usage[] =
-	"usage: agentca agent --ca URL --out DIR [--token T | --token-file F]\n"
-	"                     [--fingerprint SHA256] [--exec CMD] [--signal PID:SIG]\n"
-	"                     [--once] [--force] [--key-type p256|p384|ed25519|rsa3072]\n"
-	"\n"
-	"Keep DIR/key.pem, cert.pem, chain.pem and bundle.pem valid: enroll with the token when\n"
-	"DIR holds no valid certificate, then renew over mTLS at two thirds of the lifetime\n"
-	"(with jitter), a new key each time. After each rotation run CMD (/bin/sh -c) or send\n"
-	"SIG to PID. When the CA is unreachable, keep the current files and retry with\n"
-	"backoff. Logs JSON lines on stderr; SIGTERM stops.\n"
-	"\n"
-	"  --once                  renew if due (or enroll if needed), then exit: for cron or a\n"
-	"                          systemd timer\n"
-	"  --force                 renew now, due or not\n";
+    "usage: agentca agent --ca URL --out DIR [--token T | --token-file F]\n"
+    "                     [--fingerprint SHA256] [--exec CMD] [--signal PID:SIG]\n"
+    "                     [--once] [--force] [--key-type p256|p384|ed25519|rsa3072]\n"
+    "\n"
+    "Keep DIR/key.pem, cert.pem, chain.pem and bundle.pem valid: enroll with the token when\n"
+    "DIR holds no valid certificate, then renew over mTLS at two thirds of the lifetime\n"
+    "(with jitter), a new key each time. After each rotation run CMD (/bin/sh -c) or send\n"
+    "SIG to PID. When the CA is unreachable, keep the current files and retry with\n"
+    "backoff. Logs JSON lines on stderr; SIGTERM stops.\n"
+    "\n"
+    "  --once                  renew if due (or enroll if needed), then exit: for cron or a\n"
+    "                          systemd timer\n"
+    "  --force                 renew now, due or not\n";
 
 /* "1234:HUP" or "1234:1" into pid and signal number. */
 static int
@@ -34,8 +34,11 @@ parse_signal(const char *text, pid_t *pid, int *sig)
 	static const struct {
 		const char *name;
 		int number;
-	} names[] = {{"HUP", SIGHUP}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM},
-		     {"INT", SIGINT}};
+	} names[] = {{"HUP", SIGHUP},
+	             {"USR1", SIGUSR1},
+	             {"USR2", SIGUSR2},
+	             {"TERM", SIGTERM},
+	             {"INT", SIGINT}};
 	const char *colon = strchr(text, ':');
 	char *end;
 	long p;
@@ -79,18 +82,18 @@ int
 cmd_agent(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"ca", required_argument, NULL, 'c'},
-		{"out", required_argument, NULL, 'o'},
-		{"token", required_argument, NULL, 't'},
-		{"token-file", required_argument, NULL, 'T'},
-		{"fingerprint", required_argument, NULL, 'f'},
-		{"exec", required_argument, NULL, 'e'},
-		{"signal", required_argument, NULL, 's'},
-		{"once", no_argument, NULL, '1'},
-		{"force", no_argument, NULL, 'F'},
-		{"key-type", required_argument, NULL, 'k'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"ca", required_argument, NULL, 'c'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"token", required_argument, NULL, 't'},
+	    {"token-file", required_argument, NULL, 'T'},
+	    {"fingerprint", required_argument, NULL, 'f'},
+	    {"exec", required_argument, NULL, 'e'},
+	    {"signal", required_argument, NULL, 's'},
+	    {"once", no_argument, NULL, '1'},
+	    {"force", no_argument, NULL, 'F'},
+	    {"key-type", required_argument, NULL, 'k'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct agent_options o;
 	struct ac_err err;
@@ -126,7 +129,8 @@ cmd_agent(int argc, char **argv)
 			break;
 		case 's':
 			if (parse_signal(optarg, &o.signal_pid, &o.signal_number) != 0)
-				return cli_usage_error("agent", "--signal wants PID:SIG, e.g. 1234:HUP");
+				return cli_usage_error("agent",
+				                       "--signal wants PID:SIG, e.g. 1234:HUP");
 			break;
 		case '1':
 			o.once = 1;
@@ -159,7 +163,7 @@ cmd_agent(int argc, char **argv)
 		token = first_line(token_file);
 		if (token == NULL) {
 			ac_err_set(&err, AC_ERR_IO, "file_unreadable", "%s: cannot read the token",
-				   token_file);
+			           token_file);
 			return cli_fail("agent", &err);
 		}
 		o.token = token;

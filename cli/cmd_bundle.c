@@ -13,30 +13,30 @@
 #include "rotation/bundle_watch.h"
 
 static const char bundle_usage[] =
-	"usage: agentca bundle watch --ca URL --out FILE [--exec CMD]\n"
-	"                            [--fingerprint SHA256 | --ca-file ROOTS.pem]\n"
-	"                            [--wait 30s] [--once]\n"
-	"\n"
-	"Keep FILE equal to the CA's trust bundle (PEM): wait for changes (long-poll with the\n"
-	"ETag held), write FILE atomically when it changes, then run CMD (/bin/sh -c), e.g.\n"
-	"'nginx -s reload'. The CA is trusted through --ca-file, else FILE as it is, else the\n"
-	"root whose SHA-256 matches --fingerprint. Logs JSON lines on stderr; SIGTERM stops.\n"
-	"\n"
-	"  --once                  fetch once, write if changed, exit\n";
+    "usage: agentca bundle watch --ca URL --out FILE [--exec CMD]\n"
+    "                            [--fingerprint SHA256 | --ca-file ROOTS.pem]\n"
+    "                            [--wait 30s] [--once]\n"
+    "\n"
+    "Keep FILE equal to the CA's trust bundle (PEM): wait for changes (long-poll with the\n"
+    "ETag held), write FILE atomically when it changes, then run CMD (/bin/sh -c), e.g.\n"
+    "'nginx -s reload'. The CA is trusted through --ca-file, else FILE as it is, else the\n"
+    "root whose SHA-256 matches --fingerprint. Logs JSON lines on stderr; SIGTERM stops.\n"
+    "\n"
+    "  --once                  fetch once, write if changed, exit\n";
 
 int
 cmd_bundle_watch(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"ca", required_argument, NULL, 'c'},
-		{"out", required_argument, NULL, 'o'},
-		{"exec", required_argument, NULL, 'e'},
-		{"fingerprint", required_argument, NULL, 'f'},
-		{"ca-file", required_argument, NULL, 'C'},
-		{"wait", required_argument, NULL, 'w'},
-		{"once", no_argument, NULL, '1'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"ca", required_argument, NULL, 'c'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"exec", required_argument, NULL, 'e'},
+	    {"fingerprint", required_argument, NULL, 'f'},
+	    {"ca-file", required_argument, NULL, 'C'},
+	    {"wait", required_argument, NULL, 'w'},
+	    {"once", no_argument, NULL, '1'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *ca_file = NULL, *fingerprint = NULL, *env;
 	struct bundle_watch_options o;
@@ -70,7 +70,7 @@ cmd_bundle_watch(int argc, char **argv)
 		case 'w':
 			if (duration_parse(optarg, &wait) != 0 || wait < 1 || wait > 3600)
 				return cli_usage_error("bundle watch",
-						       "--wait must be between 1s and 1h");
+				                       "--wait must be between 1s and 1h");
 			break;
 		case '1':
 			o.once = 1;
@@ -96,7 +96,7 @@ cmd_bundle_watch(int argc, char **argv)
 			goto fail;
 	} else {
 		rc = cli_usage_error("bundle watch", "give --ca-file or --fingerprint (or an "
-						     "existing --out file) to trust the CA");
+		                                     "existing --out file) to trust the CA");
 		goto out;
 	}
 	o.roots_pem = roots;

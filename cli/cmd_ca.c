@@ -10,29 +10,29 @@
 #include "cli/cli.h"
 
 static const char import_usage[] =
-	"usage: agentca ca import --dir DIR --cert INTERMEDIATE.pem --chain CORP-ROOT.pem\n"
-	"                         [--key KEY.pem] [--password-file F]\n"
-	"\n"
-	"Install an intermediate signed by a corporate root. Checks that the key matches the\n"
-	"certificate, that it is a CA, that the chain verifies to the root in --chain (which may\n"
-	"also hold intermediates between), and that it is valid now.\n"
-	"\n"
-	"  --cert FILE             the signed intermediate certificate\n"
-	"  --chain FILE            the corporate root (and any certificates in between)\n"
-	"  --key FILE              the intermediate key, when it was not made by init --csr\n"
-	"  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n";
+    "usage: agentca ca import --dir DIR --cert INTERMEDIATE.pem --chain CORP-ROOT.pem\n"
+    "                         [--key KEY.pem] [--password-file F]\n"
+    "\n"
+    "Install an intermediate signed by a corporate root. Checks that the key matches the\n"
+    "certificate, that it is a CA, that the chain verifies to the root in --chain (which may\n"
+    "also hold intermediates between), and that it is valid now.\n"
+    "\n"
+    "  --cert FILE             the signed intermediate certificate\n"
+    "  --chain FILE            the corporate root (and any certificates in between)\n"
+    "  --key FILE              the intermediate key, when it was not made by init --csr\n"
+    "  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n";
 
 int
 cmd_ca_import(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},
-		{"cert", required_argument, NULL, 'c'},
-		{"chain", required_argument, NULL, 'C'},
-		{"key", required_argument, NULL, 'k'},
-		{"password-file", required_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"cert", required_argument, NULL, 'c'},
+	    {"chain", required_argument, NULL, 'C'},
+	    {"key", required_argument, NULL, 'k'},
+	    {"password-file", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL, *cert = NULL, *chain = NULL, *key = NULL, *password_file = NULL;
 	struct ac_err err;
@@ -67,24 +67,24 @@ cmd_ca_import(int argc, char **argv)
 	if (ca_import(dir, cert, chain, key, password_file, &err) != 0)
 		return cli_fail("ca import", &err);
 	if (admin_log_record(dir, NULL, "ca_activated",
-			     "intermediate signed by the corporate root imported", &err) != 0)
+	                     "intermediate signed by the corporate root imported", &err) != 0)
 		return cli_fail("ca import", &err);
 	printf("imported intermediate %s into %s\n", cert, dir);
 	return EXIT_OK;
 }
 
 static const char show_usage[] =
-	"usage: agentca ca show --dir DIR\n"
-	"\n"
-	"Print the CA's chain, SHA-256 fingerprints, validity, key states and name constraints.\n";
+    "usage: agentca ca show --dir DIR\n"
+    "\n"
+    "Print the CA's chain, SHA-256 fingerprints, validity, key states and name constraints.\n";
 
 int
 cmd_ca_show(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL;
 	struct ac_err err;
@@ -107,17 +107,17 @@ cmd_ca_show(int argc, char **argv)
 }
 
 static const char trust_usage[] =
-	"usage: agentca trust add --dir DIR ROOT.pem\n"
-	"\n"
-	"Add the self-signed CA certificate(s) in ROOT.pem to the trust bundle (DIR/trust.pem).\n";
+    "usage: agentca trust add --dir DIR ROOT.pem\n"
+    "\n"
+    "Add the self-signed CA certificate(s) in ROOT.pem to the trust bundle (DIR/trust.pem).\n";
 
 int
 cmd_trust_add(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL;
 	struct ac_err err;
@@ -140,7 +140,7 @@ cmd_trust_add(int argc, char **argv)
 		char detail[256];
 
 		snprintf(detail, sizeof(detail), "%d root%s added to the trust bundle", added,
-			 added == 1 ? "" : "s");
+		         added == 1 ? "" : "s");
 		if (admin_log_record(dir, NULL, "trust_added", detail, &err) != 0)
 			return cli_fail("trust add", &err);
 	}

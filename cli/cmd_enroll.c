@@ -15,14 +15,14 @@
 #include "enrollment/client.h"
 
 static const char enroll_usage[] =
-	"usage: agentca enroll --ca URL --token T --fingerprint SHA256 --out DIR\n"
-	"                      [--key-type p256|p384|ed25519|rsa3072]\n"
-	"\n"
-	"Enroll with a one-time bootstrap token: make a key here, send its CSR, and write\n"
-	"DIR/key.pem (0600), cert.pem, chain.pem and bundle.pem. The CA is trusted only if its\n"
-	"root's SHA-256 fingerprint matches (hex; colons and case are ignored).\n"
-	"\n"
-	"  --token-file F          read the token from a file instead of --token\n";
+    "usage: agentca enroll --ca URL --token T --fingerprint SHA256 --out DIR\n"
+    "                      [--key-type p256|p384|ed25519|rsa3072]\n"
+    "\n"
+    "Enroll with a one-time bootstrap token: make a key here, send its CSR, and write\n"
+    "DIR/key.pem (0600), cert.pem, chain.pem and bundle.pem. The CA is trusted only if its\n"
+    "root's SHA-256 fingerprint matches (hex; colons and case are ignored).\n"
+    "\n"
+    "  --token-file F          read the token from a file instead of --token\n";
 
 /* Read a token from a file: the first line, without its newline. */
 static char *
@@ -33,7 +33,7 @@ read_token_file(const char *path, struct ac_err *err)
 
 	if (fp == NULL) {
 		ac_err_set(err, AC_ERR_IO, "file_unreadable", "%s: cannot read the token file",
-			   path);
+		           path);
 		return NULL;
 	}
 	if (fgets(buf, sizeof(buf), fp) == NULL)
@@ -47,14 +47,14 @@ int
 cmd_enroll(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"ca", required_argument, NULL, 'c'},
-		{"token", required_argument, NULL, 't'},
-		{"token-file", required_argument, NULL, 'T'},
-		{"fingerprint", required_argument, NULL, 'f'},
-		{"out", required_argument, NULL, 'o'},
-		{"key-type", required_argument, NULL, 'k'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"ca", required_argument, NULL, 'c'},
+	    {"token", required_argument, NULL, 't'},
+	    {"token-file", required_argument, NULL, 'T'},
+	    {"fingerprint", required_argument, NULL, 'f'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"key-type", required_argument, NULL, 'k'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *ca = NULL, *fingerprint = NULL, *out_dir = NULL, *token_file = NULL;
 	char *token = NULL, *root = NULL, *bundle = NULL, *csr = NULL;
@@ -101,12 +101,13 @@ cmd_enroll(int argc, char **argv)
 		rc = cli_usage_error("enroll", "unexpected argument '%s'", argv[optind]);
 		goto out;
 	}
-	if (token_file != NULL && token == NULL && (token = read_token_file(token_file, &err)) == NULL)
+	if (token_file != NULL && token == NULL &&
+	    (token = read_token_file(token_file, &err)) == NULL)
 		goto fail;
 	if (ca == NULL || token == NULL || fingerprint == NULL || out_dir == NULL) {
 		rc = cli_usage_error("enroll",
-				     "--ca, --token (or --token-file), --fingerprint and --out are "
-				     "required");
+		                     "--ca, --token (or --token-file), --fingerprint and --out are "
+		                     "required");
 		goto out;
 	}
 	if (strncmp(ca, "https://", 8) != 0) {
@@ -125,8 +126,8 @@ cmd_enroll(int argc, char **argv)
 	if (client_fetch_bundle(ca, root, &bundle, &err) != 0 ||
 	    client_write_identity(out_dir, key, &issued, bundle, &err) != 0)
 		goto fail;
-	printf("enrolled: serial %s, valid until %s, renew after %s; files in %s\n",
-	       issued.serial, issued.not_after != NULL ? issued.not_after : "?",
+	printf("enrolled: serial %s, valid until %s, renew after %s; files in %s\n", issued.serial,
+	       issued.not_after != NULL ? issued.not_after : "?",
 	       issued.renew_after != NULL ? issued.renew_after : "?", out_dir);
 	rc = EXIT_OK;
 	goto out;

@@ -13,41 +13,41 @@
 #include "enrollment/token.h"
 
 static const char init_usage[] =
-	"usage: agentca init --dir DIR --name NAME --trust-domain TD [options]\n"
-	"\n"
-	"Create a CA: a root and an online intermediate signed by it, or with --csr only an\n"
-	"intermediate key and a CSR for a corporate root (then: agentca ca import).\n"
-	"\n"
-	"  --dir DIR               the CA directory (created 0700)\n"
-	"  --name NAME             the CA's name, used in its certificates' subjects\n"
-	"  --trust-domain TD       the SPIFFE trust domain, e.g. corp.internal\n"
-	"  --key-type T            p256 (default), p384, rsa3072 or ed25519\n"
-	"  --dns-suffix S          DNS names allowed in leaves (repeatable; default TD)\n"
-	"  --ip-range CIDR         IP addresses allowed in leaves (repeatable; default none)\n"
-	"  --password-file F       the key passphrase; else $AGENTCA_PASSWORD; else a random\n"
-	"                          one is written to DIR/password (0600)\n"
-	"  --offline-root PATH     write the root key to PATH instead of DIR, to carry away\n"
-	"  --root-ttl D            root validity (default 3650d)\n"
-	"  --intermediate-ttl D    intermediate validity (default 365d)\n"
-	"  --csr                   corporate mode: write intermediate.key and intermediate.csr\n";
+    "usage: agentca init --dir DIR --name NAME --trust-domain TD [options]\n"
+    "\n"
+    "Create a CA: a root and an online intermediate signed by it, or with --csr only an\n"
+    "intermediate key and a CSR for a corporate root (then: agentca ca import).\n"
+    "\n"
+    "  --dir DIR               the CA directory (created 0700)\n"
+    "  --name NAME             the CA's name, used in its certificates' subjects\n"
+    "  --trust-domain TD       the SPIFFE trust domain, e.g. corp.internal\n"
+    "  --key-type T            p256 (default), p384, rsa3072 or ed25519\n"
+    "  --dns-suffix S          DNS names allowed in leaves (repeatable; default TD)\n"
+    "  --ip-range CIDR         IP addresses allowed in leaves (repeatable; default none)\n"
+    "  --password-file F       the key passphrase; else $AGENTCA_PASSWORD; else a random\n"
+    "                          one is written to DIR/password (0600)\n"
+    "  --offline-root PATH     write the root key to PATH instead of DIR, to carry away\n"
+    "  --root-ttl D            root validity (default 3650d)\n"
+    "  --intermediate-ttl D    intermediate validity (default 365d)\n"
+    "  --csr                   corporate mode: write intermediate.key and intermediate.csr\n";
 
 int
 cmd_init(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},
-		{"name", required_argument, NULL, 'n'},
-		{"trust-domain", required_argument, NULL, 't'},
-		{"key-type", required_argument, NULL, 'k'},
-		{"dns-suffix", required_argument, NULL, 's'},
-		{"ip-range", required_argument, NULL, 'i'},
-		{"password-file", required_argument, NULL, 'p'},
-		{"offline-root", required_argument, NULL, 'o'},
-		{"root-ttl", required_argument, NULL, 'R'},
-		{"intermediate-ttl", required_argument, NULL, 'I'},
-		{"csr", no_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"trust-domain", required_argument, NULL, 't'},
+	    {"key-type", required_argument, NULL, 'k'},
+	    {"dns-suffix", required_argument, NULL, 's'},
+	    {"ip-range", required_argument, NULL, 'i'},
+	    {"password-file", required_argument, NULL, 'p'},
+	    {"offline-root", required_argument, NULL, 'o'},
+	    {"root-ttl", required_argument, NULL, 'R'},
+	    {"intermediate-ttl", required_argument, NULL, 'I'},
+	    {"csr", no_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct cfg_strlist dns_suffixes = {NULL, 0}, ip_ranges = {NULL, 0};
 	struct ca_init_options opts;
@@ -75,9 +75,10 @@ cmd_init(int argc, char **argv)
 			break;
 		case 'k':
 			if (key_type_parse(optarg, &opts.key_type) != 0) {
-				rc = cli_usage_error("init", "--key-type must be p256, p384, "
-							     "rsa3072 or ed25519, not '%s'",
-						     optarg);
+				rc = cli_usage_error("init",
+				                     "--key-type must be p256, p384, "
+				                     "rsa3072 or ed25519, not '%s'",
+				                     optarg);
 				goto out;
 			}
 			break;
@@ -98,9 +99,9 @@ cmd_init(int argc, char **argv)
 		case 'R':
 		case 'I':
 			if (duration_parse(optarg, c == 'R' ? &opts.root_ttl
-							    : &opts.intermediate_ttl) != 0) {
+			                                    : &opts.intermediate_ttl) != 0) {
 				rc = cli_usage_error("init", "bad duration '%s' (e.g. 365d)",
-						     optarg);
+				                     optarg);
 				goto out;
 			}
 			break;
@@ -119,7 +120,7 @@ cmd_init(int argc, char **argv)
 	}
 	if (opts.csr_only && opts.offline_root_path != NULL) {
 		rc = cli_usage_error("init", "--offline-root makes no sense with --csr: a "
-					     "corporate root holds the root key");
+		                             "corporate root holds the root key");
 		goto out;
 	}
 	opts.dns_suffixes = &dns_suffixes;
@@ -132,15 +133,15 @@ cmd_init(int argc, char **argv)
 
 		if (opts.csr_only)
 			snprintf(detail, sizeof(detail),
-				 "intermediate key and CSR created for a corporate root (%s)",
-				 key_type_name(opts.key_type));
+			         "intermediate key and CSR created for a corporate root (%s)",
+			         key_type_name(opts.key_type));
 		else
 			snprintf(detail, sizeof(detail),
-				 "CA \"%s\" created: root %s, %s, root key %s", opts.name,
-				 report.root_fingerprint, key_type_name(opts.key_type),
-				 opts.offline_root_path != NULL ? "offline" : "in DIR");
+			         "CA \"%s\" created: root %s, %s, root key %s", opts.name,
+			         report.root_fingerprint, key_type_name(opts.key_type),
+			         opts.offline_root_path != NULL ? "offline" : "in DIR");
 		if (admin_log_record(opts.dir, NULL, opts.csr_only ? "ca_prepared" : "ca_activated",
-				     detail, &err) != 0)
+		                     detail, &err) != 0)
 			goto fail;
 	}
 	{
@@ -150,17 +151,17 @@ cmd_init(int argc, char **argv)
 		int failed;
 
 		failed = passphrase_resolve(opts.dir, opts.password_file, passphrase,
-					    sizeof(passphrase), &err) != 0 ||
-			 token_keys_ensure(opts.dir, passphrase, &err) != 0 ||
-			 audit_keys_ensure(opts.dir, passphrase, &err) != 0;
+		                            sizeof(passphrase), &err) != 0 ||
+		         token_keys_ensure(opts.dir, passphrase, &err) != 0 ||
+		         audit_keys_ensure(opts.dir, passphrase, &err) != 0;
 		passphrase_wipe(passphrase, sizeof(passphrase));
 		if (failed)
 			goto fail;
 	}
 
 	if (opts.csr_only) {
-		printf("created intermediate key and CSR for \"%s\" (trust domain %s)\n",
-		       opts.name, opts.trust_domain);
+		printf("created intermediate key and CSR for \"%s\" (trust domain %s)\n", opts.name,
+		       opts.trust_domain);
 		printf("CSR: %s\n", report.csr_path);
 		printf("next: have it signed by your corporate root, then run\n"
 		       "  agentca ca import --dir %s --cert INTERMEDIATE.pem --chain "

@@ -14,14 +14,14 @@
 #include "common/fsutil.h"
 
 static const char issue_usage[] =
-	"usage: agentca issue --dir DIR --csr REQ.pem --subject SPIFFE-ID [--ttl 24h] > CERT.pem\n"
-	"\n"
-	"Issue a certificate for SPIFFE-ID from a CSR (PEM or DER; '-' reads stdin). Prints the\n"
-	"leaf followed by its chain. The CSR's DNS and IP names are checked against the policy.\n"
-	"\n"
-	"  --ttl D                 lifetime, clamped to the policy (default 24h)\n"
-	"  --config FILE           settings (default DIR/config.json)\n"
-	"  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n";
+    "usage: agentca issue --dir DIR --csr REQ.pem --subject SPIFFE-ID [--ttl 24h] > CERT.pem\n"
+    "\n"
+    "Issue a certificate for SPIFFE-ID from a CSR (PEM or DER; '-' reads stdin). Prints the\n"
+    "leaf followed by its chain. The CSR's DNS and IP names are checked against the policy.\n"
+    "\n"
+    "  --ttl D                 lifetime, clamped to the policy (default 24h)\n"
+    "  --config FILE           settings (default DIR/config.json)\n"
+    "  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n";
 
 /* Read the CSR from a file or stdin, bounded. */
 static int
@@ -39,7 +39,7 @@ read_csr(const char *path, char **data, size_t *len, struct ac_err *err)
 	if (used > CSR_MAX_BYTES) {
 		free(buf);
 		return ac_err_set(err, AC_ERR_INVALID, "csr_malformed",
-				  "stdin: CSR larger than %d bytes", CSR_MAX_BYTES);
+		                  "stdin: CSR larger than %d bytes", CSR_MAX_BYTES);
 	}
 	buf[used] = '\0';
 	*data = buf;
@@ -51,14 +51,14 @@ int
 cmd_issue(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},
-		{"csr", required_argument, NULL, 'c'},
-		{"subject", required_argument, NULL, 's'},
-		{"ttl", required_argument, NULL, 't'},
-		{"config", required_argument, NULL, 'C'},
-		{"password-file", required_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"csr", required_argument, NULL, 'c'},
+	    {"subject", required_argument, NULL, 's'},
+	    {"ttl", required_argument, NULL, 't'},
+	    {"config", required_argument, NULL, 'C'},
+	    {"password-file", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL, *csr_path = NULL, *subject = NULL, *config = NULL;
 	const char *password_file = NULL;
@@ -92,7 +92,7 @@ cmd_issue(int argc, char **argv)
 		case 't':
 			if (duration_parse(optarg, &ttl) != 0)
 				return cli_usage_error("issue", "bad --ttl '%s' (e.g. 24h, 30m)",
-						       optarg);
+				                       optarg);
 			break;
 		case 'C':
 			config = optarg;
@@ -112,8 +112,7 @@ cmd_issue(int argc, char **argv)
 	authority = ca_authority_load(dir, password_file, &err);
 	if (authority == NULL)
 		goto fail;
-	if (settings_open_store(dir, config, authority->trust_domain, &settings, &store, &err) !=
-	    0)
+	if (settings_open_store(dir, config, authority->trust_domain, &settings, &store, &err) != 0)
 		goto fail;
 	have_settings = 1;
 
@@ -133,9 +132,9 @@ cmd_issue(int argc, char **argv)
 	    fwrite(res.chain_pem, 1, res.chain_pem_len, stdout) != res.chain_pem_len ||
 	    fflush(stdout) != 0) {
 		ac_err_set(&err, AC_ERR_IO, "write_failed",
-			   "writing the certificate to stdout failed (serial %s is issued and "
-			   "logged)",
-			   res.serial);
+		           "writing the certificate to stdout failed (serial %s is issued and "
+		           "logged)",
+		           res.serial);
 		goto fail;
 	}
 	rc = EXIT_OK;

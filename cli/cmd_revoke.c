@@ -12,24 +12,21 @@
 #include "store/store.h"
 
 static const char revoke_usage[] =
-	"usage: agentca revoke --dir DIR --serial HEX [--reason R]\n"
-	"\n"
-	"Revoke the certificate with this serial (hex, as openssl x509 -serial prints it).\n"
-	"R is an RFC 5280 reason name: unspecified (default), keyCompromise, affiliationChanged,\n"
-	"superseded, cessationOfOperation, ...\n"
-	"\n"
-	"  --config FILE           settings (default DIR/config.json), for the store's path\n";
+    "usage: agentca revoke --dir DIR --serial HEX [--reason R]\n"
+    "\n"
+    "Revoke the certificate with this serial (hex, as openssl x509 -serial prints it).\n"
+    "R is an RFC 5280 reason name: unspecified (default), keyCompromise, affiliationChanged,\n"
+    "superseded, cessationOfOperation, ...\n"
+    "\n"
+    "  --config FILE           settings (default DIR/config.json), for the store's path\n";
 
 int
 cmd_revoke(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},
-		{"serial", required_argument, NULL, 's'},
-		{"reason", required_argument, NULL, 'r'},
-		{"config", required_argument, NULL, 'C'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},    {"serial", required_argument, NULL, 's'},
+	    {"reason", required_argument, NULL, 'r'}, {"config", required_argument, NULL, 'C'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL, *serial = NULL, *reason = "unspecified", *config = NULL;
 	struct agentca_settings settings;

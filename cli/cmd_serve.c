@@ -43,18 +43,18 @@
 #define STH_PUBLISH_INTERVAL 1
 
 static const char serve_usage_head[] =
-	"usage: agentca serve --dir DIR [--listen ADDR:PORT]... [--config FILE]\n"
-	"                     [--password-file F]\n"
-	"\n"
-	"Run the CA daemon: the HTTPS API (enrollment, renewal, bundle, health, metrics).\n"
-	"Logs JSON lines on stderr. SIGHUP reloads the configuration and the server\n"
-	"certificate; SIGTERM drains and stops.\n"
-	"\n"
-	"  --listen ADDR:PORT      listen here instead of the configured addresses (repeatable)\n"
-	"  --config FILE           settings (default DIR/config.json; every key has a default)\n"
-	"  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n"
-	"\n"
-	"configuration keys:\n";
+    "usage: agentca serve --dir DIR [--listen ADDR:PORT]... [--config FILE]\n"
+    "                     [--password-file F]\n"
+    "\n"
+    "Run the CA daemon: the HTTPS API (enrollment, renewal, bundle, health, metrics).\n"
+    "Logs JSON lines on stderr. SIGHUP reloads the configuration and the server\n"
+    "certificate; SIGTERM drains and stops.\n"
+    "\n"
+    "  --listen ADDR:PORT      listen here instead of the configured addresses (repeatable)\n"
+    "  --config FILE           settings (default DIR/config.json; every key has a default)\n"
+    "  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n"
+    "\n"
+    "configuration keys:\n";
 
 /* Settings replaced by a reload stay allocated until exit: a request may still be reading
  * the policy it started with. Reloads are rare; this list stays short. */
@@ -101,7 +101,7 @@ static int
 server_names(const struct daemon *d, struct cfg_strlist *names, struct ac_err *err)
 {
 	const struct cfg_strlist *listen =
-		d->listen_override->count > 0 ? d->listen_override : &d->settings->listen;
+	    d->listen_override->count > 0 ? d->listen_override : &d->settings->listen;
 	char host[256];
 
 	for (size_t i = 0; i < listen->count; i++)
@@ -173,13 +173,12 @@ rotate_server_cert(struct daemon *d, const char *why)
 	ac_err_clear(&err);
 	ctx = make_server_ctx(d, &err);
 	if (ctx == NULL) {
-		log_error("server_cert_renewal_failed", "%s; keeping serial %s until %lld",
-			  err.msg, d->server.serial, (long long)d->server.not_after);
+		log_error("server_cert_renewal_failed", "%s; keeping serial %s until %lld", err.msg,
+		          d->server.serial, (long long)d->server.not_after);
 		return;
 	}
 	tls_slot_swap(d->tls, ctx);
-	log_info("server_cert_rotated", "server certificate %s in use (%s)", d->server.serial,
-		 why);
+	log_info("server_cert_rotated", "server certificate %s in use (%s)", d->server.serial, why);
 }
 
 /* Publish the signed tree head in DIR/sth.json when the log has grown since the last one
@@ -215,7 +214,7 @@ publish_sth(struct daemon *d)
 		goto fail;
 	d->published_tree_size = sth.tree_size;
 	log_info("sth_published", "signed tree head for %llu entries published",
-		 (unsigned long long)sth.tree_size);
+	         (unsigned long long)sth.tree_size);
 	goto out;
 fail:
 	log_warn("sth_publish_failed", "%s", err.msg);
@@ -238,7 +237,7 @@ reload(struct daemon *d)
 	if (fresh == NULL || old == NULL ||
 	    settings_load(d->dir, d->config, d->authority->trust_domain, fresh, &err) != 0) {
 		log_error("config_reload_failed", "%s; keeping the running configuration",
-			  err.msg[0] != '\0' ? err.msg : "out of memory");
+		          err.msg[0] != '\0' ? err.msg : "out of memory");
 		free(fresh);
 		free(old);
 		return;
@@ -259,7 +258,7 @@ reload(struct daemon *d)
 		ac_err_clear(&bundle_err);
 		if (api_reload_bundle(d->api, &bundle_err) != 0)
 			log_error("bundle_reload_failed", "%s; keeping the running bundle",
-				  bundle_err.msg);
+			          bundle_err.msg);
 	}
 }
 
@@ -293,15 +292,14 @@ start(struct daemon *d, struct ac_err *err)
 	d->issuer.policy = &d->settings->policy;
 	d->issuer.store = d->store;
 
-	if (passphrase_resolve(d->dir, d->password_file, passphrase, sizeof(passphrase), err) !=
-	    0)
+	if (passphrase_resolve(d->dir, d->password_file, passphrase, sizeof(passphrase), err) != 0)
 		return -1;
 	if (token_keys_ensure(d->dir, passphrase, err) != 0) {
 		passphrase_wipe(passphrase, sizeof(passphrase));
 		return -1;
 	}
 	d->minter = token_signer_load(d->dir, TOKEN_BOOTSTRAP, passphrase,
-				      d->authority->root_fingerprint, err);
+	                              d->authority->root_fingerprint, err);
 	if (d->minter != NULL && audit_keys_ensure(d->dir, passphrase, err) == 0)
 		d->audit_key = audit_key_load(d->dir, passphrase, err);
 	passphrase_wipe(passphrase, sizeof(passphrase));
@@ -309,11 +307,11 @@ start(struct daemon *d, struct ac_err *err)
 		return -1;
 	if (d->minter == NULL)
 		return -1;
-	d->bootstrap = token_verifier_load(d->dir, TOKEN_BOOTSTRAP,
-					   d->authority->root_fingerprint, err);
+	d->bootstrap =
+	    token_verifier_load(d->dir, TOKEN_BOOTSTRAP, d->authority->root_fingerprint, err);
 	d->admin = d->bootstrap != NULL ? token_verifier_load(d->dir, TOKEN_ADMIN,
-							      d->authority->root_fingerprint, err)
-					: NULL;
+	                                                      d->authority->root_fingerprint, err)
+	                                : NULL;
 	if (d->bootstrap == NULL || d->admin == NULL)
 		return -1;
 
@@ -335,9 +333,9 @@ start(struct daemon *d, struct ac_err *err)
 	/* Identity lists are read at start-up (a reload does not change them): the API keeps
 	 * the daemon's own copies, which outlive any reload. */
 	if (cfg_strlist_set(&d->admin_ids, (const char *const *)d->settings->admin_ids.items,
-			    d->settings->admin_ids.count, err) != 0 ||
+	                    d->settings->admin_ids.count, err) != 0 ||
 	    cfg_strlist_set(&d->auditor_ids, (const char *const *)d->settings->auditor_ids.items,
-			    d->settings->auditor_ids.count, err) != 0)
+	                    d->settings->auditor_ids.count, err) != 0)
 		return -1;
 	ao.admin_ids = &d->admin_ids;
 	ao.auditor_ids = &d->auditor_ids;
@@ -364,11 +362,10 @@ start(struct daemon *d, struct ac_err *err)
 
 	for (size_t i = 0; i < listen->count; i++)
 		log_info("listening", "HTTPS API on %s (port %d)", listen->items[i],
-			 front_bound_port(d->front, i));
-	log_info("ca_ready",
-		 "CA \"%s\" (trust domain %s, %s mode) ready; root %s, intermediate %s",
-		 d->authority->name, d->authority->trust_domain, d->authority->mode,
-		 d->authority->root_fingerprint, d->authority->intermediate_fingerprint);
+		         front_bound_port(d->front, i));
+	log_info("ca_ready", "CA \"%s\" (trust domain %s, %s mode) ready; root %s, intermediate %s",
+	         d->authority->name, d->authority->trust_domain, d->authority->mode,
+	         d->authority->root_fingerprint, d->authority->intermediate_fingerprint);
 	return 0;
 }
 
@@ -406,12 +403,12 @@ int
 cmd_serve(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},
-		{"listen", required_argument, NULL, 'l'},
-		{"config", required_argument, NULL, 'C'},
-		{"password-file", required_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"config", required_argument, NULL, 'C'},
+	    {"password-file", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct cfg_strlist listen_override = {NULL, 0};
 	struct daemon d;
@@ -449,8 +446,8 @@ cmd_serve(int argc, char **argv)
 	if (optind != argc || d.dir == NULL) {
 		cfg_strlist_free(&listen_override);
 		return optind != argc
-			       ? cli_usage_error("serve", "unexpected argument '%s'", argv[optind])
-			       : cli_usage_error("serve", "--dir is required");
+		           ? cli_usage_error("serve", "unexpected argument '%s'", argv[optind])
+		           : cli_usage_error("serve", "--dir is required");
 	}
 	d.listen_override = &listen_override;
 
@@ -477,7 +474,7 @@ cmd_serve(int argc, char **argv)
 			reload(&d);
 		} else if (sig == SIGTERM || sig == SIGINT) {
 			log_info("shutdown", "received %s, draining and stopping",
-				 sig == SIGINT ? "SIGINT" : "SIGTERM");
+			         sig == SIGINT ? "SIGINT" : "SIGTERM");
 			break;
 		}
 		if (time_now() >= d.server.renew_at)

@@ -11,21 +11,21 @@
 #include "common/log.h"
 
 static const struct cli_command commands[] = {
-	{"init", cmd_init, "create a CA: a root and an intermediate, or an intermediate CSR"},
-	{"ca import", cmd_ca_import, "install an intermediate signed by a corporate root"},
-	{"ca show", cmd_ca_show, "print the chain, fingerprints, key states and policy"},
-	{"trust add", cmd_trust_add, "add extra roots to the trust bundle"},
-	{"issue", cmd_issue, "issue a certificate offline from a CSR"},
-	{"serve", cmd_serve, "run the CA daemon"},
-	{"token create", cmd_token_create, "mint a one-time bootstrap token for an agent"},
-	{"admin token", cmd_admin_token, "mint a short-lived admin or auditor token"},
-	{"enroll", cmd_enroll, "get a first certificate from the CA with a bootstrap token"},
-	{"revoke", cmd_revoke, "revoke a certificate by serial"},
-	{"agent", cmd_agent, "enroll if needed, then keep the certificate renewed"},
-	{"bundle watch", cmd_bundle_watch, "keep a trust-bundle file current for a gateway"},
-	{"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
-	{"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
-	{"audit sth", cmd_audit_sth, "print the log's current signed tree head"},
+    {"init", cmd_init, "create a CA: a root and an intermediate, or an intermediate CSR"},
+    {"ca import", cmd_ca_import, "install an intermediate signed by a corporate root"},
+    {"ca show", cmd_ca_show, "print the chain, fingerprints, key states and policy"},
+    {"trust add", cmd_trust_add, "add extra roots to the trust bundle"},
+    {"issue", cmd_issue, "issue a certificate offline from a CSR"},
+    {"serve", cmd_serve, "run the CA daemon"},
+    {"token create", cmd_token_create, "mint a one-time bootstrap token for an agent"},
+    {"admin token", cmd_admin_token, "mint a short-lived admin or auditor token"},
+    {"enroll", cmd_enroll, "get a first certificate from the CA with a bootstrap token"},
+    {"revoke", cmd_revoke, "revoke a certificate by serial"},
+    {"agent", cmd_agent, "enroll if needed, then keep the certificate renewed"},
+    {"bundle watch", cmd_bundle_watch, "keep a trust-bundle file current for a gateway"},
+    {"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
+    {"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
+    {"audit sth", cmd_audit_sth, "print the log's current signed tree head"},
 };
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
 
@@ -33,8 +33,8 @@ static void
 print_help(FILE *out)
 {
 	fprintf(out, "usage: agentca <command> [options]\n\n"
-		     "agentca is an internal PKI: a CA daemon issuing short-lived certificates.\n\n"
-		     "commands:\n");
+	             "agentca is an internal PKI: a CA daemon issuing short-lived certificates.\n\n"
+	             "commands:\n");
 	for (size_t i = 0; i < COMMAND_COUNT; i++)
 		fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "\nRun 'agentca <command> --help' for a command's options.\n");
@@ -61,8 +61,8 @@ cli_fail(const char *cmd, const struct ac_err *err)
 }
 
 int
-cli_getopt(int argc, char **argv, const char *cmd, const char *usage,
-	   const struct option *longopts, int *done)
+cli_getopt(int argc, char **argv, const char *cmd, const char *usage, const struct option *longopts,
+           int *done)
 {
 	int c;
 
@@ -123,5 +123,5 @@ main(int argc, char **argv)
 		}
 	}
 	return cli_usage_error("", "unknown command '%s%s%s'", argv[1], argc >= 3 ? " " : "",
-			       argc >= 3 ? argv[2] : "");
+	                       argc >= 3 ? argv[2] : "");
 }

@@ -11,55 +11,56 @@
 #include "common/log.h"
 
 static const struct cfg_field store_fields[] = {
-	{"path", CFG_STRING, offsetof(struct store_settings, path), 0, 0, NULL,
-	 "SQLite database file, relative to DIR (default agentca.db)"},
-	{"busy_timeout_ms", CFG_INT, offsetof(struct store_settings, busy_timeout_ms), 1, 600000,
-	 NULL, "how long a writer waits for the database lock (default 5000)"},
-	{"group_commit_max", CFG_INT, offsetof(struct store_settings, group_commit_max), 1, 65536,
-	 NULL, "most writes committed together in one durable transaction (default 256)"},
-	CFG_END,
+    {"path", CFG_STRING, offsetof(struct store_settings, path), 0, 0, NULL,
+     "SQLite database file, relative to DIR (default agentca.db)"},
+    {"busy_timeout_ms", CFG_INT, offsetof(struct store_settings, busy_timeout_ms), 1, 600000, NULL,
+     "how long a writer waits for the database lock (default 5000)"},
+    {"group_commit_max", CFG_INT, offsetof(struct store_settings, group_commit_max), 1, 65536, NULL,
+     "most writes committed together in one durable transaction (default 256)"},
+    CFG_END,
 };
 
 static const struct cfg_field rate_limit_fields[] = {
-	{"address_per_second", CFG_INT, offsetof(struct rate_limit_settings, address_per_second),
-	 0, 1000000, NULL, "requests per second from one client address; 0 is off (default 100)"},
-	{"address_burst", CFG_INT, offsetof(struct rate_limit_settings, address_burst), 1, 1000000,
-	 NULL, "requests an address may send at once above its rate (default 200)"},
-	{"identity_per_second", CFG_INT, offsetof(struct rate_limit_settings, identity_per_second),
-	 0, 1000000, NULL, "enrollments, renewals and mints per second per identity; 0 is off "
-			   "(default 5)"},
-	{"identity_burst", CFG_INT, offsetof(struct rate_limit_settings, identity_burst), 1,
-	 1000000, NULL, "calls an identity may make at once above its rate (default 20)"},
-	CFG_END,
+    {"address_per_second", CFG_INT, offsetof(struct rate_limit_settings, address_per_second), 0,
+     1000000, NULL, "requests per second from one client address; 0 is off (default 100)"},
+    {"address_burst", CFG_INT, offsetof(struct rate_limit_settings, address_burst), 1, 1000000,
+     NULL, "requests an address may send at once above its rate (default 200)"},
+    {"identity_per_second", CFG_INT, offsetof(struct rate_limit_settings, identity_per_second), 0,
+     1000000, NULL,
+     "enrollments, renewals and mints per second per identity; 0 is off "
+     "(default 5)"},
+    {"identity_burst", CFG_INT, offsetof(struct rate_limit_settings, identity_burst), 1, 1000000,
+     NULL, "calls an identity may make at once above its rate (default 20)"},
+    CFG_END,
 };
 
 static const struct cfg_field settings_fields[] = {
-	{"log_level", CFG_STRING, offsetof(struct agentca_settings, log_level), 0, 0, NULL,
-	 "debug, info, warn or error (default info)"},
-	{"listen", CFG_STRING_LIST, offsetof(struct agentca_settings, listen), 0, 0, NULL,
-	 "HTTPS API addresses, ADDR:PORT or [V6]:PORT (default [\"127.0.0.1:8443\"])"},
-	{"server_names", CFG_STRING_LIST, offsetof(struct agentca_settings, server_names), 0, 0,
-	 NULL, "extra DNS names or IPs for the daemon's own certificate"},
-	{"admin_identities", CFG_STRING_LIST, offsetof(struct agentca_settings, admin_ids), 0, 0,
-	 NULL, "SPIFFE IDs whose client certificates act as admins"},
-	{"auditor_identities", CFG_STRING_LIST, offsetof(struct agentca_settings, auditor_ids), 0,
-	 0, NULL, "SPIFFE IDs whose client certificates act as auditors (read-only)"},
-	{"max_nesting_depth", CFG_INT, offsetof(struct agentca_settings, max_nesting_depth), 1, 16,
-	 NULL, "how deep agents may nest children under themselves (default 3)"},
-	{"rate_limits", CFG_OBJECT, offsetof(struct agentca_settings, rate_limits), 0, 0,
-	 rate_limit_fields, "429 with Retry-After beyond these"},
-	{"http_threads", CFG_INT, offsetof(struct agentca_settings, http_threads), 0, 256, NULL,
-	 "HTTP worker threads (default 0: 8 per core, as handlers wait for durable commits)"},
-	{"policy", CFG_OBJECT, offsetof(struct agentca_settings, policy), 0, 0, ca_policy_fields,
-	 "issuance policy"},
-	{"store", CFG_OBJECT, offsetof(struct agentca_settings, store), 0, 0, store_fields,
-	 "the embedded store"},
-	CFG_END,
+    {"log_level", CFG_STRING, offsetof(struct agentca_settings, log_level), 0, 0, NULL,
+     "debug, info, warn or error (default info)"},
+    {"listen", CFG_STRING_LIST, offsetof(struct agentca_settings, listen), 0, 0, NULL,
+     "HTTPS API addresses, ADDR:PORT or [V6]:PORT (default [\"127.0.0.1:8443\"])"},
+    {"server_names", CFG_STRING_LIST, offsetof(struct agentca_settings, server_names), 0, 0, NULL,
+     "extra DNS names or IPs for the daemon's own certificate"},
+    {"admin_identities", CFG_STRING_LIST, offsetof(struct agentca_settings, admin_ids), 0, 0, NULL,
+     "SPIFFE IDs whose client certificates act as admins"},
+    {"auditor_identities", CFG_STRING_LIST, offsetof(struct agentca_settings, auditor_ids), 0, 0,
+     NULL, "SPIFFE IDs whose client certificates act as auditors (read-only)"},
+    {"max_nesting_depth", CFG_INT, offsetof(struct agentca_settings, max_nesting_depth), 1, 16,
+     NULL, "how deep agents may nest children under themselves (default 3)"},
+    {"rate_limits", CFG_OBJECT, offsetof(struct agentca_settings, rate_limits), 0, 0,
+     rate_limit_fields, "429 with Retry-After beyond these"},
+    {"http_threads", CFG_INT, offsetof(struct agentca_settings, http_threads), 0, 256, NULL,
+     "HTTP worker threads (default 0: 8 per core, as handlers wait for durable commits)"},
+    {"policy", CFG_OBJECT, offsetof(struct agentca_settings, policy), 0, 0, ca_policy_fields,
+     "issuance policy"},
+    {"store", CFG_OBJECT, offsetof(struct agentca_settings, store), 0, 0, store_fields,
+     "the embedded store"},
+    CFG_END,
 };
 
 static const char *const cfg_type_labels[] = {
-	[CFG_STRING] = "string", [CFG_INT] = "integer",	    [CFG_BOOL] = "boolean",
-	[CFG_DURATION] = "duration", [CFG_STRING_LIST] = "list", [CFG_OBJECT] = "object",
+    [CFG_STRING] = "string",     [CFG_INT] = "integer",      [CFG_BOOL] = "boolean",
+    [CFG_DURATION] = "duration", [CFG_STRING_LIST] = "list", [CFG_OBJECT] = "object",
 };
 
 static void
@@ -69,9 +70,9 @@ print_fields(FILE *out, const struct cfg_field *fields, const char *prefix)
 		char path[128];
 
 		snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] != '\0' ? "." : "",
-			 fields->key);
+		         fields->key);
 		fprintf(out, "  %-24s %-9s %s\n", path, cfg_type_labels[fields->type],
-			fields->help != NULL ? fields->help : "");
+		        fields->help != NULL ? fields->help : "");
 		if (fields->type == CFG_OBJECT)
 			print_fields(out, fields->children, path);
 	}
@@ -96,7 +97,7 @@ settings_read_trust_domain(const char *dir, char *buf, size_t len, struct ac_err
 	root = json_load_file(path, 0, &jerr);
 	if (root == NULL)
 		return ac_err_set(err, AC_ERR_NOTFOUND, "no_ca",
-				  "%s: no CA here (%s); run agentca init first", dir, jerr.text);
+		                  "%s: no CA here (%s); run agentca init first", dir, jerr.text);
 	td = json_object_get(root, "trust_domain");
 	if (!json_is_string(td) || json_string_length(td) >= len) {
 		ac_err_set(err, AC_ERR_INVALID, "ca_json_invalid", "%s: no trust_domain", path);
@@ -111,7 +112,7 @@ out:
 
 int
 settings_load(const char *dir, const char *config_path, const char *trust_domain,
-	      struct agentca_settings *s, struct ac_err *err)
+              struct agentca_settings *s, struct ac_err *err)
 {
 	char default_path[4096];
 	enum ac_log_level level;
@@ -133,15 +134,14 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 		if (path_exists(default_path))
 			config_path = default_path;
 	}
-	if (config_path != NULL &&
-	    config_load_file(config_path, settings_fields, s, err) != 0)
+	if (config_path != NULL && config_load_file(config_path, settings_fields, s, err) != 0)
 		goto fail;
 	if (s->listen.count == 0 && cfg_strlist_add(&s->listen, "127.0.0.1:8443", err) != 0)
 		goto fail;
 
 	if (s->log_level != NULL && ac_log_level_parse(s->log_level, &level) != 0) {
 		ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-			   "%s: \"log_level\" must be debug, info, warn or error", config_path);
+		           "%s: \"log_level\" must be debug, info, warn or error", config_path);
 		goto fail;
 	}
 	if (ca_policy_validate(&s->policy, err) != 0) {
@@ -154,12 +154,12 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 		if (p[0] == '/') {
 			if (strlen(p) >= sizeof(s->store_path_resolved)) {
 				ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-					   "store.path is too long");
+				           "store.path is too long");
 				goto fail;
 			}
 			strcpy(s->store_path_resolved, p);
-		} else if (path_join(s->store_path_resolved, sizeof(s->store_path_resolved), dir,
-				     p, err) != 0) {
+		} else if (path_join(s->store_path_resolved, sizeof(s->store_path_resolved), dir, p,
+		                     err) != 0) {
 			goto fail;
 		}
 	}
@@ -194,7 +194,7 @@ settings_store_options(const struct agentca_settings *s, struct store_options *o
 
 int
 settings_open_store(const char *dir, const char *config_path, const char *trust_domain,
-		    struct agentca_settings *s, struct store **store, struct ac_err *err)
+                    struct agentca_settings *s, struct store **store, struct ac_err *err)
 {
 	struct store_options opts;
 	char td[256];

@@ -50,7 +50,7 @@ struct agentca_settings {
 /* Defaults, then config_path (or DIR/config.json when config_path is NULL and that file
  * exists), then validation. trust_domain seeds the policy's DNS suffix default. */
 int settings_load(const char *dir, const char *config_path, const char *trust_domain,
-		  struct agentca_settings *s, struct ac_err *err);
+                  struct agentca_settings *s, struct ac_err *err);
 void settings_free(struct agentca_settings *s);
 
 /* Store options from the settings (borrowing its strings). */
@@ -62,7 +62,7 @@ void settings_print_reference(FILE *out);
 /* Load the settings of DIR (trust_domain NULL: read it from DIR/ca.json) and open the store
  * they name. On success the caller owns both: store_close(), then settings_free(). */
 int settings_open_store(const char *dir, const char *config_path, const char *trust_domain,
-			struct agentca_settings *s, struct store **store, struct ac_err *err);
+                        struct agentca_settings *s, struct store **store, struct ac_err *err);
 
 /* Read the trust domain from DIR/ca.json into buf (for commands that do not load keys). */
 int settings_read_trust_domain(const char *dir, char *buf, size_t len, struct ac_err *err);

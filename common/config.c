@@ -12,12 +12,12 @@
 #define CONFIG_FILE_MAX (1024 * 1024)
 
 static const char *const cfg_type_names[] = {
-	[CFG_STRING] = "a string",
-	[CFG_INT] = "an integer",
-	[CFG_BOOL] = "true or false",
-	[CFG_DURATION] = "a duration such as \"10m\" or \"24h\"",
-	[CFG_STRING_LIST] = "a list of strings",
-	[CFG_OBJECT] = "an object",
+    [CFG_STRING] = "a string",
+    [CFG_INT] = "an integer",
+    [CFG_BOOL] = "true or false",
+    [CFG_DURATION] = "a duration such as \"10m\" or \"24h\"",
+    [CFG_STRING_LIST] = "a list of strings",
+    [CFG_OBJECT] = "an object",
 };
 
 int
@@ -118,7 +118,7 @@ cfg_strlist_add(struct cfg_strlist *list, const char *item, struct ac_err *err)
 
 int
 cfg_strlist_set(struct cfg_strlist *list, const char *const *items, size_t count,
-		struct ac_err *err)
+                struct ac_err *err)
 {
 	struct cfg_strlist fresh = {NULL, 0};
 
@@ -150,7 +150,7 @@ out_of_range(const struct cfg_field *f, int64_t v)
 
 static int
 apply_value(const struct cfg_field *f, const json_t *value, void *target, const char *where,
-	    const char *path, struct ac_err *err)
+            const char *path, struct ac_err *err)
 {
 	char *member = (char *)target + f->offset;
 	int64_t n;
@@ -163,7 +163,7 @@ apply_value(const struct cfg_field *f, const json_t *value, void *target, const 
 			break;
 		if (memchr(json_string_value(value), '\0', json_string_length(value)) != NULL)
 			return ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-					  "%s: \"%s\" contains a NUL byte", where, path);
+			                  "%s: \"%s\" contains a NUL byte", where, path);
 		copy = strdup(json_string_value(value));
 		if (copy == NULL)
 			return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
@@ -177,8 +177,8 @@ apply_value(const struct cfg_field *f, const json_t *value, void *target, const 
 		n = (int64_t)json_integer_value(value);
 		if (out_of_range(f, n))
 			return ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-					  "%s: \"%s\" must be between %" PRId64 " and %" PRId64,
-					  where, path, f->min, f->max);
+			                  "%s: \"%s\" must be between %" PRId64 " and %" PRId64,
+			                  where, path, f->min, f->max);
 		memcpy(member, &n, sizeof(n));
 		return 0;
 	case CFG_BOOL: {
@@ -194,7 +194,7 @@ apply_value(const struct cfg_field *f, const json_t *value, void *target, const 
 		if (json_is_integer(value)) {
 			n = (int64_t)json_integer_value(value);
 		} else if (!json_is_string(value) ||
-			   duration_parse(json_string_value(value), &n) != 0) {
+		           duration_parse(json_string_value(value), &n) != 0) {
 			break;
 		}
 		if (n < 0 || out_of_range(f, n)) {
@@ -203,8 +203,8 @@ apply_value(const struct cfg_field *f, const json_t *value, void *target, const 
 			duration_format(f->min, lo, sizeof(lo));
 			duration_format(f->max, hi, sizeof(hi));
 			return ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-					  "%s: \"%s\" must be between %s and %s", where, path, lo,
-					  hi);
+			                  "%s: \"%s\" must be between %s and %s", where, path, lo,
+			                  hi);
 		}
 		memcpy(member, &n, sizeof(n));
 		return 0;
@@ -216,12 +216,13 @@ apply_value(const struct cfg_field *f, const json_t *value, void *target, const 
 
 		if (!json_is_array(value))
 			break;
-		json_array_foreach(value, i, item) {
+		json_array_foreach(value, i, item)
+		{
 			if (!json_is_string(item)) {
 				cfg_strlist_free(&fresh);
 				return ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-						  "%s: \"%s\" item %zu must be a string", where,
-						  path, i);
+				                  "%s: \"%s\" item %zu must be a string", where,
+				                  path, i);
 			}
 			if (cfg_strlist_add(&fresh, json_string_value(item), err) != 0) {
 				cfg_strlist_free(&fresh);
@@ -238,27 +239,28 @@ apply_value(const struct cfg_field *f, const json_t *value, void *target, const 
 		return config_apply_json_at(value, f->children, member, where, path, err);
 	}
 	return ac_err_set(err, AC_ERR_INVALID, "config_invalid", "%s: \"%s\" must be %s", where,
-			  path, cfg_type_names[f->type]);
+	                  path, cfg_type_names[f->type]);
 }
 
 int
 config_apply_json_at(const json_t *obj, const struct cfg_field *fields, void *target,
-		     const char *where, const char *prefix, struct ac_err *err)
+                     const char *where, const char *prefix, struct ac_err *err)
 {
 	const char *key;
 	json_t *value;
 
 	if (!json_is_object(obj))
 		return ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-				  "%s: the configuration must be a JSON object", where);
-	json_object_foreach((json_t *)obj, key, value) {
+		                  "%s: the configuration must be a JSON object", where);
+	json_object_foreach((json_t *)obj, key, value)
+	{
 		const struct cfg_field *f = find_field(fields, key);
 		char path[256];
 
 		snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] != '\0' ? "." : "", key);
 		if (f == NULL)
 			return ac_err_set(err, AC_ERR_INVALID, "config_unknown_key",
-					  "%s: unknown key \"%s\"", where, path);
+			                  "%s: unknown key \"%s\"", where, path);
 		if (apply_value(f, value, target, where, path, err) != 0)
 			return -1;
 	}
@@ -267,14 +269,13 @@ config_apply_json_at(const json_t *obj, const struct cfg_field *fields, void *ta
 
 int
 config_apply_json(const json_t *obj, const struct cfg_field *fields, void *target,
-		  const char *where, struct ac_err *err)
+                  const char *where, struct ac_err *err)
 {
 	return config_apply_json_at(obj, fields, target, where, "", err);
 }
 
 int
-config_load_file(const char *path, const struct cfg_field *fields, void *target,
-		 struct ac_err *err)
+config_load_file(const char *path, const struct cfg_field *fields, void *target, struct ac_err *err)
 {
 	json_error_t jerr;
 	json_t *root;
@@ -284,12 +285,12 @@ config_load_file(const char *path, const struct cfg_field *fields, void *target,
 	fp = fopen(path, "r");
 	if (fp == NULL)
 		return ac_err_set(err, AC_ERR_IO, "config_unreadable", "%s: %s", path,
-				  strerror(errno));
+		                  strerror(errno));
 	root = json_loadf(fp, JSON_REJECT_DUPLICATES, &jerr);
 	fclose(fp);
 	if (root == NULL)
 		return ac_err_set(err, AC_ERR_INVALID, "config_invalid", "%s:%d:%d: %s", path,
-				  jerr.line, jerr.column, jerr.text);
+		                  jerr.line, jerr.column, jerr.text);
 	rc = config_apply_json(root, fields, target, path, err);
 	json_decref(root);
 	return rc;

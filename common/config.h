@@ -47,26 +47,29 @@ struct cfg_field {
 	const char *help;                 /* one line for --help and the README */
 };
 
-#define CFG_END {NULL, 0, 0, 0, 0, NULL, NULL}
+#define CFG_END                                                                                    \
+	{                                                                                          \
+		NULL, 0, 0, 0, 0, NULL, NULL                                                       \
+	}
 
 /* Apply a JSON object to target. `where` names the source for messages (a file name). */
 int config_apply_json(const json_t *obj, const struct cfg_field *fields, void *target,
-		      const char *where, struct ac_err *err);
+                      const char *where, struct ac_err *err);
 
 /* The same, with key paths in messages prefixed by `prefix` ("policy"). */
 int config_apply_json_at(const json_t *obj, const struct cfg_field *fields, void *target,
-			 const char *where, const char *prefix, struct ac_err *err);
+                         const char *where, const char *prefix, struct ac_err *err);
 
 /* Read a JSON file (at most 1 MiB) and apply it. */
 int config_load_file(const char *path, const struct cfg_field *fields, void *target,
-		     struct ac_err *err);
+                     struct ac_err *err);
 
 /* Free every string and list the table describes, and zero those members. */
 void config_free(const struct cfg_field *fields, void *target);
 
 /* Replace a list's contents with a copy of items[0..count). */
 int cfg_strlist_set(struct cfg_strlist *list, const char *const *items, size_t count,
-		    struct ac_err *err);
+                    struct ac_err *err);
 /* Append one copy. */
 int cfg_strlist_add(struct cfg_strlist *list, const char *item, struct ac_err *err);
 void cfg_strlist_free(struct cfg_strlist *list);

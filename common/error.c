@@ -20,11 +20,10 @@ ac_err_clear(struct ac_err *err)
 }
 
 static int err_vset(struct ac_err *err, enum ac_errcode code, const char *reason, const char *fmt,
-		    va_list ap) __attribute__((format(printf, 4, 0)));
+                    va_list ap) __attribute__((format(printf, 4, 0)));
 
 static int
-err_vset(struct ac_err *err, enum ac_errcode code, const char *reason, const char *fmt,
-	 va_list ap)
+err_vset(struct ac_err *err, enum ac_errcode code, const char *reason, const char *fmt, va_list ap)
 {
 	if (err == NULL || err->code != AC_OK)
 		return -1;
@@ -89,17 +88,17 @@ static const struct {
 	const char *name;
 	int http_status;
 } errcode_table[] = {
-	{AC_OK, "ok", 200},
-	{AC_ERR_INVALID, "invalid input", 400},
-	{AC_ERR_POLICY, "refused by policy", 403},
-	{AC_ERR_NOTFOUND, "not found", 404},
-	{AC_ERR_CONFLICT, "conflict", 409},
-	{AC_ERR_IO, "i/o error", 500},
-	{AC_ERR_CRYPTO, "cryptographic failure", 500},
-	{AC_ERR_STORE, "store failure", 500},
-	{AC_ERR_UNAVAILABLE, "temporarily unavailable", 503},
-	{AC_ERR_INTERNAL, "internal error", 500},
-	{AC_ERR_USAGE, "usage error", 400},
+    {AC_OK, "ok", 200},
+    {AC_ERR_INVALID, "invalid input", 400},
+    {AC_ERR_POLICY, "refused by policy", 403},
+    {AC_ERR_NOTFOUND, "not found", 404},
+    {AC_ERR_CONFLICT, "conflict", 409},
+    {AC_ERR_IO, "i/o error", 500},
+    {AC_ERR_CRYPTO, "cryptographic failure", 500},
+    {AC_ERR_STORE, "store failure", 500},
+    {AC_ERR_UNAVAILABLE, "temporarily unavailable", 503},
+    {AC_ERR_INTERNAL, "internal error", 500},
+    {AC_ERR_USAGE, "usage error", 400},
 };
 
 const char *

@@ -49,14 +49,14 @@ void ac_err_clear(struct ac_err *err);
 /* Fill err unless it already holds an error; always returns -1 so that callers may write
  * `return ac_err_set(err, ...)`. err may be NULL. */
 int ac_err_set(struct ac_err *err, enum ac_errcode code, const char *reason, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* Prefix the existing message with context ("loading intermediate: <old msg>"). */
 int ac_err_wrap(struct ac_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Like ac_err_set, and appends the first OpenSSL error queue entry (then clears the queue). */
 int ac_err_ssl(struct ac_err *err, enum ac_errcode code, const char *reason, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* A human name for a code ("invalid input", "refused by policy", ...). */
 const char *ac_errcode_name(enum ac_errcode code);

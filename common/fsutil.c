@@ -32,8 +32,7 @@ fsync_parent_dir(const char *path, struct ac_err *err)
 }
 
 int
-atomic_write_file(const char *path, const void *data, size_t len, mode_t mode,
-		  struct ac_err *err)
+atomic_write_file(const char *path, const void *data, size_t len, mode_t mode, struct ac_err *err)
 {
 	char tmp[PATH_MAX];
 	const char *p = data;
@@ -44,7 +43,7 @@ atomic_write_file(const char *path, const void *data, size_t len, mode_t mode,
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
 	if (fd < 0) {
 		ac_err_set(err, errno == ENOSPC ? AC_ERR_UNAVAILABLE : AC_ERR_IO, "io_error",
-			   "%s: %s", tmp, strerror(errno));
+		           "%s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	/* The umask may have narrowed the mode; never widened. Set it exactly. */
@@ -59,7 +58,7 @@ atomic_write_file(const char *path, const void *data, size_t len, mode_t mode,
 			continue;
 		if (n < 0) {
 			ac_err_set(err, errno == ENOSPC ? AC_ERR_UNAVAILABLE : AC_ERR_IO,
-				   "io_error", "write %s: %s", tmp, strerror(errno));
+			           "io_error", "write %s: %s", tmp, strerror(errno));
 			goto out;
 		}
 		p += n;
@@ -101,7 +100,7 @@ read_file(const char *path, size_t max, char **data, size_t *len, struct ac_err 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ac_err_set(err, errno == ENOENT ? AC_ERR_NOTFOUND : AC_ERR_IO,
-				  "file_unreadable", "%s: %s", path, strerror(errno));
+		                  "file_unreadable", "%s: %s", path, strerror(errno));
 	buf = malloc(max + 1);
 	if (buf == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
@@ -114,7 +113,7 @@ read_file(const char *path, size_t max, char **data, size_t *len, struct ac_err 
 			continue;
 		if (n < 0) {
 			ac_err_set(err, AC_ERR_IO, "file_unreadable", "%s: %s", path,
-				   strerror(errno));
+			           strerror(errno));
 			goto out;
 		}
 		if (n == 0)
@@ -122,7 +121,7 @@ read_file(const char *path, size_t max, char **data, size_t *len, struct ac_err 
 		used += (size_t)n;
 		if (used > max) {
 			ac_err_set(err, AC_ERR_INVALID, "file_too_large",
-				   "%s: larger than %zu bytes", path, max);
+			           "%s: larger than %zu bytes", path, max);
 			goto out;
 		}
 	}
@@ -145,11 +144,12 @@ check_private_file(const char *path, struct ac_err *err)
 
 	if (stat(path, &st) != 0)
 		return ac_err_set(err, errno == ENOENT ? AC_ERR_NOTFOUND : AC_ERR_IO,
-				  "file_unreadable", "%s: %s", path, strerror(errno));
+		                  "file_unreadable", "%s: %s", path, strerror(errno));
 	if ((st.st_mode & 077) != 0)
-		return ac_err_set(err, AC_ERR_POLICY, "key_file_exposed",
-				  "%s is accessible by group or others (mode %04o); run: chmod 600 %s",
-				  path, (unsigned)(st.st_mode & 07777), path);
+		return ac_err_set(
+		    err, AC_ERR_POLICY, "key_file_exposed",
+		    "%s is accessible by group or others (mode %04o); run: chmod 600 %s", path,
+		    (unsigned)(st.st_mode & 07777), path);
 	return 0;
 }
 
@@ -175,7 +175,7 @@ int
 path_join(char *buf, size_t len, const char *dir, const char *name, struct ac_err *err)
 {
 	if (snprintf(buf, len, "%s/%s", dir, name) >= (int)len)
-		return ac_err_set(err, AC_ERR_INVALID, "path_too_long", "%s/%s: path too long",
-				  dir, name);
+		return ac_err_set(err, AC_ERR_INVALID, "path_too_long", "%s/%s: path too long", dir,
+		                  name);
 	return 0;
 }

@@ -17,7 +17,7 @@
 
 /* Write data atomically with the given mode (0600 for secrets, 0644 otherwise). */
 int atomic_write_file(const char *path, const void *data, size_t len, mode_t mode,
-		      struct ac_err *err);
+                      struct ac_err *err);
 
 /* Read a whole file of at most max bytes into a NUL-terminated heap buffer. */
 int read_file(const char *path, size_t max, char **data, size_t *len, struct ac_err *err);

@@ -100,18 +100,19 @@ ac_log(enum ac_log_level level, const char *event, const char *fmt, ...)
 
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
-	len = (size_t)snprintf(line, sizeof(line),
-			       "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
-			       "\"event\":\"",
-			       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			       tm.tm_sec, (long)(tv.tv_usec / 1000), level_names[level]);
+	len =
+	    (size_t)snprintf(line, sizeof(line),
+	                     "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
+	                     "\"event\":\"",
+	                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	                     tm.tm_sec, (long)(tv.tv_usec / 1000), level_names[level]);
 	/* Leave room for the closing characters. */
 	cut |= append_json_escaped(line, &len, sizeof(line) - 40, event) != 0;
 	memcpy(line + len, "\",\"msg\":\"", 9);
 	len += 9;
 	cut |= append_json_escaped(line, &len, sizeof(line) - 40, msg) != 0;
 	len += (size_t)snprintf(line + len, sizeof(line) - len, "\"%s}\n",
-				cut ? ",\"truncated\":true" : "");
+	                        cut ? ",\"truncated\":true" : "");
 	/* One write per line: concurrent lines never interleave. Nowhere to report a failure. */
 	if (write(log_fd, line, len) < 0) {
 		/* ignored on purpose */

@@ -28,7 +28,7 @@ int ac_log_level_parse(const char *name, enum ac_log_level *out);
 void ac_log_set_fd(int fd);
 
 void ac_log(enum ac_log_level level, const char *event, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define log_debug(event, ...) ac_log(AC_LOG_DEBUG, event, __VA_ARGS__)
 #define log_info(event, ...) ac_log(AC_LOG_INFO, event, __VA_ARGS__)

@@ -232,10 +232,9 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	if (resp->has_stream)
 		r = MHD_create_response_from_pipe(resp->stream_fd); /* MHD closes it */
 	else
-		r = MHD_create_response_from_buffer(resp->len,
-		                                    resp->body != NULL ? resp->body : (void *)"",
-		                                    resp->body != NULL ? MHD_RESPMEM_MUST_FREE
-		                                                       : MHD_RESPMEM_PERSISTENT);
+		r = MHD_create_response_from_buffer(
+		    resp->len, resp->body != NULL ? resp->body : (void *)"",
+		    resp->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 	if (r == NULL) {
 		free(resp->body);
 		return MHD_NO;
@@ -395,8 +394,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 	}
 	if (resp.status >= 400)
 		log_info("request_refused", "%s %s (request %s): %d %s", method, url, req->id,
-		         resp.status,
-		         resp.body != NULL ? resp.body : "");
+		         resp.status, resp.body != NULL ? resp.body : "");
 	return send_response(api, conn, req, &resp);
 }
 

@@ -49,17 +49,17 @@
 struct api;
 
 struct api_options {
-	struct issuer *issuer;                 /* borrowed */
-	struct token_verifier *bootstrap;      /* borrowed */
-	struct token_verifier *admin;          /* borrowed: admin and auditor tokens */
-	struct token_signer *minter;           /* borrowed: signs bootstrap tokens */
-	EVP_PKEY *audit_key;                   /* borrowed: signs tree heads */
-	const struct cfg_strlist *admin_ids;   /* SPIFFE IDs whose certificates are admins */
-	const struct cfg_strlist *auditor_ids; /* ... auditors */
-	int max_depth;                         /* nesting limit for parent-minted tokens */
+	struct issuer *issuer;                        /* borrowed */
+	struct token_verifier *bootstrap;             /* borrowed */
+	struct token_verifier *admin;                 /* borrowed: admin and auditor tokens */
+	struct token_signer *minter;                  /* borrowed: signs bootstrap tokens */
+	EVP_PKEY *audit_key;                          /* borrowed: signs tree heads */
+	const struct cfg_strlist *admin_ids;          /* SPIFFE IDs whose certificates are admins */
+	const struct cfg_strlist *auditor_ids;        /* ... auditors */
+	int max_depth;                                /* nesting limit for parent-minted tokens */
 	double rate_per_address, burst_per_address;   /* requests/s from one client address */
 	double rate_per_identity, burst_per_identity; /* issuance-side calls per identity */
-	int threads;                           /* MHD worker threads; 0: 8 per core */
+	int threads;                                  /* MHD worker threads; 0: 8 per core */
 };
 
 /* Start the MHD daemon (no listening socket: the front adds connections). */

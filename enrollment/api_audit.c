@@ -345,7 +345,7 @@ handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_req
 		if (from == -2) {
 			free(job);
 			api_problem(resp, 400, "malformed_request",
-				    "consistency_from must be a tree size");
+			            "consistency_from must be a tree size");
 			return;
 		}
 		job->opts.consistency = from >= 0;
@@ -403,7 +403,7 @@ list_one(void *arg, const struct cert_summary *c)
 	time_format_rfc3339(c->not_before, nb, sizeof(nb));
 	time_format_rfc3339(c->not_after, na, sizeof(na));
 	item = json_pack("{s:s, s:s, s:s, s:s, s:i}", "serial", c->serial, "subject", c->subject,
-			 "not_before", nb, "not_after", na, "depth", c->depth);
+	                 "not_before", nb, "not_after", na, "depth", c->depth);
 	if (item == NULL)
 		return 1;
 	if (c->parent != NULL)
@@ -426,7 +426,7 @@ list_one(void *arg, const struct cert_summary *c)
  */
 void
 handle_certificates(struct api *api, struct MHD_Connection *conn, struct api_request *req,
-		    struct api_response *resp)
+                    struct api_response *resp)
 {
 	const char *valid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "valid");
 	int64_t limit = query_uint(conn, "limit");
@@ -450,8 +450,7 @@ handle_certificates(struct api *api, struct MHD_Connection *conn, struct api_req
 	f.valid_at = valid != NULL && strcmp(valid, "0") != 0 ? time_now() : 0;
 	f.limit = limit < 0 ? CERT_LIST_DEFAULT : (limit > CERT_LIST_MAX ? CERT_LIST_MAX : limit);
 	l.items = json_array();
-	if (l.items == NULL ||
-	    store_cert_list(api->issuer->store, &f, list_one, &l, &err) != 0) {
+	if (l.items == NULL || store_cert_list(api->issuer->store, &f, list_one, &l, &err) != 0) {
 		json_decref(l.items);
 		if (err.code == AC_OK)
 			ac_err_set(&err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");

@@ -4,11 +4,11 @@
  *
  * The bundle is PEM built from DIR/root.pem and DIR/trust.pem, with an ETag that is a hash
  * of its bytes; with "Accept: application/json" it is the SPIFFE bundle: the same roots as
- * JWKs (use "x509-svid", the certificate in x5c), spiffe_sequence and spiffe_refresh_hint. A client that sends If-None-Match with the current ETag and ?wait=30s is not
- * answered at once: its connection is suspended (libmicrohttpd holds it; no thread waits)
- * and resumed when the bundle changes or the wait ends, whichever comes first; the handler
- * then runs again and answers 200 with the new bundle or 304. One small thread keeps the
- * deadlines. A wait is at most BUNDLE_WAIT_MAX.
+ * JWKs (use "x509-svid", the certificate in x5c), spiffe_sequence and spiffe_refresh_hint. A client
+ * that sends If-None-Match with the current ETag and ?wait=30s is not answered at once: its
+ * connection is suspended (libmicrohttpd holds it; no thread waits) and resumed when the bundle
+ * changes or the wait ends, whichever comes first; the handler then runs again and answers 200 with
+ * the new bundle or 304. One small thread keeps the deadlines. A wait is at most BUNDLE_WAIT_MAX.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -44,7 +44,7 @@ struct api_bundle {
 	char *pem;
 	size_t len;
 	char etag[68];
-	char *jwks;      /* the SPIFFE bundle (JWKS), for Accept: application/json */
+	char *jwks; /* the SPIFFE bundle (JWKS), for Accept: application/json */
 	size_t jwks_len;
 	struct bundle_waiter *waiters;
 	int stopping;
@@ -108,7 +108,7 @@ cert_jwk(X509 *cert)
 		int width;
 
 		if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group,
-						   sizeof(group), &glen) != 1 ||
+		                                   sizeof(group), &glen) != 1 ||
 		    !EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &a) ||
 		    !EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &b))
 			goto out;
@@ -161,8 +161,8 @@ out:
 
 /* Read root.pem and trust.pem (when present) and encode them as one PEM bundle. */
 static int
-bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwks,
-	     size_t *jwks_len, struct ac_err *err)
+bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwks, size_t *jwks_len,
+             struct ac_err *err)
 {
 	json_t *keys = json_array(), *doc = NULL;
 	static const char *const files[] = {"root.pem", "trust.pem"};
@@ -195,7 +195,7 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwk
 			if (!PEM_write_bio_X509(bio, sk_X509_value(certs, k))) {
 				sk_X509_pop_free(certs, X509_free);
 				ac_err_ssl(err, AC_ERR_CRYPTO, "bundle_failed", "%s: cannot encode",
-					   path);
+				           path);
 				goto out;
 			}
 		}
@@ -219,8 +219,8 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwk
 	snprintf(etag, 68, "\"%s\"", hex);
 	/* The SPIFFE bundle: the same roots as JWKs; the sequence is the time this content was
 	 * built, so it grows with every change, also across restarts. */
-	doc = json_pack("{s:O, s:I, s:i}", "keys", keys, "spiffe_sequence",
-			(json_int_t)time_now(), "spiffe_refresh_hint", 300);
+	doc = json_pack("{s:O, s:I, s:i}", "keys", keys, "spiffe_sequence", (json_int_t)time_now(),
+	                "spiffe_refresh_hint", 300);
 	*jwks = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
 	if (*jwks == NULL) {
 		free(*pem);
@@ -393,7 +393,7 @@ wants_json(struct MHD_Connection *conn)
 
 void
 handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *req,
-	      struct api_response *resp)
+              struct api_response *resp)
 {
 	struct api_bundle *b = api->bundle;
 	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match");

@@ -8,7 +8,8 @@
  *   api_bundle.c  /v1/bundle: the trust bundle, its reload and long-poll
  *   api_enroll.c  /v1/enroll, /v1/renew
  *   api_admin.c   /v1/tokens, /v1/revoke
- *   api_audit.c   /v1/certificates, /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency, /v1/audit/export
+ *   api_audit.c   /v1/certificates, /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency,
+ * /v1/audit/export
  */
 #ifndef AGENTCA_ENROLLMENT_API_INTERNAL_H
 #define AGENTCA_ENROLLMENT_API_INTERNAL_H
@@ -39,8 +40,8 @@ struct api {
 	struct front *front;
 	struct MHD_Daemon *mhd;
 	struct metrics *metrics;
-	struct api_bundle *bundle; /* api_bundle.c */
-	EVP_PKEY *audit_key;       /* signs tree heads */
+	struct api_bundle *bundle;   /* api_bundle.c */
+	EVP_PKEY *audit_key;         /* signs tree heads */
 	struct api_exports *exports; /* api_audit.c: streaming exports in flight */
 	/* The CRL, rebuilt when the log has grown or it is half way to its nextUpdate. */
 	pthread_mutex_t crl_lock;
@@ -56,10 +57,10 @@ struct api_response {
 	const char *content_type;
 	char *body;
 	size_t len;
-	char etag[68];    /* ETag header, or "" */
-	int has_stream;   /* the body is read from stream_fd (a pipe) until EOF instead */
+	char etag[68];  /* ETag header, or "" */
+	int has_stream; /* the body is read from stream_fd (a pipe) until EOF instead */
 	int stream_fd;
-	int retry_after;  /* seconds, for 429 and 503; 0: no header */
+	int retry_after; /* seconds, for 429 and 503; 0: no header */
 };
 
 /* The state of one request across MHD's calls. */
@@ -69,14 +70,14 @@ struct api_request {
 	char *body;
 	size_t len;
 	int too_large;
-	int limited; /* Retry-After seconds when the client address is over its rate */
-	int waited;  /* a long-poll that has already waited once */
-	char id[17]; /* request id: in the log entries it causes and the X-Request-Id header */
+	int limited;   /* Retry-After seconds when the client address is over its rate */
+	int waited;    /* a long-poll that has already waited once */
+	char id[17];   /* request id: in the log entries it causes and the X-Request-Id header */
 	int suspended; /* set by a handler that suspended the connection: no answer yet */
 };
 
-typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn,
-                            struct api_request *req, struct api_response *resp);
+typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                            struct api_response *resp);
 
 /* Who is calling, as far as this request shows. */
 enum caller_role { CALLER_NONE = 0, CALLER_AGENT, CALLER_AUDITOR, CALLER_ADMIN };
@@ -146,8 +147,8 @@ void handle_audit_sth(struct api *api, struct MHD_Connection *conn, struct api_r
                       struct api_response *resp);
 void handle_audit_proof(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                         struct api_response *resp);
-void handle_audit_consistency(struct api *api, struct MHD_Connection *conn,
-                              struct api_request *req, struct api_response *resp);
+void handle_audit_consistency(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                              struct api_response *resp);
 void handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                          struct api_response *resp);
 

@@ -90,7 +90,7 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
  */
 void
 handle_crl(struct api *api, struct MHD_Connection *conn, struct api_request *req,
-	   struct api_response *resp)
+           struct api_response *resp)
 {
 	char head_hash[LOG_HASH_HEX_LEN + 1];
 	struct ac_err err;

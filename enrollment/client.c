@@ -70,8 +70,7 @@ client_set_abort(volatile sig_atomic_t *flag)
 
 /* libcurl's progress callback, called about once a second even when idle. */
 static int
-check_abort(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-	    curl_off_t ulnow)
+check_abort(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
 	(void)arg;
 	(void)dltotal;
@@ -118,8 +117,8 @@ collect_etag(char *buf, size_t size, size_t nitems, void *arg)
  * NUL-terminated) are set. */
 static int
 https_request_ex(const char *url, const char *root_pem, const struct client_identity *id,
-		 const char *json_body, struct conditional *cond, long *status, char **out,
-		 struct ac_err *err)
+                 const char *json_body, struct conditional *cond, long *status, char **out,
+                 struct ac_err *err)
 {
 	struct curl_slist *headers = NULL;
 	struct body b = {NULL, 0, 0};
@@ -135,7 +134,8 @@ https_request_ex(const char *url, const char *root_pem, const struct client_iden
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT,
-			 cond != NULL && cond->timeout > 0 ? cond->timeout : CLIENT_TIMEOUT_SECONDS);
+	                 cond != NULL && cond->timeout > 0 ? cond->timeout
+	                                                   : CLIENT_TIMEOUT_SECONDS);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
@@ -155,7 +155,8 @@ https_request_ex(const char *url, const char *root_pem, const struct client_iden
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 	if (id != NULL) {
-		struct curl_blob cert = {(void *)id->cert_pem, strlen(id->cert_pem), CURL_BLOB_COPY};
+		struct curl_blob cert = {(void *)id->cert_pem, strlen(id->cert_pem),
+		                         CURL_BLOB_COPY};
 		struct curl_blob key = {(void *)id->key_pem, strlen(id->key_pem), CURL_BLOB_COPY};
 
 		curl_easy_setopt(curl, CURLOPT_SSLCERT_BLOB, &cert);
@@ -183,8 +184,8 @@ https_request_ex(const char *url, const char *root_pem, const struct client_iden
 	rc = curl_easy_perform(curl);
 	if (rc != CURLE_OK) {
 		ac_err_set(err, AC_ERR_UNAVAILABLE, "ca_unreachable", "%s: %s", url,
-			   b.too_large ? "response too large"
-				       : (curl_err[0] != '\0' ? curl_err : curl_easy_strerror(rc)));
+		           b.too_large ? "response too large"
+		                       : (curl_err[0] != '\0' ? curl_err : curl_easy_strerror(rc)));
 		goto out;
 	}
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
@@ -200,7 +201,7 @@ out:
 
 static int
 https_request(const char *url, const char *root_pem, const struct client_identity *id,
-	      const char *json_body, long *status, char **out, struct ac_err *err)
+              const char *json_body, long *status, char **out, struct ac_err *err)
 {
 	return https_request_ex(url, root_pem, id, json_body, NULL, status, out, err);
 }
@@ -212,20 +213,20 @@ http_error(const char *url, long status, const char *body, struct ac_err *err)
 	json_t *doc = json_loads(body, 0, NULL);
 	const char *detail = json_string_value(json_object_get(doc, "detail"));
 	const char *title = json_string_value(json_object_get(doc, "title"));
-	enum ac_errcode code = status == 503 ? AC_ERR_UNAVAILABLE
-			       : status >= 500 ? AC_ERR_INTERNAL
-					       : AC_ERR_POLICY;
+	enum ac_errcode code = status == 503   ? AC_ERR_UNAVAILABLE
+	                       : status >= 500 ? AC_ERR_INTERNAL
+	                                       : AC_ERR_POLICY;
 
 	ac_err_set(err, code, "ca_refused", "%s: %ld %s%s%s", url, status,
-		   title != NULL ? title : "error", detail != NULL ? ": " : "",
-		   detail != NULL ? detail : "");
+	           title != NULL ? title : "error", detail != NULL ? ": " : "",
+	           detail != NULL ? detail : "");
 	json_decref(doc);
 	return -1;
 }
 
 int
 client_bootstrap_root(const char *ca_url, const char *fingerprint, char **root_pem,
-		      struct ac_err *err)
+                      struct ac_err *err)
 {
 	char want[65], url[2048], *bundle = NULL;
 	BIO *bio = NULL;
@@ -236,7 +237,7 @@ client_bootstrap_root(const char *ca_url, const char *fingerprint, char **root_p
 	*root_pem = NULL;
 	if (fingerprint_normalize(fingerprint, want) != 0)
 		return ac_err_set(err, AC_ERR_USAGE, "bad_fingerprint",
-				  "the fingerprint must be 64 hex digits (colons allowed)");
+		                  "the fingerprint must be 64 hex digits (colons allowed)");
 	snprintf(url, sizeof(url), "%s/v1/bundle", ca_url);
 	if (https_request(url, NULL, NULL, NULL, &status, &bundle, err) != 0)
 		goto out;
@@ -261,8 +262,8 @@ client_bootstrap_root(const char *ca_url, const char *fingerprint, char **root_p
 		cert = NULL;
 	}
 	ac_err_set(err, AC_ERR_POLICY, "fingerprint_mismatch",
-		   "%s: no root in the CA's bundle has fingerprint %s: refusing to trust it", url,
-		   want);
+	           "%s: no root in the CA's bundle has fingerprint %s: refusing to trust it", url,
+	           want);
 out:
 	ERR_clear_error();
 	X509_free(cert);
@@ -272,8 +273,7 @@ out:
 }
 
 int
-client_fetch_bundle(const char *ca_url, const char *root_pem, char **bundle_pem,
-		    struct ac_err *err)
+client_fetch_bundle(const char *ca_url, const char *root_pem, char **bundle_pem, struct ac_err *err)
 {
 	char url[2048];
 	long status = 0;
@@ -314,8 +314,8 @@ member_dup(json_t *doc, const char *key)
 /* POST body to ca_url + path and read an issued certificate from a 200/201 answer. */
 static int
 post_for_certificate(const char *ca_url, const char *path, const char *root_pem,
-		     const struct client_identity *id, json_t *body,
-		     struct client_issued *out, struct ac_err *err)
+                     const struct client_identity *id, json_t *body, struct client_issued *out,
+                     struct ac_err *err)
 {
 	char url[2048], *request = NULL, *response = NULL;
 	json_t *doc = NULL;
@@ -344,7 +344,7 @@ post_for_certificate(const char *ca_url, const char *path, const char *root_pem,
 	if (out->cert_pem == NULL || out->chain_pem == NULL || out->serial == NULL) {
 		client_issued_free(out);
 		ac_err_set(err, AC_ERR_INVALID, "bad_response",
-			   "%s: the answer lacks the certificate, chain or serial", url);
+		           "%s: the answer lacks the certificate, chain or serial", url);
 		goto out;
 	}
 	rc = 0;
@@ -357,7 +357,7 @@ out:
 
 int
 client_enroll(const char *ca_url, const char *root_pem, const char *token, const char *csr_pem,
-	      struct client_issued *out, struct ac_err *err)
+              struct client_issued *out, struct ac_err *err)
 {
 	json_t *body = json_pack("{s:s, s:s}", "token", token, "csr", csr_pem);
 	int rc = post_for_certificate(ca_url, "/v1/enroll", root_pem, NULL, body, out, err);
@@ -367,9 +367,8 @@ client_enroll(const char *ca_url, const char *root_pem, const char *token, const
 }
 
 int
-client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem,
-	     const char *key_pem, const char *csr_pem, struct client_issued *out,
-	     struct ac_err *err)
+client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem, const char *key_pem,
+             const char *csr_pem, struct client_issued *out, struct ac_err *err)
 {
 	struct client_identity id = {cert_pem, key_pem};
 	json_t *body = json_pack("{s:s}", "csr", csr_pem);
@@ -449,7 +448,7 @@ client_token_dns(const char *token, struct cfg_strlist *dns, struct ac_err *err)
 
 	if (dot1 == NULL || dot2 == NULL)
 		return ac_err_set(err, AC_ERR_USAGE, "token_malformed",
-				  "the token is not a JWT (header.payload.signature)");
+		                  "the token is not a JWT (header.payload.signature)");
 	/* base64url -> base64 with padding, for EVP_DecodeBlock. */
 	n = (size_t)(dot2 - dot1 - 1);
 	b64 = malloc(n + 4);
@@ -464,16 +463,17 @@ client_token_dns(const char *token, struct cfg_strlist *dns, struct ac_err *err)
 		b64[i++] = '=';
 	len = EVP_DecodeBlock(payload, (unsigned char *)b64, (int)i);
 	if (len < 0) {
-		ac_err_set(err, AC_ERR_USAGE, "token_malformed", "the token's payload is not base64url");
+		ac_err_set(err, AC_ERR_USAGE, "token_malformed",
+		           "the token's payload is not base64url");
 		goto out;
 	}
 	while (len > 0 && payload[len - 1] == '\0')
 		len--; /* EVP_DecodeBlock counts the padding as zero bytes */
 	doc = json_loadb((const char *)payload, (size_t)len, 0, NULL);
 	list = json_object_get(doc, "dns");
-	json_array_foreach(list, i, item)
-		if (json_is_string(item) && cfg_strlist_add(dns, json_string_value(item), err) != 0)
-			goto out;
+	json_array_foreach(list, i, item) if (json_is_string(item) &&
+	                                      cfg_strlist_add(dns, json_string_value(item), err) !=
+	                                          0) goto out;
 	rc = 0;
 out:
 	json_decref(doc);
@@ -484,7 +484,7 @@ out:
 
 int
 client_write_identity(const char *out_dir, EVP_PKEY *key, const struct client_issued *c,
-		      const char *bundle_pem, struct ac_err *err)
+                      const char *bundle_pem, struct ac_err *err)
 {
 	char path[4096];
 
@@ -507,8 +507,8 @@ client_write_identity(const char *out_dir, EVP_PKEY *key, const struct client_is
 }
 
 int
-client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds,
-		    char etag[128], char **bundle_pem, int *changed, struct ac_err *err)
+client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds, char etag[128],
+                    char **bundle_pem, int *changed, struct ac_err *err)
 {
 	struct conditional cond;
 	char url[2048], *body = NULL;

@@ -24,11 +24,11 @@ void client_set_abort(volatile sig_atomic_t *flag);
 
 /* The root PEM (one certificate) of the CA at ca_url whose fingerprint matches. Heap. */
 int client_bootstrap_root(const char *ca_url, const char *fingerprint, char **root_pem,
-			  struct ac_err *err);
+                          struct ac_err *err);
 
 /* GET ca_url/v1/bundle verified against root_pem. Heap. */
 int client_fetch_bundle(const char *ca_url, const char *root_pem, char **bundle_pem,
-			struct ac_err *err);
+                        struct ac_err *err);
 
 /* What the CA returned for an enrollment or renewal. Heap strings. */
 struct client_issued {
@@ -41,20 +41,20 @@ struct client_issued {
 void client_issued_free(struct client_issued *c);
 
 /* POST ca_url/v1/enroll {token, csr}. A problem document's detail becomes err->msg. */
-int client_enroll(const char *ca_url, const char *root_pem, const char *token,
-		  const char *csr_pem, struct client_issued *out, struct ac_err *err);
+int client_enroll(const char *ca_url, const char *root_pem, const char *token, const char *csr_pem,
+                  struct client_issued *out, struct ac_err *err);
 
 /* POST ca_url/v1/renew {csr} over mTLS with the current certificate (cert_pem: leaf and
  * chain) and its key (key_pem), verifying the server against roots_pem (the bundle). */
 int client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem,
-		 const char *key_pem, const char *csr_pem, struct client_issued *out,
-		 struct ac_err *err);
+                 const char *key_pem, const char *csr_pem, struct client_issued *out,
+                 struct ac_err *err);
 
 /* GET ca_url/v1/bundle?wait=W with If-None-Match: etag (may be ""), verified against
  * roots_pem. On a changed bundle: *changed = 1, *bundle_pem (heap) and etag updated; on
  * 304: *changed = 0. The CA answers as soon as the bundle changes, or after W seconds. */
-int client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds,
-			char etag[128], char **bundle_pem, int *changed, struct ac_err *err);
+int client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds, char etag[128],
+                        char **bundle_pem, int *changed, struct ac_err *err);
 
 /* A CSR (PEM, heap) for key with a DNS SAN for each name. */
 char *client_make_csr(EVP_PKEY *key, const struct cfg_strlist *dns, struct ac_err *err);
@@ -65,6 +65,6 @@ int client_token_dns(const char *token, struct cfg_strlist *dns, struct ac_err *
 
 /* Write out_dir/key.pem (0600), cert.pem, chain.pem and bundle.pem, each atomically. */
 int client_write_identity(const char *out_dir, EVP_PKEY *key, const struct client_issued *c,
-			  const char *bundle_pem, struct ac_err *err);
+                          const char *bundle_pem, struct ac_err *err);
 
 #endif

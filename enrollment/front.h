@@ -38,15 +38,15 @@ struct front;
  */
 
 struct front_options {
-	const char *const *listen;   /* "127.0.0.1:8443", "[::1]:8443"; port 0: pick one */
+	const char *const *listen; /* "127.0.0.1:8443", "[::1]:8443"; port 0: pick one */
 	size_t listen_count;
-	struct tls_ctx_slot *tls;    /* borrowed */
-	struct MHD_Daemon *mhd;      /* borrowed; started with MHD_USE_NO_LISTEN_SOCKET */
-	int workers;                 /* epoll threads; 0: one per core */
-	int handshake_timeout_ms;    /* default 10000 */
-	int first_byte_timeout_ms;   /* default 5000 */
-	int max_connections;         /* default 10000 */
-	int drain_ms;                /* default 10000 */
+	struct tls_ctx_slot *tls;  /* borrowed */
+	struct MHD_Daemon *mhd;    /* borrowed; started with MHD_USE_NO_LISTEN_SOCKET */
+	int workers;               /* epoll threads; 0: one per core */
+	int handshake_timeout_ms;  /* default 10000 */
+	int first_byte_timeout_ms; /* default 5000 */
+	int max_connections;       /* default 10000 */
+	int drain_ms;              /* default 10000 */
 };
 
 struct front *front_start(const struct front_options *opts, struct ac_err *err);

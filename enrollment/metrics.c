@@ -166,7 +166,7 @@ metrics_render(struct metrics *m, const char *extra, char **out, size_t *len)
 
 	pthread_mutex_lock(&m->lock);
 	text_printf(&t, "# HELP agentca_http_requests_total HTTP requests by route and status.\n"
-			"# TYPE agentca_http_requests_total counter\n");
+	                "# TYPE agentca_http_requests_total counter\n");
 	for (size_t i = 0; i < m->route_count; i++) {
 		const struct route_metrics *r = &m->routes[i];
 
@@ -175,46 +175,47 @@ metrics_render(struct metrics *m, const char *extra, char **out, size_t *len)
 				continue;
 			if (s < STATUS_COUNT)
 				text_printf(&t,
-					    "agentca_http_requests_total{route=\"%s\",code=\"%d\"} "
-					    "%llu\n",
-					    r->name, status_codes[s],
-					    (unsigned long long)r->by_status[s]);
+				            "agentca_http_requests_total{route=\"%s\",code=\"%d\"} "
+				            "%llu\n",
+				            r->name, status_codes[s],
+				            (unsigned long long)r->by_status[s]);
 			else
-				text_printf(&t,
-					    "agentca_http_requests_total{route=\"%s\",code=\"other\"}"
-					    " %llu\n",
-					    r->name, (unsigned long long)r->by_status[s]);
+				text_printf(
+				    &t,
+				    "agentca_http_requests_total{route=\"%s\",code=\"other\"}"
+				    " %llu\n",
+				    r->name, (unsigned long long)r->by_status[s]);
 		}
 	}
 	text_printf(&t, "# HELP agentca_http_request_duration_seconds Request latency by route.\n"
-			"# TYPE agentca_http_request_duration_seconds histogram\n");
+	                "# TYPE agentca_http_request_duration_seconds histogram\n");
 	for (size_t i = 0; i < m->route_count; i++) {
 		const struct route_metrics *r = &m->routes[i];
 
 		for (size_t b = 0; b < BUCKET_COUNT; b++)
 			text_printf(&t,
-				    "agentca_http_request_duration_seconds_bucket{route=\"%s\","
-				    "le=\"%g\"} %llu\n",
-				    r->name, latency_buckets[b], (unsigned long long)r->buckets[b]);
+			            "agentca_http_request_duration_seconds_bucket{route=\"%s\","
+			            "le=\"%g\"} %llu\n",
+			            r->name, latency_buckets[b], (unsigned long long)r->buckets[b]);
 		text_printf(&t,
-			    "agentca_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"}"
-			    " %llu\n"
-			    "agentca_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
-			    "agentca_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-			    r->name, (unsigned long long)r->count, r->name, r->sum, r->name,
-			    (unsigned long long)r->count);
+		            "agentca_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"}"
+		            " %llu\n"
+		            "agentca_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+		            "agentca_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+		            r->name, (unsigned long long)r->count, r->name, r->sum, r->name,
+		            (unsigned long long)r->count);
 	}
 	text_printf(&t,
-		    "# HELP agentca_certificates_issued_total Certificates issued, by kind.\n"
-		    "# TYPE agentca_certificates_issued_total counter\n"
-		    "agentca_certificates_issued_total{kind=\"issued\"} %llu\n"
-		    "agentca_certificates_issued_total{kind=\"renewed\"} %llu\n"
-		    "# HELP agentca_requests_denied_total Refused requests, by reason.\n"
-		    "# TYPE agentca_requests_denied_total counter\n",
-		    (unsigned long long)m->issued, (unsigned long long)m->renewed);
+	            "# HELP agentca_certificates_issued_total Certificates issued, by kind.\n"
+	            "# TYPE agentca_certificates_issued_total counter\n"
+	            "agentca_certificates_issued_total{kind=\"issued\"} %llu\n"
+	            "agentca_certificates_issued_total{kind=\"renewed\"} %llu\n"
+	            "# HELP agentca_requests_denied_total Refused requests, by reason.\n"
+	            "# TYPE agentca_requests_denied_total counter\n",
+	            (unsigned long long)m->issued, (unsigned long long)m->renewed);
 	for (size_t i = 0; i < m->denied_count; i++)
 		text_printf(&t, "agentca_requests_denied_total{reason=\"%s\"} %llu\n",
-			    m->denied[i].reason, (unsigned long long)m->denied[i].count);
+		            m->denied[i].reason, (unsigned long long)m->denied[i].count);
 	pthread_mutex_unlock(&m->lock);
 	if (extra != NULL)
 		text_printf(&t, "%s", extra);

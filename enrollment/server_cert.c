@@ -56,7 +56,7 @@ add_name(const struct issuer *iss, const char *name, char *san, size_t len)
 		if (iss->policy->ip_ranges.count > 0 &&
 		    policy_check_ip(iss->policy, addr, is_ip4 ? 4 : 16, &err) != 0) {
 			log_warn("server_name_skipped", "%s left out of the server certificate: %s",
-				 name, err.msg);
+			         name, err.msg);
 			return;
 		}
 		snprintf(san + used, len - used, "%sIP:%s", used > 0 ? "," : "", name);
@@ -64,7 +64,7 @@ add_name(const struct issuer *iss, const char *name, char *san, size_t len)
 	}
 	if (policy_check_dns(iss->policy, name, strlen(name), &err) != 0) {
 		log_warn("server_name_skipped", "%s left out of the server certificate: %s", name,
-			 err.msg);
+		         err.msg);
 		return;
 	}
 	snprintf(san + used, len - used, "%sDNS:%s", used > 0 ? "," : "", name);
@@ -72,7 +72,7 @@ add_name(const struct issuer *iss, const char *name, char *san, size_t len)
 
 int
 server_cert_issue(const struct issuer *iss, const struct cfg_strlist *names, int64_t ttl,
-		  struct server_identity *out, struct ac_err *err)
+                  struct server_identity *out, struct ac_err *err)
 {
 	const struct ca_authority *ca = iss->authority;
 	char san[4096] = "", spiffe[512], spki[65];
@@ -111,28 +111,30 @@ server_cert_issue(const struct issuer *iss, const struct cfg_strlist *names, int
 	if (!X509_set_version(cert, 2) || !X509_set_subject_name(cert, subject) ||
 	    !X509_set_issuer_name(cert, X509_get_subject_name(ca->intermediate)) ||
 	    !X509_set_pubkey(cert, key)) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot build the server "
-								    "certificate");
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed",
+		           "cannot build the server "
+		           "certificate");
 		goto out;
 	}
 	if (x509_set_random_serial(cert, out->serial, err) != 0 ||
 	    x509_set_validity(cert, now - 60, not_after, err) != 0 ||
 	    x509_add_ext_text(cert, ca->intermediate, NID_basic_constraints, "critical,CA:FALSE",
-			      err) != 0 ||
-	    x509_add_ext_text(cert, ca->intermediate, NID_key_usage,
-			      "critical,digitalSignature", err) != 0 ||
+	                      err) != 0 ||
+	    x509_add_ext_text(cert, ca->intermediate, NID_key_usage, "critical,digitalSignature",
+	                      err) != 0 ||
 	    x509_add_ext_text(cert, ca->intermediate, NID_ext_key_usage, "serverAuth", err) != 0 ||
 	    x509_add_ext_text(cert, ca->intermediate, NID_subject_key_identifier, "hash", err) !=
-		    0 ||
+	        0 ||
 	    x509_add_ext_text(cert, ca->intermediate, NID_authority_key_identifier, "keyid:always",
-			      err) != 0 ||
+	                      err) != 0 ||
 	    x509_add_ext_text(cert, ca->intermediate, NID_subject_alt_name, san, err) != 0 ||
 	    x509_sign(cert, ca->intermediate_key, ca->sign_md, err) != 0)
 		goto out;
 	der_len = i2d_X509(cert, &der);
 	if (der_len <= 0 || key_spki_sha256(key, spki, err) != 0) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_encode_failed", "cannot encode the server "
-								     "certificate");
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_encode_failed",
+		           "cannot encode the server "
+		           "certificate");
 		goto out;
 	}
 
@@ -168,7 +170,7 @@ server_cert_issue(const struct issuer *iss, const struct cfg_strlist *names, int
 	cert = NULL;
 	key = NULL;
 	log_info("server_cert_issued", "server certificate %s for %s, valid until %lld",
-		 out->serial, san, (long long)not_after);
+	         out->serial, san, (long long)not_after);
 	rc = 0;
 out:
 	OPENSSL_free(der);

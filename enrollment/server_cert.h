@@ -34,7 +34,7 @@ struct server_identity {
 
 /* Issue a server certificate for names (host names and IP literals). */
 int server_cert_issue(const struct issuer *iss, const struct cfg_strlist *names, int64_t ttl,
-		      struct server_identity *out, struct ac_err *err);
+                      struct server_identity *out, struct ac_err *err);
 void server_identity_free(struct server_identity *id);
 
 /* The host part of "127.0.0.1:8443", "[::1]:8443" or "ca.corp.internal:8443" into buf. */

@@ -32,13 +32,13 @@ enum tls_client_auth {
 };
 
 struct tls_server_config {
-	X509 *cert;                   /* our leaf (borrowed; the context takes its own ref) */
-	STACK_OF(X509) *chain;        /* intermediates sent after the leaf; may be NULL */
-	EVP_PKEY *key;                /* its private key (borrowed) */
-	STACK_OF(X509) *client_roots; /* trust anchors for client certificates; may be NULL */
+	X509 *cert;                       /* our leaf (borrowed; the context takes its own ref) */
+	STACK_OF(X509) *chain;            /* intermediates sent after the leaf; may be NULL */
+	EVP_PKEY *key;                    /* its private key (borrowed) */
+	STACK_OF(X509) *client_roots;     /* trust anchors for client certificates; may be NULL */
 	STACK_OF(X509) *client_untrusted; /* intermediates clients may omit; may be NULL */
 	enum tls_client_auth client_auth;
-	const unsigned char *alpn;    /* wire-format ALPN list we accept, or NULL */
+	const unsigned char *alpn; /* wire-format ALPN list we accept, or NULL */
 	size_t alpn_len;
 };
 
@@ -46,10 +46,10 @@ struct tls_server_config {
 SSL_CTX *tls_server_ctx_new(const struct tls_server_config *cfg, struct ac_err *err);
 
 struct tls_client_config {
-	STACK_OF(X509) *roots;  /* trust anchors for the server (borrowed) */
-	X509 *cert;             /* client certificate, or NULL */
-	STACK_OF(X509) *chain;  /* its intermediates, or NULL */
-	EVP_PKEY *key;          /* its key, or NULL */
+	STACK_OF(X509) *roots; /* trust anchors for the server (borrowed) */
+	X509 *cert;            /* client certificate, or NULL */
+	STACK_OF(X509) *chain; /* its intermediates, or NULL */
+	EVP_PKEY *key;         /* its key, or NULL */
 };
 
 /* A client context per the policy (verifies the server against roots; hostname checks are
@@ -62,17 +62,17 @@ int tls_client_set_host(SSL *ssl, const char *host, struct ac_err *err);
 /* The current context, swappable. */
 struct tls_ctx_slot;
 
-struct tls_ctx_slot *tls_slot_new(SSL_CTX *initial); /* takes ownership of initial */
-SSL_CTX *tls_slot_acquire(struct tls_ctx_slot *slot); /* +1 reference: SSL_CTX_free it */
+struct tls_ctx_slot *tls_slot_new(SSL_CTX *initial);           /* takes ownership of initial */
+SSL_CTX *tls_slot_acquire(struct tls_ctx_slot *slot);          /* +1 reference: SSL_CTX_free it */
 void tls_slot_swap(struct tls_ctx_slot *slot, SSL_CTX *fresh); /* takes ownership */
 void tls_slot_free(struct tls_ctx_slot *slot);
 
 /* What a verified peer certificate says. */
 struct tls_peer {
-	int present;            /* 0: no certificate was presented */
-	char spiffe_id[2049];   /* the URI SAN starting with spiffe://, or "" */
-	char serial[41];        /* lowercase hex */
-	int64_t not_after;      /* unix seconds */
+	int present;          /* 0: no certificate was presented */
+	char spiffe_id[2049]; /* the URI SAN starting with spiffe://, or "" */
+	char serial[41];      /* lowercase hex */
+	int64_t not_after;    /* unix seconds */
 	char spki_sha256[65];
 };
 

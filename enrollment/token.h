@@ -36,9 +36,9 @@
 #include "common/config.h"
 #include "common/error.h"
 
-#define TOKEN_CLOCK_SKEW 60           /* seconds */
+#define TOKEN_CLOCK_SKEW 60 /* seconds */
 #define TOKEN_MAX_LIFETIME (24 * 3600)
-#define TOKEN_MAX_BYTES 8192          /* a longer token is refused before parsing */
+#define TOKEN_MAX_BYTES 8192 /* a longer token is refused before parsing */
 
 enum token_type { TOKEN_BOOTSTRAP = 0, TOKEN_ADMIN };
 
@@ -47,7 +47,7 @@ struct token_grant {
 	enum token_type type;
 	char jti[33];
 	char subject[2049];
-	char parent[2049];          /* "" when none */
+	char parent[2049]; /* "" when none */
 	int depth;
 	char role[16];              /* admin tokens: "admin" or "auditor" */
 	struct cfg_strlist dns;     /* heap: token_grant_free() */
@@ -66,24 +66,24 @@ struct token_signer;
 /* Load the private key of `type` from DIR (decrypting with passphrase) and the audience
  * (root fingerprint, hex). */
 struct token_signer *token_signer_load(const char *dir, enum token_type type,
-				       const char *passphrase, const char *audience,
-				       struct ac_err *err);
+                                       const char *passphrase, const char *audience,
+                                       struct ac_err *err);
 void token_signer_free(struct token_signer *s);
 
 /* Mint a token from grant (type, subject, dns, parent, depth, role; jti, iat, nbf and exp
  * are filled in here from now and ttl). *jwt is heap (free()). */
 int token_mint(struct token_signer *s, struct token_grant *grant, int64_t now, int64_t ttl,
-	       char **jwt, struct ac_err *err);
+               char **jwt, struct ac_err *err);
 
 struct token_verifier;
 
 struct token_verifier *token_verifier_load(const char *dir, enum token_type type,
-					   const char *audience, struct ac_err *err);
+                                           const char *audience, struct ac_err *err);
 void token_verifier_free(struct token_verifier *v);
 
 /* Check a token as described above; on success fill grant (caller frees with
  * token_grant_free). */
 int token_verify(struct token_verifier *v, const char *jwt, size_t len, int64_t now,
-		 struct token_grant *grant, struct ac_err *err);
+                 struct token_grant *grant, struct ac_err *err);
 
 #endif

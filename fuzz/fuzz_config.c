@@ -15,8 +15,8 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct cfg_field fields[] = {
-		{"log_level", CFG_STRING, 0, 0, 0, NULL, NULL},
-		CFG_END,
+	    {"log_level", CFG_STRING, 0, 0, 0, NULL, NULL},
+	    CFG_END,
 	};
 	struct {
 		char *log_level;

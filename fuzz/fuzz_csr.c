@@ -34,8 +34,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (san->type == CSR_SAN_DNS)
 			policy_check_dns(&policy, (const char *)san->value, san->len, &err);
 		else if (san->type == CSR_SAN_URI)
-			policy_check_spiffe_id((const char *)san->value, san->len,
-					       "corp.internal", &err);
+			policy_check_spiffe_id((const char *)san->value, san->len, "corp.internal",
+			                       &err);
 		else if (san->type == CSR_SAN_IP)
 			policy_check_ip(&policy, san->value, san->len, &err);
 	}

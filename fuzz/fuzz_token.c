@@ -25,9 +25,9 @@ setup(void)
 		fprintf(stderr, "fuzz_token: setup: %s\n", err.msg);
 		abort();
 	}
-	verifier = token_verifier_load(dir, TOKEN_BOOTSTRAP,
-				       "0000000000000000000000000000000000000000000000000000000000000000",
-				       &err);
+	verifier = token_verifier_load(
+	    dir, TOKEN_BOOTSTRAP,
+	    "0000000000000000000000000000000000000000000000000000000000000000", &err);
 	if (verifier == NULL) {
 		fprintf(stderr, "fuzz_token: setup: %s\n", err.msg);
 		abort();
@@ -35,7 +35,7 @@ setup(void)
 	/* The verifier holds the decoded key: the files can go. */
 	{
 		static const char *const files[] = {"token.key", "token.pub", "admin.key",
-						    "admin.pub"};
+		                                    "admin.pub"};
 		char path[sizeof(dir) + 16];
 
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {

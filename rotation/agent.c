@@ -37,7 +37,8 @@ agent_renew_at(int64_t not_before, int64_t not_after, uint32_t seed)
 
 	if (lifetime <= 0)
 		return not_before;
-	return not_before + lifetime * 2 / 3 - (spread > 0 ? (int64_t)(seed % (uint64_t)spread) : 0);
+	return not_before + lifetime * 2 / 3 -
+	       (spread > 0 ? (int64_t)(seed % (uint64_t)spread) : 0);
 }
 
 int64_t
@@ -154,7 +155,7 @@ leaf_dns(X509 *leaf, struct cfg_strlist *dns, struct ac_err *err)
 
 		if (gn->type == GEN_DNS &&
 		    cfg_strlist_add(dns, (const char *)ASN1_STRING_get0_data(gn->d.dNSName), err) !=
-			    0) {
+		        0) {
 			rc = -1;
 			break;
 		}
@@ -177,14 +178,14 @@ notify_rotation(const struct agent_options *o)
 		}
 		if (pid < 0 || waitpid(pid, &status, 0) < 0)
 			log_warn("hook_failed", "cannot run the rotation command: %s",
-				 strerror(errno));
+			         strerror(errno));
 		else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 			log_warn("hook_failed", "the rotation command exited with status %d",
-				 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+			         WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	}
 	if (o->signal_pid > 0 && kill(o->signal_pid, o->signal_number) != 0)
 		log_warn("hook_failed", "cannot signal process %ld: %s", (long)o->signal_pid,
-			 strerror(errno));
+		         strerror(errno));
 }
 
 /* First enrollment: trust from the fingerprint (or the bundle already there), a new key,
@@ -201,7 +202,7 @@ agent_enroll(const struct agent_options *o, const struct agent_files *f, struct 
 	memset(&issued, 0, sizeof(issued));
 	if (o->token == NULL) {
 		ac_err_set(err, AC_ERR_USAGE, "no_token",
-			   "%s holds no valid certificate and no --token was given", o->out_dir);
+		           "%s holds no valid certificate and no --token was given", o->out_dir);
 		goto out;
 	}
 	if (o->fingerprint != NULL) {
@@ -211,7 +212,7 @@ agent_enroll(const struct agent_options *o, const struct agent_files *f, struct 
 		root = strdup(f->bundle_pem);
 	} else {
 		ac_err_set(err, AC_ERR_USAGE, "no_trust",
-			   "a first enrollment needs --fingerprint (or %s/bundle.pem)", o->out_dir);
+		           "a first enrollment needs --fingerprint (or %s/bundle.pem)", o->out_dir);
 		goto out;
 	}
 	if (root == NULL || client_token_dns(o->token, &dns, err) != 0)
@@ -223,7 +224,7 @@ agent_enroll(const struct agent_options *o, const struct agent_files *f, struct 
 	    client_write_identity(o->out_dir, key, &issued, bundle, err) != 0)
 		goto out;
 	log_info("enrolled", "enrolled: serial %s until %s", issued.serial,
-		 issued.not_after != NULL ? issued.not_after : "?");
+	         issued.not_after != NULL ? issued.not_after : "?");
 	rc = 0;
 out:
 	client_issued_free(&issued);
@@ -262,7 +263,7 @@ agent_renew(const struct agent_options *o, const struct agent_files *f, struct a
 	    client_write_identity(o->out_dir, key, &issued, bundle, err) != 0)
 		goto out;
 	log_info("renewed", "renewed: serial %s replaces %s, until %s", issued.serial, f->serial,
-		 issued.not_after != NULL ? issued.not_after : "?");
+	         issued.not_after != NULL ? issued.not_after : "?");
 	rc = 0;
 out:
 	client_issued_free(&issued);
@@ -316,7 +317,7 @@ agent_run(const struct agent_options *o, struct ac_err *err)
 				rotated = !failed;
 			} else if (o->once) {
 				log_info("not_due", "serial %s is not due for renewal until %lld",
-					 f.serial, (long long)renew_at);
+				         f.serial, (long long)renew_at);
 			}
 		}
 		agent_files_free(&f);
@@ -336,8 +337,9 @@ agent_run(const struct agent_options *o, struct ac_err *err)
 		if (failed) {
 			int64_t wait = agent_backoff(attempt++, seed);
 
-			log_warn("rotation_failed", "%s; keeping the current files, retrying in %lld s",
-				 e.msg, (long long)wait);
+			log_warn("rotation_failed",
+			         "%s; keeping the current files, retrying in %lld s", e.msg,
+			         (long long)wait);
 			if (wait_or_stop(&stops, wait))
 				return 0;
 			continue;
@@ -350,8 +352,8 @@ agent_run(const struct agent_options *o, struct ac_err *err)
 
 			ac_err_clear(&ignored);
 			if (agent_files_load(o->out_dir, &g, &ignored) == 1) {
-				int64_t until = agent_renew_at(g.not_before, g.not_after, seed) -
-						time_now();
+				int64_t until =
+				    agent_renew_at(g.not_before, g.not_after, seed) - time_now();
 
 				if (until < wait)
 					wait = until > 0 ? until : 0;

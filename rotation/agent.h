@@ -23,17 +23,17 @@
 #include "common/error.h"
 
 struct agent_options {
-	const char *ca_url;       /* https://host:port */
-	const char *out_dir;      /* key.pem, cert.pem, chain.pem, bundle.pem */
-	const char *token;        /* for a first enrollment; may be NULL */
-	const char *fingerprint;  /* root fingerprint for a first enrollment; may be NULL when
-	                           * out_dir/bundle.pem exists */
-	const char *exec_cmd;     /* run with /bin/sh -c after each rotation, or NULL */
-	pid_t signal_pid;         /* > 0: send signal_number after each rotation */
+	const char *ca_url;      /* https://host:port */
+	const char *out_dir;     /* key.pem, cert.pem, chain.pem, bundle.pem */
+	const char *token;       /* for a first enrollment; may be NULL */
+	const char *fingerprint; /* root fingerprint for a first enrollment; may be NULL when
+	                          * out_dir/bundle.pem exists */
+	const char *exec_cmd;    /* run with /bin/sh -c after each rotation, or NULL */
+	pid_t signal_pid;        /* > 0: send signal_number after each rotation */
 	int signal_number;
-	int once;                 /* renew if due (or enroll if needed) and return */
-	int force;                /* renew now, due or not */
-	enum key_type key_type;   /* for new keys; default P-256 */
+	int once;               /* renew if due (or enroll if needed) and return */
+	int force;              /* renew now, due or not */
+	enum key_type key_type; /* for new keys; default P-256 */
 };
 
 /* Run until a stop signal (SIGTERM, SIGINT) or, with once, after one decision. Returns 0,

@@ -70,7 +70,7 @@ run_reload(const char *cmd)
 		log_warn("hook_failed", "cannot run the reload command: %s", strerror(errno));
 	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		log_warn("hook_failed", "the reload command exited with status %d",
-			 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		         WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
 /* Write bundle to the file unless it already holds exactly that. Returns 1 when written. */
@@ -118,15 +118,16 @@ bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 
 		ac_err_clear(&e);
 		if (client_watch_bundle(o->ca_url, roots, o->once ? 0 : wait, etag, &bundle,
-					&changed, &e) == 0) {
+		                        &changed, &e) == 0) {
 			attempt = 0;
 			if (changed) {
 				written = write_if_changed(o->out_path, bundle, &e);
 				if (written == 1) {
 					log_info("bundle_updated", "%s updated (ETag %s)",
-						 o->out_path, etag);
+					         o->out_path, etag);
 					run_reload(o->exec_cmd);
-					/* Trust what the CA now publishes (a new root may be in). */
+					/* Trust what the CA now publishes (a new root may be in).
+					 */
 					free(roots);
 					roots = bundle;
 					bundle = NULL;
@@ -157,7 +158,7 @@ bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 			}
 			pause.tv_sec = (time_t)agent_backoff(attempt++, (uint32_t)rand());
 			log_warn("bundle_fetch_failed", "%s; retrying in %lld s", e.msg,
-				 (long long)pause.tv_sec);
+			         (long long)pause.tv_sec);
 		}
 		if (pause.tv_sec > 0 && pause_or_stop(pause.tv_sec))
 			break;

@@ -16,10 +16,10 @@
 struct bundle_watch_options {
 	const char *ca_url;
 	const char *out_path;
-	const char *roots_pem;   /* trust for the CA's TLS certificate */
-	const char *exec_cmd;    /* after each change, or NULL */
-	int wait_seconds;        /* long-poll period; default 30 */
-	int once;                /* fetch, write if changed, return */
+	const char *roots_pem; /* trust for the CA's TLS certificate */
+	const char *exec_cmd;  /* after each change, or NULL */
+	int wait_seconds;      /* long-poll period; default 30 */
+	int once;              /* fetch, write if changed, return */
 };
 
 int bundle_watch_run(const struct bundle_watch_options *opts, struct ac_err *err);

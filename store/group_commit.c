@@ -76,7 +76,8 @@ commit_batch(struct group_commit *gc, size_t n, struct store_stats *delta)
 	memset(delta, 0, sizeof(*delta));
 	delta->transactions = 1;
 	delta->transactions_failed = rc != 0;
-	delta->commit_seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	delta->commit_seconds =
+	    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	delta->units = n;
 	for (i = 0; i < n; i++) {
 		struct store_write *w = gc->batch[i];

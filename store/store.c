@@ -249,8 +249,8 @@ store_cert_count(struct store *st, int64_t *count, struct ac_err *err)
 }
 
 int
-store_cert_list(struct store *st, const struct cert_filter *filter, cert_summary_fn fn,
-		void *arg, struct ac_err *err)
+store_cert_list(struct store *st, const struct cert_filter *filter, cert_summary_fn fn, void *arg,
+                struct ac_err *err)
 {
 	return st->ops->cert_list(st, filter, fn, arg, err);
 }

@@ -44,11 +44,11 @@ struct cert_record {
 	const char *parent;      /* parent identity, or NULL */
 	const char *spki_sha256; /* hex SHA-256 of the SubjectPublicKeyInfo DER */
 	const char *issuer_fingerprint; /* hex SHA-256 of the issuing CA certificate's DER */
-	int64_t not_before;      /* unix seconds */
+	int64_t not_before;             /* unix seconds */
 	int64_t not_after;
 	const unsigned char *der;
 	size_t der_len;
-	int depth;               /* nesting: 0 for an admin-enrolled agent, parent's + 1 below */
+	int depth; /* nesting: 0 for an admin-enrolled agent, parent's + 1 below */
 };
 
 /* A certificate read back. Owned by the caller: free with store_cert_row_free(). */
@@ -74,9 +74,9 @@ struct store_write {
 	const char *revoke_reason;      /* RFC 5280 reason name ("keyCompromise"), or NULL */
 	int64_t revoked_at;             /* unix seconds; 0: the commit time */
 	/* outputs */
-	uint64_t seq;                 /* the entry's sequence number (1-based) */
+	uint64_t seq; /* the entry's sequence number (1-based) */
 	char hash[LOG_HASH_HEX_LEN + 1];
-	struct ac_err result;         /* AC_OK when committed */
+	struct ac_err result; /* AC_OK when committed */
 };
 
 /* Test hook for fault injection: called at each named point of a commit ("begin", "cert",
@@ -84,10 +84,10 @@ struct store_write {
 typedef int (*store_fault_fn)(void *arg, const char *point);
 
 struct store_options {
-	const char *path;           /* SQLite file; created with mode 0600 */
-	int64_t busy_timeout_ms;    /* default 5000 */
-	int64_t group_commit_max;   /* units per transaction at most; default 256 */
-	store_fault_fn fault;       /* NULL in production */
+	const char *path;         /* SQLite file; created with mode 0600 */
+	int64_t busy_timeout_ms;  /* default 5000 */
+	int64_t group_commit_max; /* units per transaction at most; default 256 */
+	store_fault_fn fault;     /* NULL in production */
 	void *fault_arg;
 };
 
@@ -108,14 +108,14 @@ int store_submit_many(struct store *st, struct store_write **w, size_t n, struct
 
 /* The newest entry: its sequence number (0 for an empty log) and hash (64 zeros). */
 int store_log_head(struct store *st, uint64_t *seq, char hash[LOG_HASH_HEX_LEN + 1],
-		   struct ac_err *err);
+                   struct ac_err *err);
 
 /* Which log rows a scan returns. Zero/NULL members do not filter. */
 struct log_filter {
-	uint64_t from_seq;      /* first sequence number (inclusive) */
-	int64_t since_ms;       /* entry time >= since */
-	int64_t until_ms;       /* entry time < until */
-	const char *kind;       /* exact */
+	uint64_t from_seq; /* first sequence number (inclusive) */
+	int64_t since_ms;  /* entry time >= since */
+	int64_t until_ms;  /* entry time < until */
+	const char *kind;  /* exact */
 	const char *subject_prefix;
 };
 
@@ -125,7 +125,7 @@ struct log_row {
 	int64_t time_ms;
 	const char *canonical; /* the exact bytes that were hashed */
 	size_t canonical_len;
-	const char *hash;      /* hex */
+	const char *hash; /* hex */
 };
 
 /* Return non-zero from the callback to stop the scan early (the scan then returns 0). */
@@ -133,28 +133,27 @@ typedef int (*log_row_fn)(void *arg, const struct log_row *row);
 
 /* Visit matching rows in sequence order, in constant memory. */
 int store_log_scan(struct store *st, const struct log_filter *filter, log_row_fn fn, void *arg,
-		   struct ac_err *err);
+                   struct ac_err *err);
 
 /* The root (MTH) of the tree of the first `size` entries, size <= the head's seq (0: the
  * empty tree's root). AC_ERR_INVALID "tree_size_invalid" past the head. */
 int store_tree_root(struct store *st, uint64_t size, unsigned char root[MERKLE_HASH_LEN],
-		    struct ac_err *err);
+                    struct ac_err *err);
 
 /* The inclusion proof (RFC 9162 2.1.3) of leaf `index` (entry seq index + 1) in the tree of
  * `size` entries, index < size <= head. path must hold MERKLE_PROOF_MAX hashes. */
 int store_inclusion_proof(struct store *st, uint64_t index, uint64_t size,
-			  unsigned char path[][MERKLE_HASH_LEN], size_t *len, struct ac_err *err);
+                          unsigned char path[][MERKLE_HASH_LEN], size_t *len, struct ac_err *err);
 
 /* The consistency proof (RFC 9162 2.1.4) from the tree of old_size entries to the tree of
  * new_size, old_size <= new_size <= head (empty when old_size is 0 or equal to new_size).
  * proof must hold MERKLE_PROOF_MAX hashes. */
 int store_consistency_proof(struct store *st, uint64_t old_size, uint64_t new_size,
-			    unsigned char proof[][MERKLE_HASH_LEN], size_t *len,
-			    struct ac_err *err);
+                            unsigned char proof[][MERKLE_HASH_LEN], size_t *len,
+                            struct ac_err *err);
 
 /* Find a certificate by serial (hex, any case). AC_ERR_NOTFOUND when absent. */
-int store_cert_get(struct store *st, const char *serial, struct cert_row *out,
-		   struct ac_err *err);
+int store_cert_get(struct store *st, const char *serial, struct cert_row *out, struct ac_err *err);
 void store_cert_row_free(struct cert_row *row);
 
 /* Number of certificate rows (tests, metrics). */
@@ -163,8 +162,8 @@ int store_cert_count(struct store *st, int64_t *count, struct ac_err *err);
 /* A revoked certificate, for CRLs and OCSP; valid only during the callback. */
 struct revoked_row {
 	const char *serial;
-	int64_t revoked_at;  /* unix seconds */
-	const char *reason;  /* NULL when none was given */
+	int64_t revoked_at; /* unix seconds */
+	const char *reason; /* NULL when none was given */
 	int64_t not_after;
 };
 
@@ -173,7 +172,7 @@ typedef int (*revoked_row_fn)(void *arg, const struct revoked_row *row);
 /* Visit revoked certificates with not_after >= not_after_min (0: all), by serial, in constant
  * memory. Return non-zero from the callback to stop early (the scan then returns 0). */
 int store_revoked_scan(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
-		       struct ac_err *err);
+                       struct ac_err *err);
 
 /* Counters since store_open, for metrics and for tests that check units share commits. */
 struct store_stats {
@@ -207,7 +206,7 @@ typedef int (*cert_summary_fn)(void *arg, const struct cert_summary *row);
 
 /* Visit the matching certificates in serial order, in constant memory. */
 int store_cert_list(struct store *st, const struct cert_filter *filter, cert_summary_fn fn,
-		    void *arg, struct ac_err *err);
+                    void *arg, struct ac_err *err);
 
 /* The backend's interface. store.c owns the committer and dispatches to these. */
 struct store_ops {
@@ -216,23 +215,22 @@ struct store_ops {
 	/* One transaction: each unit in a savepoint; fills each unit's seq, hash and result.
 	 * Returns -1 only when the whole transaction failed (then every unit has failed and
 	 * the chain head is unchanged). */
-	int (*commit_batch)(struct store *st, struct store_write **w, size_t n,
-			    struct ac_err *err);
+	int (*commit_batch)(struct store *st, struct store_write **w, size_t n, struct ac_err *err);
 	int (*log_head)(struct store *st, uint64_t *seq, char *hash, struct ac_err *err);
 	int (*log_scan)(struct store *st, const struct log_filter *f, log_row_fn fn, void *arg,
-			struct ac_err *err);
+	                struct ac_err *err);
 	/* The stored hash of perfect subtree (level, index) (merkle.h); AC_ERR_STORE
 	 * "log_corrupt" when it is missing. Callable from any thread, also from inside a
 	 * log_scan callback. */
 	int (*tree_node)(struct store *st, unsigned level, uint64_t index,
-			 unsigned char out[MERKLE_HASH_LEN], struct ac_err *err);
+	                 unsigned char out[MERKLE_HASH_LEN], struct ac_err *err);
 	int (*cert_get)(struct store *st, const char *serial, struct cert_row *out,
-			struct ac_err *err);
+	                struct ac_err *err);
 	int (*cert_count)(struct store *st, int64_t *count, struct ac_err *err);
 	int (*cert_list)(struct store *st, const struct cert_filter *filter, cert_summary_fn fn,
-			 void *arg, struct ac_err *err);
+	                 void *arg, struct ac_err *err);
 	int (*revoked_scan)(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
-			    struct ac_err *err);
+	                    struct ac_err *err);
 };
 
 #endif

@@ -66,7 +66,7 @@ main(int argc, char **argv)
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: mkcsr OUT.pem KEY.pem [--dns N]... [--uri U]... "
-				"[--many-dns N SUFFIX]\n");
+		                "[--many-dns N SUFFIX]\n");
 		return 2;
 	}
 	key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");

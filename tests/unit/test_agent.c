@@ -63,8 +63,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_renew_point_in_window),
-		cmocka_unit_test(test_backoff_grows_to_cap),
+	    cmocka_unit_test(test_renew_point_in_window),
+	    cmocka_unit_test(test_backoff_grows_to_cap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,7 +73,7 @@ static X509 *
 load_cert(const char *dir, const char *name)
 {
 	char path[4096];
-	STACK_OF(X509) * certs;
+	STACK_OF(X509) *certs;
 	X509 *cert;
 
 	join(path, sizeof(path), dir, name);
@@ -154,7 +154,7 @@ make_corp_root(EVP_PKEY **key, const char *cn)
 static X509 *
 sign_csr(const char *csr_path, X509 *ca, EVP_PKEY *ca_key, int64_t nb, int64_t na, int copy)
 {
-	STACK_OF(X509_EXTENSION) * exts;
+	STACK_OF(X509_EXTENSION) *exts;
 	struct ac_err err;
 	X509_REQ *req;
 	X509 *cert;
@@ -791,7 +791,7 @@ init_corporate(char **scratch)
 	struct ca_init_report report;
 	struct ac_err err;
 	char *dir, path[4096], *text;
-	STACK_OF(X509_EXTENSION) * exts;
+	STACK_OF(X509_EXTENSION) *exts;
 	X509_REQ *req;
 	BIO *bio;
 	json_t *obj;
@@ -926,7 +926,7 @@ test_corporate_import_with_upstream_and_key(void **state)
 	struct ac_err err;
 	EVP_PKEY *corp_key, *issuing_key, *own_key, *our_old;
 	X509 *corp, *issuing, *inter;
-	STACK_OF(X509) * up;
+	STACK_OF(X509) *up;
 	int64_t now = (int64_t)time(NULL);
 	struct ext copy[8];
 

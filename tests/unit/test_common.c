@@ -50,9 +50,9 @@ test_duration_parse(void **state)
 		int ok;
 		int64_t seconds;
 	} cases[] = {
-		{"90s", 1, 90},	   {"10m", 1, 600},    {"24h", 1, 86400}, {"90d", 1, 7776000},
-		{"1h30m", 1, 5400}, {"300", 1, 300},    {"", 0, 0},	  {"h", 0, 0},
-		{"10x", 0, 0},	   {"1h300", 0, 0},    {"-5m", 0, 0},	  {"99999999999999999999d", 0, 0},
+	    {"90s", 1, 90},     {"10m", 1, 600}, {"24h", 1, 86400}, {"90d", 1, 7776000},
+	    {"1h30m", 1, 5400}, {"300", 1, 300}, {"", 0, 0},        {"h", 0, 0},
+	    {"10x", 0, 0},      {"1h300", 0, 0}, {"-5m", 0, 0},     {"99999999999999999999d", 0, 0},
 	};
 	char buf[32];
 
@@ -87,17 +87,17 @@ struct sample {
 };
 
 static const struct cfg_field inner_fields[] = {
-	{"ttl", CFG_DURATION, offsetof(struct sample_inner, ttl), 60, 3600, NULL, NULL},
-	{"names", CFG_STRING_LIST, offsetof(struct sample_inner, names), 0, 0, NULL, NULL},
-	CFG_END,
+    {"ttl", CFG_DURATION, offsetof(struct sample_inner, ttl), 60, 3600, NULL, NULL},
+    {"names", CFG_STRING_LIST, offsetof(struct sample_inner, names), 0, 0, NULL, NULL},
+    CFG_END,
 };
 
 static const struct cfg_field sample_fields[] = {
-	{"name", CFG_STRING, offsetof(struct sample, name), 0, 0, NULL, NULL},
-	{"count", CFG_INT, offsetof(struct sample, count), 1, 10, NULL, NULL},
-	{"flag", CFG_BOOL, offsetof(struct sample, flag), 0, 0, NULL, NULL},
-	{"inner", CFG_OBJECT, offsetof(struct sample, inner), 0, 0, inner_fields, NULL},
-	CFG_END,
+    {"name", CFG_STRING, offsetof(struct sample, name), 0, 0, NULL, NULL},
+    {"count", CFG_INT, offsetof(struct sample, count), 1, 10, NULL, NULL},
+    {"flag", CFG_BOOL, offsetof(struct sample, flag), 0, 0, NULL, NULL},
+    {"inner", CFG_OBJECT, offsetof(struct sample, inner), 0, 0, inner_fields, NULL},
+    CFG_END,
 };
 
 /* Apply text to a fresh sample; returns the loader's result, leaves the error in err. */
@@ -124,9 +124,9 @@ test_config_loader(void **state)
 
 	(void)state;
 	assert_int_equal(apply_text("{\"name\":\"x\",\"count\":3,\"flag\":true,"
-				    "\"inner\":{\"ttl\":\"10m\",\"names\":[\"a\",\"b\"]}}",
-				    &s, &err),
-			 0);
+	                            "\"inner\":{\"ttl\":\"10m\",\"names\":[\"a\",\"b\"]}}",
+	                            &s, &err),
+	                 0);
 	assert_string_equal(s.name, "x");
 	assert_int_equal(s.count, 3);
 	assert_int_equal(s.flag, 1);
@@ -168,7 +168,7 @@ test_config_file(void **state)
 	snprintf(path, sizeof(path), "%s/c.json", dir);
 	ac_err_clear(&err);
 	assert_int_equal(atomic_write_file(path, "{\"name\":\"a\",\"name\":\"b\"}", 23, 0644, &err),
-			 0);
+	                 0);
 	memset(&s, 0, sizeof(s));
 	assert_int_equal(config_load_file(path, sample_fields, &s, &err), -1);
 	assert_non_null(strstr(err.msg, "duplicate"));
@@ -205,7 +205,7 @@ test_log_line_is_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(line, "level")), "warn");
 	assert_string_equal(json_string_value(json_object_get(line, "event")), "weird_input");
 	assert_string_equal(json_string_value(json_object_get(line, "msg")),
-			    "name \"gw\x01\" with\nnewline");
+	                    "name \"gw\x01\" with\nnewline");
 	json_decref(line);
 	free(data);
 	test_rmdir(dir);
@@ -254,9 +254,9 @@ test_hex_and_fingerprints(void **state)
 	assert_memory_equal(bytes, back, 3);
 	assert_int_equal(hex_decode("00ag00", back, 3), -1);
 	assert_int_equal(fingerprint_normalize("AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:"
-					       "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
-					       fp),
-			 0);
+	                                       "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
+	                                       fp),
+	                 0);
 	assert_string_equal(fp, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
 	assert_int_equal(fingerprint_normalize("abcd", fp), -1);
 }
@@ -285,14 +285,14 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_error_first_wins_and_wrap),
-		cmocka_unit_test(test_duration_parse),
-		cmocka_unit_test(test_config_loader),
-		cmocka_unit_test(test_config_file),
-		cmocka_unit_test(test_log_line_is_json),
-		cmocka_unit_test(test_atomic_write_and_private_files),
-		cmocka_unit_test(test_hex_and_fingerprints),
-		cmocka_unit_test(test_time_parse),
+	    cmocka_unit_test(test_error_first_wins_and_wrap),
+	    cmocka_unit_test(test_duration_parse),
+	    cmocka_unit_test(test_config_loader),
+	    cmocka_unit_test(test_config_file),
+	    cmocka_unit_test(test_log_line_is_json),
+	    cmocka_unit_test(test_atomic_write_and_private_files),
+	    cmocka_unit_test(test_hex_and_fingerprints),
+	    cmocka_unit_test(test_time_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

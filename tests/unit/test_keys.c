@@ -459,7 +459,7 @@ static void
 test_pem_in_and_out(void **state)
 {
 	char *dir = test_tmpdir("pem"), path[4096], *pem, *two;
-	STACK_OF(X509) * certs;
+	STACK_OF(X509) *certs;
 	struct ac_err err;
 	EVP_PKEY *key;
 	X509 *cert;
