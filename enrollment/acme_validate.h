@@ -1,5 +1,5 @@
 /*
- * validate.h - the ACME validation authority: the CA checks a challenge itself (RFC 8555
+ * acme_validate.h - the ACME validation authority: the CA checks a challenge itself (RFC 8555
  * section 8: http-01 and dns-01; RFC 8737: tls-alpn-01), on a pool of worker threads of its
  * own, never on an HTTP request thread.
  *
@@ -13,8 +13,8 @@
  * For tests and labs the resolver and the two ports can be set (like Pebble's settings), so
  * that the whole flow runs on loopback with pebble-challtestsrv as the DNS server.
  */
-#ifndef AGENTCA_ACME_VALIDATE_H
-#define AGENTCA_ACME_VALIDATE_H
+#ifndef AGENTCA_ENROLLMENT_ACME_VALIDATE_H
+#define AGENTCA_ENROLLMENT_ACME_VALIDATE_H
 
 #include "common/error.h"
 
