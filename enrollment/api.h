@@ -15,7 +15,7 @@
  *   POST /v1/tokens      an admin (bearer token or admin certificate), or a parent agent over
  *                        mTLS for a child under its own path: {subject, ttl?, dns?}
  *                        -> {token, jti, expires}
- *   POST /v1/revoke      admin: {serial, reason?} -> {serial, revoked_at}
+ *   POST /v1/revoke      admin: {serial, reason?} -> {serial, children_revoked}
  *   GET  /v1/certificates  auditor or admin: the certificates issued, a page at a time
  *   GET  /v1/audit/sth   auditor or admin: the signed tree head of the issuance log
  *   GET  /v1/audit/proof ?serial=HEX or ?index=N [&size=M]: an inclusion proof
