@@ -56,6 +56,8 @@ static const struct route {
     {"GET", "/v1/audit/export", "audit_export", handle_audit_export},
 };
 #define ROUTE_COUNT ((int)(sizeof(routes) / sizeof(routes[0])))
+/* Seconds a client is told to wait after a 503. */
+#define API_RETRY_AFTER_UNAVAILABLE 5
 /* libmicrohttpd's memory per connection (its default): headers and the read buffer. */
 #define API_MHD_MEMORY (32 * 1024)
 
@@ -87,6 +89,9 @@ api_problem(struct api_response *resp, int status, const char *reason, const cha
 	resp->content_type = "application/problem+json";
 	resp->body = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
 	resp->len = resp->body != NULL ? strlen(resp->body) : 0;
+	/* A 503 means "try again": say when (a full disk or a busy store is not permanent). */
+	if (status == 503 && resp->retry_after == 0)
+		resp->retry_after = API_RETRY_AFTER_UNAVAILABLE;
 	json_decref(doc);
 }
 
