@@ -1,7 +1,8 @@
 # agentca - the front door. `make run` and `make test` install what is missing, then build.
 #
 #   make run     build, create a CA under ./var on first use, serve it
-#   make test    build and run the whole suite (ctest), then again under ASan+UBSan
+#   make test    build and run the whole suite (ctest), then again under ASan+UBSan;
+#                with CI=true also every fuzz target for CI_FUZZ_SECONDS (30)
 #   make asan    the suite under AddressSanitizer and UndefinedBehaviorSanitizer only
 #   make bench   benchmarks (bench/), results to stdout; see BENCHMARKS.md
 #   make fuzz    each libFuzzer target for FUZZ_SECONDS (default 60)
@@ -11,6 +12,8 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
+# Under CI=true `make test` also runs every fuzz target this long (the hardening floor).
+CI_FUZZ_SECONDS ?= 30
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 VAR        ?= var
 
@@ -54,6 +57,9 @@ test: deps-test
 	cmake --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) --no-print-directory asan
+ifeq ($(CI),true)
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+endif
 
 asan: deps-test
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
@@ -71,7 +77,7 @@ fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	      -DAGENTCA_FUZZ=ON >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
-	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,26 +1,57 @@
 #!/usr/bin/env bash
-# Run every fuzz target for SECONDS each, starting from the seed corpus in fuzz/corpus/NAME.
-# New inputs go to a scratch corpus; crashes to fuzz/findings/ (turn each into a test).
-#   fuzz/run.sh BUILD_DIR SECONDS
+# Run every fuzz target for SECONDS each, starting from the seed corpus in fuzz/corpus/NAME,
+# JOBS targets at a time. New inputs go to a scratch corpus; crashes to fuzz/findings/
+# (turn each into a regression test). Prints one line per target: executions and coverage.
+#   fuzz/run.sh BUILD_DIR SECONDS [JOBS]
 set -euo pipefail
 build=$1
 secs=${2:-60}
+jobs=${3:-$(nproc 2>/dev/null || echo 2)}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$here/findings"
-status=0
-for bin in "$build"/fuzz/fuzz_*; do
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+
+# fuzz_one BIN: run one target; its log and exit status land in $results.
+fuzz_one() {
+	bin=$1
 	name=$(basename "$bin")
 	scratch=$(mktemp -d)
 	seeds="$here/corpus/$name"
 	mkdir -p "$seeds"
-	echo "== $name for ${secs}s"
-	if ! "$bin" -max_total_time="$secs" -max_len=65536 -artifact_prefix="$here/findings/$name-" \
-		"$scratch" "$seeds" 2>"$scratch.log"; then
-		tail -n 40 "$scratch.log"
+	if "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 \
+		-artifact_prefix="$here/findings/$name-" "$scratch" "$seeds" >"$results/$name.log" 2>&1; then
+		echo 0 >"$results/$name.status"
+	else
+		echo 1 >"$results/$name.status"
+	fi
+	rm -rf "$scratch"
+}
+
+running=0
+for bin in "$build"/fuzz/fuzz_*; do
+	[ -x "$bin" ] || continue
+	echo "== $(basename "$bin") for ${secs}s"
+	fuzz_one "$bin" &
+	running=$((running + 1))
+	if [ "$running" -ge "$jobs" ]; then
+		wait -n || true
+		running=$((running - 1))
+	fi
+done
+wait || true
+
+status=0
+for log in "$results"/*.log; do
+	name=$(basename "$log" .log)
+	if [ "$(cat "$results/$name.status")" != 0 ]; then
+		echo "!! $name failed:"
+		tail -n 40 "$log"
 		status=1
 	else
-		grep -E '^#[0-9]+.*DONE' "$scratch.log" || tail -n 2 "$scratch.log"
+		runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log")
+		cov=$(grep -E '^#[0-9]+.*DONE' "$log" | sed -E 's/.*cov: ([0-9]+).*/\1/')
+		echo "ok $name: ${runs:-?} executions in ${secs}s, coverage ${cov:-?} edges"
 	fi
-	rm -rf "$scratch" "$scratch.log"
 done
 exit $status
