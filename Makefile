@@ -2,10 +2,12 @@
 #
 #   make run     build, create a CA under ./var on first use, serve it
 #   make test    build and run the whole suite (ctest), then again under ASan+UBSan;
-#                with CI=true also every fuzz target for CI_FUZZ_SECONDS (30)
+#                with CI=true also every fuzz target for CI_FUZZ_SECONDS (30) and a
+#                CI_SOAK_SECONDS (30) soak
 #   make asan    the suite under AddressSanitizer and UndefinedBehaviorSanitizer only
 #   make bench   benchmarks (bench/), results to stdout; see BENCHMARKS.md
 #   make fuzz    each libFuzzer target for FUZZ_SECONDS (default 60)
+#   make soak    mixed traffic for SOAK_SECONDS (default 600), the daemon's RSS and fds
 #   make format  clang-format every C file in place
 
 BUILD      ?= build
@@ -14,6 +16,8 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 # Under CI=true `make test` also runs every fuzz target this long (the hardening floor).
 CI_FUZZ_SECONDS ?= 30
+CI_SOAK_SECONDS ?= 30
+SOAK_SECONDS ?= 600
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 VAR        ?= var
 
@@ -29,7 +33,7 @@ TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sq
 BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test asan bench fuzz format deps-build deps-test deps-bench clean
+.PHONY: all build run test asan bench fuzz soak format deps-build deps-test deps-bench clean
 
 all: build
 
@@ -59,6 +63,7 @@ test: deps-test
 	$(MAKE) --no-print-directory asan
 ifeq ($(CI),true)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	./bench/soak/run.sh $(BUILD) $(CI_SOAK_SECONDS) 5
 endif
 
 asan: deps-test
@@ -78,6 +83,9 @@ fuzz: deps-test
 	      -DAGENTCA_FUZZ=ON >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS)
+
+soak: build
+	./bench/soak/run.sh $(BUILD) $(SOAK_SECONDS) 10
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

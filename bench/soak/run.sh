@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bench/soak: the daemon under mixed traffic for a set time, watched from outside. Streams
+# of enrollments (a fresh token each), renewals over mTLS, a long-polling bundle watcher
+# run together while the
+# daemon's resident memory and open file descriptors are sampled. Prints one line per
+# sample and a summary comparing the first and the last fifth of the run: a daemon that
+# leaks shows a growing RSS or fd count, a healthy one stays flat after warm-up.
+#
+#   bench/soak/run.sh BUILD_DIR [SECONDS (600)] [SAMPLE_EVERY (10)]
+#
+# Everything listens on 127.0.0.1; every process started here is stopped and every file
+# removed on exit. No figure from here is a pass/fail test; BENCHMARKS.md and
+# docs/SECURITY.md record the runs.
+set -euo pipefail
+build=${1:-build}
+secs=${2:-600}
+every=${3:-10}
+agentca=$(cd "$(dirname "$build/agentca")" && pwd)/agentca
+[ -x "$agentca" ] || { echo "bench/soak: $build/agentca not built" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-soak.XXXXXX")
+pids=""
+cleanup() {
+	for pid in $pids; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in $pids; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+export AGENTCA_PASSWORD=soak-passphrase
+"$agentca" init --dir "$work/ca" --name Soak --trust-domain soak.internal >/dev/null
+# One client address makes all the traffic: lift the per-address and per-identity limits.
+echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/config.json"
+"$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/config.json" \
+	2>"$work/serve.log" &
+daemon=$!
+pids="$pids $daemon"
+for _ in $(seq 100); do
+	grep -q '"event":"ca_ready"' "$work/serve.log" && break
+	sleep 0.1
+done
+port=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+[ -n "$port" ] || { cat "$work/serve.log" >&2; echo "bench/soak: the daemon did not start" >&2; exit 1; }
+url="https://127.0.0.1:$port"
+fp=$(openssl x509 -in "$work/ca/root.pem" -outform DER | sha256sum | cut -d' ' -f1)
+deadline=$(($(date +%s) + secs))
+
+# enroll_stream N: enroll agent N.i again and again (20 directories reused in turn).
+enroll_stream() {
+	i=0
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		i=$((i + 1))
+		t=$("$agentca" token create --dir "$work/ca" --subject "spiffe://soak.internal/s$1/a$((i % 20))" 2>/dev/null) || continue
+		if "$agentca" enroll --ca "$url" --token "$t" --fingerprint "$fp" \
+			--out "$work/agents/s$1-$((i % 20))" >/dev/null 2>&1; then
+			echo x >>"$work/enrolled.$1"
+		fi
+	done
+}
+
+# renew_stream N: renew one agent's certificate over mTLS again and again.
+renew_stream() {
+	dir=$work/agents/renewer-$1
+	t=$("$agentca" token create --dir "$work/ca" --subject "spiffe://soak.internal/renewer-$1")
+	"$agentca" enroll --ca "$url" --token "$t" --fingerprint "$fp" --out "$dir" >/dev/null 2>&1
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		if curl -sS --fail --cacert "$dir/bundle.pem" --cert "$dir/cert.pem" --key "$dir/key.pem" \
+			-H 'Content-Type: application/json' -d '{}' "$url/v1/renew" >/dev/null 2>&1; then
+			echo x >>"$work/renewed.$1"
+		fi
+	done
+}
+
+mkdir -p "$work/agents"
+for n in 1 2; do
+	enroll_stream "$n" &
+	pids="$pids $!"
+	renew_stream "$n" &
+	pids="$pids $!"
+done
+"$agentca" bundle watch --ca "$url" --fingerprint "$fp" --out "$work/bundle.pem" \
+	>/dev/null 2>&1 &
+pids="$pids $!"
+
+count() { cat "$work"/"$1".* 2>/dev/null | wc -l; }
+echo "seconds rss_kb fds threads enrolled renewed"
+start=$(date +%s)
+samples=$work/samples
+: >"$samples"
+while [ "$(date +%s)" -lt "$deadline" ]; do
+	sleep "$every"
+	kill -0 "$daemon" 2>/dev/null || { echo "bench/soak: the daemon died" >&2; exit 1; }
+	rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$daemon/status")
+	threads=$(awk '/^Threads:/ {print $2}' "/proc/$daemon/status")
+	fds=$(ls "/proc/$daemon/fd" | wc -l)
+	line="$(($(date +%s) - start)) $rss $fds $threads $(count enrolled) $(count renewed)"
+	echo "$line"
+	echo "$line" >>"$samples"
+done
+
+# Summary: the median of the first and of the last fifth of the samples.
+n=$(wc -l <"$samples")
+fifth=$(((n + 4) / 5))
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+rss_first=$(head -n "$fifth" "$samples" | awk '{print $2}' | median)
+rss_last=$(tail -n "$fifth" "$samples" | awk '{print $2}' | median)
+fds_first=$(head -n "$fifth" "$samples" | awk '{print $3}' | median)
+fds_last=$(tail -n "$fifth" "$samples" | awk '{print $3}' | median)
+total=$(tail -n1 "$samples")
+echo "summary: seconds=$secs samples=$n enrolled=$(echo "$total" | cut -d' ' -f5)" \
+	"renewed=$(echo "$total" | cut -d' ' -f6)" \
+	"rss_kb first=$rss_first last=$rss_last" \
+	"growth=$(awk -v a="$rss_first" -v b="$rss_last" 'BEGIN {printf "%.1f%%", (b - a) * 100 / a}')" \
+	"fds first=$fds_first last=$fds_last"
