@@ -26,8 +26,8 @@ static const struct {
     {"aACompromise", CRL_REASON_AA_COMPROMISE},
 };
 
-static int
-reason_code(const char *name)
+int
+crl_reason_code(const char *name)
 {
 	for (size_t i = 0; name != NULL && i < sizeof(crl_reasons) / sizeof(crl_reasons[0]); i++)
 		if (strcmp(name, crl_reasons[i].name) == 0)
@@ -50,7 +50,7 @@ add_revoked(void *arg, const struct revoked_row *row)
 	ASN1_TIME *when = NULL;
 	ASN1_ENUMERATED *reason = NULL;
 	BIGNUM *bn = NULL;
-	int code = reason_code(row->reason);
+	int code = crl_reason_code(row->reason);
 
 	if (rev == NULL || BN_hex2bn(&bn, row->serial) == 0 ||
 	    (serial = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||

@@ -18,6 +18,10 @@
 
 #define CRL_VALIDITY (60 * 60) /* nextUpdate one hour after thisUpdate */
 
+/* The RFC 5280 reason code of a reason name ("keyCompromise"); CRL_REASON_UNSPECIFIED for
+ * NULL or a name we do not know. Shared with OCSP. */
+int crl_reason_code(const char *name);
+
 /* Build and sign the CRL as of now; *der is heap (OPENSSL_free). */
 int crl_build(const struct ca_authority *ca, struct store *st, int64_t now, unsigned char **der,
               size_t *len, struct ac_err *err);

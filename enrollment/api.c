@@ -23,6 +23,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "ca/ocsp.h"
 #include "ca/policy.h"
 #include "ca/x509_build.h"
 #include "common/config.h"
@@ -54,7 +55,20 @@ static const struct route {
     {"GET", "/v1/audit/proof", "audit_proof", handle_audit_proof},
     {"GET", "/v1/audit/consistency", "audit_consistency", handle_audit_consistency},
     {"GET", "/v1/audit/export", "audit_export", handle_audit_export},
+    {"POST", "/v1/ocsp", "ocsp", handle_ocsp_post},
+    {"GET", "/v1/ocsp/", "ocsp_get", handle_ocsp_get}, /* prefix: /v1/ocsp/<base64> */
+    {"GET", "/v1/revocations", "revocations", handle_revocations},
 };
+/* A path that ends in '/' is a prefix: it matches every URL below it, and the handler gets
+ * the rest of the URL in req->path_rest (GET /v1/ocsp/<base64 request>). */
+static int
+route_is_prefix(const struct route *r)
+{
+	size_t n = strlen(r->path);
+
+	return n > 1 && r->path[n - 1] == '/';
+}
+
 #define ROUTE_COUNT ((int)(sizeof(routes) / sizeof(routes[0])))
 /* Seconds a client is told to wait after a 503. */
 #define API_RETRY_AFTER_UNAVAILABLE 5
@@ -337,7 +351,9 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		int route = -1, path_known = 0;
 
 		for (int i = 0; i < ROUTE_COUNT; i++) {
-			if (strcmp(url, routes[i].path) != 0)
+			if (route_is_prefix(&routes[i])
+			        ? strncmp(url, routes[i].path, strlen(routes[i].path)) != 0
+			        : strcmp(url, routes[i].path) != 0)
 				continue;
 			path_known = 1;
 			if (strcmp(method, routes[i].method) == 0)
@@ -357,6 +373,11 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		if (req == NULL)
 			return MHD_NO;
 		req->route = route;
+		if (route_is_prefix(&routes[route]) &&
+		    (req->path_rest = strdup(url + strlen(routes[route].path))) == NULL) {
+			free(req);
+			return MHD_NO;
+		}
 		req->started = api_now();
 		request_id_make(req->id);
 		if (strcmp(routes[route].path, "/healthz") != 0)
@@ -415,6 +436,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (req == NULL)
 		return;
 	free(req->body);
+	free(req->path_rest);
 	free(req);
 	*con_cls = NULL;
 }
@@ -470,6 +492,12 @@ api_start(const struct api_options *opts, struct ac_err *err)
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		goto fail;
 	}
+	api->ocsp = ocsp_responder_new(opts->issuer->authority, opts->issuer->store, err);
+	if (api->ocsp == NULL)
+		goto fail;
+	api->revocations = api_revocations_new(opts->issuer->store, api->ocsp, err);
+	if (api->revocations == NULL)
+		goto fail;
 	/* No listening socket: the front hands us each connection once TLS is done. The
 	 * per-connection memory (API_MHD_MEMORY) holds the request's headers and read buffer,
 	 * not the whole body (bodies reach the handler in pieces); libmicrohttpd 0.9.75 zeroes
@@ -508,6 +536,8 @@ api_begin_shutdown(struct api *api)
 {
 	if (api != NULL && api->bundle != NULL)
 		api_bundle_release(api->bundle);
+	if (api != NULL)
+		api_revocations_release(api->revocations);
 }
 
 void
@@ -518,6 +548,7 @@ api_stop(struct api *api)
 	/* Suspended long-polls must be resumed before libmicrohttpd can stop. */
 	if (api->bundle != NULL)
 		api_bundle_release(api->bundle);
+	api_revocations_release(api->revocations);
 	if (api->mhd != NULL)
 		MHD_stop_daemon(api->mhd);
 	/* Stopping closed every export's pipe: their threads end now; the store outlives us. */
@@ -528,5 +559,7 @@ api_stop(struct api *api)
 	ratelimit_free(api->per_address);
 	ratelimit_free(api->per_identity);
 	api_bundle_free(api->bundle);
+	api_revocations_free(api->revocations);
+	ocsp_responder_free(api->ocsp);
 	free(api);
 }

@@ -15,6 +15,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/timefmt.h"
+#include "ca/ocsp.h"
 #include "ca/revoke.h"
 #include "enrollment/api_internal.h"
 
@@ -248,6 +249,10 @@ handle_revoke(struct api *api, struct MHD_Connection *conn, struct api_request *
 		api_problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
 		goto out;
 	}
+	/* Take effect now: this serial's cached OCSP answers go, and the watcher (which also
+	 * forgets the nested ones) wakes the revocation feed's long-polls. */
+	ocsp_responder_forget(api->ocsp, serial);
+	api_revocations_poke(api->revocations);
 	log_info("revoked", "%s revoked %s (%s) and %d nested certificate%s", caller.actor, serial,
 	         reason != NULL ? reason : "unspecified", children, children == 1 ? "" : "s");
 	api_json_response(resp, 200,

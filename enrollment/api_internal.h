@@ -10,6 +10,8 @@
  *   api_admin.c   /v1/tokens, /v1/revoke
  *   api_audit.c   /v1/certificates, /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency,
  * /v1/audit/export
+ *   api_ocsp.c    /v1/ocsp (POST, and GET /v1/ocsp/<base64>)
+ *   api_revocations.c  /v1/revocations, and the watcher that applies revocations (OCSP cache)
  */
 #ifndef AGENTCA_ENROLLMENT_API_INTERNAL_H
 #define AGENTCA_ENROLLMENT_API_INTERNAL_H
@@ -28,6 +30,8 @@
 
 struct api_bundle;
 struct api_exports;
+struct api_revocations;
+struct ocsp_responder;
 
 struct api {
 	struct issuer *issuer;
@@ -49,6 +53,8 @@ struct api {
 	size_t crl_len;
 	uint64_t crl_log_size;
 	int64_t crl_built;
+	struct ocsp_responder *ocsp;         /* ca/ocsp.c: signs and caches OCSP answers */
+	struct api_revocations *revocations; /* api_revocations.c: the feed and its watcher */
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */
@@ -70,10 +76,11 @@ struct api_request {
 	char *body;
 	size_t len;
 	int too_large;
-	int limited;   /* Retry-After seconds when the client address is over its rate */
-	int waited;    /* a long-poll that has already waited once */
-	char id[17];   /* request id: in the log entries it causes and the X-Request-Id header */
-	int suspended; /* set by a handler that suspended the connection: no answer yet */
+	int limited;     /* Retry-After seconds when the client address is over its rate */
+	int waited;      /* a long-poll that has already waited once */
+	char id[17];     /* request id: in the log entries it causes and the X-Request-Id header */
+	int suspended;   /* set by a handler that suspended the connection: no answer yet */
+	char *path_rest; /* a prefix route: the URL after the prefix (heap), else NULL */
 };
 
 typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn, struct api_request *req,
@@ -119,6 +126,15 @@ void api_bundle_free(struct api_bundle *b);
 /* Stop waiting: every suspended request is resumed (before MHD_stop_daemon). */
 void api_bundle_release(struct api_bundle *b);
 
+/* The revocation watcher (api_revocations.c): polls the log's head, forgets newly revoked
+ * serials in the OCSP cache and answers the feed's long-polls. poke: look now (after an
+ * in-process revocation). release: resume every waiter and stop the thread. */
+struct api_revocations *api_revocations_new(struct store *st, struct ocsp_responder *ocsp,
+                                            struct ac_err *err);
+void api_revocations_poke(struct api_revocations *rv);
+void api_revocations_release(struct api_revocations *rv);
+void api_revocations_free(struct api_revocations *rv);
+
 /* Streaming exports (api_audit.c): api_exports_wait() returns once every export thread has
  * ended (after libmicrohttpd has closed their pipes). */
 struct api_exports *api_exports_new(void);
@@ -149,6 +165,12 @@ void handle_audit_proof(struct api *api, struct MHD_Connection *conn, struct api
                         struct api_response *resp);
 void handle_audit_consistency(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                               struct api_response *resp);
+void handle_ocsp_post(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                      struct api_response *resp);
+void handle_ocsp_get(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                     struct api_response *resp);
+void handle_revocations(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                        struct api_response *resp);
 void handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                          struct api_response *resp);
 
