@@ -11,7 +11,8 @@
  *   GET  /v1/bundle      the trust bundle as PEM (root and added roots); ETag; with
  *                        If-None-Match and ?wait=30s it answers when the bundle changes
  *   POST /v1/enroll      {token, csr} -> {certificate, chain, not_after, renew_after, serial}
- *   POST /v1/renew       mTLS with a current certificate; {csr}
+ *   POST /v1/renew       mTLS with a current certificate (or one expired within renew_grace);
+ *                        {csr}
  *   POST /v1/tokens      an admin (bearer token or admin certificate), or a parent agent over
  *                        mTLS for a child under its own path: {subject, ttl?, dns?}
  *                        -> {token, jti, expires}
@@ -60,6 +61,7 @@ struct api_options {
 	double rate_per_address, burst_per_address;   /* requests/s from one client address */
 	double rate_per_identity, burst_per_identity; /* issuance-side calls per identity */
 	int threads;                                  /* MHD worker threads; 0: 8 per core */
+	int64_t renew_grace; /* seconds after expiry that /v1/renew still accepts; 0: off */
 };
 
 /* Start the MHD daemon (no listening socket: the front adds connections). */
