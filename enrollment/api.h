@@ -17,6 +17,9 @@
  *                        mTLS for a child under its own path: {subject, ttl?, dns?}
  *                        -> {token, jti, expires}
  *   POST /v1/revoke      admin: {serial, reason?} -> {serial, revoked_at}
+ *   GET  /v1/crl         the intermediate's CRL (DER)
+ *   POST /v1/ocsp        OCSP (RFC 6960); also GET /v1/ocsp/<base64 request>
+ *   GET  /v1/revocations ?since=N&wait=30s: the revocation feed (log sequence numbers)
  *   GET  /v1/certificates  auditor or admin: the certificates issued, a page at a time
  *   GET  /v1/audit/sth   auditor or admin: the signed tree head of the issuance log
  *   GET  /v1/audit/proof ?serial=HEX or ?index=N [&size=M]: an inclusion proof
