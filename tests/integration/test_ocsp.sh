@@ -49,6 +49,22 @@ has "$WORK/ocsp.out" "Response verify OK" "SHA-256 CertID: verifies"
 has "$WORK/ocsp.out" "cert.pem: good" "SHA-256 CertID: good"
 pass "a SHA-256 CertID without a nonce is answered too"
 
+# policy.ocsp_url set to the daemon's own /v1/ocsp (SIGHUP): leaves carry it in their AIA,
+# and openssl ocsp pointed at the URL from the certificate gets an answer.
+jq --arg u "$URL/v1/ocsp" '.policy.ocsp_url = $u' "$CA/config.json" >"$WORK/config.json"
+cp "$WORK/config.json" "$CA/config.json"
+kill -HUP "$DAEMON"
+for _ in $(seq 50); do grep -q '"event":"config_reloaded"' "$WORK/serve.log" && break; sleep 0.1; done
+t=$("$AGENTCA" token create --dir "$CA" --subject "spiffe://corp.internal/aia")
+"$AGENTCA" enroll --ca "$URL" --token "$t" --fingerprint "$FP" --out "$WORK/aia" >/dev/null ||
+	fail "enroll aia"
+aia=$(openssl x509 -in "$WORK/aia/cert.pem" -noout -ocsp_uri)
+[ "$aia" = "$URL/v1/ocsp" ] || fail "the leaf's OCSP URL is '$aia', want $URL/v1/ocsp"
+openssl ocsp -issuer "$CA/intermediate.pem" -cert "$WORK/aia/cert.pem" -url "$aia" \
+	-CAfile "$CA/root.pem" >"$WORK/ocsp.out" 2>&1 || { cat "$WORK/ocsp.out"; fail "ocsp via AIA"; }
+has "$WORK/ocsp.out" "cert.pem: good" "the AIA URL answers"
+pass "with policy.ocsp_url set to /v1/ocsp, the leaf's AIA URL answers OCSP"
+
 # Cached before the revocation: the next answers must not stay "good".
 ocsp bad -no_nonce
 has "$WORK/ocsp.out" "cert.pem: good" "good before the revocation"
