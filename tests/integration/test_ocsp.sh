@@ -166,6 +166,15 @@ jq -e --arg s "$other" '.revoked | length == 1 and .[0].serial == $s and .[0].re
 	"$WORK/poll.json" >/dev/null || { cat "$WORK/poll.json"; fail "long-poll content"; }
 pass "a long-polling client is answered when a revocation happens"
 
+# /metrics counts the answers by status, and the cache at work.
+curl -sS --cacert "$CA/root.pem" "$URL/metrics" >"$WORK/metrics" || fail "metrics"
+for status in good revoked unknown malformedRequest; do
+	grep -Eq "^agentca_ocsp_responses_total\{status=\"$status\"\} [1-9]" "$WORK/metrics" ||
+		{ grep ocsp "$WORK/metrics"; fail "no $status answer counted"; }
+done
+grep -Eq '^agentca_ocsp_cache_hits_total [1-9]' "$WORK/metrics" || fail "no cache hit counted"
+pass "/metrics counts OCSP answers by status and cache hits"
+
 # The sequence is the log's: stable across a restart.
 LAST=$(jq -r .sequence "$WORK/poll.json")
 kill -TERM "$DAEMON"
