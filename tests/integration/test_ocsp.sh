@@ -165,6 +165,42 @@ wait "$POLL" || fail "the long-poll was not answered within 60 s of the revocati
 jq -e --arg s "$other" '.revoked | length == 1 and .[0].serial == $s and .[0].reason == "unspecified"' \
 	"$WORK/poll.json" >/dev/null || { cat "$WORK/poll.json"; fail "long-poll content"; }
 pass "a long-polling client is answered when a revocation happens"
+LAST_BEFORE_NESTED=$(jq -r .sequence "$WORK/poll.json")
+
+# An admin revokes a parent over the API: the parent's cached "good" goes at once (no retry),
+# and its nested child, revoked with it, follows within a second; the feed lists both.
+t=$("$AGENTCA" token create --dir "$CA" --subject "spiffe://corp.internal/gw-1")
+"$AGENTCA" enroll --ca "$URL" --token "$t" --fingerprint "$FP" --out "$WORK/gw1" >/dev/null ||
+	fail "enroll gw-1"
+curl -sS --cacert "$CA/root.pem" --cert "$WORK/gw1/cert.pem" --key "$WORK/gw1/key.pem" \
+	-H 'Content-Type: application/json' --data '{"subject":"spiffe://corp.internal/gw-1/child"}' \
+	"$URL/v1/tokens" >"$WORK/child.token.json" || fail "mint child"
+"$AGENTCA" enroll --ca "$URL" --token "$(jq -r .token "$WORK/child.token.json")" \
+	--fingerprint "$FP" --out "$WORK/child" >/dev/null || fail "enroll child"
+ocsp gw1 -no_nonce
+has "$WORK/ocsp.out" "cert.pem: good" "parent good before"
+ocsp child -no_nonce
+has "$WORK/ocsp.out" "cert.pem: good" "child good before"
+ADMIN=$("$AGENTCA" admin token --dir "$CA" --role admin --name ops)
+gw1=$(openssl x509 -in "$WORK/gw1/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+child=$(openssl x509 -in "$WORK/child/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+curl -sS --cacert "$CA/root.pem" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+	--data "{\"serial\":\"$gw1\",\"reason\":\"superseded\"}" "$URL/v1/revoke" >"$WORK/revoke.json"
+jq -e '.children_revoked == 1' "$WORK/revoke.json" >/dev/null || { cat "$WORK/revoke.json"; fail "API revoke"; }
+ocsp gw1 -no_nonce
+has "$WORK/ocsp.out" "cert.pem: revoked" "the parent is revoked in the very next OCSP answer"
+has "$WORK/ocsp.out" "Reason: superseded" "the parent's reason"
+for _ in $(seq 30); do
+	ocsp child -no_nonce
+	grep -q "cert.pem: revoked" "$WORK/ocsp.out" && break
+	sleep 0.2
+done
+has "$WORK/ocsp.out" "cert.pem: revoked" "the nested child is revoked too"
+has "$WORK/ocsp.out" "Reason: cessationOfOperation" "the child's reason"
+feed "since=$LAST_BEFORE_NESTED"
+jq -e --arg p "$gw1" --arg c "$child" '[.revoked[].serial] | sort == ([$p, $c] | sort)' \
+	"$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "the feed lacks parent and child"; }
+pass "POST /v1/revoke: the parent is revoked in OCSP at once, its nested child within a second; both in the feed"
 
 # /metrics counts the answers by status, and the cache at work.
 curl -sS --cacert "$CA/root.pem" "$URL/metrics" >"$WORK/metrics" || fail "metrics"
@@ -176,12 +212,13 @@ grep -Eq '^agentca_ocsp_cache_hits_total [1-9]' "$WORK/metrics" || fail "no cach
 pass "/metrics counts OCSP answers by status and cache hits"
 
 # The sequence is the log's: stable across a restart.
-LAST=$(jq -r .sequence "$WORK/poll.json")
+feed "since=0"
+LAST=$(jq -r .sequence "$WORK/feed.json")
 kill -TERM "$DAEMON"
 wait "$DAEMON" || fail "serve exit"
 start_daemon
 feed "since=0"
-jq -e '.revoked | length == 2' "$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "after restart"; }
+jq -e '.revoked | length == 4' "$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "after restart"; }
 feed "since=$LAST"
 jq -e '.revoked == []' "$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "sequence moved"; }
 ocsp bad -no_nonce
