@@ -351,8 +351,7 @@ handle_revocations(struct api *api, struct MHD_Connection *conn, struct api_requ
 		            "since must be a sequence number and wait a duration such as 30s");
 		return;
 	}
-	if (store_log_head(st, &head, hash, &err) != 0 ||
-	    scan_revoked(st, since, head, REVOCATIONS_PAGE, &refs, &err) != 0)
+	if (store_log_head(st, &head, hash, &err) != 0)
 		goto fail;
 	if (since > head) {
 		snprintf(detail, sizeof(detail),
@@ -362,6 +361,8 @@ handle_revocations(struct api *api, struct MHD_Connection *conn, struct api_requ
 		api_problem(resp, 400, "since_invalid", detail);
 		goto out;
 	}
+	if (scan_revoked(st, since, head, REVOCATIONS_PAGE, &refs, &err) != 0)
+		goto fail;
 	if (refs.count == 0 && wait > 0 && !req->waited) {
 		pthread_mutex_lock(&rv->lock);
 		/* Park unless the watcher has seen a revocation after our scan (its wake-up
