@@ -282,6 +282,31 @@ ocsp_responder_forget(struct ocsp_responder *r, const char *serial)
 	pthread_mutex_unlock(&r->lock);
 }
 
+const char *
+ocsp_outcome_name(enum ocsp_outcome outcome)
+{
+	static const char *const names[OCSP_OUTCOMES] = {
+	    [OCSP_GOOD] = "good",
+	    [OCSP_REVOKED] = "revoked",
+	    [OCSP_UNKNOWN] = "unknown",
+	    [OCSP_MALFORMED] = "malformedRequest",
+	    [OCSP_UNAUTHORIZED] = "unauthorized",
+	    [OCSP_TRY_LATER] = "tryLater",
+	};
+
+	return (unsigned)outcome < OCSP_OUTCOMES ? names[outcome] : "unknown";
+}
+
+/* Count one answer. */
+static void
+count_outcome(struct ocsp_responder *r, enum ocsp_outcome outcome)
+{
+	pthread_mutex_lock(&r->lock);
+	if ((unsigned)outcome < OCSP_OUTCOMES)
+		r->stats.outcomes[outcome]++;
+	pthread_mutex_unlock(&r->lock);
+}
+
 void
 ocsp_responder_stats(struct ocsp_responder *r, struct ocsp_stats *out)
 {
@@ -410,9 +435,10 @@ out:
 	return rc;
 }
 
-int
-ocsp_respond(struct ocsp_responder *r, const unsigned char *req, size_t len, int64_t now,
-             unsigned char **resp, size_t *resp_len, enum ocsp_outcome *outcome, struct ac_err *err)
+/* The answer to one request; ocsp_respond() counts it. */
+static int
+respond(struct ocsp_responder *r, const unsigned char *req, size_t len, int64_t now,
+        unsigned char **resp, size_t *resp_len, enum ocsp_outcome *outcome, struct ac_err *err)
 {
 	struct ocsp_query q;
 	struct cert_row row;
@@ -488,5 +514,16 @@ out:
 	ASN1_INTEGER_free(serial);
 	if (have_row)
 		store_cert_row_free(&row);
+	return rc;
+}
+
+int
+ocsp_respond(struct ocsp_responder *r, const unsigned char *req, size_t len, int64_t now,
+             unsigned char **resp, size_t *resp_len, enum ocsp_outcome *outcome, struct ac_err *err)
+{
+	int rc = respond(r, req, len, now, resp, resp_len, outcome, err);
+
+	if (rc == 0)
+		count_outcome(r, *outcome);
 	return rc;
 }

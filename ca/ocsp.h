@@ -91,12 +91,18 @@ int ocsp_respond(struct ocsp_responder *r, const unsigned char *req, size_t len,
 /* Drop the cached responses of serial (hex, any case): its state changed. */
 void ocsp_responder_forget(struct ocsp_responder *r, const char *serial);
 
+#define OCSP_OUTCOMES (OCSP_TRY_LATER + 1)
+
 /* Counters since ocsp_responder_new. */
 struct ocsp_stats {
 	uint64_t requests;
-	uint64_t signatures; /* responses signed */
-	uint64_t cache_hits; /* answered from the cache */
+	uint64_t signatures;              /* responses signed */
+	uint64_t cache_hits;              /* answered from the cache */
+	uint64_t outcomes[OCSP_OUTCOMES]; /* answers by enum ocsp_outcome */
 };
+
+/* The name of an outcome as RFC 6960 spells it ("good", "malformedRequest", ...). */
+const char *ocsp_outcome_name(enum ocsp_outcome outcome);
 
 void ocsp_responder_stats(struct ocsp_responder *r, struct ocsp_stats *out);
 

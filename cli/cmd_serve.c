@@ -76,6 +76,7 @@ struct daemon {
 	struct token_signer *minter;
 	EVP_PKEY *audit_key;
 	struct cfg_strlist admin_ids, auditor_ids; /* copies: read at start-up only */
+	int64_t renew_grace;                       /* read at start-up only (TLS and API agree) */
 	uint64_t published_tree_size;              /* of the last DIR/sth.json written */
 	struct server_identity server;
 	struct tls_ctx_slot *tls;
@@ -149,6 +150,7 @@ make_server_ctx(struct daemon *d, struct ac_err *err)
 	cfg.client_roots = roots;
 	cfg.client_untrusted = chain;
 	cfg.client_auth = TLS_CLIENT_AUTH_OPTIONAL;
+	cfg.client_expired_grace = d->renew_grace;
 	ctx = tls_server_ctx_new(&cfg, err);
 	if (ctx == NULL)
 		goto out;
@@ -284,6 +286,7 @@ start(struct daemon *d, struct ac_err *err)
 		return -1;
 	}
 	apply_log_level(d->settings);
+	d->renew_grace = d->settings->renew_grace;
 	settings_store_options(d->settings, &so);
 	d->store = store_open(&so, err);
 	if (d->store == NULL)
@@ -345,6 +348,7 @@ start(struct daemon *d, struct ac_err *err)
 	ao.rate_per_identity = (double)d->settings->rate_limits.identity_per_second;
 	ao.burst_per_identity = (double)d->settings->rate_limits.identity_burst;
 	ao.threads = (int)d->settings->http_threads;
+	ao.renew_grace = d->renew_grace;
 	d->api = api_start(&ao, err);
 	if (d->api == NULL)
 		return -1;

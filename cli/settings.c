@@ -47,6 +47,10 @@ static const struct cfg_field settings_fields[] = {
      NULL, "SPIFFE IDs whose client certificates act as auditors (read-only)"},
     {"max_nesting_depth", CFG_INT, offsetof(struct agentca_settings, max_nesting_depth), 1, 16,
      NULL, "how deep agents may nest children under themselves (default 3)"},
+    {"renew_grace", CFG_DURATION, offsetof(struct agentca_settings, renew_grace), 0, 7 * 86400,
+     NULL,
+     "how long after expiry a certificate may still renew over mTLS (default 0: off; at "
+     "most 7d)"},
     {"rate_limits", CFG_OBJECT, offsetof(struct agentca_settings, rate_limits), 0, 0,
      rate_limit_fields, "429 with Retry-After beyond these"},
     {"http_threads", CFG_INT, offsetof(struct agentca_settings, http_threads), 0, 256, NULL,

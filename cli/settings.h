@@ -41,6 +41,7 @@ struct agentca_settings {
 	struct cfg_strlist admin_ids;    /* SPIFFE IDs whose certificates act as admins */
 	struct cfg_strlist auditor_ids;  /* ... as auditors */
 	int64_t max_nesting_depth;       /* default 3 */
+	int64_t renew_grace;             /* seconds an expired certificate may still renew; 0 */
 	struct rate_limit_settings rate_limits;
 	struct ca_policy policy;
 	struct store_settings store;

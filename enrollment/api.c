@@ -201,6 +201,10 @@ api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *
 	memset(c, 0, sizeof(*c));
 	if (api->front != NULL)
 		front_peer_of(api->front, conn, &c->peer);
+	/* Only a certificate valid now authenticates: not one let through by the renewal grace
+	 * (only /v1/renew reads those), nor one that expired during a kept-alive connection. */
+	if (!c->peer.present || c->peer.not_after < time_now())
+		memset(&c->peer, 0, sizeof(c->peer));
 	if (auth != NULL) {
 		struct token_grant grant;
 		struct ac_err err;
@@ -466,6 +470,7 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	api->admin_ids = opts->admin_ids;
 	api->auditor_ids = opts->auditor_ids;
 	api->max_depth = opts->max_depth > 0 ? opts->max_depth : 3;
+	api->renew_grace = opts->renew_grace > 0 ? opts->renew_grace : 0;
 	/* Tables sized for 10k clients and identities at once (a few MB each): bounded. */
 	api->per_address = ratelimit_new(opts->rate_per_address, opts->burst_per_address, 10000);
 	api->per_identity = ratelimit_new(opts->rate_per_identity, opts->burst_per_identity, 10000);

@@ -11,11 +11,15 @@
  *   GET  /v1/bundle      the trust bundle as PEM (root and added roots); ETag; with
  *                        If-None-Match and ?wait=30s it answers when the bundle changes
  *   POST /v1/enroll      {token, csr} -> {certificate, chain, not_after, renew_after, serial}
- *   POST /v1/renew       mTLS with a current certificate; {csr}
+ *   POST /v1/renew       mTLS with a current certificate (or one expired within renew_grace);
+ *                        {csr}
  *   POST /v1/tokens      an admin (bearer token or admin certificate), or a parent agent over
  *                        mTLS for a child under its own path: {subject, ttl?, dns?}
  *                        -> {token, jti, expires}
  *   POST /v1/revoke      admin: {serial, reason?} -> {serial, children_revoked}
+ *   GET  /v1/crl         the intermediate's CRL (DER)
+ *   POST /v1/ocsp        OCSP (RFC 6960); also GET /v1/ocsp/<base64 request>
+ *   GET  /v1/revocations ?since=N&wait=30s: the revocation feed (log sequence numbers)
  *   GET  /v1/certificates  auditor or admin: the certificates issued, a page at a time
  *   GET  /v1/audit/sth   auditor or admin: the signed tree head of the issuance log
  *   GET  /v1/audit/proof ?serial=HEX or ?index=N [&size=M]: an inclusion proof
@@ -60,6 +64,7 @@ struct api_options {
 	double rate_per_address, burst_per_address;   /* requests/s from one client address */
 	double rate_per_identity, burst_per_identity; /* issuance-side calls per identity */
 	int threads;                                  /* MHD worker threads; 0: 8 per core */
+	int64_t renew_grace; /* seconds after expiry that /v1/renew still accepts; 0: off */
 };
 
 /* Start the MHD daemon (no listening socket: the front adds connections). */

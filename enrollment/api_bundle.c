@@ -28,14 +28,9 @@
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "enrollment/api_internal.h"
+#include "enrollment/waitlist.h"
 
 #define BUNDLE_WAIT_MAX 300 /* seconds */
-
-struct bundle_waiter {
-	struct MHD_Connection *conn;
-	double deadline; /* api_now() seconds */
-	struct bundle_waiter *next;
-};
 
 struct api_bundle {
 	char *dir;
@@ -46,7 +41,7 @@ struct api_bundle {
 	char etag[68];
 	char *jwks; /* the SPIFFE bundle (JWKS), for Accept: application/json */
 	size_t jwks_len;
-	struct bundle_waiter *waiters;
+	struct waitlist waiters; /* parked long-polls (waitlist.h) */
 	int stopping;
 	pthread_t timer;
 	int timer_started;
@@ -237,26 +232,6 @@ out:
 	return rc;
 }
 
-/* Resume every waiter whose deadline has passed (all of them when `all`). Lock held. */
-static void
-resume_waiters(struct api_bundle *b, int all)
-{
-	struct bundle_waiter **p = &b->waiters;
-	double now = api_now();
-
-	while (*p != NULL) {
-		struct bundle_waiter *w = *p;
-
-		if (all || w->deadline <= now) {
-			*p = w->next;
-			MHD_resume_connection(w->conn);
-			free(w);
-		} else {
-			p = &w->next;
-		}
-	}
-}
-
 /* The deadline keeper: sleeps until the earliest deadline or a signal. */
 static void *
 bundle_timer_main(void *arg)
@@ -266,16 +241,13 @@ bundle_timer_main(void *arg)
 	pthread_mutex_lock(&b->lock);
 	while (!b->stopping) {
 		struct timespec until;
-		double earliest = api_now() + 60;
+		double earliest = waitlist_earliest(&b->waiters, api_now() + 60);
 
-		for (struct bundle_waiter *w = b->waiters; w != NULL; w = w->next)
-			if (w->deadline < earliest)
-				earliest = w->deadline;
 		/* api_now() is CLOCK_MONOTONIC; the condition variable uses it too. */
 		until.tv_sec = (time_t)earliest;
 		until.tv_nsec = (long)((earliest - (double)until.tv_sec) * 1e9);
 		pthread_cond_timedwait(&b->changed, &b->lock, &until);
-		resume_waiters(b, 0);
+		waitlist_resume(&b->waiters, 0, api_now());
 	}
 	pthread_mutex_unlock(&b->lock);
 	return NULL;
@@ -315,7 +287,7 @@ api_bundle_release(struct api_bundle *b)
 {
 	pthread_mutex_lock(&b->lock);
 	b->stopping = 1;
-	resume_waiters(b, 1);
+	waitlist_resume(&b->waiters, 1, api_now());
 	pthread_cond_signal(&b->changed);
 	pthread_mutex_unlock(&b->lock);
 	if (b->timer_started) {
@@ -360,7 +332,7 @@ api_reload_bundle(struct api *api, struct ac_err *err)
 		memcpy(b->etag, etag, sizeof(b->etag));
 		pem = NULL;
 		jwks = NULL;
-		resume_waiters(b, 1); /* everyone waiting for a change gets it now */
+		waitlist_resume(&b->waiters, 1, api_now()); /* everyone waiting gets it now */
 	}
 	pthread_mutex_unlock(&b->lock);
 	free(pem);
@@ -402,18 +374,11 @@ handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *
 	pthread_mutex_lock(&b->lock);
 	memcpy(resp->etag, b->etag, sizeof(resp->etag));
 	if (inm != NULL && strcmp(inm, b->etag) == 0) {
-		struct bundle_waiter *w;
-
+		/* Park the request; the handler runs again when it is resumed. */
 		if (wait > 0 && !req->waited && !b->stopping &&
-		    (w = calloc(1, sizeof(*w))) != NULL) {
-			/* Park the request; the handler runs again when it is resumed. */
-			w->conn = conn;
-			w->deadline = api_now() + wait;
-			w->next = b->waiters;
-			b->waiters = w;
+		    waitlist_park(&b->waiters, conn, api_now() + wait) == 0) {
 			req->waited = 1;
 			req->suspended = 1;
-			MHD_suspend_connection(conn);
 			pthread_cond_signal(&b->changed);
 			pthread_mutex_unlock(&b->lock);
 			return;

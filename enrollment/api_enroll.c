@@ -163,18 +163,42 @@ handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *r
 	struct ac_err err;
 	const char *csr;
 	size_t csr_len = 0;
-	char actor[64];
+	char actor[64], detail[256];
 	json_t *doc = NULL;
+	int64_t now;
 	int have_row = 0;
 
 	memset(&res, 0, sizeof(res));
 	memset(&row, 0, sizeof(row));
 	memset(&ir, 0, sizeof(ir));
 	ac_err_clear(&err);
-	if (api->front == NULL || front_peer_of(api->front, conn, &peer) != 0 || !peer.present) {
+	if (api->front == NULL || front_peer_of(api->front, conn, &peer) != 0 ||
+	    (!peer.present && !peer.expired_in_grace)) {
 		api_problem(resp, 401, "client_certificate_required",
 		            "renewal needs the current certificate as the TLS client certificate");
 		return;
+	}
+	/* An expired certificate (let through the handshake by the grace, or expired during a
+	 * kept-alive connection) renews only within renew_grace of its notAfter, checked now. */
+	now = time_now();
+	if (peer.not_after < now) {
+		char expired_at[32];
+
+		time_format_rfc3339(peer.not_after, expired_at, sizeof(expired_at));
+		if (api->renew_grace <= 0 || now - peer.not_after > api->renew_grace) {
+			metrics_denied(api->metrics, "certificate_expired");
+			snprintf(
+			    detail, sizeof(detail),
+			    "certificate %s expired at %s, beyond the renewal grace of %lld s: "
+			    "enroll again with a bootstrap token",
+			    peer.serial, expired_at, (long long)api->renew_grace);
+			api_problem(resp, 401, "certificate_expired", detail);
+			return;
+		}
+		log_info("renew_in_grace",
+		         "certificate %s of %s expired at %s; renewing within the "
+		         "grace (request %s)",
+		         peer.serial, peer.spiffe_id, expired_at, req->id);
 	}
 	if (api_identity_limited(api, peer.spiffe_id, resp))
 		return;

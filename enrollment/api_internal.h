@@ -40,6 +40,8 @@ struct api {
 	struct token_signer *minter;
 	const struct cfg_strlist *admin_ids, *auditor_ids;
 	int max_depth;
+	int64_t
+	    renew_grace; /* seconds; a peer expired_in_grace may renew within it, nothing else */
 	struct ratelimit *per_address, *per_identity;
 	struct front *front;
 	struct MHD_Daemon *mhd;

@@ -18,15 +18,6 @@
 /* Longest base64 text a GET may carry: OCSP_REQUEST_MAX bytes, padded. */
 #define OCSP_GET_B64_MAX (4 * ((OCSP_REQUEST_MAX + 2) / 3))
 
-static const char *const outcome_names[] = {
-    [OCSP_GOOD] = "good",
-    [OCSP_REVOKED] = "revoked",
-    [OCSP_UNKNOWN] = "unknown",
-    [OCSP_MALFORMED] = "malformedRequest",
-    [OCSP_UNAUTHORIZED] = "unauthorized",
-    [OCSP_TRY_LATER] = "tryLater",
-};
-
 /* Answer one DER request (or none: NULL, 0 gets malformedRequest). */
 static void
 ocsp_answer(struct api *api, struct api_request *req, const unsigned char *der, size_t len,
@@ -44,7 +35,7 @@ ocsp_answer(struct api *api, struct api_request *req, const unsigned char *der, 
 		return;
 	}
 	if (outcome == OCSP_MALFORMED || outcome == OCSP_UNAUTHORIZED)
-		log_info("ocsp_refused", "request %s: %s", req->id, outcome_names[outcome]);
+		log_info("ocsp_refused", "request %s: %s", req->id, ocsp_outcome_name(outcome));
 	resp->status = 200;
 	resp->content_type = "application/ocsp-response";
 	resp->body = (char *)body;

@@ -34,23 +34,18 @@
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "enrollment/api_internal.h"
+#include "enrollment/waitlist.h"
 
 #define REVOCATIONS_PAGE 1000
 #define REVOCATIONS_WAIT_MAX 300 /* seconds */
 #define REVOCATIONS_POLL_MS 1000
 
-struct revocation_waiter {
-	struct MHD_Connection *conn;
-	double deadline; /* api_now() seconds */
-	struct revocation_waiter *next;
-};
-
 struct api_revocations {
 	struct store *store;         /* borrowed */
 	struct ocsp_responder *ocsp; /* borrowed */
 	pthread_mutex_t lock;
-	pthread_cond_t wake; /* a poke, a new waiter, stopping */
-	struct revocation_waiter *waiters;
+	pthread_cond_t wake;     /* a poke, a new waiter, stopping */
+	struct waitlist waiters; /* parked long-polls (waitlist.h) */
 	uint64_t seen_head;      /* log size the watcher has examined */
 	uint64_t newest_revoked; /* seq of the newest revoked entry the watcher has seen */
 	int poked, stopping;
@@ -126,26 +121,6 @@ scan_revoked(struct store *st, uint64_t from, uint64_t upto, size_t max, struct 
 	return 0;
 }
 
-/* Resume waiters whose deadline passed (all of them when `all`). Lock held. */
-static void
-resume_waiters(struct api_revocations *rv, int all)
-{
-	struct revocation_waiter **p = &rv->waiters;
-	double now = api_now();
-
-	while (*p != NULL) {
-		struct revocation_waiter *w = *p;
-
-		if (all || w->deadline <= now) {
-			*p = w->next;
-			MHD_resume_connection(w->conn);
-			free(w);
-		} else {
-			p = &w->next;
-		}
-	}
-}
-
 /* One look at the log: forget the newly revoked serials in the OCSP cache, wake waiters. */
 static void
 watch_once(struct api_revocations *rv)
@@ -176,7 +151,7 @@ watch_once(struct api_revocations *rv)
 	rv->seen_head = head;
 	if (refs.count > 0) {
 		rv->newest_revoked = refs.items[refs.count - 1].seq;
-		resume_waiters(rv, 1);
+		waitlist_resume(&rv->waiters, 1, api_now());
 	}
 	pthread_mutex_unlock(&rv->lock);
 	free(refs.items);
@@ -203,7 +178,7 @@ watcher_main(void *arg)
 		pthread_mutex_unlock(&rv->lock);
 		watch_once(rv);
 		pthread_mutex_lock(&rv->lock);
-		resume_waiters(rv, 0);
+		waitlist_resume(&rv->waiters, 0, api_now());
 	}
 	pthread_mutex_unlock(&rv->lock);
 	return NULL;
@@ -260,7 +235,7 @@ api_revocations_release(struct api_revocations *rv)
 		return;
 	pthread_mutex_lock(&rv->lock);
 	rv->stopping = 1;
-	resume_waiters(rv, 1);
+	waitlist_resume(&rv->waiters, 1, api_now());
 	pthread_cond_signal(&rv->wake);
 	pthread_mutex_unlock(&rv->lock);
 	if (rv->started) {
@@ -376,8 +351,7 @@ handle_revocations(struct api *api, struct MHD_Connection *conn, struct api_requ
 		            "since must be a sequence number and wait a duration such as 30s");
 		return;
 	}
-	if (store_log_head(st, &head, hash, &err) != 0 ||
-	    scan_revoked(st, since, head, REVOCATIONS_PAGE, &refs, &err) != 0)
+	if (store_log_head(st, &head, hash, &err) != 0)
 		goto fail;
 	if (since > head) {
 		snprintf(detail, sizeof(detail),
@@ -387,21 +361,16 @@ handle_revocations(struct api *api, struct MHD_Connection *conn, struct api_requ
 		api_problem(resp, 400, "since_invalid", detail);
 		goto out;
 	}
+	if (scan_revoked(st, since, head, REVOCATIONS_PAGE, &refs, &err) != 0)
+		goto fail;
 	if (refs.count == 0 && wait > 0 && !req->waited) {
-		struct revocation_waiter *w;
-
 		pthread_mutex_lock(&rv->lock);
 		/* Park unless the watcher has seen a revocation after our scan (its wake-up
 		 * would then have come before we were parked). */
 		if (!rv->stopping && rv->newest_revoked <= head &&
-		    (w = calloc(1, sizeof(*w))) != NULL) {
-			w->conn = conn;
-			w->deadline = api_now() + wait;
-			w->next = rv->waiters;
-			rv->waiters = w;
+		    waitlist_park(&rv->waiters, conn, api_now() + wait) == 0) {
 			req->waited = 1;
 			req->suspended = 1;
-			MHD_suspend_connection(conn);
 			pthread_mutex_unlock(&rv->lock);
 			goto out;
 		}

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "ca/crl.h"
+#include "ca/ocsp.h"
 #include "enrollment/api_internal.h"
 
 void
@@ -77,6 +78,30 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 	         ca->intermediate_not_after - now,
 	         asn1_time_to_unix(X509_get0_notAfter(ca->root)) - now, fs.accepted,
 	         fs.handshakes_ok, fs.handshakes_failed, fs.plaintext_refused, fs.active);
+	if (api->ocsp != NULL) {
+		struct ocsp_stats os;
+
+		ocsp_responder_stats(api->ocsp, &os);
+		used = strlen(extra);
+		snprintf(extra + used, sizeof(extra) - used,
+		         "# HELP agentca_ocsp_responses_total OCSP answers by status.\n"
+		         "# TYPE agentca_ocsp_responses_total counter\n");
+		for (int i = 0; i < OCSP_OUTCOMES; i++) {
+			used = strlen(extra);
+			snprintf(extra + used, sizeof(extra) - used,
+			         "agentca_ocsp_responses_total{status=\"%s\"} %" PRIu64 "\n",
+			         ocsp_outcome_name((enum ocsp_outcome)i), os.outcomes[i]);
+		}
+		used = strlen(extra);
+		snprintf(extra + used, sizeof(extra) - used,
+		         "# HELP agentca_ocsp_signatures_total OCSP responses signed (cache misses "
+		         "and nonces).\n"
+		         "# TYPE agentca_ocsp_signatures_total counter\n"
+		         "agentca_ocsp_signatures_total %" PRIu64 "\n"
+		         "# TYPE agentca_ocsp_cache_hits_total counter\n"
+		         "agentca_ocsp_cache_hits_total %" PRIu64 "\n",
+		         os.signatures, os.cache_hits);
+	}
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
 	if (metrics_render(api->metrics, extra, &resp->body, &resp->len) != 0)

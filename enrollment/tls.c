@@ -61,6 +61,7 @@ struct ticket_key {
 /* Per-context data that OpenSSL does not keep for us. */
 struct tls_extra {
 	STACK_OF(X509) *untrusted; /* extra intermediates for client chains, or NULL */
+	int64_t client_grace;      /* seconds a client leaf may be expired (renewal only); 0 */
 	unsigned char *alpn;       /* our ALPN list (wire format), or NULL */
 	size_t alpn_len;
 	pthread_mutex_t ticket_lock; /* guards keys[] */
@@ -69,6 +70,8 @@ struct tls_extra {
 
 static int extra_index = -1;
 static pthread_once_t extra_once = PTHREAD_ONCE_INIT;
+/* Per SSL: set by client_verify_cb when the client's leaf was let through expired (grace). */
+static int grace_index = -1;
 
 /* OpenSSL calls this when the SSL_CTX holding a struct tls_extra is freed. */
 static void
@@ -95,6 +98,7 @@ static void
 extra_index_init(void)
 {
 	extra_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, extra_free_cb);
+	grace_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 /* Attach a fresh, empty struct tls_extra to ctx (the context then owns it). */
@@ -104,7 +108,7 @@ extra_attach(SSL_CTX *ctx, struct ac_err *err)
 	struct tls_extra *x;
 
 	pthread_once(&extra_once, extra_index_init);
-	if (extra_index < 0) {
+	if (extra_index < 0 || grace_index < 0) {
 		ac_err_ssl(err, AC_ERR_CRYPTO, "tls_ctx_failed", "cannot register TLS ex_data");
 		return NULL;
 	}
@@ -276,35 +280,83 @@ out:
 	return rc;
 }
 
+/* 1 when a leaf that expired at not_after is within grace seconds of now (and expired). */
+static int
+within_grace(int64_t not_after, int64_t grace, int64_t now)
+{
+	return grace > 0 && now > not_after && now - not_after <= grace;
+}
+
+/*
+ * The X509 verify callback of a context with a renewal grace: every fault fails, as without a
+ * callback, except X509_V_ERR_CERT_HAS_EXPIRED on the leaf itself (depth 0) within the grace.
+ * Signatures, the chain to our root, the intermediates' validity, purposes and name
+ * constraints are all still checked.
+ */
+static int
+grace_verify_cb(int ok, X509_STORE_CTX *sctx)
+{
+	SSL *ssl;
+	struct tls_extra *x;
+	X509 *cert;
+
+	if (ok)
+		return 1;
+	if (X509_STORE_CTX_get_error(sctx) != X509_V_ERR_CERT_HAS_EXPIRED ||
+	    X509_STORE_CTX_get_error_depth(sctx) != 0)
+		return 0;
+	ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	x = ssl != NULL ? extra_of(SSL_get_SSL_CTX(ssl)) : NULL;
+	cert = X509_STORE_CTX_get_current_cert(sctx);
+	if (x == NULL || cert == NULL ||
+	    !within_grace(asn1_time_to_unix(X509_get0_notAfter(cert)), x->client_grace,
+	                  (int64_t)time(NULL)))
+		return 0;
+	return 1;
+}
+
 /*
  * Certificate verification for client chains: the peer's chain plus our extra
  * intermediates, all untrusted, then the ordinary X509_verify_cert() against the store.
+ * With a renewal grace, grace_verify_cb lets a just-expired leaf through and the connection
+ * is marked (grace_index) so that tls_peer_from_ssl never calls it present.
  */
 static int
 client_verify_cb(X509_STORE_CTX *sctx, void *arg)
 {
-	STACK_OF(X509) *extra = arg, *orig, *both = NULL;
+	struct tls_extra *x = arg;
+	STACK_OF(X509) *extra = x != NULL ? x->untrusted : NULL, *orig = NULL, *both = NULL;
+	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
 	int rc;
 
-	if (extra == NULL || sk_X509_num(extra) == 0)
-		return X509_verify_cert(sctx);
-	orig = X509_STORE_CTX_get0_untrusted(sctx);
-	both = orig != NULL ? sk_X509_dup(orig) : sk_X509_new_null();
-	if (both == NULL) {
-		X509_STORE_CTX_set_error(sctx, X509_V_ERR_OUT_OF_MEM);
-		return 0;
-	}
-	for (int i = 0; i < sk_X509_num(extra); i++) {
-		if (!sk_X509_push(both, sk_X509_value(extra, i))) {
-			sk_X509_free(both);
+	if (ssl != NULL)
+		SSL_set_ex_data(ssl, grace_index, NULL);
+	if (x != NULL && x->client_grace > 0)
+		X509_STORE_CTX_set_verify_cb(sctx, grace_verify_cb);
+	if (extra != NULL && sk_X509_num(extra) > 0) {
+		orig = X509_STORE_CTX_get0_untrusted(sctx);
+		both = orig != NULL ? sk_X509_dup(orig) : sk_X509_new_null();
+		if (both == NULL) {
 			X509_STORE_CTX_set_error(sctx, X509_V_ERR_OUT_OF_MEM);
 			return 0;
 		}
+		for (int i = 0; i < sk_X509_num(extra); i++) {
+			if (!sk_X509_push(both, sk_X509_value(extra, i))) {
+				sk_X509_free(both);
+				X509_STORE_CTX_set_error(sctx, X509_V_ERR_OUT_OF_MEM);
+				return 0;
+			}
+		}
+		X509_STORE_CTX_set0_untrusted(sctx, both);
 	}
-	X509_STORE_CTX_set0_untrusted(sctx, both);
 	rc = X509_verify_cert(sctx);
-	X509_STORE_CTX_set0_untrusted(sctx, orig);
-	sk_X509_free(both); /* the certificates themselves are borrowed */
+	if (both != NULL) {
+		X509_STORE_CTX_set0_untrusted(sctx, orig);
+		sk_X509_free(both); /* the certificates themselves are borrowed */
+	}
+	/* Verified with a fault left standing: only grace_verify_cb lets one through. */
+	if (rc == 1 && ssl != NULL && X509_STORE_CTX_get_error(sctx) == X509_V_ERR_CERT_HAS_EXPIRED)
+		SSL_set_ex_data(ssl, grace_index, (void *)1);
 	return rc;
 }
 
@@ -406,7 +458,8 @@ tls_server_ctx_new(const struct tls_server_config *cfg, struct ac_err *err)
 			if (x->untrusted == NULL)
 				goto fail;
 		}
-		SSL_CTX_set_cert_verify_callback(ctx, client_verify_cb, x->untrusted);
+		x->client_grace = cfg->client_expired_grace > 0 ? cfg->client_expired_grace : 0;
+		SSL_CTX_set_cert_verify_callback(ctx, client_verify_cb, x);
 		mode = SSL_VERIFY_PEER;
 		if (cfg->client_auth == TLS_CLIENT_AUTH_REQUIRED)
 			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
@@ -669,17 +722,38 @@ fail:
 	return -1;
 }
 
-/* The verified peer of a finished handshake; present stays 0 without a verified cert. */
+/* The verified peer of a finished handshake; present stays 0 without a verified cert that
+ * is valid now; expired_in_grace as tls.h says. */
 int
 tls_peer_from_ssl(SSL *ssl, struct tls_peer *peer, struct ac_err *err)
 {
+	const struct tls_extra *x;
 	X509 *cert;
+	long result;
+	int graced;
+	int64_t now = (int64_t)time(NULL);
 
 	memset(peer, 0, sizeof(*peer));
 	if (ssl == NULL)
 		return ac_err_set(err, AC_ERR_INTERNAL, "tls_no_connection", "no TLS connection");
 	cert = SSL_get0_peer_certificate(ssl);
-	if (cert == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+	if (cert == NULL)
 		return 0;
-	return tls_peer_from_cert(cert, peer, err);
+	result = SSL_get_verify_result(ssl);
+	graced = grace_index >= 0 && SSL_get_ex_data(ssl, grace_index) != NULL;
+	if (result != X509_V_OK && !(result == X509_V_ERR_CERT_HAS_EXPIRED && graced))
+		return 0;
+	if (tls_peer_from_cert(cert, peer, err) != 0)
+		return -1;
+	if (result == X509_V_OK && peer->not_after >= now)
+		return 0; /* present */
+	/* Expired: at the handshake (graced), or since (a resumed session). */
+	x = extra_of(SSL_get_SSL_CTX(ssl));
+	peer->present = 0;
+	if (x != NULL && within_grace(peer->not_after, x->client_grace, now)) {
+		peer->expired_in_grace = 1;
+		return 0;
+	}
+	memset(peer, 0, sizeof(*peer));
+	return 0;
 }

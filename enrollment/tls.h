@@ -38,6 +38,11 @@ struct tls_server_config {
 	STACK_OF(X509) *client_roots;     /* trust anchors for client certificates; may be NULL */
 	STACK_OF(X509) *client_untrusted; /* intermediates clients may omit; may be NULL */
 	enum tls_client_auth client_auth;
+	/* Renewal grace, seconds (0: off). A client chain whose only fault is a leaf that expired
+	 * no longer ago than this completes the handshake, but its peer is never `present`: it
+	 * is `expired_in_grace`, which only renewal accepts. An expired intermediate, a leaf
+	 * expired for longer, or any other fault still fails the handshake. */
+	int64_t client_expired_grace;
 	const unsigned char *alpn; /* wire-format ALPN list we accept, or NULL */
 	size_t alpn_len;
 };
@@ -69,7 +74,11 @@ void tls_slot_free(struct tls_ctx_slot *slot);
 
 /* What a verified peer certificate says. */
 struct tls_peer {
-	int present;          /* 0: no certificate was presented */
+	int present; /* 1: a certificate verified and is valid now; 0: none (or see below) */
+	/* 1: the chain verified but for the leaf's own expiry, within the context's renewal
+	 * grace. present is 0 and the fields below are filled: such a peer is NOT
+	 * authenticated; only renewal may accept it, after checking the grace itself. */
+	int expired_in_grace;
 	char spiffe_id[2049]; /* the URI SAN starting with spiffe://, or "" */
 	char serial[41];      /* lowercase hex */
 	int64_t not_after;    /* unix seconds */
@@ -77,7 +86,9 @@ struct tls_peer {
 };
 
 /* Fill peer from a connection whose handshake has completed: only a certificate that
- * verified (SSL_get_verify_result == X509_V_OK) counts as present. */
+ * verified (SSL_get_verify_result == X509_V_OK) and has not expired counts as present (a
+ * resumed session may carry a certificate that expired since). A leaf expired within the
+ * context's grace, at handshake and now, is expired_in_grace instead. */
 int tls_peer_from_ssl(SSL *ssl, struct tls_peer *peer, struct ac_err *err);
 
 /* The same from a certificate (used by tests and by offline tools). */

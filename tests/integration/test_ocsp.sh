@@ -49,6 +49,22 @@ has "$WORK/ocsp.out" "Response verify OK" "SHA-256 CertID: verifies"
 has "$WORK/ocsp.out" "cert.pem: good" "SHA-256 CertID: good"
 pass "a SHA-256 CertID without a nonce is answered too"
 
+# policy.ocsp_url set to the daemon's own /v1/ocsp (SIGHUP): leaves carry it in their AIA,
+# and openssl ocsp pointed at the URL from the certificate gets an answer.
+jq --arg u "$URL/v1/ocsp" '.policy.ocsp_url = $u' "$CA/config.json" >"$WORK/config.json"
+cp "$WORK/config.json" "$CA/config.json"
+kill -HUP "$DAEMON"
+for _ in $(seq 50); do grep -q '"event":"config_reloaded"' "$WORK/serve.log" && break; sleep 0.1; done
+t=$("$AGENTCA" token create --dir "$CA" --subject "spiffe://corp.internal/aia")
+"$AGENTCA" enroll --ca "$URL" --token "$t" --fingerprint "$FP" --out "$WORK/aia" >/dev/null ||
+	fail "enroll aia"
+aia=$(openssl x509 -in "$WORK/aia/cert.pem" -noout -ocsp_uri)
+[ "$aia" = "$URL/v1/ocsp" ] || fail "the leaf's OCSP URL is '$aia', want $URL/v1/ocsp"
+openssl ocsp -issuer "$CA/intermediate.pem" -cert "$WORK/aia/cert.pem" -url "$aia" \
+	-CAfile "$CA/root.pem" >"$WORK/ocsp.out" 2>&1 || { cat "$WORK/ocsp.out"; fail "ocsp via AIA"; }
+has "$WORK/ocsp.out" "cert.pem: good" "the AIA URL answers"
+pass "with policy.ocsp_url set to /v1/ocsp, the leaf's AIA URL answers OCSP"
+
 # Cached before the revocation: the next answers must not stay "good".
 ocsp bad -no_nonce
 has "$WORK/ocsp.out" "cert.pem: good" "good before the revocation"
@@ -149,14 +165,60 @@ wait "$POLL" || fail "the long-poll was not answered within 60 s of the revocati
 jq -e --arg s "$other" '.revoked | length == 1 and .[0].serial == $s and .[0].reason == "unspecified"' \
 	"$WORK/poll.json" >/dev/null || { cat "$WORK/poll.json"; fail "long-poll content"; }
 pass "a long-polling client is answered when a revocation happens"
+LAST_BEFORE_NESTED=$(jq -r .sequence "$WORK/poll.json")
+
+# An admin revokes a parent over the API: the parent's cached "good" goes at once (no retry),
+# and its nested child, revoked with it, follows within a second; the feed lists both.
+t=$("$AGENTCA" token create --dir "$CA" --subject "spiffe://corp.internal/gw-1")
+"$AGENTCA" enroll --ca "$URL" --token "$t" --fingerprint "$FP" --out "$WORK/gw1" >/dev/null ||
+	fail "enroll gw-1"
+curl -sS --cacert "$CA/root.pem" --cert "$WORK/gw1/cert.pem" --key "$WORK/gw1/key.pem" \
+	-H 'Content-Type: application/json' --data '{"subject":"spiffe://corp.internal/gw-1/child"}' \
+	"$URL/v1/tokens" >"$WORK/child.token.json" || fail "mint child"
+"$AGENTCA" enroll --ca "$URL" --token "$(jq -r .token "$WORK/child.token.json")" \
+	--fingerprint "$FP" --out "$WORK/child" >/dev/null || fail "enroll child"
+ocsp gw1 -no_nonce
+has "$WORK/ocsp.out" "cert.pem: good" "parent good before"
+ocsp child -no_nonce
+has "$WORK/ocsp.out" "cert.pem: good" "child good before"
+ADMIN=$("$AGENTCA" admin token --dir "$CA" --role admin --name ops)
+gw1=$(openssl x509 -in "$WORK/gw1/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+child=$(openssl x509 -in "$WORK/child/cert.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+curl -sS --cacert "$CA/root.pem" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+	--data "{\"serial\":\"$gw1\",\"reason\":\"superseded\"}" "$URL/v1/revoke" >"$WORK/revoke.json"
+jq -e '.children_revoked == 1' "$WORK/revoke.json" >/dev/null || { cat "$WORK/revoke.json"; fail "API revoke"; }
+ocsp gw1 -no_nonce
+has "$WORK/ocsp.out" "cert.pem: revoked" "the parent is revoked in the very next OCSP answer"
+has "$WORK/ocsp.out" "Reason: superseded" "the parent's reason"
+for _ in $(seq 30); do
+	ocsp child -no_nonce
+	grep -q "cert.pem: revoked" "$WORK/ocsp.out" && break
+	sleep 0.2
+done
+has "$WORK/ocsp.out" "cert.pem: revoked" "the nested child is revoked too"
+has "$WORK/ocsp.out" "Reason: cessationOfOperation" "the child's reason"
+feed "since=$LAST_BEFORE_NESTED"
+jq -e --arg p "$gw1" --arg c "$child" '[.revoked[].serial] | sort == ([$p, $c] | sort)' \
+	"$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "the feed lacks parent and child"; }
+pass "POST /v1/revoke: the parent is revoked in OCSP at once, its nested child within a second; both in the feed"
+
+# /metrics counts the answers by status, and the cache at work.
+curl -sS --cacert "$CA/root.pem" "$URL/metrics" >"$WORK/metrics" || fail "metrics"
+for status in good revoked unknown malformedRequest; do
+	grep -Eq "^agentca_ocsp_responses_total\{status=\"$status\"\} [1-9]" "$WORK/metrics" ||
+		{ grep ocsp "$WORK/metrics"; fail "no $status answer counted"; }
+done
+grep -Eq '^agentca_ocsp_cache_hits_total [1-9]' "$WORK/metrics" || fail "no cache hit counted"
+pass "/metrics counts OCSP answers by status and cache hits"
 
 # The sequence is the log's: stable across a restart.
-LAST=$(jq -r .sequence "$WORK/poll.json")
+feed "since=0"
+LAST=$(jq -r .sequence "$WORK/feed.json")
 kill -TERM "$DAEMON"
 wait "$DAEMON" || fail "serve exit"
 start_daemon
 feed "since=0"
-jq -e '.revoked | length == 2' "$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "after restart"; }
+jq -e '.revoked | length == 4' "$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "after restart"; }
 feed "since=$LAST"
 jq -e '.revoked == []' "$WORK/feed.json" >/dev/null || { cat "$WORK/feed.json"; fail "sequence moved"; }
 ocsp bad -no_nonce

@@ -271,6 +271,8 @@ test_sha256_cached(void **state)
 	ocsp_responder_stats(fx.ocsp, &after);
 	assert_int_equal(after.signatures - before.signatures, 1);
 	assert_int_equal(after.cache_hits - before.cache_hits, 1);
+	assert_int_equal(after.outcomes[OCSP_GOOD] - before.outcomes[OCSP_GOOD], 2);
+	assert_int_equal(after.requests - before.requests, 2);
 	assert_int_equal(a_len, b_len);
 	assert_memory_equal(a, b, a_len);
 	p = b;
