@@ -236,8 +236,8 @@ int store_cert_list(struct store *st, const struct cert_filter *filter, cert_sum
 int store_intermediate_list(struct store *st, struct intermediate_row *rows, size_t max, size_t *n,
                             struct ac_err *err);
 
-/* Certificates the CA with this fingerprint issued that are still unexpired at `at`, and the
- * latest not_after among them (0 when none). */
+/* Certificates the CA with this fingerprint issued that are unrevoked and unexpired at `at`,
+ * and the latest not_after among them (0 when none). */
 int store_cert_count_by_issuer(struct store *st, const char *issuer_fingerprint, int64_t at,
                                int64_t *count, int64_t *last_not_after, struct ac_err *err);
 

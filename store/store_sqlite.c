@@ -1555,7 +1555,8 @@ sqlite_cert_count_by_issuer(struct store *st, const char *issuer_fingerprint, in
                             int64_t *count, int64_t *last_not_after, struct ac_err *err)
 {
 	static const char sql[] = "SELECT count(*), coalesce(max(not_after), 0) FROM certificates"
-	                          " WHERE issuer_fingerprint = ?1 AND not_after > ?2";
+	                          " WHERE issuer_fingerprint = ?1 AND not_after > ?2"
+	                          " AND revoked_at = 0";
 	struct issuer_query q = {issuer_fingerprint, at};
 	int64_t out[2] = {0, 0};
 
