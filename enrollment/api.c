@@ -44,6 +44,7 @@ static const struct route {
     {"GET", "/healthz", "healthz", handle_healthz},
     {"GET", "/metrics", "metrics", handle_metrics},
     {"GET", "/v1/bundle", "bundle", handle_bundle},
+    {"POST", "/v1/bundle/ack", "bundle_ack", handle_bundle_ack},
     {"GET", "/v1/crl", "crl", handle_crl},
     {"POST", "/v1/enroll", "enroll", handle_enroll},
     {"POST", "/v1/renew", "renew", handle_renew},

@@ -133,6 +133,8 @@ void handle_crl(struct api *api, struct MHD_Connection *conn, struct api_request
                 struct api_response *resp);
 void handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
+void handle_bundle_ack(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                       struct api_response *resp);
 void handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
 void handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *req,
