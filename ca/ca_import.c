@@ -181,10 +181,11 @@ ca_import(const char *dir, const char *cert_path, const char *chain_path, const 
 			goto out;
 		rc = -1;
 		if (strcmp(anchor_fp, root_fp) != 0) {
-			ac_err_set(err, AC_ERR_POLICY, "chain_invalid",
-			           "%s chains to a root other than %s/%s: the next intermediate must "
-			           "chain to the CA's current root",
-			           cert_path, dir, CA_FILE_ROOT_CERT);
+			ac_err_set(
+			    err, AC_ERR_POLICY, "chain_invalid",
+			    "%s chains to a root other than %s/%s: the next intermediate must "
+			    "chain to the CA's current root",
+			    cert_path, dir, CA_FILE_ROOT_CERT);
 			goto out;
 		}
 		if ((key_path != NULL && key_write_encrypted(own_key, key, passphrase, err) != 0) ||

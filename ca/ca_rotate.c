@@ -102,10 +102,10 @@ const char *
 rotation_outcome_name(enum rotation_outcome o)
 {
 	static const char *const names[] = {
-	    [ROTATION_NOTHING] = "nothing",       [ROTATION_RECORDED] = "recorded",
-	    [ROTATION_PREPARED] = "prepared",     [ROTATION_CSR_WRITTEN] = "csr_written",
-	    [ROTATION_PUBLISHED] = "published",   [ROTATION_ACTIVATED] = "activated",
-	    [ROTATION_RETIRED] = "retired",       [ROTATION_WAITING] = "waiting",
+	    [ROTATION_NOTHING] = "nothing",     [ROTATION_RECORDED] = "recorded",
+	    [ROTATION_PREPARED] = "prepared",   [ROTATION_CSR_WRITTEN] = "csr_written",
+	    [ROTATION_PUBLISHED] = "published", [ROTATION_ACTIVATED] = "activated",
+	    [ROTATION_RETIRED] = "retired",     [ROTATION_WAITING] = "waiting",
 	};
 
 	return o <= ROTATION_WAITING ? names[o] : "?";
@@ -257,13 +257,15 @@ out:
 int
 rotation_awaits_import(const char *dir)
 {
-	return file_in_dir_exists(dir, CA_FILE_NEXT_CSR) && !file_in_dir_exists(dir, CA_FILE_NEXT_CERT);
+	return file_in_dir_exists(dir, CA_FILE_NEXT_CSR) &&
+	       !file_in_dir_exists(dir, CA_FILE_NEXT_CERT);
 }
 
 int
 rotation_repair_files(const char *dir, struct ac_err *err)
 {
-	if (!file_in_dir_exists(dir, CA_FILE_NEXT_CERT) || file_in_dir_exists(dir, CA_FILE_NEXT_KEY))
+	if (!file_in_dir_exists(dir, CA_FILE_NEXT_CERT) ||
+	    file_in_dir_exists(dir, CA_FILE_NEXT_KEY))
 		return 0;
 	/* The key went to intermediate.key (step 2); the certificate follows it (step 3). */
 	if (rename_in_dir(dir, CA_FILE_NEXT_CERT, CA_FILE_INT_CERT, err) != 0)
@@ -328,8 +330,8 @@ change_prepare(const struct rotation_context *ctx, const struct slots *s, struct
 /* Commit changes[0..n) durably, in one call (the committer puts them in one transaction
  * when it can). */
 static int
-record(const struct rotation_context *ctx, const struct slots *s, struct change *changes,
-       size_t n, struct ac_err *err)
+record(const struct rotation_context *ctx, const struct slots *s, struct change *changes, size_t n,
+       struct ac_err *err)
 {
 	struct store_write *w[2];
 
@@ -453,19 +455,21 @@ reconcile(const struct rotation_context *ctx, struct slots *s, struct intermedia
 			s->prev = NULL;
 			s->prev_fp[0] = '\0';
 		} else if (!state_is(row, "retiring")) {
-			if (record_one(ctx, s, s->prev, s->prev_fp, row, "retiring",
-			               "intermediate_retiring",
-			               "retiring: signs nothing more, stays in the bundle until its "
-			               "last leaf expires",
-			               err) != 0)
+			if (record_one(
+			        ctx, s, s->prev, s->prev_fp, row, "retiring",
+			        "intermediate_retiring",
+			        "retiring: signs nothing more, stays in the bundle until its "
+			        "last leaf expires",
+			        err) != 0)
 				return -1;
 			(*recorded)++;
 		}
 	}
 	if (s->next != NULL && find_row(rows, *n, s->next_fp) == NULL) {
-		if (record_one(ctx, s, s->next, s->next_fp, NULL, "prepared", "intermediate_prepared",
-		               "prepared (installed by ca import); the bundle carries it from now on",
-		               err) != 0)
+		if (record_one(
+		        ctx, s, s->next, s->next_fp, NULL, "prepared", "intermediate_prepared",
+		        "prepared (installed by ca import); the bundle carries it from now on",
+		        err) != 0)
 			return -1;
 		(*recorded)++;
 	}
@@ -517,7 +521,8 @@ sign_successor(X509 *active, X509 *root, EVP_PKEY *root_key, EVP_PKEY *key, int6
 		not_after = root_na;
 	if (cert == NULL || !X509_set_version(cert, X509_VERSION_3) ||
 	    !X509_set_subject_name(cert, X509_get_subject_name(active)) ||
-	    !X509_set_issuer_name(cert, X509_get_subject_name(root)) || !X509_set_pubkey(cert, key)) {
+	    !X509_set_issuer_name(cert, X509_get_subject_name(root)) ||
+	    !X509_set_pubkey(cert, key)) {
 		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot build the successor");
 		goto fail;
 	}
@@ -619,7 +624,8 @@ prepare(const struct rotation_context *ctx, struct slots *s, struct rotation_res
 			goto out;
 		mem = BIO_new(BIO_s_mem());
 		if (mem == NULL || !PEM_write_bio_X509_REQ(mem, req)) {
-			ac_err_ssl(err, AC_ERR_CRYPTO, "csr_encode_failed", "cannot encode the CSR");
+			ac_err_ssl(err, AC_ERR_CRYPTO, "csr_encode_failed",
+			           "cannot encode the CSR");
 			goto out;
 		}
 		len = BIO_get_mem_data(mem, &data);
@@ -634,7 +640,8 @@ prepare(const struct rotation_context *ctx, struct slots *s, struct rotation_res
 			snprintf(detail, sizeof(detail),
 			         "next intermediate CSR written to %s for the %s root; waiting for "
 			         "agentca ca import",
-			         path, strcmp(s->meta.mode, CA_MODE_ROOT) == 0 ? "offline" : "corporate");
+			         path,
+			         strcmp(s->meta.mode, CA_MODE_ROOT) == 0 ? "offline" : "corporate");
 			memset(&entry, 0, sizeof(entry));
 			entry.kind = "intermediate_csr_written";
 			entry.actor = ctx->actor;
@@ -786,8 +793,8 @@ missing_acks(const struct rotation_context *ctx, int64_t sequence, char *out, si
 			continue;
 		(*missing)++;
 		if (used < len)
-			used += (size_t)snprintf(out + used, len - used, "%s%s", used > 0 ? ", " : "",
-			                         id);
+			used += (size_t)snprintf(out + used, len - used, "%s%s",
+			                         used > 0 ? ", " : "", id);
 	}
 	return 0;
 }
@@ -818,18 +825,19 @@ rotation_step(const struct rotation_context *ctx, int forced, struct rotation_re
 		int64_t count = 0, last = 0;
 		char until[32];
 
-		if (store_cert_count_by_issuer(ctx->store, s.prev_fp, ctx->now, &count, &last, err) !=
-		    0)
+		if (store_cert_count_by_issuer(ctx->store, s.prev_fp, ctx->now, &count, &last,
+		                               err) != 0)
 			goto out;
 		if (count == 0) {
 			rc = retire(ctx, &s, prev_row, res, err);
 			goto out;
 		}
 		time_format_rfc3339(last, until, sizeof(until));
-		snprintf(waiting, sizeof(waiting),
-		         "retiring intermediate %s still has %lld unexpired leaf certificate%s, the "
-		         "last valid until %s",
-		         s.prev_fp, (long long)count, count == 1 ? "" : "s", until);
+		snprintf(
+		    waiting, sizeof(waiting),
+		    "retiring intermediate %s still has %lld unexpired leaf certificate%s, the "
+		    "last valid until %s",
+		    s.prev_fp, (long long)count, count == 1 ? "" : "s", until);
 	}
 
 	if (s.next != NULL && state_is(next_row, "prepared")) {
@@ -853,8 +861,8 @@ rotation_step(const struct rotation_context *ctx, int forced, struct rotation_re
 			c.published_at = ctx->now;
 			c.bundle_sequence = sequence;
 			snprintf(c.detail, sizeof(c.detail),
-			         "intermediate %s: published in the bundle, sequence %lld", s.next_fp,
-			         (long long)sequence);
+			         "intermediate %s: published in the bundle, sequence %lld",
+			         s.next_fp, (long long)sequence);
 			if (record(ctx, &s, &c, 1, err) != 0)
 				goto out;
 			res->outcome = ROTATION_PUBLISHED;
@@ -866,10 +874,11 @@ rotation_step(const struct rotation_context *ctx, int forced, struct rotation_re
 			goto out;
 		}
 		res->outcome = ROTATION_WAITING;
-		snprintf(res->message, sizeof(res->message),
-		         "next intermediate %s is prepared; waiting for the daemon to publish it in "
-		         "the bundle (agentca serve does on its next tick)",
-		         s.next_fp);
+		snprintf(
+		    res->message, sizeof(res->message),
+		    "next intermediate %s is prepared; waiting for the daemon to publish it in "
+		    "the bundle (agentca serve does on its next tick)",
+		    s.next_fp);
 		rc = 0;
 		goto out;
 	}
@@ -891,22 +900,23 @@ rotation_step(const struct rotation_context *ctx, int forced, struct rotation_re
 			time_format_rfc3339(due, when, sizeof(when));
 			res->outcome = ROTATION_WAITING;
 			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s becomes active at %s (publish_for)", s.next_fp,
-			         when);
+			         "next intermediate %s becomes active at %s (publish_for)",
+			         s.next_fp, when);
 			rc = 0;
 			goto out;
 		}
 		if (ctx->settings->acknowledgments &&
-		    missing_acks(ctx, next_row->bundle_sequence, missing, sizeof(missing), &nmissing,
-		                 err) != 0)
+		    missing_acks(ctx, next_row->bundle_sequence, missing, sizeof(missing),
+		                 &nmissing, err) != 0)
 			goto out;
 		if (nmissing > 0) {
 			res->outcome = ROTATION_WAITING;
-			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s waits for %d gateway%s to acknowledge bundle "
-			         "sequence %lld: %s",
-			         s.next_fp, nmissing, nmissing == 1 ? "" : "s",
-			         (long long)next_row->bundle_sequence, missing);
+			snprintf(
+			    res->message, sizeof(res->message),
+			    "next intermediate %s waits for %d gateway%s to acknowledge bundle "
+			    "sequence %lld: %s",
+			    s.next_fp, nmissing, nmissing == 1 ? "" : "s",
+			    (long long)next_row->bundle_sequence, missing);
 			rc = 0;
 			goto out;
 		}
@@ -920,10 +930,11 @@ rotation_step(const struct rotation_context *ctx, int forced, struct rotation_re
 		if (ca_path(path, ctx->dir, CA_FILE_NEXT_CSR, err) != 0)
 			goto out;
 		res->outcome = ROTATION_WAITING;
-		snprintf(res->message, sizeof(res->message),
-		         "waiting for the signed next intermediate: have %s signed, then run agentca "
-		         "ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
-		         path, ctx->dir);
+		snprintf(
+		    res->message, sizeof(res->message),
+		    "waiting for the signed next intermediate: have %s signed, then run agentca "
+		    "ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
+		    path, ctx->dir);
 		rc = 0;
 		goto out;
 	}
@@ -938,8 +949,9 @@ rotation_step(const struct rotation_context *ctx, int forced, struct rotation_re
 			goto out;
 		}
 	}
-	res->outcome = recorded > 0 ? ROTATION_RECORDED : waiting[0] != '\0' ? ROTATION_WAITING
-	                                                                      : ROTATION_NOTHING;
+	res->outcome = recorded > 0         ? ROTATION_RECORDED
+	               : waiting[0] != '\0' ? ROTATION_WAITING
+	                                    : ROTATION_NOTHING;
 	snprintf(res->message, sizeof(res->message), "%s",
 	         waiting[0] != '\0' ? waiting
 	         : recorded > 0     ? "recorded the intermediates' states found on disk"

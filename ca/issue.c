@@ -637,8 +637,9 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 		uint64_t spread = 0;
 
 		for (int i = 0; i < 12 && serial[i] != '\0'; i++)
-			spread = spread * 16 + (uint64_t)(serial[i] <= '9' ? serial[i] - '0'
-			                                                   : (serial[i] | 0x20) - 'a' + 10);
+			spread = spread * 16 + (uint64_t)(serial[i] <= '9'
+			                                      ? serial[i] - '0'
+			                                      : (serial[i] | 0x20) - 'a' + 10);
 		res->renew_after = iss->supersede_at + (int64_t)(spread % (uint64_t)(window + 1));
 	}
 	res->log_seq = w.seq;

@@ -116,8 +116,8 @@ struct rotation_member {
 
 /* Reconcile, then list the intermediates (at most STORE_INTERMEDIATES_MAX): the ones with
  * files first (next, active, previous), then retired ones. */
-int rotation_status(const struct rotation_context *ctx, struct rotation_member *members,
-                    size_t max, size_t *n, struct ac_err *err);
+int rotation_status(const struct rotation_context *ctx, struct rotation_member *members, size_t max,
+                    size_t *n, struct ac_err *err);
 
 /* The time after which no leaf of the active intermediate should still be renewing from
  * it: when a successor is prepared or published, its planned activation time; else 0. */

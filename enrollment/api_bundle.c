@@ -42,7 +42,7 @@
 #include "enrollment/api_internal.h"
 
 #define BUNDLE_WAIT_MAX 300 /* seconds */
-#define BUNDLE_CERTS_MAX 64   /* fingerprints remembered for api_bundle_carries() */
+#define BUNDLE_CERTS_MAX 64 /* fingerprints remembered for api_bundle_carries() */
 #define BUNDLE_SEQUENCE_FILE "bundle-sequence.json"
 
 struct bundle_waiter {
