@@ -967,17 +967,12 @@ rotation_status(const struct rotation_context *ctx, struct rotation_member *memb
                 size_t *n, struct ac_err *err)
 {
 	struct intermediate_row rows[STORE_INTERMEDIATES_MAX];
-	struct slots s;
 	size_t nrows = 0;
-	int recorded = 0, rc = -1;
 
 	*n = 0;
-	memset(&s, 0, sizeof(s));
-	if (rotation_repair_files(ctx->dir, err) != 0 || read_slots(ctx->dir, &s, err) != 0 ||
-	    store_intermediate_list(ctx->store, rows, STORE_INTERMEDIATES_MAX, &nrows, err) != 0 ||
-	    reconcile(ctx, &s, rows, &nrows, &recorded, err) != 0)
-		goto out;
-	if (s.next == NULL && s.next_csr && *n < max) {
+	if (store_intermediate_list(ctx->store, rows, STORE_INTERMEDIATES_MAX, &nrows, err) != 0)
+		return -1;
+	if (rotation_awaits_import(ctx->dir) && *n < max) {
 		memset(&members[*n], 0, sizeof(members[*n]));
 		strcpy(members[*n].state, "csr_written");
 		(*n)++;
@@ -994,10 +989,7 @@ rotation_status(const struct rotation_context *ctx, struct rotation_member *memb
 		m->bundle_sequence = rows[i].bundle_sequence;
 		m->changed_at = rows[i].changed_at;
 	}
-	rc = 0;
-out:
-	slots_free(&s);
-	return rc;
+	return 0;
 }
 
 int64_t

@@ -114,8 +114,8 @@ struct rotation_member {
 	int64_t published_at, bundle_sequence, changed_at;
 };
 
-/* Reconcile, then list the intermediates (at most STORE_INTERMEDIATES_MAX): the ones with
- * files first (next, active, previous), then retired ones. */
+/* The intermediates as the store knows them (at most max; a CSR waiting for import first,
+ * retired ones last). Reads only: run rotation_step first for a reconciled picture. */
 int rotation_status(const struct rotation_context *ctx, struct rotation_member *members, size_t max,
                     size_t *n, struct ac_err *err);
 
