@@ -939,7 +939,9 @@ rotation_step(const struct rotation_context *ctx, int forced, struct rotation_re
 		goto out;
 	}
 
-	if (s.next == NULL) {
+	/* Forced, the next step of a rotation still retiring its previous intermediate is
+	 * that retirement: a third intermediate is prepared only when it is due. */
+	if (s.next == NULL && !(forced && s.prev != NULL)) {
 		int64_t nb = asn1_time_to_unix(X509_get0_notBefore(s.active));
 		int64_t na = asn1_time_to_unix(X509_get0_notAfter(s.active));
 		int64_t due = nb + (na - nb) / 100 * ctx->settings->intermediate.prepare_at;
