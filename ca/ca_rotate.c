@@ -15,6 +15,9 @@
  *   3. rename next-intermediate.pem -> intermediate.pem   (after 2 only: rotation_repair_files)
  *   4. log entries: the new one "intermediate_activated", the old one "intermediate_retiring"
  *
+ * One step at a time: the daemon's scheduler and `agentca ca rotate` may run side by side,
+ * so a step holds an exclusive flock on DIR/rotation.lock.
+ *
  * The successor copies the active intermediate's subject, basicConstraints, keyUsage and
  * nameConstraints, so it may sign exactly what the active one may, and gets the same
  * lifetime (never beyond the root).
@@ -24,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -288,9 +292,11 @@ serial_hex(X509 *cert, char out[41])
 	BN_free(bn);
 }
 
-/* One state change to record: the certificate, its new state and the entry's words. */
+/* One state change to record: the certificate (or, when its files are gone, the dates the
+ * store knew), its new state and the entry's words. */
 struct change {
 	X509 *cert;
+	int64_t not_before, not_after; /* used when cert is NULL */
 	const char *fingerprint;
 	const char *state;
 	const char *kind;
@@ -306,14 +312,19 @@ struct change {
 static void
 change_prepare(const struct rotation_context *ctx, const struct slots *s, struct change *c)
 {
-	serial_hex(c->cert, c->serial);
+	c->serial[0] = '\0';
+	if (c->cert != NULL) {
+		serial_hex(c->cert, c->serial);
+		c->not_before = asn1_time_to_unix(X509_get0_notBefore(c->cert));
+		c->not_after = asn1_time_to_unix(X509_get0_notAfter(c->cert));
+	}
 	memset(&c->entry, 0, sizeof(c->entry));
 	c->entry.kind = c->kind;
 	c->entry.actor = ctx->actor;
 	c->entry.subject = s->meta.trust_domain;
-	c->entry.serial = c->serial;
-	c->entry.not_before = asn1_time_to_unix(X509_get0_notBefore(c->cert));
-	c->entry.not_after = asn1_time_to_unix(X509_get0_notAfter(c->cert));
+	c->entry.serial = c->serial[0] != '\0' ? c->serial : NULL;
+	c->entry.not_before = c->not_before;
+	c->entry.not_after = c->not_after;
 	c->entry.detail = c->detail;
 	memset(&c->rec, 0, sizeof(c->rec));
 	c->rec.fingerprint = c->fingerprint;
@@ -388,38 +399,26 @@ record_one(const struct rotation_context *ctx, const struct slots *s, X509 *cert
 
 /*
  * A row whose certificate is no longer in any slot: its files are gone, so it can sign
- * nothing and is in no bundle. Recorded as retired without a certificate at hand: the
- * entry then carries what the row knew.
+ * nothing and is in no bundle. Recorded as retired with what the row knew.
  */
 static int
 record_gone(const struct rotation_context *ctx, const struct slots *s,
             const struct intermediate_row *row, struct ac_err *err)
 {
-	struct intermediate_record rec;
-	struct log_entry entry;
-	struct store_write w;
-	char detail[256];
+	struct change c;
 
-	snprintf(detail, sizeof(detail), "intermediate %s: retired (its files are gone; was %s)",
-	         row->fingerprint, row->state);
-	memset(&entry, 0, sizeof(entry));
-	entry.kind = "intermediate_retired";
-	entry.actor = ctx->actor;
-	entry.subject = s->meta.trust_domain;
-	entry.not_before = row->not_before;
-	entry.not_after = row->not_after;
-	entry.detail = detail;
-	memset(&rec, 0, sizeof(rec));
-	rec.fingerprint = row->fingerprint;
-	rec.state = "retired";
-	rec.not_before = row->not_before;
-	rec.not_after = row->not_after;
-	rec.published_at = row->published_at;
-	rec.bundle_sequence = row->bundle_sequence;
-	memset(&w, 0, sizeof(w));
-	w.entry = &entry;
-	w.intermediate = &rec;
-	return store_submit(ctx->store, &w, err);
+	memset(&c, 0, sizeof(c));
+	c.not_before = row->not_before;
+	c.not_after = row->not_after;
+	c.fingerprint = row->fingerprint;
+	c.state = "retired";
+	c.kind = "intermediate_retired";
+	c.published_at = row->published_at;
+	c.bundle_sequence = row->bundle_sequence;
+	snprintf(c.detail, sizeof(c.detail),
+	         "intermediate %s: retired (its files are gone; was %s)", row->fingerprint,
+	         row->state);
+	return record(ctx, s, &c, 1, err);
 }
 
 /*
@@ -799,9 +798,46 @@ missing_acks(const struct rotation_context *ctx, int64_t sequence, char *out, si
 	return 0;
 }
 
+/* Take DIR/rotation.lock (waits for another process's step); the fd, or -1. */
+static int
+lock_dir(const char *dir, struct ac_err *err)
+{
+	char path[CA_PATH_MAX];
+	int fd;
+
+	if (ca_path(path, dir, "rotation.lock", err) != 0)
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd == -1 || flock(fd, LOCK_EX) != 0) {
+		ac_err_set(err, AC_ERR_IO, "io_error", "%s: %s", path, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int step_locked(const struct rotation_context *ctx, int forced, struct rotation_result *res,
+                       struct ac_err *err);
+
 int
 rotation_step(const struct rotation_context *ctx, int forced, struct rotation_result *res,
               struct ac_err *err)
+{
+	int fd, rc;
+
+	memset(res, 0, sizeof(*res));
+	if ((fd = lock_dir(ctx->dir, err)) == -1)
+		return -1;
+	rc = step_locked(ctx, forced, res, err);
+	close(fd); /* releases the lock */
+	return rc;
+}
+
+/* Reconcile, then at most one step; see rotation_step. */
+static int
+step_locked(const struct rotation_context *ctx, int forced, struct rotation_result *res,
+            struct ac_err *err)
 {
 	struct intermediate_row rows[STORE_INTERMEDIATES_MAX];
 	const struct intermediate_row *next_row, *active_row, *prev_row;

@@ -13,6 +13,25 @@
 #include "common/fsutil.h"
 #include "common/timefmt.h"
 
+/* The store and a rotation context for DIR (now, by the admin). The caller closes the store
+ * and frees the settings. */
+static int
+rotation_open(const char *dir, const char *config, const char *password_file,
+              struct agentca_settings *settings, struct store **store, struct rotation_context *ctx,
+              struct ac_err *err)
+{
+	if (settings_open_store(dir, config, NULL, settings, store, err) != 0)
+		return -1;
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->dir = dir;
+	ctx->password_file = password_file;
+	ctx->store = *store;
+	ctx->settings = &settings->rotation;
+	ctx->now = time_now();
+	ctx->actor = "admin:cli";
+	return 0;
+}
+
 static const char import_usage[] =
     "usage: agentca ca import --dir DIR --cert INTERMEDIATE.pem --chain CORP-ROOT.pem\n"
     "                         [--key KEY.pem] [--password-file F]\n"
@@ -78,15 +97,8 @@ cmd_ca_import(int argc, char **argv)
 
 		if (ca_import(dir, cert, chain, key, password_file, &err) != 0)
 			return cli_fail("ca import", &err);
-		if (settings_open_store(dir, NULL, NULL, &settings, &store, &err) != 0)
+		if (rotation_open(dir, NULL, password_file, &settings, &store, &ctx, &err) != 0)
 			return cli_fail("ca import", &err);
-		memset(&ctx, 0, sizeof(ctx));
-		ctx.dir = dir;
-		ctx.password_file = password_file;
-		ctx.store = store;
-		ctx.settings = &settings.rotation;
-		ctx.now = time_now();
-		ctx.actor = "admin:cli";
 		rc = rotation_step(&ctx, 0, &res, &err);
 		store_close(store);
 		settings_free(&settings);
@@ -127,12 +139,8 @@ print_rotation(const char *dir, const char *config, struct ac_err *err)
 	size_t n = 0;
 	int rc;
 
-	if (settings_open_store(dir, config, NULL, &settings, &store, err) != 0)
+	if (rotation_open(dir, config, NULL, &settings, &store, &ctx, err) != 0)
 		return -1;
-	memset(&ctx, 0, sizeof(ctx));
-	ctx.dir = dir;
-	ctx.store = store;
-	ctx.settings = &settings.rotation;
 	rc = rotation_status(&ctx, members, STORE_INTERMEDIATES_MAX, &n, err);
 	if (rc == 0) {
 		printf("intermediates (rotation):%s\n", n == 0
@@ -252,15 +260,8 @@ cmd_ca_rotate(int argc, char **argv)
 		return cli_usage_error("ca rotate", "unexpected argument '%s'", argv[optind]);
 	if (dir == NULL)
 		return cli_usage_error("ca rotate", "--dir is required");
-	if (settings_open_store(dir, config, NULL, &settings, &store, &err) != 0)
+	if (rotation_open(dir, config, password_file, &settings, &store, &ctx, &err) != 0)
 		return cli_fail("ca rotate", &err);
-	memset(&ctx, 0, sizeof(ctx));
-	ctx.dir = dir;
-	ctx.password_file = password_file;
-	ctx.store = store;
-	ctx.settings = &settings.rotation;
-	ctx.now = time_now();
-	ctx.actor = "admin:cli";
 	if (rotation_step(&ctx, 1, &res, &err) != 0) {
 		rc = cli_fail("ca rotate", &err);
 	} else if (res.outcome == ROTATION_WAITING || res.outcome == ROTATION_NOTHING) {
