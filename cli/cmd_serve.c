@@ -336,6 +336,23 @@ rotation_changed(void *arg, enum rotation_outcome outcome)
 		log_error("bundle_reload_failed", "%s; keeping the running bundle", err.msg);
 }
 
+/* Run the due duties, then hand /metrics their counters and the intermediates' states. */
+static void
+run_duties(struct daemon *d)
+{
+	char text[8192];
+	size_t used;
+	struct ac_err err;
+	int64_t now = time_now();
+
+	scheduler_tick(&d->scheduler, now);
+	used = scheduler_metrics(&d->scheduler, now, text, sizeof(text));
+	rotation_duty_metrics(&d->rotation_duty, text + used, sizeof(text) - used);
+	ac_err_clear(&err);
+	if (api_set_daemon_metrics(d->api, text, &err) != 0)
+		log_warn("metrics_failed", "%s", err.msg);
+}
+
 /* The scheduler's duties, in the order they run within one tick. */
 static int
 schedule(struct daemon *d, struct ac_err *err)
@@ -624,7 +641,7 @@ cmd_serve(int argc, char **argv)
 		rc = cli_fail("serve", &err);
 		goto out;
 	}
-	scheduler_tick(&d.scheduler, time_now());
+	run_duties(&d);
 	for (;;) {
 		struct timespec tick = {TICK_SECONDS, 0};
 		int sig = sigtimedwait(&signals, NULL, &tick);
@@ -638,7 +655,7 @@ cmd_serve(int argc, char **argv)
 			         sig == SIGINT ? "SIGINT" : "SIGTERM");
 			break;
 		}
-		scheduler_tick(&d.scheduler, time_now());
+		run_duties(&d);
 	}
 	rc = EXIT_OK;
 out:

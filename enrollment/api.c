@@ -461,6 +461,7 @@ api_start(const struct api_options *opts, struct ac_err *err)
 		goto fail;
 	api->audit_key = opts->audit_key;
 	pthread_mutex_init(&api->crl_lock, NULL);
+	pthread_mutex_init(&api->daemon_metrics_lock, NULL);
 	api->exports = api_exports_new();
 	if (api->exports == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
@@ -521,6 +522,8 @@ api_stop(struct api *api)
 	metrics_free(api->metrics);
 	OPENSSL_free(api->crl_der);
 	pthread_mutex_destroy(&api->crl_lock);
+	pthread_mutex_destroy(&api->daemon_metrics_lock);
+	free(api->daemon_metrics);
 	ratelimit_free(api->per_address);
 	ratelimit_free(api->per_identity);
 	api_bundle_free(api->bundle);

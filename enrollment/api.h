@@ -80,6 +80,10 @@ int api_reload_bundle(struct api *api, struct ac_err *err);
  * else 0; *sequence gets the bundle's SPIFFE sequence number either way. */
 int api_bundle_carries(struct api *api, const char *fingerprint, int64_t *sequence);
 
+/* Replace the Prometheus text the daemon adds to /metrics (the scheduler's duties, the
+ * intermediates' states); copied. */
+int api_set_daemon_metrics(struct api *api, const char *text, struct ac_err *err);
+
 /* First step of a shutdown: answer the long-polls now, so that draining does not wait for
  * them. */
 void api_begin_shutdown(struct api *api);

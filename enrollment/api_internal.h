@@ -49,6 +49,9 @@ struct api {
 	size_t crl_len;
 	uint64_t crl_log_size;
 	int64_t crl_built;
+	/* Gauges the daemon publishes (the scheduler's duties), appended to /metrics. */
+	pthread_mutex_t daemon_metrics_lock;
+	char *daemon_metrics;
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */

@@ -15,6 +15,9 @@
  * without waiting for the next run when each is due. */
 #define ROTATION_STEPS_PER_RUN 4
 
+static const char *const state_names[] = {"csr_written", "prepared", "published",
+                                          "active",      "retiring", "retired"};
+
 int
 duty_rotation(void *arg, int64_t now, struct duty_report *rep, struct ac_err *err)
 {
@@ -45,14 +48,38 @@ duty_rotation(void *arg, int64_t now, struct duty_report *rep, struct ac_err *er
 		    res.outcome != ROTATION_PUBLISHED)
 			d->changed(d->changed_arg, res.outcome);
 	}
-	if (d->supersede_at != NULL) {
-		if (rotation_status(&ctx, members, STORE_INTERMEDIATES_MAX, &n, err) != 0)
-			return -1;
+	if (rotation_status(&ctx, members, STORE_INTERMEDIATES_MAX, &n, err) != 0)
+		return -1;
+	memset(d->states, 0, sizeof(d->states));
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < sizeof(state_names) / sizeof(state_names[0]); k++)
+			if (strcmp(members[i].state, state_names[k]) == 0)
+				d->states[k]++;
+	if (d->supersede_at != NULL)
 		__atomic_store_n(d->supersede_at,
 		                 rotation_supersede_time(members, n, ctx.settings, now),
 		                 __ATOMIC_RELAXED);
-	}
 	return 0;
+}
+
+size_t
+rotation_duty_metrics(const struct rotation_duty *d, char *buf, size_t len)
+{
+	size_t used;
+	int n;
+
+	n = snprintf(buf, len,
+	             "# HELP agentca_intermediates Intermediate CAs by rotation state.\n"
+	             "# TYPE agentca_intermediates gauge\n");
+	used = n > 0 && (size_t)n < len ? (size_t)n : 0;
+	for (size_t k = 0; k < sizeof(state_names) / sizeof(state_names[0]) && used < len; k++) {
+		n = snprintf(buf + used, len - used, "agentca_intermediates{state=\"%s\"} %d\n",
+		             state_names[k], d->states[k]);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	return used;
 }
 
 int

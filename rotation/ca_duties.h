@@ -32,7 +32,13 @@ struct rotation_duty {
 	void (*changed)(void *arg, enum rotation_outcome outcome);
 	void *changed_arg;
 	int64_t *supersede_at; /* the issuer's; updated atomically; may be NULL */
+	/* After each run: how many intermediates are in each state (for /metrics). Read on
+	 * the scheduler's thread only. */
+	int states[6]; /* csr_written, prepared, published, active, retiring, retired */
 };
+
+/* Prometheus text: agentca_intermediates{state=...} from the last run; length written. */
+size_t rotation_duty_metrics(const struct rotation_duty *d, char *buf, size_t len);
 
 /* Take steps while they are due (at most a few per run). */
 int duty_rotation(void *arg, int64_t now, struct duty_report *rep, struct ac_err *err);

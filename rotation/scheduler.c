@@ -7,6 +7,9 @@
  */
 #include "rotation/scheduler.h"
 
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -103,4 +106,52 @@ scheduler_next_due(const struct scheduler *s)
 		if (s->duties[i].next_due < next)
 			next = s->duties[i].next_due;
 	return next;
+}
+
+/* Append printf output to buf at *used, never past len. */
+static void append(char *buf, size_t len, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+append(char *buf, size_t len, size_t *used, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*used >= len)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *used, len - *used, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*used = *used + (size_t)n < len ? *used + (size_t)n : len - 1;
+}
+
+size_t
+scheduler_metrics(const struct scheduler *s, int64_t now, char *buf, size_t len)
+{
+	static const char *const kinds[] = {"runs", "failures", "actions"};
+	size_t used = 0;
+
+	if (len == 0)
+		return 0;
+	buf[0] = '\0';
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		append(buf, len, &used, "# TYPE agentca_duty_%s_total counter\n", kinds[k]);
+		for (size_t i = 0; i < s->count; i++) {
+			const struct duty *d = &s->duties[i];
+			uint64_t v = k == 0 ? d->runs : k == 1 ? d->failures : d->acted;
+
+			append(buf, len, &used, "agentca_duty_%s_total{duty=\"%s\"} %" PRIu64 "\n",
+			       kinds[k], d->name, v);
+		}
+	}
+	append(buf, len, &used,
+	       "# HELP agentca_duty_next_due_seconds Seconds until a duty is next due.\n"
+	       "# TYPE agentca_duty_next_due_seconds gauge\n");
+	for (size_t i = 0; i < s->count; i++)
+		append(buf, len, &used, "agentca_duty_next_due_seconds{duty=\"%s\"} %" PRId64 "\n",
+		       s->duties[i].name,
+		       s->duties[i].next_due > now ? s->duties[i].next_due - now : 0);
+	return used;
 }

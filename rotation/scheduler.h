@@ -60,6 +60,10 @@ int scheduler_run_soon(struct scheduler *s, const char *name);
 /* The duty by name, or NULL. */
 const struct duty *scheduler_find(const struct scheduler *s, const char *name);
 
+/* Prometheus text for every duty (runs, failures, seconds until due) into buf; the length
+ * written (output cut at len). */
+size_t scheduler_metrics(const struct scheduler *s, int64_t now, char *buf, size_t len);
+
 /* The earliest next due time of all duties (INT64_MAX when there is none). */
 int64_t scheduler_next_due(const struct scheduler *s);
 

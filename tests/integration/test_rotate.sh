@@ -93,6 +93,17 @@ SEQ1=$(sequence)
 grep -qF "$(sed -n 2p "$CA/next-intermediate.pem")" "$WORK/b1.pem" || fail "next intermediate not in the bundle"
 pass "prepared ${NEXT:0:16}; published: new ETag, sequence $SEQ0 -> $SEQ1, 3 certificates"
 
+# A restart in the published state: same bundle, same ETag, same sequence (a gateway's
+# acknowledgment keeps its meaning), and the state is still "published".
+stop_daemon
+start_daemon
+bundle "$WORK/b1r.pem" "$WORK/b1r.h"
+[ "$(etag "$WORK/b1r.h")" = "$(etag "$WORK/b1.h")" ] || fail "the ETag changed across a restart"
+[ "$(sequence)" = "$SEQ1" ] || fail "the SPIFFE sequence changed across a restart"
+"$AGENTCA" ca show --dir "$CA" >"$WORK/show0.txt"
+grep -qE "published +$NEXT" "$WORK/show0.txt" || { cat "$WORK/show0.txt"; fail "ca show: not published after a restart"; }
+pass "restart while published: same ETag and sequence, state kept"
+
 # While the switch is planned (publish_for 1h), a new leaf is told to renew soon after it.
 enroll gw-2
 RA=$(sed -E 's/.*renew after ([^;]*);.*/\1/' "$WORK/gw-2.out")
@@ -130,6 +141,18 @@ expect_exit 0 "ca rotate (activate)" "$AGENTCA" ca rotate --dir "$CA"
 [ "$(certfp "$CA/previous-intermediate.pem")" = "$OLD" ] || fail "previous-intermediate.pem is not the old one"
 wait_log "intermediate $NEXT now signs" "the daemon never switched to the new intermediate"
 pass "activation waited for gw-1's ack of sequence $SEQ1, then switched"
+
+# /metrics: the scheduler's duties and the intermediates by state.
+for _ in $(seq 100); do
+	curl -sS --cacert "$CA/root.pem" "$URL/metrics" >"$WORK/metrics"
+	grep -q 'agentca_intermediates{state="retiring"} 1' "$WORK/metrics" && break
+	sleep 0.1
+done
+has "$WORK/metrics" 'agentca_intermediates{state="retiring"} 1' "metrics: one retiring intermediate"
+has "$WORK/metrics" 'agentca_intermediates{state="active"} 1' "metrics: one active intermediate"
+grep -qE '^agentca_duty_runs_total\{duty="rotation"\} [1-9]' "$WORK/metrics" || fail "metrics: rotation duty runs"
+has "$WORK/metrics" 'agentca_duty_next_due_seconds{duty="prune"}' "metrics: prune next due"
+pass "/metrics shows the duties and the intermediates' states"
 
 # New leaves chain to the new intermediate and verify against the bundle alone; the old
 # leaves still verify, and still renew over mTLS (presenting only the leaf).

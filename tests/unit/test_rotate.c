@@ -652,6 +652,19 @@ test_scheduler_runs_what_is_due(void **state)
 	scheduler_tick(&s, 9001);
 	assert_int_equal(hourly.runs, 4);
 	assert_null(scheduler_find(&s, "nope"));
+
+	/* Each duty's counters for /metrics. */
+	{
+		char text[4096];
+
+		assert_true(scheduler_metrics(&s, 9001, text, sizeof(text)) > 0);
+		assert_non_null(strstr(text, "agentca_duty_runs_total{duty=\"hourly\"} 4\n"));
+		assert_non_null(strstr(text, "agentca_duty_failures_total{duty=\"hourly\"} 1\n"));
+		assert_non_null(
+		    strstr(text, "agentca_duty_next_due_seconds{duty=\"hourly\"} 3600\n"));
+		/* A short buffer is cut, never overrun. */
+		assert_true(scheduler_metrics(&s, 9001, text, 16) < 16);
+	}
 }
 
 /* Pruning removes expired rows from the hot tables; the log and its chain stay whole. */
