@@ -43,7 +43,16 @@ struct fixture {
 	int probe_answer; /* what the fake bundle says: 1 carries, 0 not */
 	int64_t probe_sequence;
 	int64_t t0;
+	const char *fault_point; /* a store commit step to fail (store_fault_fn), or NULL */
 };
+
+static int
+fail_at(void *arg, const char *point)
+{
+	struct fixture *f = arg;
+
+	return f->fault_point != NULL && strcmp(point, f->fault_point) == 0;
+}
 
 static int
 fake_probe(void *arg, const char *fingerprint, int64_t *sequence)
@@ -63,6 +72,8 @@ reopen(struct fixture *f)
 	store_close(f->store);
 	store_options_defaults(&so);
 	so.path = f->db;
+	so.fault = fail_at;
+	so.fault_arg = f;
 	f->store = store_open(&so, NULL);
 	assert_non_null(f->store);
 	f->ctx.store = f->store;
@@ -558,6 +569,35 @@ test_restart_after_file_steps(void **state)
 	fixture_free(f);
 }
 
+/* The disk fails when the activation's entries are committed (its renames are done): the
+ * step reports the error, and the next one, after a restart, records the activation once. */
+static void
+test_failed_commit_resumes(void **state)
+{
+	struct fixture *f = fixture_new(NULL);
+	struct rotation_result res;
+	char old_fp[65], next_fp[65], fp[65];
+	struct ac_err err;
+
+	(void)state;
+	to_published(f, old_fp, next_fp);
+	add_leaf(f, "0c01", old_fp, f->t0 + 5000); /* keeps the old one retiring */
+	f->fault_point = "intermediate";
+	reopen(f);
+	ac_err_clear(&err);
+	f->ctx.now = f->t0 + 200;
+	assert_int_equal(rotation_step(&f->ctx, 0, &res, &err), -1);
+	assert_non_null(strstr(err.msg, "intermediate"));
+	fingerprint_of(f->dir, "intermediate.pem", fp);
+	assert_string_equal(fp, next_fp);
+	f->fault_point = NULL;
+	assert_int_equal(step_at(f, f->t0 + 200, 0, &res), ROTATION_RECORDED);
+	assert_string_equal(state_of(f, next_fp), "active");
+	assert_string_equal(state_of(f, old_fp), "retiring");
+	assert_log_kinds(f, "activated prepared published activated retiring ");
+	fixture_free(f);
+}
+
 /* A successor being prepared tells issuance when the switch is planned. */
 static void
 test_supersede_time(void **state)
@@ -717,6 +757,7 @@ main(void)
 	    cmocka_unit_test(test_offline_root_waits_for_import),
 	    cmocka_unit_test(test_restart_mid_activation),
 	    cmocka_unit_test(test_restart_after_file_steps),
+	    cmocka_unit_test(test_failed_commit_resumes),
 	    cmocka_unit_test(test_supersede_time),
 	    cmocka_unit_test(test_scheduler_runs_what_is_due),
 	    cmocka_unit_test(test_prune_keeps_the_log),
