@@ -82,6 +82,9 @@ struct ca_authority {
 	const EVP_MD *sign_md;       /* NULL for Ed25519 */
 	STACK_OF(X509) *upstream;    /* between intermediate and root; may be empty */
 	STACK_OF(X509) *trust_extra; /* from trust.pem; may be empty */
+	/* During a rotation (ca/rotate.h): the next and the retiring intermediates, which sign
+	 * nothing here but whose leaves peers present; may be empty. */
+	STACK_OF(X509) *rotating;
 	char intermediate_fingerprint[65];
 	char root_fingerprint[65];
 	unsigned char *chain_pem; /* intermediate + upstream, PEM, for responses */
@@ -90,7 +93,8 @@ struct ca_authority {
 };
 
 /* Load DIR for signing: refuses key files readable by others, decrypts the intermediate
- * key, checks that it matches the certificate and that the certificate is valid now. */
+ * key, checks that it matches the certificate and that the certificate is valid now.
+ * Finishes an intermediate activation that was interrupted (rotation_repair_files) first. */
 struct ca_authority *ca_authority_load(const char *dir, const char *password_file,
                                        struct ac_err *err);
 void ca_authority_free(struct ca_authority *ca);

@@ -16,16 +16,25 @@
  * Then intermediate.pem, upstream.pem (what lies between, maybe nothing), root.pem (the
  * corporate root) and, with --key, intermediate.key (re-encrypted under the CA passphrase)
  * are written, and ca.json's state becomes "active".
+ *
+ * During an intermediate rotation (ca/rotate.h) with an offline or corporate root, the
+ * rotation writes DIR/next-intermediate.key and .csr and waits: then import installs the
+ * signed certificate as DIR/next-intermediate.pem instead (same checks, the key being the
+ * next one, and the chain must end at the CA's current root), removes the CSR, and leaves
+ * the active intermediate alone; the rotation records it as prepared on its next step.
  */
 #include "ca/authority.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "ca/ca_common.h"
+#include "ca/rotate.h"
 #include "ca/x509_build.h"
 #include "common/fsutil.h"
 #include "common/timefmt.h"
@@ -82,12 +91,21 @@ ca_import(const char *dir, const char *cert_path, const char *chain_path, const 
 	const char *key_name;
 	struct ca_meta meta;
 	X509 *cert;
-	int rc = -1, n;
+	int rc = -1, n, next_slot = 0;
 
 	memset(&meta, 0, sizeof(meta));
 	if (ca_meta_load(dir, &meta, err) != 0)
 		goto out;
-	if (strcmp(meta.mode, CA_MODE_CORPORATE) != 0) {
+	/* A rotation waiting for its signed certificate? */
+	if (strcmp(meta.state, CA_STATE_ACTIVE) == 0) {
+		char csr[CA_PATH_MAX], next_cert[CA_PATH_MAX];
+
+		if (ca_path(csr, dir, CA_FILE_NEXT_CSR, err) != 0 ||
+		    ca_path(next_cert, dir, CA_FILE_NEXT_CERT, err) != 0)
+			goto out;
+		next_slot = path_exists(csr) && !path_exists(next_cert);
+	}
+	if (!next_slot && strcmp(meta.mode, CA_MODE_CORPORATE) != 0) {
 		ac_err_set(err, AC_ERR_CONFLICT, "not_corporate",
 		           "%s is a root-mode CA; ca import is for a CA made with init --csr", dir);
 		goto out;
@@ -115,7 +133,7 @@ ca_import(const char *dir, const char *cert_path, const char *chain_path, const 
 		goto out;
 	}
 
-	if (ca_path(own_key, dir, CA_FILE_INT_KEY, err) != 0)
+	if (ca_path(own_key, dir, next_slot ? CA_FILE_NEXT_KEY : CA_FILE_INT_KEY, err) != 0)
 		goto out;
 	key_name = key_path != NULL ? key_path : own_key;
 	if ((key = key_load(key_name, passphrase, err)) == NULL)
@@ -146,6 +164,42 @@ ca_import(const char *dir, const char *cert_path, const char *chain_path, const 
 			goto out;
 		}
 
+	if (next_slot) {
+		/* The successor must chain to the root everyone already trusts. */
+		char anchor_fp[65], root_fp[65];
+		STACK_OF(X509) *current = NULL;
+
+		if (ca_path(path, dir, CA_FILE_ROOT_CERT, err) != 0 ||
+		    (current = x509_read_pem_file(path, err)) == NULL)
+			goto out;
+		rc = cert_fingerprint(sk_X509_value(verified, n - 1), anchor_fp, err) == 0 &&
+		             cert_fingerprint(sk_X509_value(current, 0), root_fp, err) == 0
+		         ? 0
+		         : -1;
+		sk_X509_pop_free(current, X509_free);
+		if (rc != 0)
+			goto out;
+		rc = -1;
+		if (strcmp(anchor_fp, root_fp) != 0) {
+			ac_err_set(
+			    err, AC_ERR_POLICY, "chain_invalid",
+			    "%s chains to a root other than %s/%s: the next intermediate must "
+			    "chain to the CA's current root",
+			    cert_path, dir, CA_FILE_ROOT_CERT);
+			goto out;
+		}
+		if ((key_path != NULL && key_write_encrypted(own_key, key, passphrase, err) != 0) ||
+		    ca_path(path, dir, CA_FILE_NEXT_CERT, err) != 0 ||
+		    ca_write_certs(path, cert, NULL, err) != 0 ||
+		    ca_path(path, dir, CA_FILE_NEXT_CSR, err) != 0)
+			goto out;
+		if (unlink(path) != 0) {
+			ac_err_set(err, AC_ERR_IO, "io_error", "%s: %s", path, strerror(errno));
+			goto out;
+		}
+		rc = 0;
+		goto out;
+	}
 	if (key_path != NULL && key_write_encrypted(own_key, key, passphrase, err) != 0)
 		goto out;
 	if (ca_path(path, dir, CA_FILE_INT_CERT, err) != 0 ||

@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 
 #include "ca/ca_common.h"
+#include "ca/rotate.h"
 #include "ca/x509_build.h"
 #include "common/fsutil.h"
 #include "common/hex.h"
@@ -111,7 +112,7 @@ ca_authority_load(const char *dir, const char *password_file, struct ac_err *err
 	struct ca_meta meta;
 	int ok = 0;
 
-	if (ca_meta_load(dir, &meta, err) != 0)
+	if (ca_meta_load(dir, &meta, err) != 0 || rotation_repair_files(dir, err) != 0)
 		goto out;
 	if (strcmp(meta.state, CA_STATE_AWAITING_IMPORT) == 0) {
 		ac_err_set(err, AC_ERR_CONFLICT, "awaiting_import",
@@ -153,6 +154,27 @@ ca_authority_load(const char *dir, const char *password_file, struct ac_err *err
 	if (ca_path(path, dir, CA_FILE_TRUST, err) != 0 ||
 	    (ca->trust_extra = ca_read_certs_optional(path, err)) == NULL)
 		goto out;
+	if (ca_path(path, dir, CA_FILE_NEXT_CERT, err) != 0 ||
+	    (ca->rotating = ca_read_certs_optional(path, err)) == NULL)
+		goto out;
+	{
+		STACK_OF(X509) *prev;
+
+		if (ca_path(path, dir, CA_FILE_PREV_CERT, err) != 0 ||
+		    (prev = ca_read_certs_optional(path, err)) == NULL)
+			goto out;
+		while (sk_X509_num(prev) > 0) {
+			X509 *c = sk_X509_shift(prev);
+
+			if (!sk_X509_push(ca->rotating, c)) {
+				X509_free(c);
+				sk_X509_pop_free(prev, X509_free);
+				ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+				goto out;
+			}
+		}
+		sk_X509_free(prev);
+	}
 
 	if (passphrase_resolve(dir, password_file, passphrase, sizeof(passphrase), err) != 0)
 		goto out;
@@ -200,6 +222,7 @@ ca_authority_free(struct ca_authority *ca)
 		return;
 	free(ca->chain_pem);
 	sk_X509_pop_free(ca->trust_extra, X509_free);
+	sk_X509_pop_free(ca->rotating, X509_free);
 	sk_X509_pop_free(ca->upstream, X509_free);
 	EVP_PKEY_free(ca->intermediate_key);
 	X509_free(ca->intermediate);

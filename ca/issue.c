@@ -630,6 +630,18 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 	res->not_before = plan->not_before;
 	res->not_after = plan->not_after;
 	res->renew_after = plan->not_before + (plan->not_after - plan->not_before) * 2 / 3;
+	if (iss->supersede_at > plan->not_before && iss->supersede_at < res->renew_after) {
+		/* The signer is about to be replaced: renew soon after the switch, each leaf at
+		 * its own point of the window (by its random serial) so they do not all at once. */
+		int64_t window = (res->renew_after - iss->supersede_at) / 2;
+		uint64_t spread = 0;
+
+		for (int i = 0; i < 12 && serial[i] != '\0'; i++)
+			spread = spread * 16 + (uint64_t)(serial[i] <= '9'
+			                                      ? serial[i] - '0'
+			                                      : (serial[i] | 0x20) - 'a' + 10);
+		res->renew_after = iss->supersede_at + (int64_t)(spread % (uint64_t)(window + 1));
+	}
 	res->log_seq = w.seq;
 	log_debug("issued", "%s serial %s until %lld", req->subject, serial,
 	          (long long)plan->not_after);
@@ -661,7 +673,8 @@ ca_issue(const struct issuer *iss, const struct issue_request *req, struct issue
 	ac_err_clear(&e);
 	/* One request sees one policy from start to end, even if a reload swaps it meanwhile
 	 * (the daemon publishes a new policy with an atomic store and keeps the old alive). */
-	snapshot.authority = iss->authority;
+	snapshot.authority = __atomic_load_n(&iss->authority, __ATOMIC_ACQUIRE);
+	snapshot.supersede_at = __atomic_load_n(&iss->supersede_at, __ATOMIC_RELAXED);
 	snapshot.store = iss->store;
 	snapshot.policy = __atomic_load_n(&iss->policy, __ATOMIC_ACQUIRE);
 	if (check_request(&snapshot, req, &csr, &plan, &e) != 0) {

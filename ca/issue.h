@@ -20,9 +20,14 @@
 #include "store/store.h"
 
 struct issuer {
-	struct ca_authority *authority; /* borrowed */
+	struct ca_authority *authority; /* borrowed; swapped atomically on rotation */
 	const struct ca_policy *policy; /* borrowed */
 	struct store *store;            /* borrowed */
+	/* Unix seconds at which a successor intermediate is planned to take over (ca/rotate.h),
+	 * or 0. A leaf issued before then is told to renew soon after it (renew_after), spread
+	 * over half the time left to its usual renewal point, so agents move to the new
+	 * intermediate early. Read and written atomically. */
+	int64_t supersede_at;
 };
 
 struct issue_request {
@@ -53,7 +58,7 @@ struct issue_result {
 	size_t chain_pem_len;
 	char serial[41]; /* hex */
 	int64_t not_before, not_after;
-	int64_t renew_after; /* 2/3 of the lifetime */
+	int64_t renew_after; /* 2/3 of the lifetime, earlier when superseded (see issuer) */
 	uint64_t log_seq;
 };
 

@@ -38,6 +38,7 @@ int cli_getopt(int argc, char **argv, const char *cmd, const char *usage,
 int cmd_init(int argc, char **argv);
 int cmd_ca_import(int argc, char **argv);
 int cmd_ca_show(int argc, char **argv);
+int cmd_ca_rotate(int argc, char **argv);
 int cmd_trust_add(int argc, char **argv);
 int cmd_issue(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

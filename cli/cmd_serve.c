@@ -5,21 +5,32 @@
  * otherwise: the configuration (unknown keys refused), the CA keys (refused when readable
  * by others or when the passphrase is wrong), the store (migrated), the token keys. Then it
  * issues its own server certificate, starts the HTTP engine and the TLS front, and says it
- * is ready. The main thread then only waits for signals and timers:
+ * is ready. The main thread then only waits for signals and runs the scheduler
+ * (rotation/scheduler.h), which owns every timed duty:
  *
  *   SIGHUP           reload config.json (a bad file keeps the running one and says why)
  *                    and issue a fresh server certificate, swapped in without dropping
- *                    connections
+ *                    connections; the authority, bundle and rotation duties run at once
  *   SIGTERM, SIGINT  stop accepting, drain in-flight requests, exit 0
- *   every second     publish the signed tree head in DIR/sth.json when the log has grown
- *                    (so within a second of each batch of commits); renew the server
- *                    certificate once two thirds of its life has passed
+ *
+ *   duty          every  what
+ *   authority     1s     DIR's intermediate files changed (a rotation step, here or by
+ *                        `agentca ca rotate`): load the authority again and swap it into
+ *                        the issuer atomically (requests in flight keep the old one), and
+ *                        renew the server certificate under the new intermediate
+ *   bundle        1s     rebuild the trust bundle from DIR; long-polls answer on a change
+ *   rotation      5s     intermediate rotation (ca/rotate.h): the next step when it is due
+ *   server_cert   -      at its renewal point (two thirds of its life)
+ *   tree_head     1s     the signed tree head in DIR/sth.json when the log has grown
+ *   prune         1h     certificates expired for longer than rotation.retention leave the
+ *                        hot tables (the log keeps everything)
  */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "ca/audit.h"
@@ -27,6 +38,7 @@
 #include "ca/authority.h"
 #include "ca/issue.h"
 #include "ca/keys.h"
+#include "ca/rotate.h"
 #include "cli/cli.h"
 #include "cli/settings.h"
 #include "common/fsutil.h"
@@ -37,10 +49,13 @@
 #include "enrollment/server_cert.h"
 #include "enrollment/tls.h"
 #include "enrollment/token.h"
+#include "rotation/ca_duties.h"
+#include "rotation/scheduler.h"
 
-/* How often the main loop wakes: a tree head is published within this long of each commit
- * that grew the log; the server certificate's renewal is checked as often. */
-#define STH_PUBLISH_INTERVAL 1
+/* How often the main loop wakes to run the scheduler. */
+#define TICK_SECONDS 1
+#define ROTATION_CHECK_SECONDS 5
+#define PRUNE_SECONDS 3600
 
 static const char serve_usage_head[] =
     "usage: agentca serve --dir DIR [--listen ADDR:PORT]... [--config FILE]\n"
@@ -63,6 +78,13 @@ struct retired_settings {
 	struct retired_settings *next;
 };
 
+/* Authorities replaced by a rotation, likewise kept until exit: a request may be signing
+ * with one, and a response may still be sending its chain. */
+struct retired_authority {
+	struct ca_authority *authority;
+	struct retired_authority *next;
+};
+
 struct daemon {
 	const char *dir, *config, *password_file;
 	const struct cfg_strlist *listen_override;
@@ -75,9 +97,15 @@ struct daemon {
 	struct token_verifier *admin;
 	struct token_signer *minter;
 	EVP_PKEY *audit_key;
+	struct retired_authority *retired_authorities;
+	char
+	    authority_files[512]; /* stat of the intermediate files the authority was loaded from */
 	struct cfg_strlist admin_ids, auditor_ids; /* copies: read at start-up only */
-	int64_t renew_grace;                       /* read at start-up only (TLS and API agree) */
-	uint64_t published_tree_size;              /* of the last DIR/sth.json written */
+	int64_t renew_grace; /* read at start-up only (TLS and API agree) */
+	struct scheduler scheduler;
+	struct rotation_duty rotation_duty;
+	struct prune_duty prune_duty;
+	struct tree_head_duty tree_head_duty;
 	struct server_identity server;
 	struct tls_ctx_slot *tls;
 	struct api *api;
@@ -123,7 +151,7 @@ make_server_ctx(struct daemon *d, struct ac_err *err)
 	struct cfg_strlist names = {NULL, 0};
 	struct server_identity fresh;
 	struct tls_server_config cfg;
-	STACK_OF(X509) *chain = NULL, *roots = NULL;
+	STACK_OF(X509) *chain = NULL, *roots = NULL, *untrusted = NULL;
 	SSL_CTX *ctx = NULL;
 
 	memset(&fresh, 0, sizeof(fresh));
@@ -143,12 +171,23 @@ make_server_ctx(struct daemon *d, struct ac_err *err)
 			ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 			goto out;
 		}
+	/* Clients may hold leaves of the next or the retiring intermediate during a rotation. */
+	if ((untrusted = sk_X509_dup(chain)) == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	for (int i = 0; d->authority->rotating != NULL && i < sk_X509_num(d->authority->rotating);
+	     i++)
+		if (!sk_X509_push(untrusted, sk_X509_value(d->authority->rotating, i))) {
+			ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+			goto out;
+		}
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.cert = fresh.cert;
 	cfg.chain = chain;
 	cfg.key = fresh.key;
 	cfg.client_roots = roots;
-	cfg.client_untrusted = chain;
+	cfg.client_untrusted = untrusted;
 	cfg.client_auth = TLS_CLIENT_AUTH_OPTIONAL;
 	cfg.client_expired_grace = d->renew_grace;
 	ctx = tls_server_ctx_new(&cfg, err);
@@ -160,6 +199,7 @@ make_server_ctx(struct daemon *d, struct ac_err *err)
 out:
 	server_identity_free(&fresh);
 	sk_X509_free(chain); /* the certificates belong to the authority */
+	sk_X509_free(untrusted);
 	sk_X509_free(roots);
 	cfg_strlist_free(&names);
 	return ctx;
@@ -183,46 +223,170 @@ rotate_server_cert(struct daemon *d, const char *why)
 	log_info("server_cert_rotated", "server certificate %s in use (%s)", d->server.serial, why);
 }
 
-/* Publish the signed tree head in DIR/sth.json when the log has grown since the last one
- * (called every second): auditors and mirrors copy it from there, or ask GET
- * /v1/audit/sth. */
+/* A summary of the files the authority is loaded from (inode, size, mtime of each), to see
+ * a rotation step taken by another process. */
 static void
-publish_sth(struct daemon *d)
+authority_files_stat(const char *dir, char *out, size_t len)
 {
-	char path[4096], *text = NULL, head_hash[LOG_HASH_HEX_LEN + 1];
-	struct ac_err err;
-	struct sth sth;
-	json_t *doc = NULL;
-	uint64_t head = 0;
+	static const char *const files[] = {"intermediate.pem", "intermediate.key",
+	                                    CA_FILE_NEXT_CERT, CA_FILE_PREV_CERT};
+	size_t used = 0;
 
-	ac_err_clear(&err);
-	/* A cheap look first: most seconds nothing was committed. */
-	if (store_log_head(d->store, &head, head_hash, &err) != 0)
-		goto fail;
-	if (head == d->published_tree_size && head != 0)
-		return;
-	if (audit_sth_make(d->store, d->audit_key, &sth, &err) != 0)
-		goto fail;
-	if (sth.tree_size == d->published_tree_size)
-		return;
-	doc = sth_to_json(&sth);
-	text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-	if (text == NULL) {
-		ac_err_set(&err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
-		goto fail;
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]) && used < len; i++) {
+		char path[4096];
+		struct stat st;
+
+		if (path_join(path, sizeof(path), dir, files[i], NULL) != 0 || stat(path, &st) != 0)
+			memset(&st, 0, sizeof(st));
+		used += (size_t)snprintf(out + used, len - used, "%llu:%lld:%lld.%09ld;",
+		                         (unsigned long long)st.st_ino, (long long)st.st_size,
+		                         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 	}
-	if (path_join(path, sizeof(path), d->dir, "sth.json", &err) != 0 ||
-	    atomic_write_file(path, text, strlen(text), 0644, &err) != 0)
-		goto fail;
-	d->published_tree_size = sth.tree_size;
-	log_info("sth_published", "signed tree head for %llu entries published",
-	         (unsigned long long)sth.tree_size);
-	goto out;
-fail:
-	log_warn("sth_publish_failed", "%s", err.msg);
-out:
-	free(text);
-	json_decref(doc);
+}
+
+/* Load the authority again when its files changed, and swap it in: new requests sign with
+ * the new one, requests in flight finish with the one they started with. */
+static int
+duty_authority(void *arg, int64_t now, struct duty_report *rep, struct ac_err *err)
+{
+	struct daemon *d = arg;
+	struct retired_authority *old;
+	struct ca_authority *fresh;
+	char files[sizeof(d->authority_files)];
+	int switched;
+
+	(void)now;
+	authority_files_stat(d->dir, files, sizeof(files));
+	if (strcmp(files, d->authority_files) == 0)
+		return 0;
+	if ((old = calloc(1, sizeof(*old))) == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	if ((fresh = ca_authority_load(d->dir, d->password_file, err)) == NULL) {
+		free(old);
+		return -1;
+	}
+	authority_files_stat(d->dir, d->authority_files, sizeof(d->authority_files));
+	switched = strcmp(fresh->intermediate_fingerprint, d->authority->intermediate_fingerprint);
+	old->authority = d->authority;
+	old->next = d->retired_authorities;
+	d->retired_authorities = old;
+	d->authority = fresh;
+	__atomic_store_n(&d->issuer.authority, fresh, __ATOMIC_RELEASE);
+	if (switched != 0)
+		snprintf(rep->did, sizeof(rep->did), "intermediate %s now signs new certificates",
+		         fresh->intermediate_fingerprint);
+	else
+		snprintf(rep->did, sizeof(rep->did),
+		         "intermediate files changed; %d rotating intermediate%s accepted from "
+		         "clients",
+		         sk_X509_num(fresh->rotating),
+		         sk_X509_num(fresh->rotating) == 1 ? "" : "s");
+	/* The server certificate follows the signer; the client chain follows the rotation. */
+	rotate_server_cert(d, switched != 0 ? "intermediate rotated" : "rotation changed");
+	return 0;
+}
+
+static int
+duty_bundle(void *arg, int64_t now, struct duty_report *rep, struct ac_err *err)
+{
+	struct daemon *d = arg;
+
+	(void)now;
+	(void)rep;
+	return api_reload_bundle(d->api, err); /* logs bundle_changed itself */
+}
+
+static int
+duty_server_cert(void *arg, int64_t now, struct duty_report *rep, struct ac_err *err)
+{
+	struct daemon *d = arg;
+
+	(void)err;
+	if (now >= d->server.renew_at)
+		rotate_server_cert(d, "two thirds of its lifetime passed");
+	/* On failure renew_at has not moved: try again next second. */
+	rep->next_due = d->server.renew_at > now ? d->server.renew_at : now + 1;
+	return 0;
+}
+
+static int
+bundle_probe(void *arg, const char *fingerprint, int64_t *sequence)
+{
+	struct daemon *d = arg;
+
+	return api_bundle_carries(d->api, fingerprint, sequence);
+}
+
+/* A rotation step changed DIR: reload what serves from it now, not on the next tick. */
+static void
+rotation_changed(void *arg, enum rotation_outcome outcome)
+{
+	struct daemon *d = arg;
+	struct duty_report rep;
+	struct ac_err err;
+
+	(void)outcome;
+	ac_err_clear(&err);
+	rep.did[0] = '\0';
+	if (duty_authority(d, 0, &rep, &err) != 0)
+		log_error("authority_reload_failed", "%s; keeping the running authority", err.msg);
+	else if (rep.did[0] != '\0')
+		log_info("duty", "authority: %s", rep.did);
+	ac_err_clear(&err);
+	if (api_reload_bundle(d->api, &err) != 0)
+		log_error("bundle_reload_failed", "%s; keeping the running bundle", err.msg);
+}
+
+/* Run the due duties, then hand /metrics their counters and the intermediates' states. */
+static void
+run_duties(struct daemon *d)
+{
+	char text[8192];
+	size_t used;
+	struct ac_err err;
+	int64_t now = time_now();
+
+	scheduler_tick(&d->scheduler, now);
+	used = scheduler_metrics(&d->scheduler, now, text, sizeof(text));
+	rotation_duty_metrics(&d->rotation_duty, text + used, sizeof(text) - used);
+	ac_err_clear(&err);
+	if (api_set_daemon_metrics(d->api, text, &err) != 0)
+		log_warn("metrics_failed", "%s", err.msg);
+}
+
+/* The scheduler's duties, in the order they run within one tick. */
+static int
+schedule(struct daemon *d, struct ac_err *err)
+{
+	scheduler_init(&d->scheduler);
+	d->rotation_duty.dir = d->dir;
+	d->rotation_duty.password_file = d->password_file;
+	d->rotation_duty.store = d->store;
+	d->rotation_duty.settings = &d->settings->rotation;
+	d->rotation_duty.bundle_probe = bundle_probe;
+	d->rotation_duty.bundle_arg = d;
+	d->rotation_duty.changed = rotation_changed;
+	d->rotation_duty.changed_arg = d;
+	d->rotation_duty.supersede_at = &d->issuer.supersede_at;
+	d->prune_duty.store = d->store;
+	d->prune_duty.settings = &d->settings->rotation;
+	d->tree_head_duty.dir = d->dir;
+	d->tree_head_duty.store = d->store;
+	d->tree_head_duty.audit_key = d->audit_key;
+	if (scheduler_add(&d->scheduler, "authority", TICK_SECONDS, 0, duty_authority, d, err) !=
+	        0 ||
+	    scheduler_add(&d->scheduler, "bundle", TICK_SECONDS, 0, duty_bundle, d, err) != 0 ||
+	    scheduler_add(&d->scheduler, "rotation", ROTATION_CHECK_SECONDS, 0, duty_rotation,
+	                  &d->rotation_duty, err) != 0 ||
+	    scheduler_add(&d->scheduler, "server_cert", TICK_SECONDS, d->server.renew_at,
+	                  duty_server_cert, d, err) != 0 ||
+	    scheduler_add(&d->scheduler, "tree_head", TICK_SECONDS, 0, duty_tree_head,
+	                  &d->tree_head_duty, err) != 0 ||
+	    scheduler_add(&d->scheduler, "prune", PRUNE_SECONDS, 0, duty_prune, &d->prune_duty,
+	                  err) != 0)
+		return -1;
+	return 0;
 }
 
 /* SIGHUP: a new configuration, validated before it replaces the running one. */
@@ -251,6 +415,8 @@ reload(struct daemon *d)
 	d->settings = fresh;
 	/* Requests in flight keep the policy they read; new ones see the new one. */
 	__atomic_store_n(&d->issuer.policy, &fresh->policy, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->rotation_duty.settings, &fresh->rotation, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->prune_duty.settings, &fresh->rotation, __ATOMIC_RELEASE);
 	apply_log_level(fresh);
 	log_info("config_reloaded", "configuration reloaded");
 	rotate_server_cert(d, "reload");
@@ -274,6 +440,7 @@ start(struct daemon *d, struct ac_err *err)
 	SSL_CTX *ctx;
 	const struct cfg_strlist *listen;
 
+	authority_files_stat(d->dir, d->authority_files, sizeof(d->authority_files));
 	d->authority = ca_authority_load(d->dir, d->password_file, err);
 	if (d->authority == NULL)
 		return -1;
@@ -363,6 +530,8 @@ start(struct daemon *d, struct ac_err *err)
 	if (d->front == NULL)
 		return -1;
 	api_set_front(d->api, d->front);
+	if (schedule(d, err) != 0)
+		return -1;
 
 	for (size_t i = 0; i < listen->count; i++)
 		log_info("listening", "HTTPS API on %s (port %d)", listen->items[i],
@@ -401,6 +570,13 @@ stop(struct daemon *d)
 		d->retired = next;
 	}
 	ca_authority_free(d->authority);
+	while (d->retired_authorities != NULL) {
+		struct retired_authority *next = d->retired_authorities->next;
+
+		ca_authority_free(d->retired_authorities->authority);
+		free(d->retired_authorities);
+		d->retired_authorities = next;
+	}
 }
 
 int
@@ -469,21 +645,21 @@ cmd_serve(int argc, char **argv)
 		rc = cli_fail("serve", &err);
 		goto out;
 	}
-	publish_sth(&d);
+	run_duties(&d);
 	for (;;) {
-		struct timespec tick = {STH_PUBLISH_INTERVAL, 0};
+		struct timespec tick = {TICK_SECONDS, 0};
 		int sig = sigtimedwait(&signals, NULL, &tick);
 
 		if (sig == SIGHUP) {
 			reload(&d);
+			scheduler_run_soon(&d.scheduler, "authority");
+			scheduler_run_soon(&d.scheduler, "rotation");
 		} else if (sig == SIGTERM || sig == SIGINT) {
 			log_info("shutdown", "received %s, draining and stopping",
 			         sig == SIGINT ? "SIGINT" : "SIGTERM");
 			break;
 		}
-		if (time_now() >= d.server.renew_at)
-			rotate_server_cert(&d, "two thirds of its lifetime passed");
-		publish_sth(&d);
+		run_duties(&d);
 	}
 	rc = EXIT_OK;
 out:

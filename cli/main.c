@@ -14,6 +14,7 @@ static const struct cli_command commands[] = {
     {"init", cmd_init, "create a CA: a root and an intermediate, or an intermediate CSR"},
     {"ca import", cmd_ca_import, "install an intermediate signed by a corporate root"},
     {"ca show", cmd_ca_show, "print the chain, fingerprints, key states and policy"},
+    {"ca rotate", cmd_ca_rotate, "take the next intermediate rotation step now"},
     {"trust add", cmd_trust_add, "add extra roots to the trust bundle"},
     {"issue", cmd_issue, "issue a certificate offline from a CSR"},
     {"serve", cmd_serve, "run the CA daemon"},

@@ -59,6 +59,8 @@ static const struct cfg_field settings_fields[] = {
      "issuance policy"},
     {"store", CFG_OBJECT, offsetof(struct agentca_settings, store), 0, 0, store_fields,
      "the embedded store"},
+    {"rotation", CFG_OBJECT, offsetof(struct agentca_settings, rotation), 0, 0,
+     rotation_settings_fields, "intermediate rotation and pruning (scheduler)"},
     CFG_END,
 };
 
@@ -129,6 +131,7 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 	s->rate_limits.identity_per_second = 5;
 	s->rate_limits.identity_burst = 20;
 	s->store.group_commit_max = 256;
+	rotation_settings_defaults(&s->rotation);
 	if (ca_policy_defaults(&s->policy, trust_domain != NULL ? trust_domain : "", err) != 0)
 		return -1;
 
@@ -146,6 +149,10 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 	if (s->log_level != NULL && ac_log_level_parse(s->log_level, &level) != 0) {
 		ac_err_set(err, AC_ERR_INVALID, "config_invalid",
 		           "%s: \"log_level\" must be debug, info, warn or error", config_path);
+		goto fail;
+	}
+	if (rotation_settings_validate(&s->rotation, err) != 0) {
+		ac_err_wrap(err, "%s", config_path != NULL ? config_path : "default settings");
 		goto fail;
 	}
 	if (ca_policy_validate(&s->policy, err) != 0) {
@@ -185,6 +192,7 @@ settings_free(struct agentca_settings *s)
 	cfg_strlist_free(&s->auditor_ids);
 	free(s->store.path);
 	s->store.path = NULL;
+	rotation_settings_free(&s->rotation);
 }
 
 void

@@ -7,7 +7,8 @@
  *     "log_level": "info",
  *     "listen": ["127.0.0.1:8443"], "server_names": [], "http_threads": 0,
  *     "policy": { ...ca/policy.h: ca_policy_fields... },
- *     "store":  { "path": "agentca.db", "busy_timeout_ms": 5000, "group_commit_max": 256 }
+ *     "store":  { "path": "agentca.db", "busy_timeout_ms": 5000, "group_commit_max": 256 },
+ *     "rotation": { ...ca/rotate.h: rotation_settings_fields... }
  *   }
  *
  * Every setting has a default, so a missing file section (or `--dir` alone) works.
@@ -19,6 +20,7 @@
 #include <stdio.h>
 
 #include "ca/policy.h"
+#include "ca/rotate.h"
 #include "common/error.h"
 #include "store/store.h"
 
@@ -45,6 +47,7 @@ struct agentca_settings {
 	struct rate_limit_settings rate_limits;
 	struct ca_policy policy;
 	struct store_settings store;
+	struct rotation_settings rotation; /* ca/rotate.h: intermediate rotation, pruning */
 	char store_path_resolved[4096];
 };
 

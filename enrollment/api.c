@@ -45,6 +45,7 @@ static const struct route {
     {"GET", "/healthz", "healthz", handle_healthz},
     {"GET", "/metrics", "metrics", handle_metrics},
     {"GET", "/v1/bundle", "bundle", handle_bundle},
+    {"POST", "/v1/bundle/ack", "bundle_ack", handle_bundle_ack},
     {"GET", "/v1/crl", "crl", handle_crl},
     {"POST", "/v1/enroll", "enroll", handle_enroll},
     {"POST", "/v1/renew", "renew", handle_renew},
@@ -492,6 +493,7 @@ api_start(const struct api_options *opts, struct ac_err *err)
 		goto fail;
 	api->audit_key = opts->audit_key;
 	pthread_mutex_init(&api->crl_lock, NULL);
+	pthread_mutex_init(&api->daemon_metrics_lock, NULL);
 	api->exports = api_exports_new();
 	if (api->exports == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
@@ -561,6 +563,8 @@ api_stop(struct api *api)
 	metrics_free(api->metrics);
 	OPENSSL_free(api->crl_der);
 	pthread_mutex_destroy(&api->crl_lock);
+	pthread_mutex_destroy(&api->daemon_metrics_lock);
+	free(api->daemon_metrics);
 	ratelimit_free(api->per_address);
 	ratelimit_free(api->per_identity);
 	api_bundle_free(api->bundle);

@@ -10,6 +10,7 @@
  *   GET  /metrics        Prometheus text format
  *   GET  /v1/bundle      the trust bundle as PEM (root and added roots); ETag; with
  *                        If-None-Match and ?wait=30s it answers when the bundle changes
+ *   POST /v1/bundle/ack  mTLS: {sequence}, the bundle's spiffe_sequence a gateway holds
  *   POST /v1/enroll      {token, csr} -> {certificate, chain, not_after, renew_after, serial}
  *   POST /v1/renew       mTLS with a current certificate (or one expired within renew_grace);
  *                        {csr}
@@ -79,6 +80,14 @@ void api_set_front(struct api *api, struct front *front);
 /* Rebuild the trust bundle from DIR/root.pem and DIR/trust.pem (SIGHUP); long-polling
  * clients are answered at once when it changed. */
 int api_reload_bundle(struct api *api, struct ac_err *err);
+
+/* 1 when the bundle now served carries the certificate with this SHA-256 fingerprint (hex),
+ * else 0; *sequence gets the bundle's SPIFFE sequence number either way. */
+int api_bundle_carries(struct api *api, const char *fingerprint, int64_t *sequence);
+
+/* Replace the Prometheus text the daemon adds to /metrics (the scheduler's duties, the
+ * intermediates' states); copied. */
+int api_set_daemon_metrics(struct api *api, const char *text, struct ac_err *err);
 
 /* First step of a shutdown: answer the long-polls now, so that draining does not wait for
  * them. */

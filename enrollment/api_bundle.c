@@ -1,6 +1,18 @@
 /*
  * api_bundle.c - GET /v1/bundle: the trust bundle (our root and the roots added with
- * `trust add`), its reload, and the long-poll that lets gateways learn of a change at once.
+ * `trust add`), its reload, and the long-poll that lets gateways learn of a change at once;
+ * POST /v1/bundle/ack: a gateway reports the bundle sequence it holds (intermediate
+ * rotation waits for these when acknowledgments are on, ca/rotate.h).
+ *
+ * While an intermediate rotation is under way (DIR holds next-intermediate.pem or
+ * previous-intermediate.pem), the bundle also carries every intermediate in the rotation:
+ * the next, the active and the retiring one, after the roots. Peers that present only their
+ * leaf then still find a path, whichever intermediate signed it; peers that present their
+ * chain verify to the same root as before. Outside a rotation the bundle is the roots alone.
+ *
+ * The SPIFFE sequence number grows with every change of content and survives restarts: it is
+ * kept with the content's ETag in DIR/bundle-sequence.json, so the sequence a gateway
+ * acknowledged still means the same bundle after the daemon restarts.
  *
  * The bundle is PEM built from DIR/root.pem and DIR/trust.pem, with an ETag that is a hash
  * of its bytes; with "Accept: application/json" it is the SPIFFE bundle: the same roots as
@@ -31,6 +43,8 @@
 #include "enrollment/waitlist.h"
 
 #define BUNDLE_WAIT_MAX 300 /* seconds */
+#define BUNDLE_CERTS_MAX 64 /* fingerprints remembered for api_bundle_carries() */
+#define BUNDLE_SEQUENCE_FILE "bundle-sequence.json"
 
 struct api_bundle {
 	char *dir;
@@ -41,6 +55,9 @@ struct api_bundle {
 	char etag[68];
 	char *jwks; /* the SPIFFE bundle (JWKS), for Accept: application/json */
 	size_t jwks_len;
+	int64_t sequence;
+	char fingerprints[BUNDLE_CERTS_MAX][65]; /* of the certificates in the bundle */
+	size_t fingerprint_count;
 	struct waitlist waiters; /* parked long-polls (waitlist.h) */
 	int stopping;
 	pthread_t timer;
@@ -154,13 +171,58 @@ out:
 	return jwk;
 }
 
-/* Read root.pem and trust.pem (when present) and encode them as one PEM bundle. */
+/*
+ * The sequence for content with this ETag: the stored one when the content is unchanged,
+ * else a new one above it (the current time, or the stored one + 1 if the clock is behind),
+ * stored before it is served.
+ */
+static int
+bundle_sequence(const char *dir, const char *etag, int64_t *sequence, struct ac_err *err)
+{
+	char path[4096], *text = NULL;
+	json_t *doc = NULL;
+	int64_t stored = 0;
+	int rc = -1;
+
+	if (path_join(path, sizeof(path), dir, BUNDLE_SEQUENCE_FILE, err) != 0)
+		goto out;
+	if (path_exists(path)) {
+		json_error_t jerr;
+		json_t *old = json_load_file(path, 0, &jerr);
+		const char *old_etag = json_string_value(json_object_get(old, "etag"));
+
+		stored = json_integer_value(json_object_get(old, "sequence"));
+		if (old_etag != NULL && strcmp(old_etag, etag) == 0 && stored > 0) {
+			*sequence = stored;
+			json_decref(old);
+			rc = 0;
+			goto out;
+		}
+		json_decref(old);
+	}
+	*sequence = time_now() > stored ? time_now() : stored + 1;
+	doc = json_pack("{s:s, s:I}", "etag", etag, "sequence", (json_int_t)*sequence);
+	if (doc == NULL || (text = json_dumps(doc, JSON_COMPACT)) == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	rc = atomic_write_file(path, text, strlen(text), 0644, err);
+out:
+	free(text);
+	json_decref(doc);
+	return rc;
+}
+
+/* Read root.pem and trust.pem (when present), and during a rotation the intermediates, and
+ * encode them as one PEM bundle. */
 static int
 bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwks, size_t *jwks_len,
-             struct ac_err *err)
+             int64_t *sequence, char (*fps)[65], size_t *fp_count, struct ac_err *err)
 {
 	json_t *keys = json_array(), *doc = NULL;
-	static const char *const files[] = {"root.pem", "trust.pem"};
+	static const char *const files[] = {"root.pem", "trust.pem", "next-intermediate.pem",
+	                                    "intermediate.pem", "previous-intermediate.pem"};
+	int rotating;
 	unsigned char digest[32];
 	char path[4096], hex[65], *data;
 	BIO *bio = BIO_new(BIO_s_mem());
@@ -168,6 +230,9 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwk
 	int rc = -1;
 
 	*jwks = NULL;
+	*fp_count = 0;
+	rotating = (path_join(path, sizeof(path), dir, files[2], NULL) == 0 && path_exists(path)) ||
+	           (path_join(path, sizeof(path), dir, files[4], NULL) == 0 && path_exists(path));
 	if (bio == NULL || keys == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		goto out;
@@ -179,11 +244,20 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwk
 			goto out;
 		if (i > 0 && !path_exists(path))
 			continue;
+		if (i >= 2 && !rotating)
+			break;
 		certs = x509_read_pem_file(path, err);
 		if (certs == NULL)
 			goto out;
 		for (int k = 0; k < sk_X509_num(certs); k++) {
 			json_t *jwk = cert_jwk(sk_X509_value(certs, k));
+			unsigned char md[32];
+			unsigned int mdlen = 0;
+
+			if (*fp_count < BUNDLE_CERTS_MAX &&
+			    X509_digest(sk_X509_value(certs, k), EVP_sha256(), md, &mdlen) &&
+			    mdlen == 32)
+				hex_encode(md, 32, fps[(*fp_count)++]);
 
 			if (jwk != NULL)
 				json_array_append_new(keys, jwk);
@@ -212,9 +286,13 @@ bundle_build(const char *dir, char **pem, size_t *len, char etag[68], char **jwk
 	}
 	hex_encode(digest, 16, hex);
 	snprintf(etag, 68, "\"%s\"", hex);
-	/* The SPIFFE bundle: the same roots as JWKs; the sequence is the time this content was
-	 * built, so it grows with every change, also across restarts. */
-	doc = json_pack("{s:O, s:I, s:i}", "keys", keys, "spiffe_sequence", (json_int_t)time_now(),
+	if (bundle_sequence(dir, etag, sequence, err) != 0) {
+		free(*pem);
+		*pem = NULL;
+		goto out;
+	}
+	/* The SPIFFE bundle: the same certificates as JWKs, and the content's sequence. */
+	doc = json_pack("{s:O, s:I, s:i}", "keys", keys, "spiffe_sequence", (json_int_t)*sequence,
 	                "spiffe_refresh_hint", 300);
 	*jwks = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
 	if (*jwks == NULL) {
@@ -269,7 +347,8 @@ api_bundle_new(const char *dir, struct ac_err *err)
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&b->changed, &attr);
 	pthread_condattr_destroy(&attr);
-	if (bundle_build(dir, &b->pem, &b->len, b->etag, &b->jwks, &b->jwks_len, err) != 0)
+	if (bundle_build(dir, &b->pem, &b->len, b->etag, &b->jwks, &b->jwks_len, &b->sequence,
+	                 b->fingerprints, &b->fingerprint_count, err) != 0)
 		goto fail;
 	if (pthread_create(&b->timer, NULL, bundle_timer_main, b) != 0) {
 		ac_err_set(err, AC_ERR_INTERNAL, "thread_failed", "cannot start the bundle timer");
@@ -314,15 +393,20 @@ int
 api_reload_bundle(struct api *api, struct ac_err *err)
 {
 	struct api_bundle *b = api->bundle;
-	char *pem = NULL, *jwks = NULL, etag[68];
-	size_t len = 0, jwks_len = 0;
+	char *pem = NULL, *jwks = NULL, etag[68], fps[BUNDLE_CERTS_MAX][65];
+	size_t len = 0, jwks_len = 0, fp_count = 0;
+	int64_t sequence = 0;
 	int changed;
 
-	if (bundle_build(b->dir, &pem, &len, etag, &jwks, &jwks_len, err) != 0)
+	if (bundle_build(b->dir, &pem, &len, etag, &jwks, &jwks_len, &sequence, fps, &fp_count,
+	                 err) != 0)
 		return -1;
 	pthread_mutex_lock(&b->lock);
 	changed = strcmp(etag, b->etag) != 0;
 	if (changed) {
+		b->sequence = sequence;
+		memcpy(b->fingerprints, fps, sizeof(fps));
+		b->fingerprint_count = fp_count;
 		free(b->pem);
 		free(b->jwks);
 		b->pem = pem;
@@ -338,8 +422,78 @@ api_reload_bundle(struct api *api, struct ac_err *err)
 	free(pem);
 	free(jwks);
 	if (changed)
-		log_info("bundle_changed", "trust bundle reloaded, ETag %s", etag);
+		log_info("bundle_changed", "trust bundle reloaded, ETag %s, sequence %lld", etag,
+		         (long long)sequence);
 	return 0;
+}
+
+int
+api_bundle_carries(struct api *api, const char *fingerprint, int64_t *sequence)
+{
+	struct api_bundle *b = api->bundle;
+	int found = 0;
+
+	pthread_mutex_lock(&b->lock);
+	for (size_t i = 0; i < b->fingerprint_count && !found; i++)
+		found = strcmp(b->fingerprints[i], fingerprint) == 0;
+	*sequence = b->sequence;
+	pthread_mutex_unlock(&b->lock);
+	return found;
+}
+
+/*
+ * POST /v1/bundle/ack {sequence}: over mTLS, a gateway says which bundle it now holds. The
+ * sequence must be one this daemon has served (not above the current one). The highest
+ * sequence per SPIFFE ID is kept in the store.
+ */
+void
+handle_bundle_ack(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                  struct api_response *resp)
+{
+	struct api_bundle *b = api->bundle;
+	struct caller caller;
+	struct ac_err err;
+	json_t *doc = NULL, *seq;
+	int64_t current, sequence;
+
+	ac_err_clear(&err);
+	if (api_resolve_caller(api, conn, &caller, resp) != 0)
+		goto out;
+	if (!caller.peer.present || caller.peer.spiffe_id[0] == '\0') {
+		api_problem(resp, 401, "client_certificate_required",
+		            "a bundle acknowledgment needs the gateway's certificate as the TLS "
+		            "client certificate");
+		goto out;
+	}
+	if ((doc = api_parse_body(req, resp)) == NULL)
+		goto out;
+	seq = json_object_get(doc, "sequence");
+	if (!json_is_integer(seq) || (sequence = json_integer_value(seq)) <= 0) {
+		api_problem(resp, 400, "sequence_invalid",
+		            "\"sequence\" must be the positive spiffe_sequence of a bundle");
+		goto out;
+	}
+	pthread_mutex_lock(&b->lock);
+	current = b->sequence;
+	pthread_mutex_unlock(&b->lock);
+	if (sequence > current) {
+		api_problem(resp, 409, "sequence_unknown",
+		            "that sequence is newer than the bundle this CA serves");
+		goto out;
+	}
+	if (store_bundle_ack(api->issuer->store, caller.peer.spiffe_id, sequence, &err) != 0) {
+		log_error("bundle_ack_failed", "%s", err.msg);
+		api_problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
+		goto out;
+	}
+	log_info("bundle_acked", "%s holds bundle sequence %lld (current %lld)",
+	         caller.peer.spiffe_id, (long long)sequence, (long long)current);
+	api_json_response(resp, 200,
+	                  json_pack("{s:s, s:I, s:I}", "identity", caller.peer.spiffe_id,
+	                            "sequence", (json_int_t)sequence, "current",
+	                            (json_int_t)current));
+out:
+	json_decref(doc);
 }
 
 /* The ?wait= parameter in seconds (0 when absent or bad), capped. */

@@ -57,6 +57,9 @@ struct api {
 	int64_t crl_built;
 	struct ocsp_responder *ocsp;         /* ca/ocsp.c: signs and caches OCSP answers */
 	struct api_revocations *revocations; /* api_revocations.c: the feed and its watcher */
+	/* Gauges the daemon publishes (the scheduler's duties), appended to /metrics. */
+	pthread_mutex_t daemon_metrics_lock;
+	char *daemon_metrics;
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */
@@ -151,6 +154,8 @@ void handle_crl(struct api *api, struct MHD_Connection *conn, struct api_request
                 struct api_response *resp);
 void handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
+void handle_bundle_ack(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                       struct api_response *resp);
 void handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp);
 void handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *req,

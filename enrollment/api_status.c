@@ -104,8 +104,35 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 	}
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
-	if (metrics_render(api->metrics, extra, &resp->body, &resp->len) != 0)
-		api_problem(resp, 500, "internal_error", "cannot render metrics");
+	{
+		char *all = NULL;
+		int rc;
+
+		pthread_mutex_lock(&api->daemon_metrics_lock);
+		if (api->daemon_metrics != NULL &&
+		    asprintf(&all, "%s%s", extra, api->daemon_metrics) < 0)
+			all = NULL;
+		pthread_mutex_unlock(&api->daemon_metrics_lock);
+		rc = metrics_render(api->metrics, all != NULL ? all : extra, &resp->body,
+		                    &resp->len);
+		free(all);
+		if (rc != 0)
+			api_problem(resp, 500, "internal_error", "cannot render metrics");
+	}
+}
+
+int
+api_set_daemon_metrics(struct api *api, const char *text, struct ac_err *err)
+{
+	char *copy = strdup(text);
+
+	if (copy == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	pthread_mutex_lock(&api->daemon_metrics_lock);
+	free(api->daemon_metrics);
+	api->daemon_metrics = copy;
+	pthread_mutex_unlock(&api->daemon_metrics_lock);
+	return 0;
 }
 
 /*

@@ -267,3 +267,37 @@ store_stats(struct store *st, struct store_stats *out)
 {
 	group_commit_stats(st->gc, out);
 }
+
+int
+store_intermediate_list(struct store *st, struct intermediate_row *rows, size_t max, size_t *n,
+                        struct ac_err *err)
+{
+	return st->ops->intermediate_list(st, rows, max, n, err);
+}
+
+int
+store_cert_count_by_issuer(struct store *st, const char *issuer_fingerprint, int64_t at,
+                           int64_t *count, int64_t *last_not_after, struct ac_err *err)
+{
+	return st->ops->cert_count_by_issuer(st, issuer_fingerprint, at, count, last_not_after,
+	                                     err);
+}
+
+int
+store_prune(struct store *st, int64_t expired_before, int64_t *certs, int64_t *tokens,
+            struct ac_err *err)
+{
+	return st->ops->prune(st, expired_before, certs, tokens, err);
+}
+
+int
+store_bundle_ack(struct store *st, const char *identity, int64_t sequence, struct ac_err *err)
+{
+	return st->ops->bundle_ack(st, identity, sequence, err);
+}
+
+int
+store_bundle_ack_get(struct store *st, const char *identity, int64_t *sequence, struct ac_err *err)
+{
+	return st->ops->bundle_ack_get(st, identity, sequence, err);
+}

@@ -63,6 +63,28 @@ struct cert_row {
 	size_t der_len;
 };
 
+/* An intermediate CA's place in the rotation (ca/rotate.h), written in the same unit as the
+ * log entry that records the step. Strings are borrowed for the call. */
+struct intermediate_record {
+	const char *fingerprint; /* hex SHA-256 of the certificate's DER */
+	const char *state;       /* "prepared", "published", "active", "retiring", "retired" */
+	int64_t not_before, not_after;
+	int64_t published_at;    /* unix seconds it was first served in the bundle; 0: not yet */
+	int64_t bundle_sequence; /* the first bundle sequence that carried it; 0: not yet */
+};
+
+/* An intermediate as stored (see store_intermediate_list). */
+struct intermediate_row {
+	char fingerprint[65];
+	char state[16];
+	int64_t not_before, not_after;
+	int64_t published_at, bundle_sequence;
+	int64_t changed_at; /* unix seconds of the last state change */
+	uint64_t log_seq;   /* the entry that recorded the last state change */
+};
+
+#define STORE_INTERMEDIATES_MAX 16
+
 /* One unit of work. The caller fills the inputs; the store fills the outputs. */
 struct store_write {
 	/* inputs */
@@ -73,6 +95,7 @@ struct store_write {
 	const char *revoke_serial;      /* NULL: none; else revoke it (fails if absent/revoked) */
 	const char *revoke_reason;      /* RFC 5280 reason name ("keyCompromise"), or NULL */
 	int64_t revoked_at;             /* unix seconds; 0: the commit time */
+	const struct intermediate_record *intermediate; /* NULL: none; else insert or update */
 	/* outputs */
 	uint64_t seq; /* the entry's sequence number (1-based) */
 	char hash[LOG_HASH_HEX_LEN + 1];
@@ -208,6 +231,29 @@ typedef int (*cert_summary_fn)(void *arg, const struct cert_summary *row);
 int store_cert_list(struct store *st, const struct cert_filter *filter, cert_summary_fn fn,
                     void *arg, struct ac_err *err);
 
+/* Every intermediate the rotation knows (at most STORE_INTERMEDIATES_MAX, newest first;
+ * retired ones beyond that are left out). */
+int store_intermediate_list(struct store *st, struct intermediate_row *rows, size_t max, size_t *n,
+                            struct ac_err *err);
+
+/* Certificates the CA with this fingerprint issued that are unrevoked and unexpired at `at`,
+ * and the latest not_after among them (0 when none). */
+int store_cert_count_by_issuer(struct store *st, const char *issuer_fingerprint, int64_t at,
+                               int64_t *count, int64_t *last_not_after, struct ac_err *err);
+
+/* Remove from the hot tables what expired before `expired_before`: certificate rows and used
+ * token marks (the log keeps every entry). *certs and *tokens get how many went. */
+int store_prune(struct store *st, int64_t expired_before, int64_t *certs, int64_t *tokens,
+                struct ac_err *err);
+
+/* A gateway reported the bundle sequence it now holds (POST /v1/bundle/ack). Keeps the
+ * highest sequence each identity has reported. */
+int store_bundle_ack(struct store *st, const char *identity, int64_t sequence, struct ac_err *err);
+
+/* The highest sequence `identity` has reported; 0 when it never has. */
+int store_bundle_ack_get(struct store *st, const char *identity, int64_t *sequence,
+                         struct ac_err *err);
+
 /* The backend's interface. store.c owns the committer and dispatches to these. */
 struct store_ops {
 	const char *name;
@@ -231,6 +277,16 @@ struct store_ops {
 	                 void *arg, struct ac_err *err);
 	int (*revoked_scan)(struct store *st, int64_t not_after_min, revoked_row_fn fn, void *arg,
 	                    struct ac_err *err);
+	int (*intermediate_list)(struct store *st, struct intermediate_row *rows, size_t max,
+	                         size_t *n, struct ac_err *err);
+	int (*cert_count_by_issuer)(struct store *st, const char *issuer_fingerprint, int64_t at,
+	                            int64_t *count, int64_t *last_not_after, struct ac_err *err);
+	int (*prune)(struct store *st, int64_t expired_before, int64_t *certs, int64_t *tokens,
+	             struct ac_err *err);
+	int (*bundle_ack)(struct store *st, const char *identity, int64_t sequence,
+	                  struct ac_err *err);
+	int (*bundle_ack_get)(struct store *st, const char *identity, int64_t *sequence,
+	                      struct ac_err *err);
 };
 
 #endif

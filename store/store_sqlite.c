@@ -101,6 +101,23 @@ static const char *const migrations[] = {
      " BEGIN SELECT RAISE(ABORT, 'the merkle tree is append-only'); END;"
      "CREATE TRIGGER merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes"
      " BEGIN SELECT RAISE(ABORT, 'the merkle tree is append-only'); END;"),
+    /* 4: intermediate rotation (ca/rotate.h): each intermediate's state, and the bundle
+     * sequence each gateway has acknowledged. */
+    ("CREATE TABLE intermediates ("
+     " fingerprint TEXT PRIMARY KEY,"
+     " state TEXT NOT NULL,"
+     " not_before INTEGER NOT NULL,"
+     " not_after INTEGER NOT NULL,"
+     " published_at INTEGER NOT NULL DEFAULT 0,"
+     " bundle_sequence INTEGER NOT NULL DEFAULT 0,"
+     " changed_at INTEGER NOT NULL,"
+     " log_seq INTEGER NOT NULL);"
+     "CREATE TABLE bundle_acks ("
+     " identity TEXT PRIMARY KEY,"
+     " sequence INTEGER NOT NULL,"
+     " acked_at INTEGER NOT NULL);"
+     "CREATE INDEX certificates_issuer ON certificates(issuer_fingerprint, not_after);"
+     "CREATE INDEX used_tokens_expires ON used_tokens(expires);"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -121,6 +138,7 @@ enum wstmt {
 	W_LOG,
 	W_NODE_GET,
 	W_NODE_PUT,
+	W_INTERMEDIATE,
 	W_COUNT
 };
 
@@ -142,6 +160,12 @@ static const char *const write_sql[W_COUNT] = {
                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
     [W_NODE_GET] = "SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2",
     [W_NODE_PUT] = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
+    [W_INTERMEDIATE] = ("INSERT INTO intermediates (fingerprint, state, not_before, not_after,"
+                        " published_at, bundle_sequence, changed_at, log_seq)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                        " ON CONFLICT (fingerprint) DO UPDATE SET state = ?2,"
+                        " published_at = ?5, bundle_sequence = ?6, changed_at = ?7,"
+                        " log_seq = ?8"),
 };
 
 /* The readers' statements. */
@@ -767,6 +791,12 @@ validate_unit(const struct store_write *w, char serial[SERIAL_HEX_MAX + 1],
 		return ac_err_set(err, AC_ERR_INVALID, "serial_invalid",
 		                  "%s entry: serial to revoke is not 1 to %d hex digits",
 		                  w->entry->kind, SERIAL_HEX_MAX);
+	if (w->intermediate != NULL &&
+	    (w->intermediate->fingerprint == NULL || strlen(w->intermediate->fingerprint) != 64 ||
+	     w->intermediate->state == NULL || strlen(w->intermediate->state) >= 16))
+		return ac_err_set(err, AC_ERR_INVALID, "intermediate_invalid",
+		                  "%s entry: intermediate fingerprint or state malformed",
+		                  w->entry->kind);
 	if (c == NULL)
 		return 0;
 	if (serial_normalize(c->serial, serial) != 0)
@@ -874,6 +904,32 @@ insert_log(struct sqlite_store *s, const struct log_entry *e, uint64_t seq, int6
 	return finish(stmt, rc);
 }
 
+/* Record an intermediate's rotation state, by the entry seq that records the change. */
+static int
+upsert_intermediate(struct sqlite_store *s, const struct intermediate_record *r, uint64_t seq,
+                    int64_t time_ms)
+{
+	sqlite3_stmt *stmt = s->w[W_INTERMEDIATE];
+	int rc;
+
+	rc = bind_text(stmt, 1, r->fingerprint);
+	if (rc == SQLITE_OK)
+		rc = bind_text(stmt, 2, r->state);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 3, r->not_before);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 4, r->not_after);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 5, r->published_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 6, r->bundle_sequence);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 7, time_ms / 1000);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 8, (sqlite3_int64)seq);
+	return finish(stmt, rc);
+}
+
 /*
  * One unit inside the open transaction, in its own savepoint: certificate, used token, log
  * entry chained onto (*seq, head). Returns 0 when the unit is in (and advances *seq and
@@ -975,6 +1031,14 @@ commit_unit(struct sqlite_store *s, struct store_write *w, uint64_t *seq,
 	/* The leaf in the entry's savepoint: never one without the other. */
 	if (merkle_append(s, next, canonical, canonical_len, err) != 0)
 		goto out;
+	if (w->intermediate != NULL) {
+		if ((rc = fault(s, "intermediate")) == SQLITE_OK)
+			rc = upsert_intermediate(s, w->intermediate, next, time_ms);
+		if (rc != SQLITE_OK) {
+			db_error(s, s->wdb, rc, "recording the intermediate's rotation state", err);
+			goto out;
+		}
+	}
 
 	if ((rc = finish(s->w[W_RELEASE], SQLITE_OK)) != SQLITE_OK) {
 		db_error(s, s->wdb, rc, "releasing a savepoint", err);
@@ -1374,6 +1438,207 @@ out:
 	return ret;
 }
 
+/* Run one statement on a short-lived connection of its own: the rare writes that are not
+ * log units (pruning, acknowledgments) and the reads the rotation makes now and then. The
+ * statement is prepared from sql, bound by bind(), and each row handed to row(). */
+typedef int (*bind_fn)(sqlite3_stmt *stmt, const void *arg);
+typedef int (*row_fn)(sqlite3_stmt *stmt, void *arg);
+
+static int
+run_own(struct sqlite_store *s, const char *sql, bind_fn bind, const void *bind_arg, row_fn row,
+        void *row_arg, int64_t *changes, const char *what, struct ac_err *err)
+{
+	sqlite3_stmt *stmt = NULL;
+	sqlite3 *db = NULL;
+	int rc, ret = -1;
+
+	if (open_connection(s, &db, err) != 0)
+		goto out;
+	if ((rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)) != SQLITE_OK ||
+	    (bind != NULL && (rc = bind(stmt, bind_arg)) != SQLITE_OK)) {
+		db_error(s, db, rc, what, err);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		if (row != NULL && row(stmt, row_arg) != 0) {
+			ac_err_set(err, AC_ERR_STORE, "store_error", "%s: %s: malformed row",
+			           s->path, what);
+			goto out;
+		}
+	if (rc != SQLITE_DONE) {
+		db_error(s, db, rc, what, err);
+		goto out;
+	}
+	if (changes != NULL)
+		*changes = sqlite3_changes64(db);
+	ret = 0;
+out:
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return ret;
+}
+
+struct intermediate_rows {
+	struct intermediate_row *rows;
+	size_t max, n;
+};
+
+static int
+intermediate_row_read(sqlite3_stmt *stmt, void *arg)
+{
+	struct intermediate_rows *out = arg;
+	struct intermediate_row *r;
+	const unsigned char *fp = sqlite3_column_text(stmt, 0);
+	const unsigned char *state = sqlite3_column_text(stmt, 1);
+
+	if (fp == NULL || state == NULL || sqlite3_column_bytes(stmt, 0) != 64 ||
+	    sqlite3_column_bytes(stmt, 1) >= (int)sizeof(r->state))
+		return -1;
+	if (out->n >= out->max)
+		return 0;
+	r = &out->rows[out->n++];
+	memset(r, 0, sizeof(*r));
+	memcpy(r->fingerprint, fp, 64);
+	memcpy(r->state, state, (size_t)sqlite3_column_bytes(stmt, 1));
+	r->not_before = sqlite3_column_int64(stmt, 2);
+	r->not_after = sqlite3_column_int64(stmt, 3);
+	r->published_at = sqlite3_column_int64(stmt, 4);
+	r->bundle_sequence = sqlite3_column_int64(stmt, 5);
+	r->changed_at = sqlite3_column_int64(stmt, 6);
+	r->log_seq = (uint64_t)sqlite3_column_int64(stmt, 7);
+	return 0;
+}
+
+static int
+sqlite_intermediate_list(struct store *st, struct intermediate_row *rows, size_t max, size_t *n,
+                         struct ac_err *err)
+{
+	static const char sql[] =
+	    "SELECT fingerprint, state, not_before, not_after, published_at, bundle_sequence,"
+	    " changed_at, log_seq FROM intermediates"
+	    " ORDER BY state = 'retired', log_seq DESC";
+	struct intermediate_rows out = {rows, max, 0};
+	int rc;
+
+	rc = run_own(st->backend, sql, NULL, NULL, intermediate_row_read, &out, NULL,
+	             "listing intermediates", err);
+	*n = out.n;
+	return rc;
+}
+
+struct issuer_query {
+	const char *fingerprint;
+	int64_t at;
+};
+
+static int
+issuer_query_bind(sqlite3_stmt *stmt, const void *arg)
+{
+	const struct issuer_query *q = arg;
+	int rc = bind_text(stmt, 1, q->fingerprint);
+
+	return rc == SQLITE_OK ? sqlite3_bind_int64(stmt, 2, q->at) : rc;
+}
+
+static int
+two_ints_read(sqlite3_stmt *stmt, void *arg)
+{
+	int64_t *out = arg;
+
+	out[0] = sqlite3_column_int64(stmt, 0);
+	out[1] = sqlite3_column_int64(stmt, 1);
+	return 0;
+}
+
+static int
+sqlite_cert_count_by_issuer(struct store *st, const char *issuer_fingerprint, int64_t at,
+                            int64_t *count, int64_t *last_not_after, struct ac_err *err)
+{
+	static const char sql[] = "SELECT count(*), coalesce(max(not_after), 0) FROM certificates"
+	                          " WHERE issuer_fingerprint = ?1 AND not_after > ?2"
+	                          " AND revoked_at = 0";
+	struct issuer_query q = {issuer_fingerprint, at};
+	int64_t out[2] = {0, 0};
+
+	if (run_own(st->backend, sql, issuer_query_bind, &q, two_ints_read, out, NULL,
+	            "counting an intermediate's unexpired certificates", err) != 0)
+		return -1;
+	*count = out[0];
+	*last_not_after = out[1];
+	return 0;
+}
+
+static int
+int64_bind(sqlite3_stmt *stmt, const void *arg)
+{
+	return sqlite3_bind_int64(stmt, 1, *(const int64_t *)arg);
+}
+
+static int
+sqlite_prune(struct store *st, int64_t expired_before, int64_t *certs, int64_t *tokens,
+             struct ac_err *err)
+{
+	*certs = 0;
+	*tokens = 0;
+	if (run_own(st->backend, "DELETE FROM certificates WHERE not_after < ?1", int64_bind,
+	            &expired_before, NULL, NULL, certs, "pruning expired certificates", err) != 0)
+		return -1;
+	return run_own(st->backend, "DELETE FROM used_tokens WHERE expires < ?1", int64_bind,
+	               &expired_before, NULL, NULL, tokens, "pruning expired token marks", err);
+}
+
+struct ack_args {
+	const char *identity;
+	int64_t sequence, now;
+};
+
+static int
+ack_bind(sqlite3_stmt *stmt, const void *arg)
+{
+	const struct ack_args *a = arg;
+	int rc = bind_text(stmt, 1, a->identity);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 2, a->sequence);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 3, a->now);
+	return rc;
+}
+
+static int
+sqlite_bundle_ack(struct store *st, const char *identity, int64_t sequence, struct ac_err *err)
+{
+	static const char sql[] =
+	    "INSERT INTO bundle_acks (identity, sequence, acked_at) VALUES (?1, ?2, ?3)"
+	    " ON CONFLICT (identity) DO UPDATE SET sequence = max(sequence, ?2), acked_at = ?3";
+	struct ack_args a = {identity, sequence, now_ms() / 1000};
+
+	return run_own(st->backend, sql, ack_bind, &a, NULL, NULL, NULL,
+	               "recording a bundle acknowledgment", err);
+}
+
+static int
+one_int_read(sqlite3_stmt *stmt, void *arg)
+{
+	*(int64_t *)arg = sqlite3_column_int64(stmt, 0);
+	return 0;
+}
+
+static int
+text_bind(sqlite3_stmt *stmt, const void *arg)
+{
+	return bind_text(stmt, 1, arg);
+}
+
+static int
+sqlite_bundle_ack_get(struct store *st, const char *identity, int64_t *sequence, struct ac_err *err)
+{
+	*sequence = 0;
+	return run_own(st->backend, "SELECT sequence FROM bundle_acks WHERE identity = ?1",
+	               text_bind, identity, one_int_read, sequence, NULL,
+	               "reading a bundle acknowledgment", err);
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -1385,4 +1650,9 @@ static const struct store_ops sqlite_ops = {
     .cert_count = sqlite_cert_count,
     .cert_list = sqlite_cert_list,
     .revoked_scan = sqlite_revoked_scan,
+    .intermediate_list = sqlite_intermediate_list,
+    .cert_count_by_issuer = sqlite_cert_count_by_issuer,
+    .prune = sqlite_prune,
+    .bundle_ack = sqlite_bundle_ack,
+    .bundle_ack_get = sqlite_bundle_ack_get,
 };
