@@ -31,13 +31,13 @@ struct acme_validator_hooks {
 };
 
 struct acme_options {
-	struct issuer *issuer;            /* borrowed */
-	int external_account_required;    /* newAccount needs an EAB (RFC 8555 7.3.4) */
-	const char *website;              /* directory meta.website, or NULL */
+	struct issuer *issuer;                  /* borrowed */
+	int external_account_required;          /* newAccount needs an EAB (RFC 8555 7.3.4) */
+	const char *website;                    /* directory meta.website, or NULL */
 	const struct cfg_strlist *dns_suffixes; /* ACME-wide identifier policy; NULL or empty: */
 	const struct cfg_strlist *ip_ranges;    /* the CA policy alone decides */
-	int64_t order_ttl;                /* seconds an order and its authzs live; 0: 1 h */
-	int64_t ttl;                      /* certificate lifetime asked of ca_issue; 0: policy */
+	int64_t order_ttl;                      /* seconds an order and its authzs live; 0: 1 h */
+	int64_t ttl; /* certificate lifetime asked of ca_issue; 0: policy */
 	struct acme_validator_hooks validator;
 };
 

@@ -38,7 +38,7 @@
 static const struct route {
 	const char *method;
 	const char *path;
-	const char *name; /* metrics label */
+	const char *name;    /* metrics label */
 	api_handler handler; /* a path ending in '/' is a prefix: the handler dispatches the rest */
 } routes[] = {
     {"GET", "/healthz", "healthz", handle_healthz},
@@ -359,8 +359,9 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		int route = -1, path_known = 0;
 
 		for (int i = 0; i < ROUTE_COUNT; i++) {
-			if (route_is_prefix(i) ? strncmp(url, routes[i].path, strlen(routes[i].path)) != 0
-			                     : strcmp(url, routes[i].path) != 0)
+			if (route_is_prefix(i)
+			        ? strncmp(url, routes[i].path, strlen(routes[i].path)) != 0
+			        : strcmp(url, routes[i].path) != 0)
 				continue;
 			if (route_is_prefix(i) && api->acme == NULL)
 				continue;

@@ -252,8 +252,7 @@ acme_identifier_allowed(struct acme_server *s, const json_t *eab, const char *ty
 	unsigned char addr[16];
 	size_t addr_len = 0;
 	int is_ip = strcmp(type, "ip") == 0, rc = -1;
-	const struct cfg_strlist *global =
-	    is_ip ? s->opts.ip_ranges : s->opts.dns_suffixes;
+	const struct cfg_strlist *global = is_ip ? s->opts.ip_ranges : s->opts.dns_suffixes;
 	struct ac_err why;
 
 	memset(&narrow, 0, sizeof(narrow));
@@ -382,9 +381,10 @@ check_eab(struct acme_call *c, const json_t *eab, char **kid_out)
 		return 0;
 	}
 	if (inner.kid == NULL || inner.nonce != NULL || strcmp(inner.url, c->jws.url) != 0) {
-		acme_problem(c, "malformed",
-		             "externalAccountBinding: a kid, no nonce, and the outer url are required",
-		             NULL);
+		acme_problem(
+		    c, "malformed",
+		    "externalAccountBinding: a kid, no nonce, and the outer url are required",
+		    NULL);
 		goto out;
 	}
 	if (store_acme_get(c->s->db, "eab", inner.kid, &row, &err) != 0) {
@@ -490,8 +490,7 @@ new_account(struct acme_call *c)
 		json_object_set_new(doc, "status", json_string("valid"));
 	if (doc != NULL && eab_kid != NULL)
 		json_object_set_new(doc, "eab_kid", json_string(eab_kid));
-	if (doc == NULL ||
-	    acme_save(c->s, "account", id, NULL, tp, 0, doc, 1, &err) != 0) {
+	if (doc == NULL || acme_save(c->s, "account", id, NULL, tp, 0, doc, 1, &err) != 0) {
 		if (doc == NULL)
 			acme_problem(c, "serverInternal", "out of memory", NULL);
 		else
@@ -526,8 +525,9 @@ account_update(struct acme_call *c, const char *id)
 		status = json_object_get(c->payload, "status");
 		if (status != NULL && (!json_is_string(status) ||
 		                       strcmp(json_string_value(status), "deactivated") != 0)) {
-			acme_problem(c, "malformed", "an account's status can only become "
-			                             "\"deactivated\"",
+			acme_problem(c, "malformed",
+			             "an account's status can only become "
+			             "\"deactivated\"",
 			             NULL);
 			return;
 		}
@@ -567,8 +567,8 @@ key_change(struct acme_call *c)
 		goto out;
 	}
 	if (inner.jwk == NULL || strcmp(inner.url, c->jws.url) != 0 || inner.nonce != NULL) {
-		acme_problem(c, "malformed", "the inner JWS needs a jwk, the outer url and no nonce",
-		             NULL);
+		acme_problem(c, "malformed",
+		             "the inner JWS needs a jwk, the outer url and no nonce", NULL);
 		goto out;
 	}
 	if ((new_key = acme_jwk_to_key(inner.jwk, inner.alg, &err)) == NULL ||
@@ -578,20 +578,20 @@ key_change(struct acme_call *c)
 	}
 	snprintf(kid_url, sizeof(kid_url), "%s/acme/acct/%s", c->base, c->account_id);
 	inner_payload = json_loadb((const char *)inner.payload, inner.payload_len, 0, NULL);
-	if (inner_payload == NULL ||
-	    !json_is_string(json_object_get(inner_payload, "account")) ||
+	if (inner_payload == NULL || !json_is_string(json_object_get(inner_payload, "account")) ||
 	    strcmp(json_string_value(json_object_get(inner_payload, "account")), kid_url) != 0 ||
 	    !json_equal(json_object_get(inner_payload, "oldKey"),
 	                json_object_get(c->account, "jwk"))) {
-		acme_problem(c, "malformed", "the inner payload must name this account and its old key",
-		             NULL);
+		acme_problem(c, "malformed",
+		             "the inner payload must name this account and its old key", NULL);
 		goto out;
 	}
 	if (acme_jwk_thumbprint(inner.jwk, tp, &err) != 0)
 		goto fail;
 	if (store_acme_find(c->s->db, "account", tp, &row, &err) == 0) {
 		acme_location(c, "acct", row.id);
-		ac_err_set(&err, AC_ERR_CONFLICT, "malformed", "another account already uses the new key");
+		ac_err_set(&err, AC_ERR_CONFLICT, "malformed",
+		           "another account already uses the new key");
 		goto fail;
 	}
 	ac_err_clear(&err);
@@ -634,8 +634,8 @@ static void
 directory(struct acme_call *c)
 {
 	char u[8][400];
-	const char *names[] = {"new-nonce", "new-account", "new-order", "revoke-cert",
-	                       "key-change", "renewal-info"};
+	const char *names[] = {"new-nonce",   "new-account", "new-order",
+	                       "revoke-cert", "key-change",  "renewal-info"};
 	json_t *meta;
 
 	for (int i = 0; i < 6; i++)
@@ -676,8 +676,8 @@ authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, 
 	}
 	snprintf(url, sizeof(url), "%s%s", c->base, c->req->url);
 	if (strcmp(c->jws.url, url) != 0) {
-		acme_problem(c, "unauthorized", "the JWS \"url\" is not the URL this request was sent to",
-		             NULL);
+		acme_problem(c, "unauthorized",
+		             "the JWS \"url\" is not the URL this request was sent to", NULL);
 		return -1;
 	}
 	if (c->jws.jwk != NULL && !jwk_allowed) {
@@ -686,15 +686,17 @@ authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, 
 		return -1;
 	}
 	if (c->jws.kid != NULL && !kid_allowed) {
-		acme_problem(c, "malformed", "this request must carry the key itself (\"jwk\")", NULL);
+		acme_problem(c, "malformed", "this request must carry the key itself (\"jwk\")",
+		             NULL);
 		return -1;
 	}
 	if (c->jws.kid != NULL) {
 		snprintf(prefix, sizeof(prefix), "%s/acme/acct/", c->base);
 		if (strncmp(c->jws.kid, prefix, strlen(prefix)) != 0 ||
 		    strlen(c->jws.kid + strlen(prefix)) != ACME_ID_LEN) {
-			acme_problem(c, "accountDoesNotExist", "the \"kid\" is not an account URL of "
-			                                       "this CA",
+			acme_problem(c, "accountDoesNotExist",
+			             "the \"kid\" is not an account URL of "
+			             "this CA",
 			             NULL);
 			return -1;
 		}
@@ -707,7 +709,8 @@ authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, 
 			return -1;
 		}
 		if (!json_is_string(json_object_get(c->account, "status")) ||
-		    strcmp(json_string_value(json_object_get(c->account, "status")), "valid") != 0) {
+		    strcmp(json_string_value(json_object_get(c->account, "status")), "valid") !=
+		        0) {
 			acme_problem(c, "unauthorized", "this account is deactivated", NULL);
 			return -1;
 		}
@@ -833,8 +836,8 @@ handle_acme(struct api *api, struct MHD_Connection *conn, struct api_request *re
 	} else if (strncmp(c.path, "renewal-info/", 13) == 0) {
 		acme_renewal_info(&c, c.path + 13);
 	} else {
-		acme_problem(&c, "malformed", "no such ACME resource (other resources are POST-as-GET)",
-		             NULL);
+		acme_problem(&c, "malformed",
+		             "no such ACME resource (other resources are POST-as-GET)", NULL);
 		resp->status = 404;
 	}
 out:

@@ -44,14 +44,14 @@ struct acme_call {
 	struct api *api;
 	struct api_request *req;
 	struct api_response *resp;
-	char base[320]; /* "https://host:port" */
+	char base[320];   /* "https://host:port" */
 	const char *path; /* below "/acme/" */
 	/* POST only, after acme_authenticate: */
 	struct acme_jws jws;
-	json_t *payload;   /* the payload as JSON, NULL for POST-as-GET */
+	json_t *payload;                  /* the payload as JSON, NULL for POST-as-GET */
 	char account_id[ACME_ID_LEN + 1]; /* "" when the JWS carried a jwk */
-	json_t *account;   /* the account document, when kid */
-	EVP_PKEY *key;     /* the key that signed */
+	json_t *account;                  /* the account document, when kid */
+	EVP_PKEY *key;                    /* the key that signed */
 };
 
 /* The answers. */

@@ -272,13 +272,14 @@ order_identifiers(struct acme_call *c, const json_t *eab, json_t *subproblems)
 		ac_err_clear(&err);
 		if (type == NULL || value == NULL || strlen(value) == 0 || strlen(value) > 253 ||
 		    json_string_length(json_object_get(v, "value")) != strlen(value)) {
-			acme_problem(c, "malformed", "each identifier has a \"type\" and a \"value\"",
-			             NULL);
+			acme_problem(c, "malformed",
+			             "each identifier has a \"type\" and a \"value\"", NULL);
 			json_decref(out);
 			return NULL;
 		}
 		for (j = 0; value[j] != '\0'; j++)
-			norm[j] = (char)(value[j] >= 'A' && value[j] <= 'Z' ? value[j] + 32 : value[j]);
+			norm[j] =
+			    (char)(value[j] >= 'A' && value[j] <= 'Z' ? value[j] + 32 : value[j]);
 		norm[j] = '\0';
 		ident = json_pack("{s:s, s:s}", "type", type, "value", norm);
 		if (acme_identifier_allowed(c->s, eab, type, norm, &err) != 0) {
@@ -333,14 +334,16 @@ acme_new_order(struct acme_call *c)
 	}
 	if (json_object_get(c->payload, "notBefore") != NULL ||
 	    json_object_get(c->payload, "notAfter") != NULL) {
-		acme_problem(c, "malformed", "notBefore and notAfter are set by the CA's policy", NULL);
+		acme_problem(c, "malformed", "notBefore and notAfter are set by the CA's policy",
+		             NULL);
 		goto out;
 	}
 	eab = acme_account_eab(c->s, c->account);
 	if ((idents = order_identifiers(c, eab, subproblems)) == NULL)
 		goto out;
 	if (json_array_size(subproblems) > 0) {
-		acme_problem(c, json_array_size(subproblems) == 1 ? "rejectedIdentifier" : "compound",
+		acme_problem(c,
+		             json_array_size(subproblems) == 1 ? "rejectedIdentifier" : "compound",
 		             "an identifier is outside this CA's policy", subproblems);
 		if (json_array_size(subproblems) > 1)
 			c->resp->status = 400;
@@ -350,13 +353,15 @@ acme_new_order(struct acme_call *c)
 	if (json_object_get(c->payload, "replaces") != NULL) {
 		replaces = json_string_value(json_object_get(c->payload, "replaces"));
 		if (replaces == NULL || certid_serial(replaces, old_serial, &err) != 0) {
-			acme_problem(c, "malformed", "\"replaces\" is a certificate identifier", NULL);
+			acme_problem(c, "malformed", "\"replaces\" is a certificate identifier",
+			             NULL);
 			goto out;
 		}
 		if (store_acme_find(c->s->db, "order", old_serial, &old_row, &err) != 0 ||
 		    old_row.account == NULL || strcmp(old_row.account, c->account_id) != 0) {
 			acme_problem(c, "malformed",
-			             "\"replaces\" does not name a certificate of this account", NULL);
+			             "\"replaces\" does not name a certificate of this account",
+			             NULL);
 			goto out;
 		}
 		old = json_loads(old_row.doc, 0, NULL);
@@ -377,10 +382,11 @@ acme_new_order(struct acme_call *c)
 
 		if (acme_random_id(aid) != 0)
 			goto internal;
-		challenges = is_ip ? json_pack("[o, o]", new_challenge("http-01"),
-		                               new_challenge("tls-alpn-01"))
-		                   : json_pack("[o, o, o]", new_challenge("http-01"),
-		                               new_challenge("dns-01"), new_challenge("tls-alpn-01"));
+		challenges = is_ip
+		                 ? json_pack("[o, o]", new_challenge("http-01"),
+		                             new_challenge("tls-alpn-01"))
+		                 : json_pack("[o, o, o]", new_challenge("http-01"),
+		                             new_challenge("dns-01"), new_challenge("tls-alpn-01"));
 		authz = json_pack("{s:s, s:I, s:O, s:o, s:s}", "status", "pending", "expires",
 		                  (json_int_t)expires, "identifier", v, "challenges", challenges,
 		                  "order", oid);
@@ -392,8 +398,8 @@ acme_new_order(struct acme_call *c)
 		json_array_append_new(authzs, authz);
 		json_array_append_new(authz_ids, json_string(aid));
 	}
-	order = json_pack("{s:s, s:I, s:O, s:O}", "status", "pending", "expires", (json_int_t)expires,
-	                  "identifiers", idents, "authorizations", authz_ids);
+	order = json_pack("{s:s, s:I, s:O, s:O}", "status", "pending", "expires",
+	                  (json_int_t)expires, "identifiers", idents, "authorizations", authz_ids);
 	if (order == NULL)
 		goto internal;
 	if (replaces != NULL) {
@@ -411,14 +417,13 @@ acme_new_order(struct acme_call *c)
 	json_array_foreach(authzs, i, v)
 	{
 		texts[i + 1] = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-		objs[i + 1] = (struct acme_object){"authz", str(v, "id"), c->account_id, NULL,
-		                                   expires, texts[i + 1]};
+		objs[i + 1] = (struct acme_object){"authz", str(v, "id"), c->account_id,
+		                                   NULL,    expires,      texts[i + 1]};
 	}
 	if (old != NULL) {
 		texts[n - 1] = json_dumps(old, JSON_COMPACT | JSON_SORT_KEYS);
-		objs[n - 1] = (struct acme_object){"order",        old_row.id,
-		                                   old_row.account, old_row.lookup,
-		                                   old_row.expires, texts[n - 1]};
+		objs[n - 1] = (struct acme_object){"order",        old_row.id,      old_row.account,
+		                                   old_row.lookup, old_row.expires, texts[n - 1]};
 	}
 	for (i = 0; i < n; i++)
 		if (texts[i] == NULL)
@@ -458,12 +463,14 @@ acme_order(struct acme_call *c, const char *id)
 	pthread_mutex_unlock(&c->s->lock);
 	if (order == NULL)
 		return;
+	if (strcmp(str(order, "status"), "pending") == 0 ||
+	    strcmp(str(order, "status"), "processing") == 0)
+		c->resp->retry_after = 1;
 	acme_reply(c, 200, order_view(c, id, order));
 	json_decref(order);
 }
 
-void
-acme_account_orders(struct acme_call *c);
+void acme_account_orders(struct acme_call *c);
 
 static int
 collect_order(void *arg, const char *id)
@@ -567,13 +574,16 @@ acme_authz(struct acme_call *c, const char *aid)
 		const json_t *status = json_object_get(c->payload, "status");
 		const char *st = authz_status(authz);
 
-		if (!json_is_string(status) || strcmp(json_string_value(status), "deactivated") != 0) {
-			acme_problem(c, "malformed", "an authorization can only be deactivated", NULL);
+		if (!json_is_string(status) ||
+		    strcmp(json_string_value(status), "deactivated") != 0) {
+			acme_problem(c, "malformed", "an authorization can only be deactivated",
+			             NULL);
 			goto out;
 		}
 		if (strcmp(st, "pending") != 0 && strcmp(st, "valid") != 0) {
-			acme_problem(c, "malformed", "only a pending or valid authorization can be "
-			                             "deactivated",
+			acme_problem(c, "malformed",
+			             "only a pending or valid authorization can be "
+			             "deactivated",
 			             NULL);
 			goto out;
 		}
@@ -585,6 +595,9 @@ acme_authz(struct acme_call *c, const char *aid)
 			goto out;
 		}
 	}
+	/* A pending authorization is polled: tell the client how soon to look again. */
+	if (strcmp(authz_status(authz), "pending") == 0)
+		c->resp->retry_after = 1;
 	acme_reply(c, 200, authz_view(c, aid, authz));
 out:
 	pthread_mutex_unlock(&c->s->lock);
@@ -622,7 +635,7 @@ validation_done(void *arg, const struct acme_validation_result *result)
 
 			snprintf(type, sizeof(type), "urn:ietf:params:acme:error:%s",
 			         result->error_type[0] != '\0' ? result->error_type
-			                                        : "incorrectResponse");
+			                                       : "incorrectResponse");
 			json_object_set_new(ch, "status", json_string("invalid"));
 			json_object_set_new(ch, "error",
 			                    json_pack("{s:s, s:s, s:i}", "type", type, "detail",
@@ -632,8 +645,9 @@ validation_done(void *arg, const struct acme_validation_result *result)
 		if (acme_save(s, "authz", t->authz_id, t->account_id, NULL,
 		              json_integer_value(json_object_get(authz, "expires")), authz, 0,
 		              &err) != 0)
-			log_warn("acme_validation", "authorization %s: cannot record the outcome: %s",
-			         t->authz_id, err.msg);
+			log_warn("acme_validation",
+			         "authorization %s: cannot record the outcome: %s", t->authz_id,
+			         err.msg);
 		else
 			log_info("acme_validation", "authorization %s (%s): %s%s%s", t->authz_id,
 			         str(json_object_get(authz, "identifier"), "value"),
@@ -776,8 +790,7 @@ csr_matches_order(const struct csr *csr, const json_t *idents, struct ac_err *er
 				                     ? san->value[j] + 32
 				                     : san->value[j]);
 			text[san->len] = '\0';
-		} else if (san->type == CSR_SAN_IP &&
-		           (san->len == 4 || san->len == 16)) {
+		} else if (san->type == CSR_SAN_IP && (san->len == 4 || san->len == 16)) {
 			if (inet_ntop(san->len == 4 ? AF_INET : AF_INET6, san->value, text,
 			              sizeof(text)) == NULL)
 				goto mismatch;
@@ -795,7 +808,8 @@ csr_matches_order(const struct csr *csr, const json_t *idents, struct ac_err *er
 				unsigned char a[16];
 				char norm[64];
 
-				if (inet_pton(strchr(value, ':') ? AF_INET6 : AF_INET, value, a) == 1 &&
+				if (inet_pton(strchr(value, ':') ? AF_INET6 : AF_INET, value, a) ==
+				        1 &&
 				    inet_ntop(strchr(value, ':') ? AF_INET6 : AF_INET, a, norm,
 				              sizeof(norm)) != NULL &&
 				    strcmp(norm, text) == 0)
@@ -878,7 +892,8 @@ acme_finalize(struct acme_call *c, const char *id)
 	/* Issue, off the lock: the certificate is in the log when ca_issue returns. */
 	json_array_foreach(json_object_get(order, "identifiers"), i, v)
 	{
-		if (strcmp(str(v, "type"), "dns") == 0 && cfg_strlist_add(&dns, str(v, "value"), &err))
+		if (strcmp(str(v, "type"), "dns") == 0 &&
+		    cfg_strlist_add(&dns, str(v, "value"), &err))
 			break;
 	}
 	snprintf(subject, sizeof(subject), "spiffe://%s/acme/%s",
@@ -895,16 +910,16 @@ acme_finalize(struct acme_call *c, const char *id)
 	if (err.code == AC_OK && ca_issue(c->s->issuer, &ir, &res, &err) == 0) {
 		json_object_set_new(order, "status", json_string("valid"));
 		json_object_set_new(order, "certificate", json_string(res.serial));
-		log_info("acme_issued", "ACME order %s of account %s: serial %s", id,
-		         c->account_id, res.serial);
+		log_info("acme_issued", "ACME order %s of account %s: serial %s", id, c->account_id,
+		         res.serial);
 	} else {
 		char type[96];
 
 		snprintf(type, sizeof(type), "urn:ietf:params:acme:error:%s",
 		         err.code == AC_ERR_POLICY ? "rejectedIdentifier" : "serverInternal");
 		json_object_set_new(order, "status", json_string("invalid"));
-		json_object_set_new(order, "error", json_pack("{s:s, s:s}", "type", type, "detail",
-		                                              err.msg));
+		json_object_set_new(order, "error",
+		                    json_pack("{s:s, s:s}", "type", type, "detail", err.msg));
 	}
 	pthread_mutex_lock(&c->s->lock);
 	{
@@ -1005,8 +1020,8 @@ static const char *
 revocation_reason(const json_t *reason)
 {
 	static const char *const names[] = {
-	    [0] = "unspecified",          [1] = "keyCompromise",       [3] = "affiliationChanged",
-	    [4] = "superseded",           [5] = "cessationOfOperation", [9] = "privilegeWithdrawn",
+	    [0] = "unspecified", [1] = "keyCompromise",        [3] = "affiliationChanged",
+	    [4] = "superseded",  [5] = "cessationOfOperation", [9] = "privilegeWithdrawn",
 	};
 	json_int_t r;
 
@@ -1023,9 +1038,9 @@ revocation_reason(const json_t *reason)
 void
 acme_revoke(struct acme_call *c)
 {
-	const char *cert_b64 =
-	    c->payload != NULL ? json_string_value(json_object_get(c->payload, "certificate"))
-	                       : NULL;
+	const char *cert_b64 = c->payload != NULL
+	                           ? json_string_value(json_object_get(c->payload, "certificate"))
+	                           : NULL;
 	const char *reason;
 	struct revoke_request rr;
 	struct cert_row row;
@@ -1065,7 +1080,8 @@ acme_revoke(struct acme_call *c)
 	if (store_cert_get(c->s->issuer->store, serial, &row, &err) != 0 ||
 	    row.der_len != der_len || memcmp(row.der, der, der_len) != 0) {
 		if (err.code == AC_OK || err.code == AC_ERR_NOTFOUND) {
-			acme_problem(c, "unauthorized", "this CA did not issue that certificate", NULL);
+			acme_problem(c, "unauthorized", "this CA did not issue that certificate",
+			             NULL);
 			c->resp->status = 404;
 		} else {
 			acme_problem_err(c, &err);
@@ -1077,15 +1093,15 @@ acme_revoke(struct acme_call *c)
 	/* By the account that ordered it, or by the certificate's own key. */
 	if (c->account_id[0] != '\0') {
 		if (!account_owns_serial(c, serial)) {
-			acme_problem(c, "unauthorized", "this account did not order that certificate",
-			             NULL);
+			acme_problem(c, "unauthorized",
+			             "this account did not order that certificate", NULL);
 			goto out;
 		}
 	} else {
 		cert_key = X509_get0_pubkey(cert);
 		if (cert_key == NULL || EVP_PKEY_eq(cert_key, c->key) != 1) {
-			acme_problem(c, "unauthorized",
-			             "the JWS key is not the certificate's key", NULL);
+			acme_problem(c, "unauthorized", "the JWS key is not the certificate's key",
+			             NULL);
 			goto out;
 		}
 	}

@@ -79,11 +79,11 @@ struct api_request {
 	char *body;
 	size_t len;
 	int too_large;
-	int limited;   /* Retry-After seconds when the client address is over its rate */
-	int waited;    /* a long-poll that has already waited once */
-	char id[17];   /* request id: in the log entries it causes and the X-Request-Id header */
-	int suspended; /* set by a handler that suspended the connection: no answer yet */
-	char *url;     /* the request's path (prefix routes need it) */
+	int limited;    /* Retry-After seconds when the client address is over its rate */
+	int waited;     /* a long-poll that has already waited once */
+	char id[17];    /* request id: in the log entries it causes and the X-Request-Id header */
+	int suspended;  /* set by a handler that suspended the connection: no answer yet */
+	char *url;      /* the request's path (prefix routes need it) */
 	char method[8]; /* GET, HEAD, POST */
 };
 

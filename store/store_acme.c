@@ -151,7 +151,8 @@ store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, i
 		    (rc = bind_opt(ins, 3, o->account)) != SQLITE_OK ||
 		    (rc = bind_opt(ins, 4, o->lookup)) != SQLITE_OK ||
 		    (rc = sqlite3_bind_int64(ins, 5, o->expires)) != SQLITE_OK ||
-		    (rc = bind_opt(ins, 6, o->doc)) != SQLITE_OK || (rc = step_done(ins)) != SQLITE_OK) {
+		    (rc = bind_opt(ins, 6, o->doc)) != SQLITE_OK ||
+		    (rc = step_done(ins)) != SQLITE_OK) {
 			sqlite3_reset(ins);
 			sqlite3_clear_bindings(ins);
 			db_fail(a, rc, o->kind, err);

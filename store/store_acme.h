@@ -56,9 +56,8 @@ int store_acme_find(struct store_acme *a, const char *kind, const char *lookup,
 /* The ids of an account's objects of one kind, oldest first, after `after` (NULL: from the
  * start), at most limit; fn is called with each. */
 typedef int (*acme_id_fn)(void *arg, const char *id);
-int store_acme_list(struct store_acme *a, const char *kind, const char *account,
-                    const char *after, int64_t limit, acme_id_fn fn, void *arg,
-                    struct ac_err *err);
+int store_acme_list(struct store_acme *a, const char *kind, const char *account, const char *after,
+                    int64_t limit, acme_id_fn fn, void *arg, struct ac_err *err);
 
 void store_acme_row_free(struct acme_object_row *row);
 
