@@ -93,6 +93,8 @@ port_open(int port)
 	return ok;
 }
 
+static void mgmt(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* POST body to challtestsrv's management API; asserts HTTP 200. */
 static void
 mgmt(const char *path, const char *fmt, ...)
