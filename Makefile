@@ -19,7 +19,9 @@ BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjanss
              libjwt-dev libmicrohttpd-dev libcurl4-openssl-dev openssl
 # sqlite3: tests/integration/test_audit_proofs.sh tampers with the database through its shell.
 # pebble: tests/unit/test_acme_validate.c checks challenges against pebble-challtestsrv.
-TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3 pebble
+# lego, certbot: the ACME integration tests drive them (python3 comes with certbot).
+TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3 pebble \
+             lego certbot
 # bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
 # measures peak RSS with GNU time; bench/acme runs lego against agentca and Pebble.
 BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl

@@ -38,8 +38,8 @@
 static const struct route {
 	const char *method;
 	const char *path;
-	const char *name; /* metrics label */
-	api_handler handler;
+	const char *name;    /* metrics label */
+	api_handler handler; /* a path ending in '/' is a prefix: the handler dispatches the rest */
 } routes[] = {
     {"GET", "/healthz", "healthz", handle_healthz},
     {"GET", "/metrics", "metrics", handle_metrics},
@@ -54,8 +54,20 @@ static const struct route {
     {"GET", "/v1/audit/proof", "audit_proof", handle_audit_proof},
     {"GET", "/v1/audit/consistency", "audit_consistency", handle_audit_consistency},
     {"GET", "/v1/audit/export", "audit_export", handle_audit_export},
+    {"GET", "/acme/", "acme", handle_acme},
+    {"HEAD", "/acme/", "acme_head", handle_acme},
+    {"POST", "/acme/", "acme_post", handle_acme},
 };
 #define ROUTE_COUNT ((int)(sizeof(routes) / sizeof(routes[0])))
+
+/* A route whose path ends in '/' takes every path below it. */
+static int
+route_is_prefix(int i)
+{
+	size_t n = strlen(routes[i].path);
+
+	return n > 1 && routes[i].path[n - 1] == '/';
+}
 /* libmicrohttpd's memory per connection (its default): headers and the read buffer. */
 #define API_MHD_MEMORY (32 * 1024)
 
@@ -88,6 +100,19 @@ api_problem(struct api_response *resp, int status, const char *reason, const cha
 	resp->body = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
 	resp->len = resp->body != NULL ? strlen(resp->body) : 0;
 	json_decref(doc);
+}
+
+void
+api_add_header(struct api_response *resp, const char *name, const char *value)
+{
+	int n = resp->extra_count;
+
+	if (n >= (int)(sizeof(resp->extra) / sizeof(resp->extra[0])) ||
+	    strlen(value) >= sizeof(resp->extra[0].value))
+		return;
+	resp->extra[n].name = name;
+	memcpy(resp->extra[n].value, value, strlen(value) + 1);
+	resp->extra_count = n + 1;
 }
 
 /* Set resp to a JSON document (takes the reference). */
@@ -247,6 +272,8 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	if (req != NULL && req->id[0] != '\0')
 		MHD_add_response_header(r, "X-Request-Id", req->id);
+	for (int i = 0; i < resp->extra_count; i++)
+		MHD_add_response_header(r, resp->extra[i].name, resp->extra[i].value);
 	if (resp->retry_after > 0) {
 		char seconds[16];
 
@@ -332,7 +359,11 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		int route = -1, path_known = 0;
 
 		for (int i = 0; i < ROUTE_COUNT; i++) {
-			if (strcmp(url, routes[i].path) != 0)
+			if (route_is_prefix(i)
+			        ? strncmp(url, routes[i].path, strlen(routes[i].path)) != 0
+			        : strcmp(url, routes[i].path) != 0)
+				continue;
+			if (route_is_prefix(i) && api->acme == NULL)
 				continue;
 			path_known = 1;
 			if (strcmp(method, routes[i].method) == 0)
@@ -345,7 +376,9 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			                                   : "no such resource");
 		length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (length != NULL && strtoull(length, NULL, 10) > API_MAX_BODY)
+		/* ACME answers an oversized body itself, with its own error type. */
+		if (length != NULL && strtoull(length, NULL, 10) > API_MAX_BODY &&
+		    !route_is_prefix(route))
 			return send_problem_now(api, conn, 413, "body_too_large",
 			                        "request bodies are limited to 64 KiB");
 		req = calloc(1, sizeof(*req));
@@ -353,6 +386,11 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			return MHD_NO;
 		req->route = route;
 		req->started = api_now();
+		snprintf(req->method, sizeof(req->method), "%s", method);
+		if (route_is_prefix(route) && (req->url = strdup(url)) == NULL) {
+			free(req);
+			return MHD_NO;
+		}
 		request_id_make(req->id);
 		if (strcmp(routes[route].path, "/healthz") != 0)
 			req->limited = address_limited(api, conn, req->started);
@@ -381,7 +419,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		api_problem(&resp, 429, "rate_limited",
 		            "too many requests from this address; retry later");
 		resp.retry_after = req->limited;
-	} else if (req->too_large) {
+	} else if (req->too_large && !route_is_prefix(req->route)) {
 		api_problem(&resp, 413, "body_too_large", "request bodies are limited to 64 KiB");
 	} else {
 		routes[req->route].handler(api, conn, req, &resp);
@@ -410,6 +448,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (req == NULL)
 		return;
 	free(req->body);
+	free(req->url);
 	free(req);
 	*con_cls = NULL;
 }
@@ -459,6 +498,8 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	if (api->bundle == NULL)
 		goto fail;
 	api->audit_key = opts->audit_key;
+	if (opts->acme != NULL && (api->acme = acme_server_new(opts->acme, err)) == NULL)
+		goto fail;
 	pthread_mutex_init(&api->crl_lock, NULL);
 	api->exports = api_exports_new();
 	if (api->exports == NULL) {
@@ -515,6 +556,8 @@ api_stop(struct api *api)
 		api_bundle_release(api->bundle);
 	if (api->mhd != NULL)
 		MHD_stop_daemon(api->mhd);
+	/* No request runs now: the ACME server stops its validator and goes. */
+	acme_server_free(api->acme);
 	/* Stopping closed every export's pipe: their threads end now; the store outlives us. */
 	api_exports_wait_and_free(api->exports);
 	metrics_free(api->metrics);

@@ -8,6 +8,7 @@
  *   api_bundle.c  /v1/bundle: the trust bundle, its reload and long-poll
  *   api_enroll.c  /v1/enroll, /v1/renew
  *   api_admin.c   /v1/tokens, /v1/revoke
+ *   api_acme.c    /acme/...: the ACME server's HTTP and JWS side (api_acme_order.c: orders)
  *   api_audit.c   /v1/certificates, /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency,
  * /v1/audit/export
  */
@@ -28,6 +29,7 @@
 
 struct api_bundle;
 struct api_exports;
+struct acme_server;
 
 struct api {
 	struct issuer *issuer;
@@ -49,6 +51,7 @@ struct api {
 	size_t crl_len;
 	uint64_t crl_log_size;
 	int64_t crl_built;
+	struct acme_server *acme; /* api_acme.c; NULL when ACME is off */
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */
@@ -61,6 +64,12 @@ struct api_response {
 	int has_stream; /* the body is read from stream_fd (a pipe) until EOF instead */
 	int stream_fd;
 	int retry_after; /* seconds, for 429 and 503; 0: no header */
+	/* More headers (ACME: Replay-Nonce, Location, Link); names are string literals. */
+	struct {
+		const char *name;
+		char value[640];
+	} extra[4];
+	int extra_count;
 };
 
 /* The state of one request across MHD's calls. */
@@ -70,11 +79,16 @@ struct api_request {
 	char *body;
 	size_t len;
 	int too_large;
-	int limited;   /* Retry-After seconds when the client address is over its rate */
-	int waited;    /* a long-poll that has already waited once */
-	char id[17];   /* request id: in the log entries it causes and the X-Request-Id header */
-	int suspended; /* set by a handler that suspended the connection: no answer yet */
+	int limited;    /* Retry-After seconds when the client address is over its rate */
+	int waited;     /* a long-poll that has already waited once */
+	char id[17];    /* request id: in the log entries it causes and the X-Request-Id header */
+	int suspended;  /* set by a handler that suspended the connection: no answer yet */
+	char *url;      /* the request's path (prefix routes need it) */
+	char method[8]; /* GET, HEAD, POST */
 };
+
+/* Add a header to resp (ignored when there is no room). */
+void api_add_header(struct api_response *resp, const char *name, const char *value);
 
 typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                             struct api_response *resp);
@@ -149,6 +163,8 @@ void handle_audit_proof(struct api *api, struct MHD_Connection *conn, struct api
                         struct api_response *resp);
 void handle_audit_consistency(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                               struct api_response *resp);
+void handle_acme(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                 struct api_response *resp);
 void handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                          struct api_response *resp);
 

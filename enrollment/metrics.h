@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define METRICS_ROUTES_MAX 16
+#define METRICS_ROUTES_MAX 32
 #define METRICS_REASONS_MAX 64
 
 struct metrics;

@@ -101,6 +101,20 @@ static const char *const migrations[] = {
      " BEGIN SELECT RAISE(ABORT, 'the merkle tree is append-only'); END;"
      "CREATE TRIGGER merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes"
      " BEGIN SELECT RAISE(ABORT, 'the merkle tree is append-only'); END;"),
+    /* 4 (ACME): accounts, orders, authorizations (challenges inside) and EAB keys, each a
+     * JSON document (store_acme.c); lookup is an account's key thumbprint or an order's
+     * certificate serial. */
+    ("CREATE TABLE acme_objects ("
+     " kind TEXT NOT NULL,"
+     " id TEXT NOT NULL,"
+     " account TEXT,"
+     " lookup TEXT,"
+     " expires INTEGER NOT NULL DEFAULT 0,"
+     " doc TEXT NOT NULL,"
+     " PRIMARY KEY (kind, id)) WITHOUT ROWID;"
+     "CREATE INDEX acme_objects_account ON acme_objects(kind, account);"
+     "CREATE UNIQUE INDEX acme_objects_lookup ON acme_objects(kind, lookup)"
+     " WHERE lookup IS NOT NULL;"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1372,6 +1386,15 @@ out:
 	sqlite3_finalize(stmt);
 	sqlite3_close(db);
 	return ret;
+}
+
+/* The database file, for store_acme.c's connection. */
+const char *
+store_sqlite_path(const struct store *st)
+{
+	const struct sqlite_store *s = st->backend;
+
+	return st->ops == &sqlite_ops && s != NULL ? s->path : NULL;
 }
 
 static const struct store_ops sqlite_ops = {
