@@ -53,6 +53,8 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include "common/base64url.h"
+
 #define BODY_MAX (1 << 20)
 #define URL_MAX 1024
 #define NONCE_MAX 256
@@ -126,41 +128,6 @@ record_error(const char *fmt, ...)
 		va_end(ap);
 	}
 	pthread_mutex_unlock(&g.error_lock);
-}
-
-/* Unpadded base64url of n bytes into out (4 * ceil(n / 3) + 1 bytes at least). */
-static void
-b64url(const unsigned char *in, size_t n, char *out)
-{
-	static const char digits[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-
-		if (i + 1 < n)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		out[o++] = digits[(v >> 18) & 63];
-		out[o++] = digits[(v >> 12) & 63];
-		if (i + 1 < n)
-			out[o++] = digits[(v >> 6) & 63];
-		if (i + 2 < n)
-			out[o++] = digits[v & 63];
-	}
-	out[o] = '\0';
-}
-
-static char *
-b64url_alloc(const void *in, size_t n)
-{
-	char *out = malloc(4 * (n / 3 + 1) + 1);
-
-	if (out != NULL)
-		b64url(in, n, out);
-	return out;
 }
 
 /* ---- HTTP ---- */
@@ -302,7 +269,7 @@ sign_es256(const char *input, char out[100])
 	ECDSA_SIG_get0(sig, &r, &s);
 	if (BN_bn2binpad(r, raw, 32) != 32 || BN_bn2binpad(s, raw + 32, 32) != 32)
 		goto out;
-	b64url(raw, 64, out);
+	base64url_encode(raw, 64, out, 100);
 	rc = 0;
 out:
 	ECDSA_SIG_free(sig);
@@ -344,8 +311,11 @@ jws_post(struct conn *c, const char *url, const char *payload, int use_jwk)
 			    "{\"alg\":\"ES256\",\"kid\":\"%s\",\"nonce\":\"%s\",\"url\":\"%s\"}",
 			    g.kid, c->nonce, url);
 		c->nonce[0] = '\0';
-		prot_b64 = b64url_alloc(prot, strlen(prot));
-		payload_b64 = payload != NULL ? b64url_alloc(payload, strlen(payload)) : strdup("");
+		prot_b64 = base64url_encode_alloc((const unsigned char *)prot, strlen(prot));
+		payload_b64 =
+		    payload != NULL
+		        ? base64url_encode_alloc((const unsigned char *)payload, strlen(payload))
+		        : strdup("");
 		if (prot_b64 == NULL || payload_b64 == NULL)
 			goto next;
 		input = malloc(strlen(prot_b64) + strlen(payload_b64) + 2);
@@ -464,7 +434,7 @@ make_csr(EVP_PKEY *key, const char *name)
 	der_len = i2d_X509_REQ(req, &der);
 	if (der_len <= 0)
 		goto out;
-	out = b64url_alloc(der, (size_t)der_len);
+	out = base64url_encode_alloc(der, (size_t)der_len);
 out:
 	OPENSSL_free(der);
 	X509_EXTENSION_free(san);
@@ -709,14 +679,14 @@ make_account_key(void)
 	    EVP_PKEY_get_bn_param(g.account_key, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1 ||
 	    BN_bn2binpad(x, xb, 32) != 32 || BN_bn2binpad(y, yb, 32) != 32)
 		goto out;
-	b64url(xb, 32, xs);
-	b64url(yb, 32, ys);
+	base64url_encode(xb, 32, xs, sizeof(xs));
+	base64url_encode(yb, 32, ys, sizeof(ys));
 	/* RFC 7638: the required members in lexical order, no white space. */
 	snprintf(g.jwk, sizeof(g.jwk),
 	         "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", xs, ys);
 	if (EVP_Digest(g.jwk, strlen(g.jwk), digest, &dlen, EVP_sha256(), NULL) != 1)
 		goto out;
-	b64url(digest, 32, g.thumbprint);
+	base64url_encode(digest, 32, g.thumbprint, sizeof(g.thumbprint));
 	rc = 0;
 out:
 	BN_free(x);

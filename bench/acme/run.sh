@@ -82,14 +82,14 @@ lego_per_cert() {
 			--accept-tos --domains "$1" --http --http.port "127.0.0.1:$hport" \
 			--path "$path" run >>"$work/lego-$name.log" 2>&1
 	}
-	run_lego "warmup.lego.bench.example.test" || {
+	run_lego "warmup.lego.bench.internal" || {
 		tail -n 5 "$work/lego-$name.log" >&2
 		echo "bench/acme: lego against $name failed" >&2
 		return 1
 	}
 	start=$(now_ms)
 	for i in $(seq "$certs"); do
-		run_lego "c$i.lego.bench.example.test" || {
+		run_lego "c$i.lego.bench.internal" || {
 			tail -n 5 "$work/lego-$name.log" >&2
 			echo "bench/acme: lego against $name failed" >&2
 			return 1
@@ -160,11 +160,12 @@ fi
 
 # 2. The generator, orders per second.
 pline=$("$gen" --target pebble --directory "$pebble_dir" --cacert "$work/pebble.pem" \
-	--http-port "$hport" --concurrency "$conc" --seconds "$secs") || status=1
+	--http-port "$hport" --concurrency "$conc" --seconds "$secs" --domain bench.internal) || status=1
 echo "$pline"
 if [ -n "$agentca_dir" ]; then
 	aline=$("$gen" --target agentca --directory "$agentca_dir" --cacert "$work/ca/root.pem" \
-		--http-port "$hport" --concurrency "$conc" --seconds "$secs") || status=1
+		--http-port "$hport" --concurrency "$conc" --seconds "$secs" --domain bench.internal) ||
+		status=1
 	echo "$aline"
 	arate=$(echo "$aline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
 	prate=$(echo "$pline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
