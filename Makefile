@@ -23,8 +23,8 @@ BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjanss
 TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3 pebble \
              lego certbot
 # bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
-# measures peak RSS with GNU time.
-BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time
+# measures peak RSS with GNU time; bench/acme runs lego against agentca and Pebble.
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test asan bench fuzz format deps-build deps-test deps-bench clean

@@ -7,32 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base64url.h"
 #include "enrollment/acme_validate_internal.h"
-
-/* Unpadded base64url of 32 bytes: 43 characters and a NUL. */
-static void
-base64url_32(const unsigned char in[32], char out[44])
-{
-	static const char digits[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t o = 0;
-
-	for (size_t i = 0; i < 32; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-
-		if (i + 1 < 32)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < 32)
-			v |= in[i + 2];
-		out[o++] = digits[(v >> 18) & 63];
-		out[o++] = digits[(v >> 12) & 63];
-		if (i + 1 < 32)
-			out[o++] = digits[(v >> 6) & 63];
-		if (i + 2 < 32)
-			out[o++] = digits[v & 63];
-	}
-	out[o] = '\0';
-}
 
 void
 acme_check_dns01(const struct acme_checker *c, const struct acme_validation *job,
@@ -49,7 +25,7 @@ acme_check_dns01(const struct acme_checker *c, const struct acme_validation *job
 		acme_fail(out, "connection", "the CA could not hash the key authorization");
 		goto out;
 	}
-	base64url_32(digest, want);
+	base64url_encode(digest, sizeof(digest), want, sizeof(want));
 	answer = malloc(sizeof(*answer));
 	if (answer == NULL) {
 		acme_fail(out, "connection", "the CA is out of memory; try again later");

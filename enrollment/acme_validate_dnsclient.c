@@ -423,9 +423,8 @@ server_sockaddr(const struct dns_server *server, struct sockaddr_storage *ss)
 	}
 }
 
-/* Wait until fd is ready for events or the deadline passes: 1 ready, 0 timeout, -1 error. */
-static int
-wait_fd(int fd, short events, int64_t deadline_ms)
+int
+dns_wait_fd(int fd, short events, int64_t deadline_ms)
 {
 	for (;;) {
 		struct pollfd pfd = {.fd = fd, .events = events};
@@ -490,7 +489,7 @@ lookup_udp(const struct dns_server *server, const unsigned char *query, size_t q
 			int64_t until = retry_at < deadline_ms ? retry_at : deadline_ms;
 			struct ac_err ignored;
 			ssize_t n;
-			int ready = wait_fd(fd, POLLIN, until);
+			int ready = dns_wait_fd(fd, POLLIN, until);
 
 			if (ready == 0)
 				break;
@@ -541,7 +540,7 @@ tcp_io(int fd, unsigned char *buf, size_t len, int writing, int64_t deadline_ms)
 			return -1;
 		if (errno != EAGAIN && errno != EINTR)
 			return -1;
-		if (wait_fd(fd, writing ? POLLOUT : POLLIN, deadline_ms) != 1)
+		if (dns_wait_fd(fd, writing ? POLLOUT : POLLIN, deadline_ms) != 1)
 			return -1;
 	}
 	return 0;
@@ -573,7 +572,7 @@ lookup_tcp(const struct dns_server *server, const unsigned char *query, size_t q
 	if (connect(fd, (struct sockaddr *)&ss, sslen) != 0) {
 		if (errno != EINPROGRESS)
 			goto fail;
-		if (wait_fd(fd, POLLOUT, deadline_ms) != 1) {
+		if (dns_wait_fd(fd, POLLOUT, deadline_ms) != 1) {
 			errno = ETIMEDOUT;
 			goto fail;
 		}

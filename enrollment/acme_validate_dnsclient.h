@@ -68,6 +68,10 @@ int dns_parse_response(const unsigned char *msg, size_t len, uint16_t id, const 
 /* Milliseconds on the monotonic clock: the clock of every deadline in the validator. */
 int64_t dns_monotonic_ms(void);
 
+/* Wait until fd is ready for events (POLLIN, POLLOUT) or deadline_ms passes: 1 ready,
+ * 0 timed out, -1 poll failed. */
+int dns_wait_fd(int fd, short events, int64_t deadline_ms);
+
 /* Ask server for (qname, qtype), giving up at deadline_ms (dns_monotonic_ms() clock). The
  * answer's rcode is left to the caller; -1 with err on a network failure or a timeout. */
 int dns_lookup(const struct dns_server *server, const char *qname, uint16_t qtype,

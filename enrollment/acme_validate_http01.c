@@ -7,14 +7,17 @@
  * connect to exactly those addresses (CURLOPT_RESOLVE), so the system resolver never
  * decides. Redirects are followed here, not by libcurl: at most MAX_REDIRECTS, only to
  * http on port 80 or the configured http-01 port and to https on 443, each new name
- * resolved the same way. The body is read up to BODY_MAX bytes; the whole check, redirects
- * included, ends at the job's deadline. No proxy from the environment applies.
+ * resolved the same way; libcurl may open sockets only to the addresses so found. The body
+ * is read up to BODY_MAX bytes; the whole check, redirects included, ends at the job's
+ * deadline. No proxy from the environment applies.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <curl/curl.h>
 
 #include "enrollment/acme_validate_internal.h"
@@ -74,6 +77,31 @@ url_host(const char *host, char *out, size_t len)
 		snprintf(out, len, "[%s]", host);
 	else
 		snprintf(out, len, "%s", host);
+}
+
+/* libcurl's socket opener: only the addresses the configured resolver gave (or the IP
+ * identifier itself), so a name never reaches the system resolver by a slip. */
+static curl_socket_t
+open_resolved_only(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	const struct acme_addresses *addrs = clientp;
+
+	(void)purpose;
+	for (size_t i = 0; i < addrs->count; i++) {
+		if (address->family != addrs->list[i].family)
+			continue;
+		if (address->family == AF_INET &&
+		    memcmp(&((const struct sockaddr_in *)(const void *)&address->addr)->sin_addr,
+		           addrs->list[i].addr, 4) == 0)
+			return socket(address->family, address->socktype | SOCK_CLOEXEC,
+			              address->protocol);
+		if (address->family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)(const void *)&address->addr)->sin6_addr,
+		           addrs->list[i].addr, 16) == 0)
+			return socket(address->family, address->socktype | SOCK_CLOEXEC,
+			              address->protocol);
+	}
+	return CURL_SOCKET_BAD;
 }
 
 /* Map a libcurl failure on url to an ACME error. */
@@ -249,6 +277,8 @@ acme_check_http01(const struct acme_checker *c, const struct acme_validation *jo
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
 		if (resolve != NULL)
 			curl_easy_setopt(curl, CURLOPT_RESOLVE, resolve);
+		curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_resolved_only);
+		curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &addrs);
 		code = curl_easy_perform(curl);
 		if (code != CURLE_OK) {
 			fail_transfer(out, code, errbuf, url, b);

@@ -28,24 +28,6 @@
 
 #define ALPN_PROTOCOL "acme-tls/1"
 
-/* Wait for fd until the deadline: 1 ready, 0 timeout. */
-static int
-wait_ready(int fd, short events, int64_t deadline_ms)
-{
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = events};
-		int64_t left = deadline_ms - dns_monotonic_ms();
-		int n;
-
-		if (left <= 0)
-			return 0;
-		n = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		return n > 0 ? 1 : (n == 0 ? 0 : -1);
-	}
-}
-
 /* A connected non-blocking socket to one of addrs, or -1 with out filled. */
 static int
 connect_any(const struct acme_addresses *addrs, int port, const char *identifier,
@@ -83,7 +65,7 @@ connect_any(const struct acme_addresses *addrs, int port, const char *identifier
 		if (connect(fd, (struct sockaddr *)&ss, sslen) == 0)
 			return fd;
 		if (errno == EINPROGRESS) {
-			int ready = wait_ready(fd, POLLOUT, deadline_ms);
+			int ready = dns_wait_fd(fd, POLLOUT, deadline_ms);
 
 			if (ready == 1 &&
 			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &soerr_len) == 0 &&
@@ -241,8 +223,8 @@ acme_check_tlsalpn01(const struct acme_checker *c, const struct acme_validation 
 			break;
 		e = SSL_get_error(ssl, r);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-			ready = wait_ready(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
-			                   deadline_ms);
+			ready = dns_wait_fd(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
+			                    deadline_ms);
 			if (ready == 1)
 				continue;
 			acme_fail(out, "connection",

@@ -93,6 +93,8 @@ port_open(int port)
 	return ok;
 }
 
+static void mgmt(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* POST body to challtestsrv's management API; asserts HTTP 200. */
 static void
 mgmt(const char *path, const char *fmt, ...)
@@ -246,6 +248,11 @@ test_http01_ok(void **state)
 	mgmt("/add-http01", "{\"token\":\"%s\",\"content\":\"%s\"}", job.token,
 	     job.key_authorization);
 	check_now(v, &job, NULL);
+	/* The address comes from the configured resolver: a name it puts on 127.0.0.2, where
+	 * nothing listens, fails to connect although the same path is served on 127.0.0.1. */
+	mgmt("/add-a", "{\"host\":\"elsewhere.example.test.\",\"addresses\":[\"127.0.0.2\"]}");
+	snprintf(job.identifier, sizeof(job.identifier), "elsewhere.example.test");
+	check_now(v, &job, "connection");
 	/* An IP identifier (RFC 8738) reaches the address itself, no DNS. */
 	job.identifier_is_ip = 1;
 	snprintf(job.identifier, sizeof(job.identifier), "127.0.0.1");
