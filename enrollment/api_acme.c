@@ -846,9 +846,7 @@ out:
 		api_add_header(resp, "Replay-Nonce", nonce);
 	snprintf(link, sizeof(link), "<%s/acme/directory>;rel=\"index\"", c.base);
 	api_add_header(resp, "Link", link);
-	if (resp->status >= 400 && resp->status != 404)
-		log_info("acme_refused", "%s %s (request %s): %d %s", method, req->url, req->id,
-		         resp->status, resp->body != NULL ? resp->body : "");
+	/* Refusals are logged by the engine (request_refused), with the problem document. */
 	json_decref(c.payload);
 	json_decref(c.account);
 	EVP_PKEY_free(c.key);

@@ -52,3 +52,10 @@ verify_chain() {
 	openssl verify -CAfile "$3" -untrusted "$2" "$1" >/dev/null || fail "$4: does not verify"
 }
 
+
+# stop_acme_daemon: SIGTERM; the daemon must drain (validator included) and exit 0, which
+# under ASan also means no leak.
+stop_acme_daemon() {
+	kill -TERM "$DAEMON"
+	wait "$DAEMON" || { tail -n 30 "$WORK/serve.log"; fail "serve did not exit 0 on SIGTERM"; }
+}

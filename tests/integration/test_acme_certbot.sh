@@ -91,3 +91,6 @@ if run_certbot "$CB" revoke --cert-path "$L/cert.pem" --no-delete-after-revoke >
 fi
 has "$CB/logs/letsencrypt.log" "urn:ietf:params:acme:error:alreadyRevoked" "second revocation refused"
 pass "a second revocation: alreadyRevoked"
+
+stop_acme_daemon
+pass "the daemon stopped cleanly"

@@ -69,3 +69,6 @@ done
 has "$WORK/log.jsonl" '"actor":"acme:' "ACME actor in the log"
 expect_exit 0 "audit verify" "$AGENTCA" audit verify "$WORK/log.jsonl"
 pass "the issuance log holds the ACME certificates and verifies"
+
+stop_acme_daemon
+pass "the daemon stopped cleanly"

@@ -41,6 +41,8 @@ struct reply {
 	char retry_after[32];
 };
 
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
 static void
 die(const char *fmt, ...)
 {
