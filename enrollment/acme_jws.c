@@ -507,8 +507,13 @@ acme_jws_verify(const struct acme_jws *jws, EVP_PKEY *key, struct ac_err *err)
 		           "the algorithm does not suit the account key");
 		goto out;
 	}
+	if (half != 0 && (size_t)EVP_PKEY_get_bits(key) != half * 8) {
+		ac_err_set(err, AC_ERR_INVALID, "badSignatureAlgorithm",
+		           "the algorithm does not suit the account key's curve");
+		goto out;
+	}
 	if (half != 0) {
-		if (sig_len != 2 * half || (size_t)EVP_PKEY_get_bits(key) != half * 8) {
+		if (sig_len != 2 * half) {
 			ac_err_set(err, AC_ERR_INVALID, "malformed",
 			           "the signature is not r || s of the key's size");
 			goto out;

@@ -614,6 +614,45 @@ out:
  * The request path.
  */
 
+/* The public key of a JWK, from the cache or decoded into it; the caller frees its
+ * reference. */
+static EVP_PKEY *
+account_key(struct acme_server *s, const json_t *jwk, const char *alg, struct ac_err *err)
+{
+	char *canonical = acme_jwk_canonical(jwk, err);
+	struct acme_cached_key *slot;
+	EVP_PKEY *key = NULL;
+	uint32_t h = 2166136261u; /* FNV-1a: the slot only, not a security boundary */
+
+	if (canonical == NULL)
+		return NULL;
+	for (const char *p = canonical; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	slot = &s->keys[h % ACME_KEY_CACHE];
+	pthread_mutex_lock(&s->keys_lock);
+	if (slot->canonical != NULL && strcmp(slot->canonical, canonical) == 0 &&
+	    EVP_PKEY_up_ref(slot->key) == 1)
+		key = slot->key;
+	pthread_mutex_unlock(&s->keys_lock);
+	if (key != NULL)
+		goto out;
+	/* The alg is checked against the key here and again by acme_jws_verify. */
+	if ((key = acme_jwk_to_key(jwk, alg, err)) == NULL)
+		goto out;
+	pthread_mutex_lock(&s->keys_lock);
+	if (EVP_PKEY_up_ref(key) == 1) {
+		free(slot->canonical);
+		EVP_PKEY_free(slot->key);
+		slot->canonical = canonical;
+		slot->key = key;
+		canonical = NULL;
+	}
+	pthread_mutex_unlock(&s->keys_lock);
+out:
+	free(canonical);
+	return key;
+}
+
 /* "https://" + Host, the Host checked as a host[:port] of sane characters. */
 static int
 base_url(struct acme_call *c, struct MHD_Connection *conn)
@@ -714,9 +753,9 @@ authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, 
 			acme_problem(c, "unauthorized", "this account is deactivated", NULL);
 			return -1;
 		}
-		c->key = acme_jwk_to_key(json_object_get(c->account, "jwk"), c->jws.alg, &err);
+		c->key = account_key(c->s, json_object_get(c->account, "jwk"), c->jws.alg, &err);
 	} else {
-		c->key = acme_jwk_to_key(c->jws.jwk, c->jws.alg, &err);
+		c->key = account_key(c->s, c->jws.jwk, c->jws.alg, &err);
 	}
 	if (c->key == NULL || acme_jws_verify(&c->jws, c->key, &err) != 0) {
 		acme_problem_err(c, &err);
@@ -873,6 +912,7 @@ acme_server_new(const struct acme_options *opts, struct ac_err *err)
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->pending_lock, NULL);
 	pthread_cond_init(&s->pending_done, NULL);
+	pthread_mutex_init(&s->keys_lock, NULL);
 	if ((s->nonces = acme_nonces_new(err)) == NULL ||
 	    (s->db = store_acme_open(opts->issuer->store, err)) == NULL) {
 		acme_server_free(s);
@@ -895,6 +935,11 @@ acme_server_free(struct acme_server *s)
 	pthread_mutex_unlock(&s->pending_lock);
 	store_acme_close(s->db);
 	acme_nonces_free(s->nonces);
+	for (size_t i = 0; i < ACME_KEY_CACHE; i++) {
+		free(s->keys[i].canonical);
+		EVP_PKEY_free(s->keys[i].key);
+	}
+	pthread_mutex_destroy(&s->keys_lock);
 	pthread_cond_destroy(&s->pending_done);
 	pthread_mutex_destroy(&s->pending_lock);
 	pthread_mutex_destroy(&s->lock);

@@ -22,7 +22,14 @@
 #include "enrollment/api_internal.h"
 #include "store/store_acme.h"
 
-#define ACME_ID_LEN 22 /* base64url of 16 random bytes */
+#define ACME_ID_LEN 22      /* base64url of 16 random bytes */
+#define ACME_KEY_CACHE 1024 /* account keys kept decoded, direct-mapped */
+
+/* One decoded account key, found again by its JWK's canonical text. */
+struct acme_cached_key {
+	char *canonical;
+	EVP_PKEY *key;
+};
 
 struct acme_server {
 	struct acme_options opts; /* lists borrowed */
@@ -36,6 +43,10 @@ struct acme_server {
 	pthread_mutex_t pending_lock;
 	pthread_cond_t pending_done;
 	int pending;
+	/* Account keys are decoded once and reused (an EVP_PKEY per request would rebuild
+	 * and re-check the curve point every time). */
+	pthread_mutex_t keys_lock;
+	struct acme_cached_key keys[ACME_KEY_CACHE];
 };
 
 /* One request. */
