@@ -30,9 +30,12 @@ TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sq
 TEST_PKGS += testssl.sh
 # jq: tests/integration/test_ocsp.sh reads the revocation feed's JSON.
 TEST_PKGS += jq
+# pebble: tests/unit/test_acme_validate.c checks challenges against pebble-challtestsrv.
+# lego, certbot: the ACME integration tests drive them (python3 comes with certbot).
+TEST_PKGS += pebble lego certbot
 # bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
-# measures peak RSS with GNU time.
-BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time
+# measures peak RSS with GNU time; bench/acme runs lego against agentca and Pebble.
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test asan bench fuzz soak format deps-build deps-test deps-bench clean

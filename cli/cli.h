@@ -42,6 +42,7 @@ int cmd_ca_rotate(int argc, char **argv);
 int cmd_trust_add(int argc, char **argv);
 int cmd_issue(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_acme_eab_create(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);
 int cmd_audit_sth(int argc, char **argv);

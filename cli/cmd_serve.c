@@ -44,6 +44,8 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/timefmt.h"
+#include "enrollment/acme.h"
+#include "enrollment/acme_validate.h"
 #include "enrollment/api.h"
 #include "enrollment/front.h"
 #include "enrollment/server_cert.h"
@@ -59,7 +61,8 @@
 
 static const char serve_usage_head[] =
     "usage: agentca serve --dir DIR [--listen ADDR:PORT]... [--config FILE]\n"
-    "                     [--password-file F]\n"
+    "                     [--password-file F] [--acme-resolver ADDR:PORT]\n"
+    "                     [--acme-http-port N] [--acme-tls-alpn-port N]\n"
     "\n"
     "Run the CA daemon: the HTTPS API (enrollment, renewal, bundle, health, metrics).\n"
     "Logs JSON lines on stderr. SIGHUP reloads the configuration and the server\n"
@@ -68,6 +71,9 @@ static const char serve_usage_head[] =
     "  --listen ADDR:PORT      listen here instead of the configured addresses (repeatable)\n"
     "  --config FILE           settings (default DIR/config.json; every key has a default)\n"
     "  --password-file F       the CA key passphrase (else $AGENTCA_PASSWORD, DIR/password)\n"
+    "  --acme-resolver A:P     DNS server for every ACME challenge lookup (acme.resolver)\n"
+    "  --acme-http-port N      port http-01 validation connects to (acme.http_port)\n"
+    "  --acme-tls-alpn-port N  port tls-alpn-01 validation connects to (acme.tls_alpn_port)\n"
     "\n"
     "configuration keys:\n";
 
@@ -88,6 +94,9 @@ struct retired_authority {
 struct daemon {
 	const char *dir, *config, *password_file;
 	const struct cfg_strlist *listen_override;
+	const char *acme_resolver; /* --acme-*: override acme.* of the settings */
+	int acme_http_port, acme_tls_alpn_port;
+	struct acme_options acme;
 	struct ca_authority *authority;
 	struct agentca_settings *settings;
 	struct retired_settings *retired;
@@ -430,6 +439,36 @@ reload(struct daemon *d)
 	}
 }
 
+/* The ACME server's options and its validation authority (the API stops it). */
+static int
+start_acme(struct daemon *d, struct ac_err *err)
+{
+	const struct acme_settings *as = &d->settings->acme;
+	struct acme_validator_options vo;
+
+	memset(&vo, 0, sizeof(vo));
+	vo.resolver = d->acme_resolver != NULL ? d->acme_resolver : as->resolver;
+	vo.http_port = d->acme_http_port > 0 ? d->acme_http_port : (int)as->http_port;
+	vo.tls_alpn_port =
+	    d->acme_tls_alpn_port > 0 ? d->acme_tls_alpn_port : (int)as->tls_alpn_port;
+	vo.threads = (int)as->validation_threads;
+	memset(&d->acme, 0, sizeof(d->acme));
+	d->acme.issuer = &d->issuer;
+	d->acme.external_account_required = as->external_account_required;
+	d->acme.website = as->website;
+	d->acme.dns_suffixes = &as->dns_suffixes;
+	d->acme.ip_ranges = &as->ip_ranges;
+	d->acme.order_ttl = as->order_ttl;
+	d->acme.validator.submit = acme_validator_submit;
+	d->acme.validator.stop = acme_validator_stop;
+	d->acme.validator.validator = acme_validator_start(&vo, err);
+	if (d->acme.validator.validator == NULL)
+		return -1;
+	log_info("acme_ready", "ACME directory at /acme/directory; challenges resolved through %s",
+	         vo.resolver != NULL ? vo.resolver : "/etc/resolv.conf");
+	return 0;
+}
+
 static int
 start(struct daemon *d, struct ac_err *err)
 {
@@ -516,6 +555,9 @@ start(struct daemon *d, struct ac_err *err)
 	ao.burst_per_identity = (double)d->settings->rate_limits.identity_burst;
 	ao.threads = (int)d->settings->http_threads;
 	ao.renew_grace = d->renew_grace;
+	if (start_acme(d, err) != 0)
+		return -1;
+	ao.acme = &d->acme;
 	d->api = api_start(&ao, err);
 	if (d->api == NULL)
 		return -1;
@@ -587,6 +629,9 @@ cmd_serve(int argc, char **argv)
 	    {"listen", required_argument, NULL, 'l'},
 	    {"config", required_argument, NULL, 'C'},
 	    {"password-file", required_argument, NULL, 'p'},
+	    {"acme-resolver", required_argument, NULL, 'R'},
+	    {"acme-http-port", required_argument, NULL, 'H'},
+	    {"acme-tls-alpn-port", required_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -617,6 +662,25 @@ cmd_serve(int argc, char **argv)
 		case 'p':
 			d.password_file = optarg;
 			break;
+		case 'R':
+			d.acme_resolver = optarg;
+			break;
+		case 'H':
+		case 'T': {
+			char *end = NULL;
+			long port = strtol(optarg, &end, 10);
+
+			if (end == optarg || *end != '\0' || port < 1 || port > 65535) {
+				cfg_strlist_free(&listen_override);
+				return cli_usage_error("serve", "--acme-%s-port takes 1 to 65535",
+				                       c == 'H' ? "http" : "tls-alpn");
+			}
+			if (c == 'H')
+				d.acme_http_port = (int)port;
+			else
+				d.acme_tls_alpn_port = (int)port;
+			break;
+		}
 		default:
 			fprintf(stderr, "(try 'agentca serve --help')\n");
 			cfg_strlist_free(&listen_override);

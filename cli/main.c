@@ -27,6 +27,7 @@ static const struct cli_command commands[] = {
     {"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
     {"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
     {"audit sth", cmd_audit_sth, "print the log's current signed tree head"},
+    {"acme eab create", cmd_acme_eab_create, "make an ACME external account binding key"},
 };
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
 
@@ -96,6 +97,26 @@ set_cli_log_level(void)
 	ac_log_set_level(level);
 }
 
+/* How many words of argv (from argv[1]) spell name, or 0 when they do not. */
+static int
+command_words(const char *name, int argc, char **argv)
+{
+	int words = 0;
+
+	while (*name != '\0') {
+		size_t len = strcspn(name, " ");
+
+		if (words + 1 >= argc || strlen(argv[words + 1]) != len ||
+		    strncmp(argv[words + 1], name, len) != 0)
+			return 0;
+		words++;
+		name += len;
+		if (*name == ' ')
+			name++;
+	}
+	return words;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -109,19 +130,12 @@ main(int argc, char **argv)
 		print_help(stdout);
 		return EXIT_OK;
 	}
-	/* Two-word commands first ("ca import"), then one-word ones ("init"). */
+	/* A command is one to three words ("init", "ca import", "acme eab create"). */
 	for (size_t i = 0; i < COMMAND_COUNT; i++) {
-		const char *name = commands[i].name, *space = strchr(name, ' ');
+		int words = command_words(commands[i].name, argc, argv);
 
-		if (space != NULL) {
-			size_t first = (size_t)(space - name);
-
-			if (argc >= 3 && strncmp(argv[1], name, first) == 0 &&
-			    argv[1][first] == '\0' && strcmp(argv[2], space + 1) == 0)
-				return commands[i].run(argc - 2, argv + 2);
-		} else if (strcmp(argv[1], name) == 0) {
-			return commands[i].run(argc - 1, argv + 1);
-		}
+		if (words > 0)
+			return commands[i].run(argc - words, argv + words);
 	}
 	return cli_usage_error("", "unknown command '%s%s%s'", argv[1], argc >= 3 ? " " : "",
 	                       argc >= 3 ? argv[2] : "");

@@ -34,6 +34,29 @@ static const struct cfg_field rate_limit_fields[] = {
     CFG_END,
 };
 
+static const struct cfg_field acme_fields[] = {
+    {"external_account_required", CFG_BOOL,
+     offsetof(struct acme_settings, external_account_required), 0, 0, NULL,
+     "new ACME accounts need an external account binding (agentca acme eab create)"},
+    {"website", CFG_STRING, offsetof(struct acme_settings, website), 0, 0, NULL,
+     "URL shown as meta.website in the ACME directory"},
+    {"dns_suffixes", CFG_STRING_LIST, offsetof(struct acme_settings, dns_suffixes), 0, 0, NULL,
+     "DNS suffixes ACME orders may name (on top of policy.dns_suffixes); empty: policy's"},
+    {"ip_ranges", CFG_STRING_LIST, offsetof(struct acme_settings, ip_ranges), 0, 0, NULL,
+     "CIDR ranges ACME orders may name (on top of policy.ip_ranges); empty: policy's"},
+    {"order_ttl", CFG_DURATION, offsetof(struct acme_settings, order_ttl), 60, 7 * 86400, NULL,
+     "how long an ACME order and its authorizations stay valid (default 1h)"},
+    {"resolver", CFG_STRING, offsetof(struct acme_settings, resolver), 0, 0, NULL,
+     "ADDR:PORT of the DNS server for every challenge lookup (default: resolv.conf)"},
+    {"http_port", CFG_INT, offsetof(struct acme_settings, http_port), 1, 65535, NULL,
+     "port the http-01 validator connects to (default 80)"},
+    {"tls_alpn_port", CFG_INT, offsetof(struct acme_settings, tls_alpn_port), 1, 65535, NULL,
+     "port the tls-alpn-01 validator connects to (default 443)"},
+    {"validation_threads", CFG_INT, offsetof(struct acme_settings, validation_threads), 1, 256,
+     NULL, "challenge validations run at once (default 4)"},
+    CFG_END,
+};
+
 static const struct cfg_field settings_fields[] = {
     {"log_level", CFG_STRING, offsetof(struct agentca_settings, log_level), 0, 0, NULL,
      "debug, info, warn or error (default info)"},
@@ -61,6 +84,8 @@ static const struct cfg_field settings_fields[] = {
      "the embedded store"},
     {"rotation", CFG_OBJECT, offsetof(struct agentca_settings, rotation), 0, 0,
      rotation_settings_fields, "intermediate rotation and pruning (scheduler)"},
+    {"acme", CFG_OBJECT, offsetof(struct agentca_settings, acme), 0, 0, acme_fields,
+     "the ACME server under /acme/ and its challenge validation"},
     CFG_END,
 };
 
@@ -132,6 +157,7 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 	s->rate_limits.identity_burst = 20;
 	s->store.group_commit_max = 256;
 	rotation_settings_defaults(&s->rotation);
+	s->acme.order_ttl = 3600;
 	if (ca_policy_defaults(&s->policy, trust_domain != NULL ? trust_domain : "", err) != 0)
 		return -1;
 
@@ -193,6 +219,7 @@ settings_free(struct agentca_settings *s)
 	free(s->store.path);
 	s->store.path = NULL;
 	rotation_settings_free(&s->rotation);
+	config_free(acme_fields, &s->acme);
 }
 
 void

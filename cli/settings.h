@@ -9,6 +9,7 @@
  *     "policy": { ...ca/policy.h: ca_policy_fields... },
  *     "store":  { "path": "agentca.db", "busy_timeout_ms": 5000, "group_commit_max": 256 },
  *     "rotation": { ...ca/rotate.h: rotation_settings_fields... }
+ *     "acme":   { "external_account_required": false, "resolver": "127.0.0.1:8053", ... }
  *   }
  *
  * Every setting has a default, so a missing file section (or `--dir` alone) works.
@@ -35,6 +36,19 @@ struct rate_limit_settings {
 	int64_t identity_per_second, identity_burst; /* per identity; 0: off */
 };
 
+/* The ACME server (enrollment/acme.h) and its validation authority (acme_validate.h). */
+struct acme_settings {
+	int external_account_required;   /* newAccount needs an EAB key */
+	char *website;                   /* directory meta.website */
+	struct cfg_strlist dns_suffixes; /* identifiers allowed to ACME (on top of policy) */
+	struct cfg_strlist ip_ranges;
+	int64_t order_ttl;     /* seconds; default 1h */
+	char *resolver;        /* ADDR:PORT for every validation lookup; NULL: resolv.conf */
+	int64_t http_port;     /* http-01 target port; default 80 */
+	int64_t tls_alpn_port; /* tls-alpn-01 target port; default 443 */
+	int64_t validation_threads;
+};
+
 struct agentca_settings {
 	char *log_level;
 	struct cfg_strlist listen;       /* HTTPS API addresses; default 127.0.0.1:8443 */
@@ -48,6 +62,7 @@ struct agentca_settings {
 	struct ca_policy policy;
 	struct store_settings store;
 	struct rotation_settings rotation; /* ca/rotate.h: intermediate rotation, pruning */
+	struct acme_settings acme;
 	char store_path_resolved[4096];
 };
 

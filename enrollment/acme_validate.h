@@ -38,8 +38,8 @@ struct acme_validator_options {
  * into the caller's memory after submit returns. */
 struct acme_validation {
 	enum acme_challenge_type type;
-	char identifier[256];        /* DNS name (for dns-01 the base name of a wildcard) or an
-	                                IP literal (http-01 and tls-alpn-01 only, RFC 8738) */
+	char identifier[256]; /* DNS name (for dns-01 the base name of a wildcard) or an
+	                         IP literal (http-01 and tls-alpn-01 only, RFC 8738) */
 	int identifier_is_ip;
 	char token[128];             /* the challenge token, base64url */
 	char key_authorization[256]; /* token "." base64url(SHA-256 JWK thumbprint), RFC 8555 8.1 */

@@ -39,8 +39,8 @@
 static const struct route {
 	const char *method;
 	const char *path;
-	const char *name; /* metrics label */
-	api_handler handler;
+	const char *name;    /* metrics label */
+	api_handler handler; /* a path ending in '/' is a prefix: the handler dispatches the rest */
 } routes[] = {
     {"GET", "/healthz", "healthz", handle_healthz},
     {"GET", "/metrics", "metrics", handle_metrics},
@@ -59,6 +59,9 @@ static const struct route {
     {"POST", "/v1/ocsp", "ocsp", handle_ocsp_post},
     {"GET", "/v1/ocsp/", "ocsp_get", handle_ocsp_get}, /* prefix: /v1/ocsp/<base64> */
     {"GET", "/v1/revocations", "revocations", handle_revocations},
+    {"GET", "/acme/", "acme", handle_acme},
+    {"HEAD", "/acme/", "acme_head", handle_acme},
+    {"POST", "/acme/", "acme_post", handle_acme},
 };
 /* A path that ends in '/' is a prefix: it matches every URL below it, and the handler gets
  * the rest of the URL in req->path_rest (GET /v1/ocsp/<base64 request>). */
@@ -68,6 +71,14 @@ route_is_prefix(const struct route *r)
 	size_t n = strlen(r->path);
 
 	return n > 1 && r->path[n - 1] == '/';
+}
+
+/* The ACME routes: off without an ACME server, and they answer oversized bodies themselves
+ * (with ACME's own error type). */
+static int
+route_is_acme(int i)
+{
+	return i >= 0 && strncmp(routes[i].path, "/acme/", 6) == 0;
 }
 
 #define ROUTE_COUNT ((int)(sizeof(routes) / sizeof(routes[0])))
@@ -108,6 +119,19 @@ api_problem(struct api_response *resp, int status, const char *reason, const cha
 	if (status == 503 && resp->retry_after == 0)
 		resp->retry_after = API_RETRY_AFTER_UNAVAILABLE;
 	json_decref(doc);
+}
+
+void
+api_add_header(struct api_response *resp, const char *name, const char *value)
+{
+	int n = resp->extra_count;
+
+	if (n >= (int)(sizeof(resp->extra) / sizeof(resp->extra[0])) ||
+	    strlen(value) >= sizeof(resp->extra[0].value))
+		return;
+	resp->extra[n].name = name;
+	memcpy(resp->extra[n].value, value, strlen(value) + 1);
+	resp->extra_count = n + 1;
 }
 
 /* Set resp to a JSON document (takes the reference). */
@@ -271,6 +295,8 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	if (req != NULL && req->id[0] != '\0')
 		MHD_add_response_header(r, "X-Request-Id", req->id);
+	for (int i = 0; i < resp->extra_count; i++)
+		MHD_add_response_header(r, resp->extra[i].name, resp->extra[i].value);
 	if (resp->retry_after > 0) {
 		char seconds[16];
 
@@ -360,6 +386,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			        ? strncmp(url, routes[i].path, strlen(routes[i].path)) != 0
 			        : strcmp(url, routes[i].path) != 0)
 				continue;
+			if (route_is_acme(i) && api->acme == NULL)
+				continue;
 			path_known = 1;
 			if (strcmp(method, routes[i].method) == 0)
 				route = i;
@@ -371,7 +399,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			                                   : "no such resource");
 		length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (length != NULL && strtoull(length, NULL, 10) > API_MAX_BODY)
+		/* ACME answers an oversized body itself, with its own error type. */
+		if (length != NULL && strtoull(length, NULL, 10) > API_MAX_BODY && !route_is_acme(route))
 			return send_problem_now(api, conn, 413, "body_too_large",
 			                        "request bodies are limited to 64 KiB");
 		req = calloc(1, sizeof(*req));
@@ -384,6 +413,12 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			return MHD_NO;
 		}
 		req->started = api_now();
+		snprintf(req->method, sizeof(req->method), "%s", method);
+		if (route_is_prefix(&routes[route]) && (req->url = strdup(url)) == NULL) {
+			free(req->path_rest);
+			free(req);
+			return MHD_NO;
+		}
 		request_id_make(req->id);
 		if (strcmp(routes[route].path, "/healthz") != 0)
 			req->limited = address_limited(api, conn, req->started);
@@ -412,7 +447,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 		api_problem(&resp, 429, "rate_limited",
 		            "too many requests from this address; retry later");
 		resp.retry_after = req->limited;
-	} else if (req->too_large) {
+	} else if (req->too_large && !route_is_acme(req->route)) {
 		api_problem(&resp, 413, "body_too_large", "request bodies are limited to 64 KiB");
 	} else {
 		routes[req->route].handler(api, conn, req, &resp);
@@ -442,6 +477,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	free(req->body);
 	free(req->path_rest);
+	free(req->url);
 	free(req);
 	*con_cls = NULL;
 }
@@ -492,6 +528,8 @@ api_start(const struct api_options *opts, struct ac_err *err)
 	if (api->bundle == NULL)
 		goto fail;
 	api->audit_key = opts->audit_key;
+	if (opts->acme != NULL && (api->acme = acme_server_new(opts->acme, err)) == NULL)
+		goto fail;
 	pthread_mutex_init(&api->crl_lock, NULL);
 	pthread_mutex_init(&api->daemon_metrics_lock, NULL);
 	api->exports = api_exports_new();
@@ -558,6 +596,8 @@ api_stop(struct api *api)
 	api_revocations_release(api->revocations);
 	if (api->mhd != NULL)
 		MHD_stop_daemon(api->mhd);
+	/* No request runs now: the ACME server stops its validator and goes. */
+	acme_server_free(api->acme);
 	/* Stopping closed every export's pipe: their threads end now; the store outlives us. */
 	api_exports_wait_and_free(api->exports);
 	metrics_free(api->metrics);

@@ -26,6 +26,7 @@
  *   GET  /v1/audit/proof ?serial=HEX or ?index=N [&size=M]: an inclusion proof
  *   GET  /v1/audit/consistency ?from=M [&to=N]: a consistency proof between tree sizes
  *   GET  /v1/audit/export ?format=jsonl|csv&since&until&kind&subject&proofs=1: streamed
+ *   GET|HEAD|POST /acme/...  the ACME server (acme.h), when api_options.acme is set
  *
  * Rate limits: every request but /healthz counts against its client address, and every
  * enrollment, renewal and token minting against the identity it is for (token subject,
@@ -45,6 +46,7 @@
 
 #include "ca/issue.h"
 #include "common/error.h"
+#include "enrollment/acme.h"
 #include "enrollment/front.h"
 #include "enrollment/token.h"
 
@@ -66,6 +68,7 @@ struct api_options {
 	double rate_per_identity, burst_per_identity; /* issuance-side calls per identity */
 	int threads;                                  /* MHD worker threads; 0: 8 per core */
 	int64_t renew_grace; /* seconds after expiry that /v1/renew still accepts; 0: off */
+	const struct acme_options *acme;              /* the ACME server under /acme/; NULL: off */
 };
 
 /* Start the MHD daemon (no listening socket: the front adds connections). */

@@ -8,6 +8,7 @@
  *   api_bundle.c  /v1/bundle: the trust bundle, its reload and long-poll
  *   api_enroll.c  /v1/enroll, /v1/renew
  *   api_admin.c   /v1/tokens, /v1/revoke
+ *   api_acme.c    /acme/...: the ACME server's HTTP and JWS side (api_acme_order.c: orders)
  *   api_audit.c   /v1/certificates, /v1/audit/sth, /v1/audit/proof, /v1/audit/consistency,
  * /v1/audit/export
  *   api_ocsp.c    /v1/ocsp (POST, and GET /v1/ocsp/<base64>)
@@ -32,6 +33,7 @@ struct api_bundle;
 struct api_exports;
 struct api_revocations;
 struct ocsp_responder;
+struct acme_server;
 
 struct api {
 	struct issuer *issuer;
@@ -60,6 +62,7 @@ struct api {
 	/* Gauges the daemon publishes (the scheduler's duties), appended to /metrics. */
 	pthread_mutex_t daemon_metrics_lock;
 	char *daemon_metrics;
+	struct acme_server *acme; /* api_acme.c; NULL when ACME is off */
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */
@@ -72,6 +75,12 @@ struct api_response {
 	int has_stream; /* the body is read from stream_fd (a pipe) until EOF instead */
 	int stream_fd;
 	int retry_after; /* seconds, for 429 and 503; 0: no header */
+	/* More headers (ACME: Replay-Nonce, Location, Link); names are string literals. */
+	struct {
+		const char *name;
+		char value[640];
+	} extra[4];
+	int extra_count;
 };
 
 /* The state of one request across MHD's calls. */
@@ -86,7 +95,12 @@ struct api_request {
 	char id[17];     /* request id: in the log entries it causes and the X-Request-Id header */
 	int suspended;   /* set by a handler that suspended the connection: no answer yet */
 	char *path_rest; /* a prefix route: the URL after the prefix (heap), else NULL */
+	char *url;       /* the request's path (prefix routes need it) */
+	char method[8];  /* GET, HEAD, POST */
 };
+
+/* Add a header to resp (ignored when there is no room). */
+void api_add_header(struct api_response *resp, const char *name, const char *value);
 
 typedef void (*api_handler)(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                             struct api_response *resp);
@@ -178,6 +192,8 @@ void handle_ocsp_get(struct api *api, struct MHD_Connection *conn, struct api_re
                      struct api_response *resp);
 void handle_revocations(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                         struct api_response *resp);
+void handle_acme(struct api *api, struct MHD_Connection *conn, struct api_request *req,
+                 struct api_response *resp);
 void handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                          struct api_response *resp);
 

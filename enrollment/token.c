@@ -50,6 +50,7 @@
 #include <openssl/rand.h>
 
 #include "ca/keys.h"
+#include "common/base64url.h"
 #include "common/fsutil.h"
 #include "common/hex.h"
 
@@ -516,58 +517,16 @@ token_verifier_free(struct token_verifier *v)
 	free(v);
 }
 
-/* The value of a base64url digit, or -1. */
-static int
-b64url_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
-
-/* Decode unpadded base64url into a NUL-terminated heap buffer. -1 on a bad digit or a
- * length no encoding has. */
+/* Decode unpadded base64url into a NUL-terminated heap buffer (common/base64url.c, which
+ * also refuses a second spelling of the same bytes). */
 static int
 b64url_decode(const char *in, size_t len, char **out, size_t *out_len)
 {
-	unsigned char *buf;
-	uint32_t acc = 0;
-	size_t n = 0;
-	int bits = 0;
+	unsigned char *buf = NULL;
+	int rc = base64url_decode_alloc(in, len, &buf, out_len);
 
-	*out = NULL;
-	if (len % 4 == 1)
-		return -1;
-	buf = malloc(len * 3 / 4 + 1);
-	if (buf == NULL)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64url_value((unsigned char)in[i]);
-
-		if (v < 0) {
-			free(buf);
-			return -1;
-		}
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf[n++] = (unsigned char)(acc >> bits);
-			acc &= (1u << bits) - 1;
-		}
-	}
-	buf[n] = '\0';
 	*out = (char *)buf;
-	*out_len = n;
-	return 0;
+	return rc;
 }
 
 /* Decode one base64url part of a token and parse it as a JSON object (duplicate keys are

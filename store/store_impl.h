@@ -26,6 +26,10 @@ struct store {
 /* The SQLite backend (store_sqlite.c): open or create opts->path, migrate, load the head. */
 int store_sqlite_open(struct store *st, const struct store_options *opts, struct ac_err *err);
 
+/* The SQLite file behind st, or NULL for another backend (store_acme.c opens its own
+ * connection to it). */
+const char *store_sqlite_path(const struct store *st);
+
 /* Start the committer thread; it puts at most max units in one transaction. */
 struct group_commit *group_commit_start(struct store *st, size_t max, struct ac_err *err);
 

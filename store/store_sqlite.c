@@ -118,6 +118,20 @@ static const char *const migrations[] = {
      " acked_at INTEGER NOT NULL);"
      "CREATE INDEX certificates_issuer ON certificates(issuer_fingerprint, not_after);"
      "CREATE INDEX used_tokens_expires ON used_tokens(expires);"),
+    /* 5 (ACME): accounts, orders, authorizations (challenges inside) and EAB keys, each a
+     * JSON document (store_acme.c); lookup is an account's key thumbprint or an order's
+     * certificate serial. */
+    ("CREATE TABLE acme_objects ("
+     " kind TEXT NOT NULL,"
+     " id TEXT NOT NULL,"
+     " account TEXT,"
+     " lookup TEXT,"
+     " expires INTEGER NOT NULL DEFAULT 0,"
+     " doc TEXT NOT NULL,"
+     " PRIMARY KEY (kind, id)) WITHOUT ROWID;"
+     "CREATE INDEX acme_objects_account ON acme_objects(kind, account);"
+     "CREATE UNIQUE INDEX acme_objects_lookup ON acme_objects(kind, lookup)"
+     " WHERE lookup IS NOT NULL;"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1637,6 +1651,15 @@ sqlite_bundle_ack_get(struct store *st, const char *identity, int64_t *sequence,
 	return run_own(st->backend, "SELECT sequence FROM bundle_acks WHERE identity = ?1",
 	               text_bind, identity, one_int_read, sequence, NULL,
 	               "reading a bundle acknowledgment", err);
+}
+
+/* The database file, for store_acme.c's connection. */
+const char *
+store_sqlite_path(const struct store *st)
+{
+	const struct sqlite_store *s = st->backend;
+
+	return st->ops == &sqlite_ops && s != NULL ? s->path : NULL;
 }
 
 static const struct store_ops sqlite_ops = {

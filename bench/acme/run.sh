@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# bench/acme: ACME end to end, agentca next to Pebble (Debian pebble) in the same run.
+#   1. lego (Debian lego), the real client: wall time per certificate, one `lego run` per
+#      certificate (new key, newOrder, http-01 answered by lego, finalize, download), the
+#      account made by a warm-up run and reused; against agentca and against Pebble with
+#      PEBBLE_VA_NOSLEEP=1 and PEBBLE_VA_ALWAYS_VALID=1 (no validation wait, no validation).
+#   2. bench_acme, the project's generator: complete orders per second with C concurrent
+#      workers, one account, http-01 served by the generator (bench/acme/bench_acme.c).
+# Prints one line per measurement and the ratios, nothing else.
+#
+#   bench/acme/run.sh BUILD_DIR [SECONDS] [CONCURRENCY] [LEGO_CERTS]
+#
+# agentca really validates http-01: its resolver is pebble-challtestsrv's DNS (every name
+# is 127.0.0.1) and its http-01 port is where lego or the generator listens. Pebble's
+# nonce rejection is off (PEBBLE_WFE_NONCEREJECT=0) so neither side pays for retries.
+# Everything listens on 127.0.0.1 only; every process started here is stopped and every
+# temporary file removed on exit. Needs pebble, lego, ss (iproute2) and curl.
+set -euo pipefail
+build=${1:-build}
+secs=${2:-10}
+conc=${3:-8}
+certs=${4:-10}
+agentca=$build/agentca
+gen=$build/bench/acme/bench_acme
+
+for tool in pebble pebble-challtestsrv lego ss curl openssl; do
+	if ! command -v "$tool" >/dev/null 2>&1; then
+		echo "bench/acme: $tool is not installed; install with: apt-get install -y pebble lego iproute2 curl openssl" >&2
+		exit 1
+	fi
+done
+for f in "$agentca" "$gen"; do
+	[ -x "$f" ] || { echo "bench/acme: $f not built (cmake --build $build)" >&2; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-acme.XXXXXX")
+pids=""
+cleanup() {
+	for pid in $pids; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in $pids; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# free_port: a loopback port nothing listens on (TCP or UDP) right now.
+free_port() {
+	local port
+	while :; do
+		port=$((20000 + RANDOM % 40000))
+		if ! ss -Hltun | awk '{print $5}' | grep -q ":$port\$"; then
+			echo "$port"
+			return
+		fi
+	done
+}
+
+# wait_for FILE PATTERN WHAT: until FILE has a line matching PATTERN (10 s at most).
+wait_for() {
+	for _ in $(seq 100); do
+		grep -q "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	cat "$1" >&2
+	echo "bench/acme: $3 never became ready" >&2
+	exit 1
+}
+
+now_ms() {
+	echo $(($(date +%s%N) / 1000000))
+}
+
+# lego_per_cert NAME DIRECTORY CAFILE HTTP_PORT: one warm-up run (registers the account),
+# then $certs timed runs for new names; prints the mean wall time per certificate in ms.
+lego_per_cert() {
+	local name=$1 dir=$2 cafile=$3 hport=$4 path="$work/lego-$1" start end i
+	run_lego() {
+		LEGO_CA_CERTIFICATES=$cafile lego --server "$dir" --email bench@example.test \
+			--accept-tos --domains "$1" --http --http.port "127.0.0.1:$hport" \
+			--path "$path" run >>"$work/lego-$name.log" 2>&1
+	}
+	run_lego "warmup.lego.bench.internal" || {
+		tail -n 5 "$work/lego-$name.log" >&2
+		echo "bench/acme: lego against $name failed" >&2
+		return 1
+	}
+	start=$(now_ms)
+	for i in $(seq "$certs"); do
+		run_lego "c$i.lego.bench.internal" || {
+			tail -n 5 "$work/lego-$name.log" >&2
+			echo "bench/acme: lego against $name failed" >&2
+			return 1
+		}
+	done
+	end=$(now_ms)
+	awk -v t=$((end - start)) -v n="$certs" 'BEGIN { printf "%.1f\n", t / n }'
+}
+
+# Pebble: a TLS certificate of its own for 127.0.0.1, no validation wait, always valid.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 30 \
+	-subj "/CN=pebble bench" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+	-keyout "$work/pebble.key" -out "$work/pebble.pem" 2>/dev/null
+pport=$(free_port)
+pmport=$(free_port)
+cat >"$work/pebble.json" <<JSON
+{"pebble": {"listenAddress": "127.0.0.1:$pport", "managementListenAddress": "127.0.0.1:$pmport",
+  "certificate": "$work/pebble.pem", "privateKey": "$work/pebble.key",
+  "httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "",
+  "externalAccountBindingRequired": false}}
+JSON
+PEBBLE_VA_NOSLEEP=1 PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_WFE_NONCEREJECT=0 \
+	pebble -config "$work/pebble.json" >"$work/pebble.log" 2>&1 &
+pids="$pids $!"
+wait_for "$work/pebble.log" "Listening on" "pebble"
+pebble_dir="https://127.0.0.1:$pport/dir"
+
+# agentca: a fresh CA, ACME validation through challtestsrv's DNS to the http-01 port.
+status=0
+agentca_dir=""
+hport=$(free_port)
+if "$agentca" serve --help 2>&1 | grep -q -- "--acme-http-port"; then
+	dport=$(free_port)
+	cmport=$(free_port)
+	pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
+		-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1 &
+	pids="$pids $!"
+	wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+	export AGENTCA_PASSWORD=bench-acme-passphrase
+	"$agentca" init --dir "$work/ca" --name Bench --trust-domain bench.internal >/dev/null
+	echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
+	"$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/serve.json" \
+		--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport" \
+		2>"$work/serve.log" &
+	pids="$pids $!"
+	wait_for "$work/serve.log" '"event":"ca_ready"' "agentca serve"
+	aport=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+	agentca_dir="https://127.0.0.1:$aport/acme/directory"
+	if ! curl -fsS --cacert "$work/ca/root.pem" "$agentca_dir" >/dev/null 2>&1; then
+		echo "bench/acme: agentca answers no ACME directory at $agentca_dir" >&2
+		agentca_dir=""
+	fi
+else
+	echo "bench/acme: this agentca has no ACME server (serve lacks --acme-http-port); Pebble only" >&2
+fi
+[ -n "$agentca_dir" ] || status=1
+
+# 1. lego, per certificate.
+pms=$(lego_per_cert pebble "$pebble_dir" "$work/pebble.pem" "$hport") || status=1
+echo "lego per certificate: pebble ${pms:-n/a} ms ($certs certificates, http-01, account reused)"
+if [ -n "$agentca_dir" ]; then
+	ams=$(lego_per_cert agentca "$agentca_dir" "$work/ca/root.pem" "$hport") || status=1
+	echo "lego per certificate: agentca ${ams:-n/a} ms ($certs certificates, http-01 validated, account reused)"
+	awk -v a="${ams:-0}" -v p="${pms:-0}" 'BEGIN {
+		if (a > 0 && p > 0) printf "ratio pebble/agentca (lego time per certificate): %.2f\n", p / a
+		else print "ratio pebble/agentca (lego time per certificate): n/a" }'
+fi
+
+# 2. The generator, orders per second.
+pline=$("$gen" --target pebble --directory "$pebble_dir" --cacert "$work/pebble.pem" \
+	--http-port "$hport" --concurrency "$conc" --seconds "$secs" --domain bench.internal) || status=1
+echo "$pline"
+if [ -n "$agentca_dir" ]; then
+	aline=$("$gen" --target agentca --directory "$agentca_dir" --cacert "$work/ca/root.pem" \
+		--http-port "$hport" --concurrency "$conc" --seconds "$secs" --domain bench.internal) ||
+		status=1
+	echo "$aline"
+	arate=$(echo "$aline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
+	prate=$(echo "$pline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
+	awk -v a="$arate" -v p="$prate" 'BEGIN {
+		if (p > 0) printf "ratio agentca/pebble (orders per second): %.2f\n", a / p
+		else print "ratio agentca/pebble (orders per second): n/a" }'
+fi
+exit $status

@@ -1,0 +1,285 @@
+/*
+ * store_acme.c - SQL for the ACME server's objects (see store_acme.h). One connection of
+ * its own to the store's SQLite file, used under a mutex: ACME writes are small and few
+ * per certificate, and SQLite takes one writer at a time anyway.
+ */
+#include "store/store_acme.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "store/store_impl.h"
+
+enum acme_stmt { A_BEGIN, A_COMMIT, A_ROLLBACK, A_INSERT, A_UPSERT, A_GET, A_FIND, A_LIST, A_N };
+
+static const char *const acme_sql[A_N] = {
+    [A_BEGIN] = "BEGIN IMMEDIATE",
+    [A_COMMIT] = "COMMIT",
+    [A_ROLLBACK] = "ROLLBACK",
+    [A_INSERT] = ("INSERT INTO acme_objects (kind, id, account, lookup, expires, doc)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+    [A_UPSERT] = ("INSERT OR REPLACE INTO acme_objects (kind, id, account, lookup, expires, doc)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+    [A_GET] = ("SELECT id, account, lookup, expires, doc FROM acme_objects"
+               " WHERE kind = ?1 AND id = ?2"),
+    [A_FIND] = ("SELECT id, account, lookup, expires, doc FROM acme_objects"
+                " WHERE kind = ?1 AND lookup = ?2"),
+    [A_LIST] = ("SELECT id FROM acme_objects WHERE kind = ?1 AND account = ?2"
+                " AND (?3 IS NULL OR id > ?3) ORDER BY id LIMIT ?4"),
+};
+
+struct store_acme {
+	pthread_mutex_t lock;
+	char *path;
+	sqlite3 *db;
+	sqlite3_stmt *stmt[A_N];
+};
+
+static int
+db_fail(struct store_acme *a, int rc, const char *what, struct ac_err *err)
+{
+	enum ac_errcode code = AC_ERR_STORE;
+	const char *reason = "store_error";
+
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return ac_err_set(err, AC_ERR_CONFLICT, "conflict", "%s: already exists", what);
+	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_FULL ||
+	    (rc & 0xff) == SQLITE_IOERR) {
+		code = AC_ERR_UNAVAILABLE;
+		reason = "store_unavailable";
+	}
+	return ac_err_set(err, code, reason, "%s: %s: %s", a->path, what, sqlite3_errmsg(a->db));
+}
+
+void
+store_acme_close(struct store_acme *a)
+{
+	if (a == NULL)
+		return;
+	for (int i = 0; i < A_N; i++)
+		sqlite3_finalize(a->stmt[i]);
+	sqlite3_close(a->db);
+	pthread_mutex_destroy(&a->lock);
+	free(a->path);
+	free(a);
+}
+
+struct store_acme *
+store_acme_open(struct store *st, struct ac_err *err)
+{
+	const char *path = store_sqlite_path(st);
+	struct store_acme *a = NULL;
+	int rc;
+
+	if (path == NULL) {
+		ac_err_set(err, AC_ERR_INVALID, "store_unsupported",
+		           "the ACME server needs the SQLite store");
+		return NULL;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(path)) == NULL) {
+		free(a);
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&a->lock, NULL);
+	rc = sqlite3_open_v2(path, &a->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		db_fail(a, rc, "opening the database for ACME", err);
+		goto fail;
+	}
+	sqlite3_extended_result_codes(a->db, 1);
+	sqlite3_busy_timeout(a->db, 5000);
+	if ((rc = sqlite3_exec(a->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL)) !=
+	    SQLITE_OK) {
+		db_fail(a, rc, "setting up the ACME connection", err);
+		goto fail;
+	}
+	for (int i = 0; i < A_N; i++) {
+		rc = sqlite3_prepare_v3(a->db, acme_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                        &a->stmt[i], NULL);
+		if (rc != SQLITE_OK) {
+			db_fail(a, rc, "preparing the ACME statements", err);
+			goto fail;
+		}
+	}
+	return a;
+fail:
+	store_acme_close(a);
+	return NULL;
+}
+
+static int
+bind_opt(sqlite3_stmt *stmt, int idx, const char *text)
+{
+	if (text == NULL)
+		return sqlite3_bind_null(stmt, idx);
+	return sqlite3_bind_text(stmt, idx, text, -1, SQLITE_STATIC);
+}
+
+/* Step a statement without rows; reset and unbind it. */
+static int
+step_done(sqlite3_stmt *stmt)
+{
+	int rc = sqlite3_step(stmt);
+
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int
+store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, int create,
+               struct ac_err *err)
+{
+	sqlite3_stmt *ins = a->stmt[create ? A_INSERT : A_UPSERT];
+	int rc, ret = -1, in_tx = 0;
+
+	pthread_mutex_lock(&a->lock);
+	if ((rc = step_done(a->stmt[A_BEGIN])) != SQLITE_OK) {
+		db_fail(a, rc, "starting an ACME write", err);
+		goto out;
+	}
+	in_tx = 1;
+	for (size_t i = 0; i < n; i++) {
+		const struct acme_object *o = &objs[i];
+
+		if ((rc = bind_opt(ins, 1, o->kind)) != SQLITE_OK ||
+		    (rc = bind_opt(ins, 2, o->id)) != SQLITE_OK ||
+		    (rc = bind_opt(ins, 3, o->account)) != SQLITE_OK ||
+		    (rc = bind_opt(ins, 4, o->lookup)) != SQLITE_OK ||
+		    (rc = sqlite3_bind_int64(ins, 5, o->expires)) != SQLITE_OK ||
+		    (rc = bind_opt(ins, 6, o->doc)) != SQLITE_OK ||
+		    (rc = step_done(ins)) != SQLITE_OK) {
+			sqlite3_reset(ins);
+			sqlite3_clear_bindings(ins);
+			db_fail(a, rc, o->kind, err);
+			goto out;
+		}
+	}
+	if ((rc = step_done(a->stmt[A_COMMIT])) != SQLITE_OK) {
+		db_fail(a, rc, "committing an ACME write", err);
+		goto out;
+	}
+	in_tx = 0;
+	ret = 0;
+out:
+	if (in_tx)
+		step_done(a->stmt[A_ROLLBACK]);
+	pthread_mutex_unlock(&a->lock);
+	return ret;
+}
+
+static int
+column_dup(sqlite3_stmt *stmt, int col, char **out)
+{
+	const unsigned char *text = sqlite3_column_text(stmt, col);
+
+	*out = NULL;
+	if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
+		return 0;
+	if (text == NULL || (*out = strdup((const char *)text)) == NULL)
+		return -1;
+	return 0;
+}
+
+static int
+read_one(struct store_acme *a, enum acme_stmt which, const char *kind, const char *key,
+         struct acme_object_row *out, struct ac_err *err)
+{
+	sqlite3_stmt *stmt = a->stmt[which];
+	int rc, ret = -1;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&a->lock);
+	if ((rc = bind_opt(stmt, 1, kind)) != SQLITE_OK ||
+	    (rc = bind_opt(stmt, 2, key)) != SQLITE_OK) {
+		db_fail(a, rc, "reading an ACME object", err);
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE) {
+		ac_err_set(err, AC_ERR_NOTFOUND, "not_found", "no such %s", kind);
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		db_fail(a, rc, "reading an ACME object", err);
+		goto out;
+	}
+	if (column_dup(stmt, 0, &out->id) != 0 || column_dup(stmt, 1, &out->account) != 0 ||
+	    column_dup(stmt, 2, &out->lookup) != 0 || column_dup(stmt, 4, &out->doc) != 0 ||
+	    out->doc == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	out->expires = sqlite3_column_int64(stmt, 3);
+	ret = 0;
+out:
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	pthread_mutex_unlock(&a->lock);
+	if (ret != 0)
+		store_acme_row_free(out);
+	return ret;
+}
+
+int
+store_acme_get(struct store_acme *a, const char *kind, const char *id, struct acme_object_row *out,
+               struct ac_err *err)
+{
+	return read_one(a, A_GET, kind, id, out, err);
+}
+
+int
+store_acme_find(struct store_acme *a, const char *kind, const char *lookup,
+                struct acme_object_row *out, struct ac_err *err)
+{
+	return read_one(a, A_FIND, kind, lookup, out, err);
+}
+
+int
+store_acme_list(struct store_acme *a, const char *kind, const char *account, const char *after,
+                int64_t limit, acme_id_fn fn, void *arg, struct ac_err *err)
+{
+	sqlite3_stmt *stmt = a->stmt[A_LIST];
+	int rc, ret = -1;
+
+	pthread_mutex_lock(&a->lock);
+	if ((rc = bind_opt(stmt, 1, kind)) != SQLITE_OK ||
+	    (rc = bind_opt(stmt, 2, account)) != SQLITE_OK ||
+	    (rc = bind_opt(stmt, 3, after)) != SQLITE_OK ||
+	    (rc = sqlite3_bind_int64(stmt, 4, limit > 0 ? limit : -1)) != SQLITE_OK) {
+		db_fail(a, rc, "listing ACME objects", err);
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const unsigned char *id = sqlite3_column_text(stmt, 0);
+
+		if (id != NULL && fn(arg, (const char *)id) != 0)
+			break;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_fail(a, rc, "listing ACME objects", err);
+		goto out;
+	}
+	ret = 0;
+out:
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	pthread_mutex_unlock(&a->lock);
+	return ret;
+}
+
+void
+store_acme_row_free(struct acme_object_row *row)
+{
+	if (row == NULL)
+		return;
+	free(row->id);
+	free(row->account);
+	free(row->lookup);
+	free(row->doc);
+	memset(row, 0, sizeof(*row));
+}

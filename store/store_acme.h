@@ -1,0 +1,64 @@
+/*
+ * store_acme.h - the ACME server's durable objects: accounts, orders, authorizations (with
+ * their challenges) and external account binding keys.
+ *
+ * Each object is a JSON document the ACME front owns, filed under (kind, id) with the
+ * columns the front looks things up by: the owning account, a unique lookup key (an
+ * account's JWK thumbprint, an order's certificate serial) and an expiry. Certificates are
+ * not here: they go through ca_issue and the issuance log like every other.
+ *
+ * A write of several objects (an order and its authorizations) is one durable transaction
+ * (WAL, synchronous=FULL) on a connection of this module's own, so ACME traffic never waits
+ * behind the issuance log's group committer, nor the other way round for longer than one
+ * SQLite write lock.
+ */
+#ifndef AGENTCA_STORE_STORE_ACME_H
+#define AGENTCA_STORE_STORE_ACME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "store/store.h"
+
+struct store_acme;
+
+/* An object to write. Strings are borrowed for the call; account and lookup may be NULL. */
+struct acme_object {
+	const char *kind; /* "account", "order", "authz", "eab" */
+	const char *id;
+	const char *account;
+	const char *lookup;
+	int64_t expires; /* unix seconds; 0: never */
+	const char *doc; /* JSON text */
+};
+
+/* An object read back; free with store_acme_row_free(). */
+struct acme_object_row {
+	char *id, *account, *lookup, *doc;
+	int64_t expires;
+};
+
+struct store_acme *store_acme_open(struct store *st, struct ac_err *err);
+void store_acme_close(struct store_acme *a);
+
+/* Write n objects in one transaction. create: a new object (AC_ERR_CONFLICT "conflict" if
+ * the id or lookup exists); else insert or replace. */
+int store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, int create,
+                   struct ac_err *err);
+
+/* By id, or by lookup key. AC_ERR_NOTFOUND when absent. */
+int store_acme_get(struct store_acme *a, const char *kind, const char *id,
+                   struct acme_object_row *out, struct ac_err *err);
+int store_acme_find(struct store_acme *a, const char *kind, const char *lookup,
+                    struct acme_object_row *out, struct ac_err *err);
+
+/* The ids of an account's objects of one kind, oldest first, after `after` (NULL: from the
+ * start), at most limit; fn is called with each. */
+typedef int (*acme_id_fn)(void *arg, const char *id);
+int store_acme_list(struct store_acme *a, const char *kind, const char *account, const char *after,
+                    int64_t limit, acme_id_fn fn, void *arg, struct ac_err *err);
+
+void store_acme_row_free(struct acme_object_row *row);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * test_store_acme.c - store/store_acme.c: ACME objects written in one transaction, read by
+ * id and by lookup key, listed per account in id order; a second object with the same id or
+ * lookup (an account key already in use) is a conflict that writes nothing of its batch;
+ * objects survive closing and reopening the store.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "store/store.h"
+#include "store/store_acme.h"
+#include "testutil.h"
+
+struct fixture {
+	char *dir;
+	char path[4096];
+	struct store *st;
+	struct store_acme *acme;
+};
+
+static void
+open_all(struct fixture *f)
+{
+	struct store_options opts;
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	store_options_defaults(&opts);
+	opts.path = f->path;
+	f->st = store_open(&opts, &err);
+	if (f->st == NULL)
+		fail_msg("store_open: %s", err.msg);
+	f->acme = store_acme_open(f->st, &err);
+	if (f->acme == NULL)
+		fail_msg("store_acme_open: %s", err.msg);
+}
+
+static void
+close_all(struct fixture *f)
+{
+	store_acme_close(f->acme);
+	store_close(f->st);
+	f->acme = NULL;
+	f->st = NULL;
+}
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	f->dir = test_tmpdir("store-acme");
+	snprintf(f->path, sizeof(f->path), "%s/agentca.db", f->dir);
+	open_all(f);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	close_all(f);
+	test_rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static int
+collect(void *arg, const char *id)
+{
+	char *out = arg;
+
+	strcat(out, id);
+	strcat(out, ",");
+	return 0;
+}
+
+static void
+test_put_get_find_list(void **state)
+{
+	struct fixture *f = *state;
+	const struct acme_object batch[] = {
+	    {"order", "o2", "acct-1", NULL, 100, "{\"status\":\"pending\"}"},
+	    {"authz", "a1", "acct-1", NULL, 100, "{\"status\":\"pending\"}"},
+	    {"order", "o1", "acct-1", "serial-1", 100, "{\"status\":\"valid\"}"},
+	    {"order", "o3", "acct-2", NULL, 100, "{}"},
+	};
+	struct acme_object_row row;
+	struct ac_err err;
+	char ids[256] = "";
+
+	ac_err_clear(&err);
+	assert_int_equal(store_acme_put(f->acme, batch, 4, 1, &err), 0);
+	assert_int_equal(store_acme_get(f->acme, "order", "o1", &row, &err), 0);
+	assert_string_equal(row.account, "acct-1");
+	assert_string_equal(row.doc, "{\"status\":\"valid\"}");
+	assert_int_equal(row.expires, 100);
+	store_acme_row_free(&row);
+	assert_int_equal(store_acme_find(f->acme, "order", "serial-1", &row, &err), 0);
+	assert_string_equal(row.id, "o1");
+	store_acme_row_free(&row);
+	assert_int_equal(store_acme_get(f->acme, "authz", "o1", &row, &err), -1);
+	assert_int_equal(err.code, AC_ERR_NOTFOUND);
+	assert_int_equal(store_acme_list(f->acme, "order", "acct-1", NULL, 0, collect, ids, &err),
+	                 0);
+	assert_string_equal(ids, "o1,o2,");
+	ids[0] = '\0';
+	assert_int_equal(store_acme_list(f->acme, "order", "acct-1", "o1", 0, collect, ids, &err),
+	                 0);
+	assert_string_equal(ids, "o2,");
+	/* Replace in place (create = 0). */
+	{
+		const struct acme_object upd = {"order", "o2", "acct-1",
+		                                NULL,    100,  "{\"status\":\"ready\"}"};
+
+		assert_int_equal(store_acme_put(f->acme, &upd, 1, 0, &err), 0);
+		assert_int_equal(store_acme_get(f->acme, "order", "o2", &row, &err), 0);
+		assert_string_equal(row.doc, "{\"status\":\"ready\"}");
+		store_acme_row_free(&row);
+	}
+}
+
+static void
+test_conflict_writes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	const struct acme_object first = {"account", "acct-1", NULL, "thumb-1", 0, "{}"};
+	const struct acme_object batch[] = {
+	    {"order", "o9", "acct-1", NULL, 0, "{}"},
+	    {"account", "acct-2", NULL, "thumb-1", 0, "{}"}, /* the same key as acct-1 */
+	};
+	struct acme_object_row row;
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	assert_int_equal(store_acme_put(f->acme, &first, 1, 1, &err), 0);
+	assert_int_equal(store_acme_put(f->acme, batch, 2, 1, &err), -1);
+	assert_int_equal(err.code, AC_ERR_CONFLICT);
+	ac_err_clear(&err);
+	assert_int_equal(store_acme_get(f->acme, "order", "o9", &row, &err), -1);
+	assert_int_equal(err.code, AC_ERR_NOTFOUND);
+}
+
+static void
+test_survives_reopen(void **state)
+{
+	struct fixture *f = *state;
+	const struct acme_object eab = {"eab", "kid-1", NULL, NULL, 0, "{\"hmac\":\"x\"}"};
+	struct acme_object_row row;
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	assert_int_equal(store_acme_put(f->acme, &eab, 1, 1, &err), 0);
+	close_all(f);
+	open_all(f);
+	assert_int_equal(store_acme_get(f->acme, "eab", "kid-1", &row, &err), 0);
+	assert_string_equal(row.doc, "{\"hmac\":\"x\"}");
+	store_acme_row_free(&row);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_put_get_find_list, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_conflict_writes_nothing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
