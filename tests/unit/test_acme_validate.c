@@ -392,7 +392,6 @@ test_dns01_resolver_silent(void **state)
 	struct acme_validator *v;
 	struct ac_err err;
 	char resolver[32];
-	int port, fd = silent_listener(&port);
 	(void)state;
 
 	/* A UDP port with nothing behind it: refused or silent, either way a "dns" failure. */
@@ -403,7 +402,28 @@ test_dns01_resolver_silent(void **state)
 	assert_non_null(v);
 	check_now(v, &job, "dns");
 	acme_validator_stop(v);
-	close(fd);
+
+	/* A UDP socket that never answers: the lookup gives up at the deadline. */
+	{
+		struct sockaddr_in sin = {.sin_family = AF_INET};
+		socklen_t len = sizeof(sin);
+		struct acme_validation_result res;
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+		assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+		snprintf(resolver, sizeof(resolver), "127.0.0.1:%d", ntohs(sin.sin_port));
+		ac_err_clear(&err);
+		v = acme_validator_start(&opts, &err);
+		assert_non_null(v);
+		acme_validate_now(v, &job, &res);
+		assert_false(res.ok);
+		assert_string_equal(res.error_type, "dns");
+		assert_non_null(strstr(res.detail, "in time"));
+		acme_validator_stop(v);
+		close(fd);
+	}
 
 	/* A resolver that is not ADDR:PORT is refused at start. */
 	opts.resolver = "localhost";
