@@ -99,7 +99,7 @@ static void mgmt(const char *path, const char *fmt, ...) __attribute__((format(p
 static void
 mgmt(const char *path, const char *fmt, ...)
 {
-	char url[128], body[1024];
+	char url[128], body[8192];
 	long status = 0;
 	va_list ap;
 	CURL *curl = curl_easy_init();
@@ -274,6 +274,17 @@ test_http01_wrong_answers(void **state)
 	mgmt("/add-http01", "{\"token\":\"%s\",\"content\":\"%s.someone-elses-thumbprint\"}",
 	     job.token, job.token);
 	check_now(v, &job, "incorrectResponse");
+	/* A body longer than any key authorization is cut off, not read to the end. */
+	{
+		struct acme_validation big =
+		    make_job(ACME_CHALLENGE_HTTP_01, "web.example.test", "http01-big-body");
+		char content[6001];
+
+		memset(content, 'x', sizeof(content) - 1);
+		content[sizeof(content) - 1] = '\0';
+		mgmt("/add-http01", "{\"token\":\"%s\",\"content\":\"%s\"}", big.token, content);
+		check_now(v, &big, "unauthorized");
+	}
 	/* challtestsrv answers 200 with an empty body for a token it does not know. */
 	check_now(v, &missing, "incorrectResponse");
 	acme_validator_stop(v);
@@ -460,7 +471,13 @@ test_tlsalpn01_challtestsrv(void **state)
 }
 
 /* What the hand-made tls-alpn-01 server puts in its certificate. */
-enum alpn_cert_kind { CERT_GOOD, CERT_NO_EXTENSION, CERT_NOT_CRITICAL, CERT_TWO_NAMES };
+enum alpn_cert_kind {
+	CERT_GOOD,
+	CERT_NO_EXTENSION,
+	CERT_NOT_CRITICAL,
+	CERT_TWO_NAMES,
+	CERT_GOOD_NO_ALPN, /* the right certificate, but the server picks no ALPN protocol */
+};
 
 struct alpn_server {
 	int listen_fd;
@@ -562,7 +579,8 @@ alpn_server_start(struct alpn_server *s, enum alpn_cert_kind kind, const char *k
 	s->listen_fd = silent_listener(&s->port);
 	s->ctx = SSL_CTX_new(TLS_server_method());
 	assert_non_null(s->ctx);
-	SSL_CTX_set_alpn_select_cb(s->ctx, select_acme_tls, NULL);
+	if (kind != CERT_GOOD_NO_ALPN)
+		SSL_CTX_set_alpn_select_cb(s->ctx, select_acme_tls, NULL);
 	make_alpn_cert(s->ctx, kind, key_auth);
 	assert_int_equal(pthread_create(&s->thread, NULL, alpn_server_main, s), 0);
 }
@@ -600,6 +618,7 @@ test_tlsalpn01_handmade(void **state)
 	check_alpn_kind(CERT_NO_EXTENSION, NULL, "incorrectResponse");
 	check_alpn_kind(CERT_NOT_CRITICAL, NULL, "incorrectResponse");
 	check_alpn_kind(CERT_TWO_NAMES, NULL, "incorrectResponse");
+	check_alpn_kind(CERT_GOOD_NO_ALPN, NULL, "tls");
 }
 
 /* ---- input checks ---- */
