@@ -772,10 +772,19 @@ test_pool_queue_full_and_stop(void **state)
 	pthread_mutex_destroy(&rec.lock);
 }
 
+/* A job without a callback is refused (nobody could be told); stopping NULL is a no-op. */
 static void
-test_stop_null(void **state)
+test_submit_without_callback_and_stop_null(void **state)
 {
+	struct acme_validator *v = start_validator(1, 0, 1000, cts.http_port, 0);
+	struct acme_validation job = make_job(ACME_CHALLENGE_HTTP_01, "web.example.test", "tok");
+	struct ac_err err;
 	(void)state;
+
+	ac_err_clear(&err);
+	assert_int_equal(acme_validator_submit(v, &job, NULL, NULL, &err), -1);
+	assert_int_equal(err.code, AC_ERR_INTERNAL);
+	acme_validator_stop(v);
 	acme_validator_stop(NULL);
 }
 
@@ -794,7 +803,7 @@ main(void)
 	    cmocka_unit_test(test_hostile_jobs),
 	    cmocka_unit_test(test_pool_done_once_per_job),
 	    cmocka_unit_test(test_pool_queue_full_and_stop),
-	    cmocka_unit_test(test_stop_null),
+	    cmocka_unit_test(test_submit_without_callback_and_stop_null),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
