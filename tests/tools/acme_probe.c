@@ -830,6 +830,58 @@ main(int argc, char **argv)
 		X509_free(leaf);
 	}
 
+	/* A failed validation: the challenge and its authorization are invalid with the
+	 * validator's error, and so is the order. */
+	{
+		const char *unserved[] = {"unserved.corp.internal"};
+		json_t *o = new_order(&a, unserved, 1, NULL, url, NULL), *authz, *ch;
+		const char *au =
+		    json_string_value(json_array_get(json_object_get(o, "authorizations"), 0));
+		const char *type;
+		char shown[64];
+		size_t j;
+
+		authz = get_json(&a, au, "authz");
+		json_array_foreach(json_object_get(authz, "challenges"), j, ch)
+		{
+			if (strcmp(json_string_value(json_object_get(ch, "type")), "http-01") != 0)
+				continue;
+			r = post(&a, json_string_value(json_object_get(ch, "url")), "{}");
+			expect_status(&r, 200, "http-01 challenge nobody answers");
+			free(r.body);
+		}
+		json_decref(authz);
+		for (int tries = 0; tries < 150; tries++) {
+			authz = get_json(&a, au, "authz");
+			if (strcmp(json_string_value(json_object_get(authz, "status")),
+			           "pending") != 0)
+				break;
+			json_decref(authz);
+			authz = NULL;
+			usleep(100000);
+		}
+		if (authz == NULL ||
+		    strcmp(json_string_value(json_object_get(authz, "status")), "invalid") != 0)
+			die("a challenge nobody answered did not make the authorization invalid");
+		ch = json_array_get(json_object_get(authz, "challenges"), 0);
+		type = json_string_value(json_object_get(json_object_get(ch, "error"), "type"));
+		if (type == NULL || strncmp(type, "urn:ietf:params:acme:error:", 27) != 0 ||
+		    strcmp(json_string_value(json_object_get(ch, "status")), "invalid") != 0)
+			die("the failed challenge carries no ACME error: %s",
+			    json_dumps(authz, JSON_COMPACT));
+		snprintf(shown, sizeof(shown), "%s", type + 27);
+		json_decref(authz);
+		authz = get_json(&a, url, "order");
+		if (strcmp(json_string_value(json_object_get(authz, "status")), "invalid") != 0)
+			die("the order of a failed validation is not invalid");
+		json_decref(authz);
+		json_decref(o);
+		printf(
+		    "ok - a failed http-01 validation: challenge, authorization and order invalid "
+		    "(%s)\n",
+		    type + 27);
+	}
+
 	/* A contact update; an authorization deactivated makes its order invalid. */
 	r = post(&a, a.kid, "{\"contact\":[\"mailto:pki@corp.internal\"]}");
 	expect_status(&r, 200, "contact update");
@@ -889,7 +941,6 @@ main(int argc, char **argv)
 		json_decref(inner_payload);
 		json_decref(inner_hdr);
 	}
-	(void)url;
 	json_decref(order);
 	json_decref(pending);
 	json_decref(dir);
