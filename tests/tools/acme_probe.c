@@ -879,7 +879,7 @@ main(int argc, char **argv)
 		printf(
 		    "ok - a failed http-01 validation: challenge, authorization and order invalid "
 		    "(%s)\n",
-		    type + 27);
+		    shown);
 	}
 
 	/* A contact update; an authorization deactivated makes its order invalid. */
