@@ -910,6 +910,7 @@ acme_server_new(const struct acme_options *opts, struct ac_err *err)
 	if (s->opts.order_ttl <= 0)
 		s->opts.order_ttl = 3600;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->validated, NULL);
 	pthread_mutex_init(&s->pending_lock, NULL);
 	pthread_cond_init(&s->pending_done, NULL);
 	pthread_mutex_init(&s->keys_lock, NULL);
@@ -942,6 +943,7 @@ acme_server_free(struct acme_server *s)
 	pthread_mutex_destroy(&s->keys_lock);
 	pthread_cond_destroy(&s->pending_done);
 	pthread_mutex_destroy(&s->pending_lock);
+	pthread_cond_destroy(&s->validated);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -39,6 +39,7 @@ struct acme_server {
 	/* Serializes read-modify-write of orders and authorizations (requests and validation
 	 * callbacks); never held across an issuance or a validation. */
 	pthread_mutex_t lock;
+	pthread_cond_t validated; /* broadcast (under lock) when a validation is recorded */
 	/* Validation callbacks in flight: acme_server_free waits for none. */
 	pthread_mutex_t pending_lock;
 	pthread_cond_t pending_done;

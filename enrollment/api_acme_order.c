@@ -35,6 +35,7 @@
 #define ORDER_IDENTIFIERS_MAX 15 /* the certificate also carries the SPIFFE ID */
 #define ORDERS_LISTED_MAX 1000
 #define ARI_RETRY_AFTER 21600 /* six hours, RFC 9773 section 4.3 */
+#define CHALLENGE_WAIT_MS 300 /* a challenge POST waits this long for its validation */
 
 static const char *
 str(const json_t *doc, const char *key)
@@ -653,6 +654,7 @@ validation_done(void *arg, const struct acme_validation_result *result)
 			         str(json_object_get(authz, "identifier"), "value"),
 			         result->ok ? "valid" : "invalid", result->ok ? "" : ": ",
 			         result->ok ? "" : result->detail);
+		pthread_cond_broadcast(&s->validated);
 	}
 	pthread_mutex_unlock(&s->lock);
 	json_decref(authz);
@@ -743,6 +745,34 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 			free(t);
 			goto undo;
 		}
+	}
+	/* Validations take milliseconds: wait a little for the outcome, so that the client
+	 * sees it in this answer instead of polling; else it comes back after Retry-After. */
+	if (strcmp(str(ch, "status"), "processing") == 0) {
+		struct timespec deadline;
+
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_nsec += CHALLENGE_WAIT_MS * 1000000L;
+		deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+		deadline.tv_nsec %= 1000000000L;
+		while (strcmp(str(ch, "status"), "processing") == 0) {
+			json_t *fresh;
+
+			if (pthread_cond_timedwait(&c->s->validated, &c->s->lock, &deadline) != 0)
+				break;
+			ac_err_clear(&err);
+			if ((fresh = load_doc(c->s, "authz", aid, NULL, &err)) == NULL)
+				break;
+			json_decref(authz);
+			authz = fresh;
+			ch = json_array_get(json_object_get(authz, "challenges"), index);
+			if (ch == NULL) {
+				acme_problem(c, "serverInternal", "the challenge vanished", NULL);
+				goto out;
+			}
+		}
+		if (strcmp(str(ch, "status"), "processing") == 0)
+			c->resp->retry_after = 1;
 	}
 	snprintf(up, sizeof(up), "<%s/acme/authz/%s>;rel=\"up\"", c->base, aid);
 	api_add_header(c->resp, "Link", up);

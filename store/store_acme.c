@@ -13,7 +13,19 @@
 
 #include "store/store_impl.h"
 
-enum acme_stmt { A_BEGIN, A_COMMIT, A_ROLLBACK, A_INSERT, A_UPSERT, A_GET, A_FIND, A_LIST, A_N };
+enum acme_stmt {
+	A_BEGIN,
+	A_COMMIT,
+	A_ROLLBACK,
+	A_INSERT,
+	A_UPSERT,
+	A_GET,
+	A_FIND,
+	A_LIST,
+	A_SYNC_FULL,
+	A_SYNC_NORMAL,
+	A_N
+};
 
 static const char *const acme_sql[A_N] = {
     [A_BEGIN] = "BEGIN IMMEDIATE",
@@ -29,7 +41,20 @@ static const char *const acme_sql[A_N] = {
                 " WHERE kind = ?1 AND lookup = ?2"),
     [A_LIST] = ("SELECT id FROM acme_objects WHERE kind = ?1 AND account = ?2"
                 " AND (?3 IS NULL OR id > ?3) ORDER BY id LIMIT ?4"),
+    [A_SYNC_FULL] = "PRAGMA synchronous = FULL",
+    [A_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 };
+
+/* Accounts and EAB keys are written rarely and a client relies on them for as long as it
+ * lives: their commits reach the disk before the answer. Orders and authorizations change
+ * several times per certificate and a client simply retries a lost one: their commits are
+ * in the WAL at once and on the disk at the next checkpoint or durable commit (a power
+ * loss may take the last of them; never a certificate, which is the issuance log's). */
+static int
+kind_is_durable(const char *kind)
+{
+	return strcmp(kind, "account") == 0 || strcmp(kind, "eab") == 0;
+}
 
 struct store_acme {
 	pthread_mutex_t lock;
@@ -137,7 +162,16 @@ store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, i
 	sqlite3_stmt *ins = a->stmt[create ? A_INSERT : A_UPSERT];
 	int rc, ret = -1, in_tx = 0;
 
+	int durable = 0;
+
+	for (size_t i = 0; i < n; i++)
+		durable |= kind_is_durable(objs[i].kind);
 	pthread_mutex_lock(&a->lock);
+	if ((rc = step_done(a->stmt[durable ? A_SYNC_FULL : A_SYNC_NORMAL])) != SQLITE_OK &&
+	    rc != SQLITE_ROW) {
+		db_fail(a, rc, "setting the ACME write's durability", err);
+		goto out;
+	}
 	if ((rc = step_done(a->stmt[A_BEGIN])) != SQLITE_OK) {
 		db_fail(a, rc, "starting an ACME write", err);
 		goto out;

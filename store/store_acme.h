@@ -7,10 +7,13 @@
  * account's JWK thumbprint, an order's certificate serial) and an expiry. Certificates are
  * not here: they go through ca_issue and the issuance log like every other.
  *
- * A write of several objects (an order and its authorizations) is one durable transaction
- * (WAL, synchronous=FULL) on a connection of this module's own, so ACME traffic never waits
- * behind the issuance log's group committer, nor the other way round for longer than one
- * SQLite write lock.
+ * A write of several objects (an order and its authorizations) is one transaction on a
+ * connection of this module's own, so ACME traffic never waits behind the issuance log's
+ * group committer, nor the other way round for longer than one SQLite write lock. Writes
+ * that touch an account or an EAB key are durable before they return (synchronous=FULL);
+ * order and authorization changes are committed to the WAL and reach the disk with the next
+ * checkpoint or durable commit (synchronous=NORMAL): a power loss may take the last of them
+ * (the client retries its order), never a certificate or an account.
  */
 #ifndef AGENTCA_STORE_STORE_ACME_H
 #define AGENTCA_STORE_STORE_ACME_H

@@ -3,7 +3,8 @@
 # EAB required and checked, every bad request with its RFC 8555 error type and no change
 # (replayed nonce, foreign url, another key's signature, unsupported alg, truncated and
 # 1 MiB bodies, names outside policy, finalize before ready, a CSR with other names,
-# a deactivated account's kid), renewalInfo, an order that `replaces` the first certificate
+# a deactivated account's kid), an IP identifier validated over http-01, contact update,
+# authorization deactivation, renewalInfo, an order that `replaces` the first certificate
 # (which Debian's lego 4.9.1 and certbot 2.1 cannot send), revocation and key rollover.
 # Both certificates verify against the root with openssl.
 . "$(dirname "$0")/lib.sh"
@@ -22,15 +23,17 @@ HMAC=$(sed -n 's/^hmac=//p' "$WORK/stdout")
 
 mkdir -p "$WORK/out"
 # The probe is a test driver that exits when done: its own allocations are not checked.
-ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$ACME_PROBE" "$DIRECTORY" "$CA/root.pem" "$MGMT_PORT" "$KID" "$HMAC" "$WORK/out" ||
+ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$ACME_PROBE" "$DIRECTORY" "$CA/root.pem" "$MGMT_PORT" "$KID" "$HMAC" "$WORK/out" "$HTTP_PORT" ||
 	{ tail -n 20 "$WORK/serve.log"; fail "acme_probe"; }
 
-for f in first replacement; do
+for f in first replacement ip; do
 	first_cert "$WORK/out/$f.pem" "$WORK/out/$f.leaf"
 	openssl verify -CAfile "$CA/root.pem" -untrusted "$WORK/out/$f.pem" "$WORK/out/$f.leaf" \
 		>/dev/null || fail "$f certificate does not verify"
 done
-pass "the first and the replacement certificate verify against the root"
+openssl x509 -in "$WORK/out/ip.leaf" -noout -ext subjectAltName >"$WORK/ip.san"
+has "$WORK/ip.san" "IP Address:127.0.0.1" "the ip certificate names 127.0.0.1"
+pass "the first, the replacement and the IP certificate verify against the root"
 
 # Refusals leave no trace but a log line: the daemon is still up and answers.
 curl -sS --cacert "$CA/root.pem" "https://127.0.0.1:$PORT/healthz" | grep -q ok || fail "daemon down"

@@ -9,6 +9,9 @@
 command -v lego >/dev/null || fail "lego is not installed (make deps-test)"
 CA=$WORK/ca
 expect_exit 0 "init" "$AGENTCA" init --dir "$CA" --name Test --trust-domain corp.internal
+# ACME may order under these names only (the CA's policy would allow all of corp.internal).
+printf '{"acme": {"dns_suffixes": ["web.corp.internal", "alpn.corp.internal", "dns.corp.internal"]}}\n' \
+	>"$CA/config.json"
 start_challtestsrv
 start_acme_daemon "$CA"
 export LEGO_CA_CERTIFICATES=$CA/root.pem
@@ -43,6 +46,14 @@ EXEC_PATH=$WORK/dns-hook.sh EXEC_PROPAGATION_TIMEOUT=30 EXEC_POLLING_INTERVAL=1 
 	--dns.disable-cp run >"$WORK/lego-dns.log" 2>&1 || { cat "$WORK/lego-dns.log"; fail "lego dns-01"; }
 verify_chain "$C/dns.corp.internal.crt" "$C/dns.corp.internal.issuer.crt" "$CA/root.pem" "dns-01 certificate"
 pass "lego dns-01: certificate verifies against the root"
+
+# A name the CA's policy allows but acme.dns_suffixes does not: refused at newOrder.
+if $LEGO --domains other.corp.internal --http --http.port "127.0.0.1:$HTTP_PORT" run \
+	>"$WORK/lego-other.log" 2>&1; then
+	fail "a name outside acme.dns_suffixes was issued"
+fi
+has "$WORK/lego-other.log" "rejectedIdentifier" "acme.dns_suffixes refusal"
+pass "a name outside acme.dns_suffixes: rejectedIdentifier"
 
 # The serials, before lego archives the revoked certificate's files.
 for name in web alpn dns; do

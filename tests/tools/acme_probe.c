@@ -3,13 +3,14 @@
  * certbot 2.1 cannot send: `replaces` (RFC 9773), renewalInfo, and requests that are wrong
  * on purpose. tests/integration/test_acme_bad_input.sh runs it against the daemon:
  *
- *   acme_probe DIRECTORY ROOT.pem CHALLTESTSRV_MGMT_PORT EAB_KID EAB_HMAC OUTDIR
+ *   acme_probe DIRECTORY ROOT.pem CHALLTESTSRV_MGMT_PORT EAB_KID EAB_HMAC OUTDIR HTTP01_PORT
  *
  * It walks the whole protocol (dns-01 answered through pebble-challtestsrv's management
- * API), prints "ok - ..." for each check, writes the certificates it got to OUTDIR
- * (first.pem, replacement.pem, each leaf then chain) for openssl, and exits 1 at the first
- * check that fails. Each refusal is checked for its RFC 8555 error type and for changing
- * nothing (the order list, the order's status, the account's state stay as they were).
+ * API, http-01 for an IP identifier by a small responder of its own), prints "ok - ..." for each
+ * check, writes the certificates it got to OUTDIR (first.pem, replacement.pem, ip.pem, each leaf
+ * then chain) for openssl, and exits 1 at the first check that fails. Each refusal is checked for
+ * its RFC 8555 error type and for changing nothing (the order list, the order's status, the
+ * account's state stay as they were).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,11 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -392,6 +398,106 @@ fulfil(const struct account *a, const json_t *order, const char *order_url)
 	die("order never became ready");
 }
 
+/* http-01 for an IP identifier: a one-request HTTP server on 127.0.0.1:port that answers
+ * the key authorization, on a thread of its own. */
+struct http01 {
+	int fd;
+	char path[256];
+	char keyauth[256];
+	int served;
+};
+
+static void *
+http01_serve(void *arg)
+{
+	struct http01 *h = arg;
+
+	for (;;) {
+		char req[2048], resp[512];
+		ssize_t n;
+		int c = accept(h->fd, NULL, NULL);
+
+		if (c < 0)
+			return NULL;
+		n = read(c, req, sizeof(req) - 1);
+		req[n > 0 ? n : 0] = '\0';
+		if (strncmp(req, "GET ", 4) == 0 &&
+		    strncmp(req + 4, h->path, strlen(h->path)) == 0) {
+			snprintf(
+			    resp, sizeof(resp),
+			    "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+			    strlen(h->keyauth), h->keyauth);
+			h->served++;
+		} else {
+			snprintf(resp, sizeof(resp),
+			         "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: "
+			         "close\r\n\r\n");
+		}
+		if (write(c, resp, strlen(resp)) < 0)
+			perror("http01 write");
+		close(c);
+	}
+}
+
+/* Answer the order's single http-01 challenge on port and wait until the order is ready. */
+static void
+fulfil_http01(const struct account *a, const json_t *order, const char *order_url, int port)
+{
+	static struct http01 h;
+	struct sockaddr_in sa;
+	char tp[ACME_THUMBPRINT_LEN + 1];
+	struct ac_err err;
+	pthread_t t;
+	json_t *authz, *ch;
+	size_t j;
+	int one = 1;
+
+	ac_err_clear(&err);
+	if (acme_jwk_thumbprint(a->jwk, tp, &err) != 0)
+		die("thumbprint");
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	h.fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(h.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (h.fd < 0 || bind(h.fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(h.fd, 8) != 0)
+		die("http-01 responder on port %d", port);
+	authz = get_json(
+	    a, json_string_value(json_array_get(json_object_get(order, "authorizations"), 0)),
+	    "authz");
+	json_array_foreach(json_object_get(authz, "challenges"), j, ch)
+	{
+		struct reply r;
+
+		if (strcmp(json_string_value(json_object_get(ch, "type")), "http-01") != 0)
+			continue;
+		snprintf(h.path, sizeof(h.path), "/.well-known/acme-challenge/%s ",
+		         json_string_value(json_object_get(ch, "token")));
+		snprintf(h.keyauth, sizeof(h.keyauth), "%s.%s",
+		         json_string_value(json_object_get(ch, "token")), tp);
+		pthread_create(&t, NULL, http01_serve, &h);
+		pthread_detach(t);
+		r = post(a, json_string_value(json_object_get(ch, "url")), "{}");
+		expect_status(&r, 200, "http-01 challenge");
+		free(r.body);
+	}
+	json_decref(authz);
+	for (int tries = 0; tries < 100; tries++) {
+		json_t *o = get_json(a, order_url, "order");
+		const char *st = json_string_value(json_object_get(o, "status"));
+		int ready = strcmp(st, "ready") == 0, bad = strcmp(st, "invalid") == 0;
+
+		json_decref(o);
+		if (ready && h.served > 0)
+			return;
+		if (bad)
+			die("the ip order became invalid");
+		usleep(100000);
+	}
+	die("the ip order never became ready");
+}
+
 /* A CSR for names, as base64url DER, with its key. */
 static char *
 make_csr(const char *const *names, size_t n)
@@ -406,7 +512,8 @@ make_csr(const char *const *names, size_t n)
 	char *out;
 
 	for (size_t i = 0; i < n; i++)
-		snprintf(san + strlen(san), sizeof(san) - strlen(san), "%sDNS:%s", i ? "," : "",
+		snprintf(san + strlen(san), sizeof(san) - strlen(san), "%s%s:%s", i ? "," : "",
+		         strspn(names[i], "0123456789.:") == strlen(names[i]) ? "IP" : "DNS",
 		         names[i]);
 	ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
 	sk_X509_EXTENSION_push(exts, ext);
@@ -495,9 +602,9 @@ main(int argc, char **argv)
 	const char *pending_names[] = {"pending.corp.internal"};
 	long before;
 
-	if (argc != 7) {
-		fprintf(stderr,
-		        "usage: acme_probe DIRECTORY ROOT.pem MGMT_PORT EAB_KID EAB_HMAC OUTDIR\n");
+	if (argc != 8) {
+		fprintf(stderr, "usage: acme_probe DIRECTORY ROOT.pem MGMT_PORT EAB_KID EAB_HMAC "
+		                "OUTDIR HTTP01_PORT\n");
 		return 2;
 	}
 	root_pem = argv[2];
@@ -619,8 +726,15 @@ main(int argc, char **argv)
 		    json_array_size(json_object_get(doc, "challenges")) != 2)
 			die("an ip authorization must offer http-01 and tls-alpn-01 only");
 		json_decref(doc);
-		json_decref(order);
 		ok("an ip identifier (RFC 8738): http-01 and tls-alpn-01 offered");
+		fulfil_http01(&a, order, order_url, atoi(argv[7]));
+		r = finalize(&a, order, ip_in, 1);
+		expect_status(&r, 200, "finalize of the ip order");
+		free(r.body);
+		snprintf(path, sizeof(path), "%s/ip.pem", argv[6]);
+		download(&a, order_url, path, certid);
+		json_decref(order);
+		ok("an ip identifier validated by http-01 on 127.0.0.1 and issued");
 	}
 
 	/* Finalize before the order is ready, then with names that differ: nothing changes. */
@@ -716,6 +830,81 @@ main(int argc, char **argv)
 		X509_free(leaf);
 	}
 
+	/* A failed validation: the challenge and its authorization are invalid with the
+	 * validator's error, and so is the order. */
+	{
+		const char *unserved[] = {"unserved.corp.internal"};
+		json_t *o = new_order(&a, unserved, 1, NULL, url, NULL), *authz, *ch;
+		const char *au =
+		    json_string_value(json_array_get(json_object_get(o, "authorizations"), 0));
+		const char *type;
+		char shown[64];
+		size_t j;
+
+		authz = get_json(&a, au, "authz");
+		json_array_foreach(json_object_get(authz, "challenges"), j, ch)
+		{
+			if (strcmp(json_string_value(json_object_get(ch, "type")), "http-01") != 0)
+				continue;
+			r = post(&a, json_string_value(json_object_get(ch, "url")), "{}");
+			expect_status(&r, 200, "http-01 challenge nobody answers");
+			free(r.body);
+		}
+		json_decref(authz);
+		for (int tries = 0; tries < 150; tries++) {
+			authz = get_json(&a, au, "authz");
+			if (strcmp(json_string_value(json_object_get(authz, "status")),
+			           "pending") != 0)
+				break;
+			json_decref(authz);
+			authz = NULL;
+			usleep(100000);
+		}
+		if (authz == NULL ||
+		    strcmp(json_string_value(json_object_get(authz, "status")), "invalid") != 0)
+			die("a challenge nobody answered did not make the authorization invalid");
+		ch = json_array_get(json_object_get(authz, "challenges"), 0);
+		type = json_string_value(json_object_get(json_object_get(ch, "error"), "type"));
+		if (type == NULL || strncmp(type, "urn:ietf:params:acme:error:", 27) != 0 ||
+		    strcmp(json_string_value(json_object_get(ch, "status")), "invalid") != 0)
+			die("the failed challenge carries no ACME error: %s",
+			    json_dumps(authz, JSON_COMPACT));
+		snprintf(shown, sizeof(shown), "%s", type + 27);
+		json_decref(authz);
+		authz = get_json(&a, url, "order");
+		if (strcmp(json_string_value(json_object_get(authz, "status")), "invalid") != 0)
+			die("the order of a failed validation is not invalid");
+		json_decref(authz);
+		json_decref(o);
+		printf(
+		    "ok - a failed http-01 validation: challenge, authorization and order invalid "
+		    "(%s)\n",
+		    shown);
+	}
+
+	/* A contact update; an authorization deactivated makes its order invalid. */
+	r = post(&a, a.kid, "{\"contact\":[\"mailto:pki@corp.internal\"]}");
+	expect_status(&r, 200, "contact update");
+	if (strstr(r.body, "mailto:pki@corp.internal") == NULL)
+		die("the contact update is not in the account: %s", r.body);
+	free(r.body);
+	r = post(&a, a.kid, "{\"contact\":[\"tel:+1555\"]}");
+	expect_problem(&r, 400, "unsupportedContact", "a tel: contact: unsupportedContact");
+	ok("contact update");
+	{
+		const char *au = json_string_value(
+		    json_array_get(json_object_get(pending, "authorizations"), 0));
+
+		r = post(&a, au, "{\"status\":\"deactivated\"}");
+		expect_status(&r, 200, "authz deactivation");
+		free(r.body);
+		doc = get_json(&a, pending_url, "order");
+		if (strcmp(json_string_value(json_object_get(doc, "status")), "invalid") != 0)
+			die("the order of a deactivated authorization is not invalid");
+		json_decref(doc);
+		ok("authorization deactivated: its order is invalid");
+	}
+
 	/* Key rollover, then deactivation: the deactivated kid is refused. */
 	{
 		struct account next = new_key();
@@ -752,7 +941,6 @@ main(int argc, char **argv)
 		json_decref(inner_payload);
 		json_decref(inner_hdr);
 	}
-	(void)url;
 	json_decref(order);
 	json_decref(pending);
 	json_decref(dir);
