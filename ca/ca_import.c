@@ -158,14 +158,7 @@ ca_import(const char *dir, const char *cert_path, const char *chain_path, const 
 	if (ca_meta_load(dir, &meta, err) != 0)
 		goto out;
 	/* A rotation waiting for its signed certificate? */
-	if (strcmp(meta.state, CA_STATE_ACTIVE) == 0) {
-		char csr[CA_PATH_MAX], next_cert[CA_PATH_MAX];
-
-		if (ca_path(csr, dir, CA_FILE_NEXT_CSR, err) != 0 ||
-		    ca_path(next_cert, dir, CA_FILE_NEXT_CERT, err) != 0)
-			goto out;
-		next_slot = path_exists(csr) && !path_exists(next_cert);
-	}
+	next_slot = strcmp(meta.state, CA_STATE_ACTIVE) == 0 && rotation_awaits_import(dir);
 	if (!next_slot && strcmp(meta.mode, CA_MODE_CORPORATE) != 0) {
 		ac_err_set(err, AC_ERR_CONFLICT, "not_corporate",
 		           "%s is a root-mode CA; ca import is for a CA made with init --csr", dir);
