@@ -25,24 +25,6 @@ cat >"$CA/config.json" <<'EOF'
 }
 EOF
 
-start_daemon() {
-	: >"$WORK/serve.log"
-	spawn "$AGENTCA" serve --dir "$CA" --listen 127.0.0.1:0 2>>"$WORK/serve.log"
-	DAEMON=$SPAWNED
-	for _ in $(seq 100); do
-		grep -q '"event":"ca_ready"' "$WORK/serve.log" && break
-		sleep 0.1
-	done
-	grep -q '"event":"ca_ready"' "$WORK/serve.log" || { cat "$WORK/serve.log"; fail "serve never ready"; }
-	PORT=$(grep '"event":"listening"' "$WORK/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
-	URL="https://127.0.0.1:$PORT"
-}
-
-stop_daemon() {
-	kill -TERM "$DAEMON"
-	wait "$DAEMON" || fail "serve did not exit 0 on SIGTERM"
-}
-
 # wait_log PATTERN WHAT: the daemon logs PATTERN within 15 s.
 wait_log() {
 	for _ in $(seq 150); do
