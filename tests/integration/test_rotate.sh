@@ -146,9 +146,19 @@ ack gw-1 $((SEQ1 + 1000))
 ack gw-1 "$SEQ0"
 [ "$(cat "$WORK/status")" = 200 ] || { cat "$WORK/ackbody"; fail "ack: want 200"; }
 expect_exit 1 "ca rotate after an old ack" "$AGENTCA" ca rotate --dir "$CA"
-ack gw-1 "$SEQ1"
-[ "$(cat "$WORK/status")" = 200 ] || { cat "$WORK/ackbody"; fail "ack: want 200"; }
-has "$WORK/ackbody" '"identity":"spiffe://corp.internal/gw-1"' "the ack names the gateway"
+curl -sS --cacert "$CA/root.pem" --cert "$WORK/gw-1/cert.pem" --key "$WORK/gw-1/key.pem" \
+	-o "$WORK/ackbody" -w '%{http_code}' -H 'Content-Type: application/json' \
+	--data-binary '{"etag":"\"0123\""}' "$URL/v1/bundle/ack" >"$WORK/status" || true
+[ "$(cat "$WORK/status")" = 409 ] || { cat "$WORK/ackbody"; fail "an ack of a stale ETag: want 409"; }
+# The gateway's bundle feed acknowledges what it has written and reloaded, with the
+# gateway's own certificate.
+expect_exit 0 "bundle watch --once with an ack" "$AGENTCA" bundle watch --ca "$URL" \
+	--ca-file "$CA/root.pem" --out "$WORK/gw-bundle.pem" --exec "touch $WORK/reloaded" --once \
+	--cert "$WORK/gw-1/cert.pem" --key "$WORK/gw-1/key.pem"
+[ -e "$WORK/reloaded" ] || fail "bundle watch did not run the reload command"
+cmp -s "$WORK/gw-bundle.pem" "$WORK/b1.pem" || fail "bundle watch did not write the bundle"
+stderr_has '"event":"bundle_acked"' "bundle watch acknowledged the bundle"
+wait_log "spiffe://corp.internal/gw-1 holds bundle sequence $SEQ1" "the CA never recorded gw-1's ack"
 expect_exit 0 "ca rotate (activate)" "$AGENTCA" ca rotate --dir "$CA"
 [ "$(certfp "$CA/intermediate.pem")" = "$NEXT" ] || fail "intermediate.pem is not the successor"
 [ "$(certfp "$CA/previous-intermediate.pem")" = "$OLD" ] || fail "previous-intermediate.pem is not the old one"
