@@ -78,6 +78,67 @@ split_chain(STACK_OF(X509) *chain, STACK_OF(X509) *extra, STACK_OF(X509) *anchor
 	return 0;
 }
 
+/* 1 when the two stacks hold the same certificates in the same order. */
+static int
+same_certs(STACK_OF(X509) *a, int a_from, int a_to, STACK_OF(X509) *b)
+{
+	if (a_to - a_from != sk_X509_num(b))
+		return 0;
+	for (int i = a_from; i < a_to; i++)
+		if (X509_cmp(sk_X509_value(a, i), sk_X509_value(b, i - a_from)) != 0)
+			return 0;
+	return 1;
+}
+
+/*
+ * A rotation's successor (verified: cert, the certificates between, the anchor): it must
+ * chain to the CA's current root through the same certificates as upstream.pem, since the
+ * chain handed out with leaves is the intermediate and upstream.pem. Then it becomes
+ * next-intermediate.pem, and the CSR goes.
+ */
+static int
+install_successor(const char *dir, X509 *cert, const char *cert_path, STACK_OF(X509) *verified,
+                  struct ac_err *err)
+{
+	STACK_OF(X509) *root = NULL, *upstream = NULL;
+	char path[CA_PATH_MAX];
+	int n = sk_X509_num(verified), rc = -1;
+
+	if (ca_path(path, dir, CA_FILE_ROOT_CERT, err) != 0 ||
+	    (root = x509_read_pem_file(path, err)) == NULL)
+		goto out;
+	if (X509_cmp(sk_X509_value(verified, n - 1), sk_X509_value(root, 0)) != 0) {
+		ac_err_set(err, AC_ERR_POLICY, "chain_invalid",
+		           "%s chains to a root other than %s: the next intermediate must chain to "
+		           "the CA's current root",
+		           cert_path, path);
+		goto out;
+	}
+	if (ca_path(path, dir, CA_FILE_UPSTREAM, err) != 0 ||
+	    (upstream = ca_read_certs_optional(path, err)) == NULL)
+		goto out;
+	if (!same_certs(verified, 1, n - 1, upstream)) {
+		ac_err_set(err, AC_ERR_POLICY, "chain_invalid",
+		           "%s chains to the root through other certificates than %s: the next "
+		           "intermediate must share the current chain",
+		           cert_path, path);
+		goto out;
+	}
+	if (ca_path(path, dir, CA_FILE_NEXT_CERT, err) != 0 ||
+	    ca_write_certs(path, cert, NULL, err) != 0 ||
+	    ca_path(path, dir, CA_FILE_NEXT_CSR, err) != 0)
+		goto out;
+	if (unlink(path) != 0) {
+		ac_err_set(err, AC_ERR_IO, "io_error", "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	sk_X509_pop_free(upstream, X509_free);
+	sk_X509_pop_free(root, X509_free);
+	return rc;
+}
+
 /* Install a corporate-signed intermediate; see the comment at the top of the file. */
 int
 ca_import(const char *dir, const char *cert_path, const char *chain_path, const char *key_path,
@@ -97,14 +158,7 @@ ca_import(const char *dir, const char *cert_path, const char *chain_path, const 
 	if (ca_meta_load(dir, &meta, err) != 0)
 		goto out;
 	/* A rotation waiting for its signed certificate? */
-	if (strcmp(meta.state, CA_STATE_ACTIVE) == 0) {
-		char csr[CA_PATH_MAX], next_cert[CA_PATH_MAX];
-
-		if (ca_path(csr, dir, CA_FILE_NEXT_CSR, err) != 0 ||
-		    ca_path(next_cert, dir, CA_FILE_NEXT_CERT, err) != 0)
-			goto out;
-		next_slot = path_exists(csr) && !path_exists(next_cert);
-	}
+	next_slot = strcmp(meta.state, CA_STATE_ACTIVE) == 0 && rotation_awaits_import(dir);
 	if (!next_slot && strcmp(meta.mode, CA_MODE_CORPORATE) != 0) {
 		ac_err_set(err, AC_ERR_CONFLICT, "not_corporate",
 		           "%s is a root-mode CA; ca import is for a CA made with init --csr", dir);
@@ -165,39 +219,9 @@ ca_import(const char *dir, const char *cert_path, const char *chain_path, const 
 		}
 
 	if (next_slot) {
-		/* The successor must chain to the root everyone already trusts. */
-		char anchor_fp[65], root_fp[65];
-		STACK_OF(X509) *current = NULL;
-
-		if (ca_path(path, dir, CA_FILE_ROOT_CERT, err) != 0 ||
-		    (current = x509_read_pem_file(path, err)) == NULL)
+		if (key_path != NULL && key_write_encrypted(own_key, key, passphrase, err) != 0)
 			goto out;
-		rc = cert_fingerprint(sk_X509_value(verified, n - 1), anchor_fp, err) == 0 &&
-		             cert_fingerprint(sk_X509_value(current, 0), root_fp, err) == 0
-		         ? 0
-		         : -1;
-		sk_X509_pop_free(current, X509_free);
-		if (rc != 0)
-			goto out;
-		rc = -1;
-		if (strcmp(anchor_fp, root_fp) != 0) {
-			ac_err_set(
-			    err, AC_ERR_POLICY, "chain_invalid",
-			    "%s chains to a root other than %s/%s: the next intermediate must "
-			    "chain to the CA's current root",
-			    cert_path, dir, CA_FILE_ROOT_CERT);
-			goto out;
-		}
-		if ((key_path != NULL && key_write_encrypted(own_key, key, passphrase, err) != 0) ||
-		    ca_path(path, dir, CA_FILE_NEXT_CERT, err) != 0 ||
-		    ca_write_certs(path, cert, NULL, err) != 0 ||
-		    ca_path(path, dir, CA_FILE_NEXT_CSR, err) != 0)
-			goto out;
-		if (unlink(path) != 0) {
-			ac_err_set(err, AC_ERR_IO, "io_error", "%s: %s", path, strerror(errno));
-			goto out;
-		}
-		rc = 0;
+		rc = install_successor(dir, cert, cert_path, verified, err);
 		goto out;
 	}
 	if (key_path != NULL && key_write_encrypted(own_key, key, passphrase, err) != 0)

@@ -26,7 +26,9 @@
  * least the one that first carried it (forcing does not skip this: a gateway that has not
  * seen the new intermediate would refuse its leaves); retirement once no unexpired,
  * unrevoked leaf of the retiring intermediate is left (never forced). Only one intermediate
- * can be retiring: the next activation waits for the previous retirement.
+ * can be retiring: the next activation waits for the previous retirement, and while one is
+ * retiring a forced step is that retirement (a third intermediate is prepared only when
+ * due). A step holds a flock on DIR/rotation.lock: the daemon and the CLI never interleave.
  *
  * Files are the truth about which certificates exist, the store about their states: every
  * call first reconciles the two, so a process killed between a file operation and its log

@@ -15,14 +15,17 @@
 static const char bundle_usage[] =
     "usage: agentca bundle watch --ca URL --out FILE [--exec CMD]\n"
     "                            [--fingerprint SHA256 | --ca-file ROOTS.pem]\n"
-    "                            [--wait 30s] [--once]\n"
+    "                            [--wait 30s] [--once] [--cert FILE --key FILE]\n"
     "\n"
     "Keep FILE equal to the CA's trust bundle (PEM): wait for changes (long-poll with the\n"
     "ETag held), write FILE atomically when it changes, then run CMD (/bin/sh -c), e.g.\n"
     "'nginx -s reload'. The CA is trusted through --ca-file, else FILE as it is, else the\n"
     "root whose SHA-256 matches --fingerprint. Logs JSON lines on stderr; SIGTERM stops.\n"
     "\n"
-    "  --once                  fetch once, write if changed, exit\n";
+    "  --once                  fetch once, write if changed, exit\n"
+    "  --cert FILE, --key FILE the gateway's certificate and key (e.g. an agent's files):\n"
+    "                          acknowledge each bundle in use to the CA (POST\n"
+    "                          /v1/bundle/ack), for rotations that wait for gateways\n";
 
 int
 cmd_bundle_watch(int argc, char **argv)
@@ -35,6 +38,8 @@ cmd_bundle_watch(int argc, char **argv)
 	    {"ca-file", required_argument, NULL, 'C'},
 	    {"wait", required_argument, NULL, 'w'},
 	    {"once", no_argument, NULL, '1'},
+	    {"cert", required_argument, NULL, 'X'},
+	    {"key", required_argument, NULL, 'K'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -75,6 +80,12 @@ cmd_bundle_watch(int argc, char **argv)
 		case '1':
 			o.once = 1;
 			break;
+		case 'X':
+			o.ack_cert_path = optarg;
+			break;
+		case 'K':
+			o.ack_key_path = optarg;
+			break;
 		}
 	}
 	if (optind != argc)
@@ -83,6 +94,8 @@ cmd_bundle_watch(int argc, char **argv)
 		return cli_usage_error("bundle watch", "--ca and --out are required");
 	if (strncmp(o.ca_url, "https://", 8) != 0)
 		return cli_usage_error("bundle watch", "--ca must be an https:// URL");
+	if ((o.ack_cert_path == NULL) != (o.ack_key_path == NULL))
+		return cli_usage_error("bundle watch", "--cert and --key go together");
 	o.wait_seconds = (int)wait;
 
 	if (ca_file != NULL) {

@@ -275,7 +275,8 @@ duty_authority(void *arg, int64_t now, struct duty_report *rep, struct ac_err *e
 		free(old);
 		return -1;
 	}
-	authority_files_stat(d->dir, d->authority_files, sizeof(d->authority_files));
+	/* What was seen before the load: a change during it is seen again next tick. */
+	memcpy(d->authority_files, files, sizeof(files));
 	switched = strcmp(fresh->intermediate_fingerprint, d->authority->intermediate_fingerprint);
 	old->authority = d->authority;
 	old->next = d->retired_authorities;

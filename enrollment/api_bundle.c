@@ -442,9 +442,10 @@ api_bundle_carries(struct api *api, const char *fingerprint, int64_t *sequence)
 }
 
 /*
- * POST /v1/bundle/ack {sequence}: over mTLS, a gateway says which bundle it now holds. The
- * sequence must be one this daemon has served (not above the current one). The highest
- * sequence per SPIFFE ID is kept in the store.
+ * POST /v1/bundle/ack {sequence} or {etag}: over mTLS, a gateway says which bundle it now
+ * holds: by SPIFFE sequence (one this daemon has served: not above the current one), or by
+ * the ETag of the PEM bundle (the current one). The highest sequence per SPIFFE ID is kept
+ * in the store.
  */
 void
 handle_bundle_ack(struct api *api, struct MHD_Connection *conn, struct api_request *req,
@@ -454,7 +455,9 @@ handle_bundle_ack(struct api *api, struct MHD_Connection *conn, struct api_reque
 	struct caller caller;
 	struct ac_err err;
 	json_t *doc = NULL, *seq;
-	int64_t current, sequence;
+	const char *etag;
+	int64_t current, sequence = 0;
+	int etag_current;
 
 	ac_err_clear(&err);
 	if (api_resolve_caller(api, conn, &caller, resp) != 0)
@@ -468,15 +471,26 @@ handle_bundle_ack(struct api *api, struct MHD_Connection *conn, struct api_reque
 	if ((doc = api_parse_body(req, resp)) == NULL)
 		goto out;
 	seq = json_object_get(doc, "sequence");
-	if (!json_is_integer(seq) || (sequence = json_integer_value(seq)) <= 0) {
-		api_problem(resp, 400, "sequence_invalid",
-		            "\"sequence\" must be the positive spiffe_sequence of a bundle");
-		goto out;
-	}
+	etag = json_string_value(json_object_get(doc, "etag"));
 	pthread_mutex_lock(&b->lock);
 	current = b->sequence;
+	etag_current = etag != NULL && strcmp(etag, b->etag) == 0;
 	pthread_mutex_unlock(&b->lock);
-	if (sequence > current) {
+	if (etag != NULL && seq == NULL) {
+		/* The ETag of the PEM bundle the gateway holds: it must be the current one. */
+		if (!etag_current) {
+			api_problem(
+			    resp, 409, "etag_unknown",
+			    "that ETag is not the bundle this CA serves now; fetch it again");
+			goto out;
+		}
+		sequence = current;
+	} else if (!json_is_integer(seq) || (sequence = json_integer_value(seq)) <= 0) {
+		api_problem(resp, 400, "sequence_invalid",
+		            "give \"sequence\" (the positive spiffe_sequence of a bundle) or "
+		            "\"etag\" (the ETag of the bundle held)");
+		goto out;
+	} else if (sequence > current) {
 		api_problem(resp, 409, "sequence_unknown",
 		            "that sequence is newer than the bundle this CA serves");
 		goto out;

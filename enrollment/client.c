@@ -378,6 +378,35 @@ client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem, co
 	return rc;
 }
 
+int
+client_bundle_ack(const char *ca_url, const char *roots_pem, const char *cert_pem,
+                  const char *key_pem, const char *etag, struct ac_err *err)
+{
+	struct client_identity id = {cert_pem, key_pem};
+	json_t *body = json_pack("{s:s}", "etag", etag);
+	char url[2048], *request = NULL, *response = NULL;
+	long status = 0;
+	int rc = -1;
+
+	snprintf(url, sizeof(url), "%s/v1/bundle/ack", ca_url);
+	if (body == NULL || (request = json_dumps(body, JSON_COMPACT)) == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		goto out;
+	}
+	if (https_request(url, roots_pem, &id, request, &status, &response, err) != 0)
+		goto out;
+	if (status != 200) {
+		http_error(url, status, response, err);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(response);
+	free(request);
+	json_decref(body);
+	return rc;
+}
+
 char *
 client_make_csr(EVP_PKEY *key, const struct cfg_strlist *dns, struct ac_err *err)
 {

@@ -57,6 +57,11 @@ int client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seco
                         char **bundle_pem, int *changed, struct ac_err *err);
 
 /* A CSR (PEM, heap) for key with a DNS SAN for each name. */
+/* POST /v1/bundle/ack {etag} over mTLS with cert_pem/key_pem: tell the CA that the bundle
+ * with this ETag is now in use. */
+int client_bundle_ack(const char *ca_url, const char *roots_pem, const char *cert_pem,
+                      const char *key_pem, const char *etag, struct ac_err *err);
+
 char *client_make_csr(EVP_PKEY *key, const struct cfg_strlist *dns, struct ac_err *err);
 
 /* The DNS names a token grants, read from its payload without verifying it (the CA

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "enrollment/client.h"
@@ -52,25 +54,51 @@ monotonic_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Run the reload command; its failure is logged, not fatal: the file is already right. */
-static void
+/* Run the reload command; its failure is logged, not fatal: the file is already right.
+ * Returns 0 when the command succeeded (or there is none). */
+static int
 run_reload(const char *cmd)
 {
 	pid_t pid;
 	int status = 0;
 
 	if (cmd == NULL)
-		return;
+		return 0;
 	pid = fork();
 	if (pid == 0) {
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) < 0)
+	if (pid < 0 || waitpid(pid, &status, 0) < 0) {
 		log_warn("hook_failed", "cannot run the reload command: %s", strerror(errno));
-	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return -1;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		log_warn("hook_failed", "the reload command exited with status %d",
 		         WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		return -1;
+	}
+	return 0;
+}
+
+/* Acknowledge the bundle with this ETag with the gateway's current certificate. */
+static int
+acknowledge(const struct bundle_watch_options *o, const char *roots, const char *etag,
+            struct ac_err *err)
+{
+	char *cert = NULL, *key = NULL;
+	int rc = -1;
+
+	if (read_file(o->ack_cert_path, BUNDLE_MAX, &cert, NULL, err) != 0 ||
+	    read_file(o->ack_key_path, BUNDLE_MAX, &key, NULL, err) != 0)
+		goto out;
+	rc = client_bundle_ack(o->ca_url, roots, cert, key, etag, err);
+out:
+	if (key != NULL)
+		OPENSSL_cleanse(key, strlen(key));
+	free(key);
+	free(cert);
+	return rc;
 }
 
 /* Write bundle to the file unless it already holds exactly that. Returns 1 when written. */
@@ -96,7 +124,7 @@ write_if_changed(const char *path, const char *bundle, struct ac_err *err)
 int
 bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 {
-	char etag[128] = "", *roots = NULL;
+	char etag[128] = "", acked[128] = "", in_use[128] = "", *roots = NULL;
 	int wait = o->wait_seconds > 0 ? o->wait_seconds : 30, attempt = 0, rc = -1;
 	struct sigaction sa;
 
@@ -122,10 +150,13 @@ bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 			attempt = 0;
 			if (changed) {
 				written = write_if_changed(o->out_path, bundle, &e);
+				if (written == 0)
+					memcpy(in_use, etag, sizeof(in_use)); /* already held */
 				if (written == 1) {
 					log_info("bundle_updated", "%s updated (ETag %s)",
 					         o->out_path, etag);
-					run_reload(o->exec_cmd);
+					if (run_reload(o->exec_cmd) == 0)
+						memcpy(in_use, etag, sizeof(in_use));
 					/* Trust what the CA now publishes (a new root may be in).
 					 */
 					free(roots);
@@ -134,6 +165,20 @@ bundle_watch_run(const struct bundle_watch_options *o, struct ac_err *err)
 				}
 			}
 			free(bundle);
+			if (o->ack_cert_path != NULL && in_use[0] != '\0' &&
+			    strcmp(in_use, acked) != 0) {
+				struct ac_err ack_err;
+
+				ac_err_clear(&ack_err);
+				if (acknowledge(o, roots, in_use, &ack_err) == 0) {
+					memcpy(acked, in_use, sizeof(acked));
+					log_info("bundle_acked", "acknowledged bundle %s to the CA",
+					         in_use);
+				} else {
+					log_warn("bundle_ack_failed", "%s; trying again next round",
+					         ack_err.msg);
+				}
+			}
 			if (written < 0) {
 				if (o->once) {
 					*err = e;

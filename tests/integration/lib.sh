@@ -92,3 +92,24 @@ make_ec_csr() {
 first_cert() {
 	awk '/BEGIN CERT/{n++} n==1{print} /END CERT/{if(n==1) exit}' "$1" >"$2"
 }
+
+# start_daemon: `agentca serve --dir $CA` on a free loopback port, logging to
+# $WORK/serve.log; waits until it is ready and sets DAEMON (its pid), PORT and URL.
+# stop_daemon: SIGTERM, and it must exit 0. (Tests that need more define their own.)
+start_daemon() {
+	: >"$WORK/serve.log"
+	spawn "$AGENTCA" serve --dir "$CA" --listen 127.0.0.1:0 2>>"$WORK/serve.log"
+	DAEMON=$SPAWNED
+	for _ in $(seq 100); do
+		grep -q '"event":"ca_ready"' "$WORK/serve.log" && break
+		sleep 0.1
+	done
+	grep -q '"event":"ca_ready"' "$WORK/serve.log" || { cat "$WORK/serve.log"; fail "serve never ready"; }
+	PORT=$(grep '"event":"listening"' "$WORK/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+	URL="https://127.0.0.1:$PORT"
+}
+
+stop_daemon() {
+	kill -TERM "$DAEMON"
+	wait "$DAEMON" || fail "serve did not exit 0 on SIGTERM"
+}

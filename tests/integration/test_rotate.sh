@@ -3,7 +3,8 @@
 # daemon publishes it in the bundle (new ETag, higher SPIFFE sequence, the intermediates in
 # the PEM), a gateway acknowledges the bundle over mTLS (activation waits for it), the
 # successor becomes active (new leaves chain to it and verify against the bundle alone, leaves
-# of the old one still verify and still renew), renew_after is shortened while a switch is
+# of the old one still verify and still renew, and clients holding either complete mTLS
+# handshakes with a server fed by any bundle of the sequence), renew_after is shortened while a switch is
 # planned, the old one is retired once its leaves are gone and leaves the bundle, every step
 # is in the log and `agentca audit verify` passes; pruning removes expired certificate rows
 # and the log still verifies.
@@ -23,24 +24,6 @@ cat >"$CA/config.json" <<'EOF'
                "intermediate": {"publish_for": "1h"}}
 }
 EOF
-
-start_daemon() {
-	: >"$WORK/serve.log"
-	spawn "$AGENTCA" serve --dir "$CA" --listen 127.0.0.1:0 2>>"$WORK/serve.log"
-	DAEMON=$SPAWNED
-	for _ in $(seq 100); do
-		grep -q '"event":"ca_ready"' "$WORK/serve.log" && break
-		sleep 0.1
-	done
-	grep -q '"event":"ca_ready"' "$WORK/serve.log" || { cat "$WORK/serve.log"; fail "serve never ready"; }
-	PORT=$(grep '"event":"listening"' "$WORK/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
-	URL="https://127.0.0.1:$PORT"
-}
-
-stop_daemon() {
-	kill -TERM "$DAEMON"
-	wait "$DAEMON" || fail "serve did not exit 0 on SIGTERM"
-}
 
 # wait_log PATTERN WHAT: the daemon logs PATTERN within 15 s.
 wait_log() {
@@ -69,13 +52,38 @@ sequence() {
 }
 ncerts() { grep -c 'BEGIN CERTIFICATE' "$1"; }
 
+# handshake BUNDLE CLIENT [leaf]: an mTLS handshake between CLIENT (an enrolled agent,
+# sending its chain, or with "leaf" its leaf alone) and an openssl s_server whose client
+# trust is BUNDLE (a gateway fed by the bundle); the client trusts BUNDLE too. The server's
+# own certificate is agent srv's.
+HANDSHAKES=0
+handshake() {
+	local port
+	: >"$WORK/ss.out"
+	spawn openssl s_server -accept 127.0.0.1:0 -www -naccept 1 -cert "$WORK/srv/cert.pem" \
+		-key "$WORK/srv/key.pem" -cert_chain "$WORK/srv/chain.pem" -CAfile "$1" -Verify 3 \
+		-verify_return_error >"$WORK/ss.out" 2>&1
+	for _ in $(seq 50); do grep -q '^ACCEPT' "$WORK/ss.out" && break; sleep 0.1; done
+	port=$(sed -nE 's/^ACCEPT 127.0.0.1:([0-9]+)$/\1/p' "$WORK/ss.out")
+	[ -n "$port" ] || { cat "$WORK/ss.out"; fail "s_server did not start"; }
+	printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+		-cert "$WORK/$2/cert.pem" -key "$WORK/$2/key.pem" \
+		$([ "${3:-}" = leaf ] || echo -cert_chain "$WORK/$2/chain.pem") \
+		-CAfile "$1" -verify_return_error -quiet >"$WORK/sc.out" 2>&1 || true
+	wait "$SPAWNED" 2>/dev/null || true
+	grep -q "200 ok" "$WORK/sc.out" || { cat "$WORK/sc.out" "$WORK/ss.out"; fail "handshake of $2 ${3:-} with a server trusting $(basename "$1") failed"; }
+	HANDSHAKES=$((HANDSHAKES + 1))
+}
+
 start_daemon
+enroll srv
 enroll gw-1
 bundle "$WORK/b0.pem" "$WORK/b0.h"
 SEQ0=$(sequence)
 cmp -s "$WORK/b0.pem" "$CA/root.pem" || fail "outside a rotation the bundle is the root alone"
 openssl verify -CAfile "$WORK/b0.pem" -untrusted "$WORK/gw-1/chain.pem" "$WORK/gw-1/cert.pem" >/dev/null ||
 	fail "gw-1 does not verify before the rotation"
+handshake "$WORK/b0.pem" gw-1
 pass "agent enrolled under intermediate ${OLD:0:16}; bundle = root, sequence $SEQ0"
 
 # Prepare: the daemon publishes the successor within a tick or two.
@@ -116,6 +124,11 @@ USUAL=$((NB_S + (NA_S - NB_S) * 2 / 3))
 [ "$RA_S" -lt "$USUAL" ] || fail "renew_after $RA is not before the usual 2/3 point"
 [ "$RA_S" -ge $((NB_S + 3500)) ] || fail "renew_after $RA is before the planned switch"
 pass "renew_after shortened to $RA (usual $(date -u -d "@$USUAL" +%FT%TZ))"
+handshake "$WORK/b1.pem" gw-1
+handshake "$WORK/b1.pem" gw-1 leaf
+handshake "$WORK/b1.pem" gw-2 leaf
+handshake "$WORK/b0.pem" gw-2
+pass "prepared/published: old leaves complete mTLS handshakes with the old and the new bundle"
 
 # Activation waits for the gateway's acknowledgment, even when forced.
 expect_exit 1 "ca rotate before the ack" "$AGENTCA" ca rotate --dir "$CA"
@@ -133,9 +146,19 @@ ack gw-1 $((SEQ1 + 1000))
 ack gw-1 "$SEQ0"
 [ "$(cat "$WORK/status")" = 200 ] || { cat "$WORK/ackbody"; fail "ack: want 200"; }
 expect_exit 1 "ca rotate after an old ack" "$AGENTCA" ca rotate --dir "$CA"
-ack gw-1 "$SEQ1"
-[ "$(cat "$WORK/status")" = 200 ] || { cat "$WORK/ackbody"; fail "ack: want 200"; }
-has "$WORK/ackbody" '"identity":"spiffe://corp.internal/gw-1"' "the ack names the gateway"
+curl -sS --cacert "$CA/root.pem" --cert "$WORK/gw-1/cert.pem" --key "$WORK/gw-1/key.pem" \
+	-o "$WORK/ackbody" -w '%{http_code}' -H 'Content-Type: application/json' \
+	--data-binary '{"etag":"\"0123\""}' "$URL/v1/bundle/ack" >"$WORK/status" || true
+[ "$(cat "$WORK/status")" = 409 ] || { cat "$WORK/ackbody"; fail "an ack of a stale ETag: want 409"; }
+# The gateway's bundle feed acknowledges what it has written and reloaded, with the
+# gateway's own certificate.
+expect_exit 0 "bundle watch --once with an ack" "$AGENTCA" bundle watch --ca "$URL" \
+	--ca-file "$CA/root.pem" --out "$WORK/gw-bundle.pem" --exec "touch $WORK/reloaded" --once \
+	--cert "$WORK/gw-1/cert.pem" --key "$WORK/gw-1/key.pem"
+[ -e "$WORK/reloaded" ] || fail "bundle watch did not run the reload command"
+cmp -s "$WORK/gw-bundle.pem" "$WORK/b1.pem" || fail "bundle watch did not write the bundle"
+stderr_has '"event":"bundle_acked"' "bundle watch acknowledged the bundle"
+wait_log "spiffe://corp.internal/gw-1 holds bundle sequence $SEQ1" "the CA never recorded gw-1's ack"
 expect_exit 0 "ca rotate (activate)" "$AGENTCA" ca rotate --dir "$CA"
 [ "$(certfp "$CA/intermediate.pem")" = "$NEXT" ] || fail "intermediate.pem is not the successor"
 [ "$(certfp "$CA/previous-intermediate.pem")" = "$OLD" ] || fail "previous-intermediate.pem is not the old one"
@@ -171,6 +194,13 @@ sed -E 's/.*"certificate":"([^"]*)".*/\1/; s/\\n/\n/g' "$WORK/body" >"$WORK/gw-1
 openssl verify -CAfile "$CA/root.pem" -untrusted "$CA/intermediate.pem" "$WORK/gw-1-renewed.pem" >/dev/null ||
 	fail "the renewed leaf is not signed by the new intermediate"
 pass "new leaves chain to ${NEXT:0:16}; old leaves verify and renew onto it"
+for bundle in b2 b1 b0; do
+	handshake "$WORK/$bundle.pem" gw-2
+	handshake "$WORK/$bundle.pem" gw-3
+done
+handshake "$WORK/b2.pem" gw-2 leaf
+handshake "$WORK/b2.pem" gw-3 leaf
+pass "active/retiring: old and new leaves complete mTLS handshakes with servers on every bundle so far"
 
 # The old intermediate still has leaves: retiring it now is refused.
 expect_exit 1 "ca rotate (retire too early)" "$AGENTCA" ca rotate --dir "$CA"
@@ -208,6 +238,12 @@ if openssl verify -CAfile "$WORK/b3.pem" "$WORK/gw-2/cert.pem" >/dev/null 2>&1; 
 fi
 openssl verify -CAfile "$WORK/b3.pem" -untrusted "$CA/intermediate.pem" "$WORK/gw-3/cert.pem" >/dev/null ||
 	fail "a leaf of the active intermediate no longer verifies"
+handshake "$WORK/b3.pem" gw-3
+# The check can fail: outside a rotation the bundle carries no intermediate, so a client
+# that sends its leaf alone finds no path (the bundle changed as documented).
+if (handshake "$WORK/b3.pem" gw-3 leaf) >/dev/null 2>&1; then
+	fail "a leaf without its chain verified against a bundle without intermediates"
+fi
 pass "old intermediate retired and out of the bundle; $EXPIRED expired rows pruned"
 
 # The log holds every step, and verifies.
@@ -218,4 +254,5 @@ done
 grep '"kind":"intermediate_activated"' "$WORK/log.jsonl" | grep -q "$NEXT" || fail "the activation entry does not name $NEXT"
 expect_exit 0 "audit verify" "$AGENTCA" audit verify "$WORK/log.jsonl" --key "$CA/audit.pub"
 pass "log: prepared, published, activated, retiring, retired; audit verify passes after pruning"
+pass "$HANDSHAKES mTLS handshakes across the rotation, none failed"
 stop_daemon

@@ -14,18 +14,6 @@ expect_exit 0 "init" "$AGENTCA" init --dir "$CA" --name Test --trust-domain corp
 certfp() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
 OLD=$(certfp "$CA/intermediate.pem")
 
-start_daemon() {
-	: >"$WORK/serve.log"
-	spawn "$AGENTCA" serve --dir "$CA" --listen 127.0.0.1:0 2>>"$WORK/serve.log"
-	DAEMON=$SPAWNED
-	for _ in $(seq 100); do
-		grep -q '"event":"ca_ready"' "$WORK/serve.log" && break
-		sleep 0.1
-	done
-	grep -q '"event":"ca_ready"' "$WORK/serve.log" || { cat "$WORK/serve.log"; fail "serve never ready"; }
-	PORT=$(grep '"event":"listening"' "$WORK/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
-	URL="https://127.0.0.1:$PORT"
-}
 start_daemon
 
 expect_exit 0 "ca rotate (CSR)" "$AGENTCA" ca rotate --dir "$CA"
@@ -78,5 +66,4 @@ for kind in csr_written prepared published activated retiring; do
 done
 expect_exit 0 "audit verify" "$AGENTCA" audit verify "$WORK/log.jsonl" --key "$CA/audit.pub"
 pass "imported successor published and activated; every step in a log that verifies"
-kill -TERM "$DAEMON"
-wait "$DAEMON" || fail "serve did not exit 0 on SIGTERM"
+stop_daemon
