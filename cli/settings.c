@@ -55,12 +55,15 @@ static const struct cfg_field settings_fields[] = {
      "issuance policy"},
     {"store", CFG_OBJECT, offsetof(struct agentca_settings, store), 0, 0, store_fields,
      "the embedded store"},
+    {"proxy", CFG_OBJECT, offsetof(struct agentca_settings, proxy), 0, 0, proxy_settings_fields,
+     "mTLS forwarding proxy listeners served by the daemon (gateway-hook)"},
     CFG_END,
 };
 
 static const char *const cfg_type_labels[] = {
-    [CFG_STRING] = "string",     [CFG_INT] = "integer",      [CFG_BOOL] = "boolean",
-    [CFG_DURATION] = "duration", [CFG_STRING_LIST] = "list", [CFG_OBJECT] = "object",
+    [CFG_STRING] = "string",       [CFG_INT] = "integer",      [CFG_BOOL] = "boolean",
+    [CFG_DURATION] = "duration",   [CFG_STRING_LIST] = "list", [CFG_OBJECT] = "object",
+    [CFG_OBJECT_LIST] = "objects",
 };
 
 static void
@@ -75,6 +78,10 @@ print_fields(FILE *out, const struct cfg_field *fields, const char *prefix)
 		        fields->help != NULL ? fields->help : "");
 		if (fields->type == CFG_OBJECT)
 			print_fields(out, fields->children, path);
+		if (fields->type == CFG_OBJECT_LIST) {
+			strncat(path, "[]", sizeof(path) - strlen(path) - 1);
+			print_fields(out, fields->children, path);
+		}
 	}
 }
 
@@ -125,6 +132,7 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 	s->rate_limits.identity_per_second = 5;
 	s->rate_limits.identity_burst = 20;
 	s->store.group_commit_max = 256;
+	proxy_settings_defaults(&s->proxy);
 	if (ca_policy_defaults(&s->policy, trust_domain != NULL ? trust_domain : "", err) != 0)
 		return -1;
 
@@ -181,6 +189,7 @@ settings_free(struct agentca_settings *s)
 	cfg_strlist_free(&s->auditor_ids);
 	free(s->store.path);
 	s->store.path = NULL;
+	proxy_settings_free(&s->proxy);
 }
 
 void

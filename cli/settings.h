@@ -20,6 +20,7 @@
 
 #include "ca/policy.h"
 #include "common/error.h"
+#include "gateway-hook/proxy_config.h"
 #include "store/store.h"
 
 struct store_settings {
@@ -44,6 +45,7 @@ struct agentca_settings {
 	struct rate_limit_settings rate_limits;
 	struct ca_policy policy;
 	struct store_settings store;
+	struct proxy_settings proxy; /* integrated proxy listeners (gateway-hook) */
 	char store_path_resolved[4096];
 };
 

@@ -75,6 +75,12 @@ void api_set_front(struct api *api, struct front *front);
  * clients are answered at once when it changed. */
 int api_reload_bundle(struct api *api, struct ac_err *err);
 
+/* Another module's Prometheus text appended to /metrics (the integrated proxy): fn fills a
+ * heap buffer (free()) and returns 0. fn NULL removes it. fn and arg must stay valid until
+ * api_stop(). */
+typedef int (*api_metrics_fn)(void *arg, char **text, size_t *len);
+void api_set_metrics_source(struct api *api, api_metrics_fn fn, void *arg);
+
 /* First step of a shutdown: answer the long-polls now, so that draining does not wait for
  * them. */
 void api_begin_shutdown(struct api *api);

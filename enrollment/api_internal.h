@@ -15,6 +15,7 @@
 #define AGENTCA_ENROLLMENT_API_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,9 @@ struct api {
 	size_t crl_len;
 	uint64_t crl_log_size;
 	int64_t crl_built;
+	/* more Prometheus text for /metrics (the integrated proxy); see api_set_metrics_source */
+	_Atomic(api_metrics_fn) metrics_source;
+	void *_Atomic metrics_source_arg;
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */

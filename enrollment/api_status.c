@@ -3,6 +3,7 @@
  * and GET /metrics.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,8 +80,31 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 	         fs.handshakes_ok, fs.handshakes_failed, fs.plaintext_refused, fs.active);
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
-	if (metrics_render(api->metrics, extra, &resp->body, &resp->len) != 0)
-		api_problem(resp, 500, "internal_error", "cannot render metrics");
+	{
+		api_metrics_fn source = atomic_load(&api->metrics_source);
+		char *more = NULL, *both = NULL;
+		size_t more_len = 0;
+
+		if (source != NULL &&
+		    source(atomic_load(&api->metrics_source_arg), &more, &more_len) == 0 &&
+		    (both = malloc(strlen(extra) + more_len + 1)) != NULL) {
+			memcpy(both, extra, strlen(extra));
+			memcpy(both + strlen(extra), more, more_len);
+			both[strlen(extra) + more_len] = '\0';
+		}
+		if (metrics_render(api->metrics, both != NULL ? both : extra, &resp->body,
+		                   &resp->len) != 0)
+			api_problem(resp, 500, "internal_error", "cannot render metrics");
+		free(more);
+		free(both);
+	}
+}
+
+void
+api_set_metrics_source(struct api *api, api_metrics_fn fn, void *arg)
+{
+	atomic_store(&api->metrics_source_arg, arg);
+	atomic_store(&api->metrics_source, fn);
 }
 
 /*
