@@ -63,6 +63,7 @@
 #include "common/log.h"
 #include "common/timefmt.h"
 #include "enrollment/tls.h"
+#include "gateway-hook/admit.h"
 #include "gateway-hook/allow.h"
 #include "gateway-hook/proxy_v2.h"
 #include "gateway-hook/session_log.h"
@@ -72,53 +73,6 @@
 #define PUMP_ROUNDS 16
 #define ACCEPT_BATCH 64
 #define MAX_EVENTS 128
-
-/* Why a connection was refused or closed: a table, so metrics and docs can walk it. */
-enum reason {
-	R_PLAINTEXT = 0,
-	R_NO_CERT,
-	R_UNTRUSTED,
-	R_EXPIRED,
-	R_REVOKED,
-	R_NOT_ALLOWED,
-	R_HANDSHAKE_FAILED,
-	R_HANDSHAKE_TIMEOUT,
-	R_CONN_LIMIT,
-	R_UP_CONNECT,
-	R_UP_TLS,
-	R_REFUSALS, /* the ones above are refusals; the ones below end a session */
-	R_CLIENT_CLOSED = R_REFUSALS,
-	R_UPSTREAM_CLOSED,
-	R_CLIENT_ERROR,
-	R_UPSTREAM_ERROR,
-	R_IDLE_TIMEOUT,
-	R_SESSION_REVOKED,
-	R_SESSION_EXPIRED,
-	R_SHUTDOWN,
-	R_COUNT
-};
-
-static const char *const reason_names[R_COUNT] = {
-    [R_PLAINTEXT] = "plaintext",
-    [R_NO_CERT] = "no_client_certificate",
-    [R_UNTRUSTED] = "certificate_untrusted",
-    [R_EXPIRED] = "certificate_expired",
-    [R_REVOKED] = "certificate_revoked",
-    [R_NOT_ALLOWED] = "identity_not_allowed",
-    [R_HANDSHAKE_FAILED] = "handshake_failed",
-    [R_HANDSHAKE_TIMEOUT] = "handshake_timeout",
-    [R_CONN_LIMIT] = "connection_limit",
-    [R_UP_CONNECT] = "upstream_connect_failed",
-    [R_UP_TLS] = "upstream_tls_failed",
-    [R_CLIENT_CLOSED] = "client_closed",
-    [R_UPSTREAM_CLOSED] = "upstream_closed",
-    [R_CLIENT_ERROR] = "client_error",
-    [R_UPSTREAM_ERROR] = "upstream_error",
-    [R_IDLE_TIMEOUT] = "idle_timeout",
-    [R_SESSION_REVOKED] = "certificate_revoked",
-    [R_SESSION_EXPIRED] = "certificate_expired",
-    [R_SHUTDOWN] = "shutdown",
-};
 
 enum handle_kind { H_WAKE, H_LISTEN, H_CLIENT, H_UPSTREAM };
 
@@ -165,7 +119,7 @@ struct conn {
 	struct tls_peer peer;
 	const char *tls_version, *cipher; /* static strings from OpenSSL */
 	uint64_t bytes_up, bytes_down;
-	enum reason first_eof; /* which side ended first, for the close reason */
+	enum proxy_reason first_eof; /* which side ended first, for the close reason */
 	int have_first_eof;
 	int dead; /* closed; freed after the current batch of events */
 	TAILQ_ENTRY(conn) entry;
@@ -231,7 +185,7 @@ struct proxy {
 	/* counters */
 	atomic_int_fast64_t active;
 	atomic_uint_fast64_t accepted, handshakes_ok, sessions, bytes_up, bytes_down;
-	atomic_uint_fast64_t by_reason[R_COUNT];
+	atomic_uint_fast64_t by_reason[PR_COUNT];
 };
 
 static int64_t
@@ -595,17 +549,17 @@ ep_close(struct worker *w, struct endpoint *e)
 
 /* The session log entry and the counters for a connection that ends now. */
 static void
-conn_record(struct conn *c, enum reason why)
+conn_record(struct conn *c, enum proxy_reason why)
 {
 	struct proxy *p = c->w->p;
 	struct session_record rec;
-	int refused = why < R_REFUSALS;
+	int refused = why < PR_REFUSALS;
 
 	atomic_fetch_add(&p->by_reason[why], 1);
 	if (refused)
 		log_info("proxy_refused", "listener %s: client %s%s%s refused: %s", c->l->listen,
 		         c->client_name, c->peer.spiffe_id[0] != '\0' ? " " : "", c->peer.spiffe_id,
-		         reason_names[why]);
+		         proxy_reason_names[why]);
 	else
 		atomic_fetch_add(&p->sessions, 1);
 	if (p->slog == NULL)
@@ -614,7 +568,7 @@ conn_record(struct conn *c, enum reason why)
 	rec.start_ms = c->start_ms;
 	rec.end_ms = now_ms();
 	rec.refused = refused;
-	rec.reason = reason_names[why];
+	rec.reason = proxy_reason_names[why];
 	snprintf(rec.listener, sizeof(rec.listener), "%s", c->l->listen);
 	snprintf(rec.client, sizeof(rec.client), "%s", c->client_name);
 	snprintf(rec.identity, sizeof(rec.identity), "%s", c->peer.spiffe_id);
@@ -629,7 +583,7 @@ conn_record(struct conn *c, enum reason why)
 }
 
 static void
-conn_close(struct conn *c, enum reason why)
+conn_close(struct conn *c, enum proxy_reason why)
 {
 	struct worker *w = c->w;
 
@@ -656,23 +610,6 @@ dead_free(struct worker *w)
 	}
 }
 
-/* Why a server handshake failed: the certificate's verdict first, then OpenSSL's error. */
-static enum reason
-handshake_failure(SSL *ssl, unsigned long e)
-{
-	long verdict = SSL_get_verify_result(ssl);
-
-	if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
-	    (ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
-	     ERR_GET_REASON(e) == SSL_R_NO_CERTIFICATES_RETURNED))
-		return R_NO_CERT;
-	if (verdict == X509_V_ERR_CERT_HAS_EXPIRED)
-		return R_EXPIRED;
-	if (verdict != X509_V_OK)
-		return R_UNTRUSTED;
-	return R_HANDSHAKE_FAILED;
-}
-
 static void relay_run(struct conn *c);
 static void upstream_connect(struct conn *c);
 static void upstream_handshake(struct conn *c);
@@ -688,18 +625,18 @@ first_byte(struct conn *c)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
-		conn_close(c, R_HANDSHAKE_FAILED);
+		conn_close(c, PR_HANDSHAKE_FAILED);
 		return;
 	}
-	if (b != 0x16) {
-		conn_close(c, R_PLAINTEXT);
+	if (proxy_first_byte(b) != PR_ADMITTED) {
+		conn_close(c, PR_PLAINTEXT);
 		return;
 	}
 	ctx = tls_slot_acquire(c->w->p->server_tls);
 	c->cl.ssl = ctx != NULL ? SSL_new(ctx) : NULL;
 	SSL_CTX_free(ctx); /* the SSL holds its own reference */
 	if (c->cl.ssl == NULL || SSL_set_fd(c->cl.ssl, c->cl.fd) != 1) {
-		conn_close(c, R_HANDSHAKE_FAILED);
+		conn_close(c, PR_HANDSHAKE_FAILED);
 		return;
 	}
 	SSL_set_mode(c->cl.ssl,
@@ -708,31 +645,18 @@ first_byte(struct conn *c)
 	c->state = S_HANDSHAKE;
 }
 
-/* After a verified handshake: is this client revoked, expired, allowed? */
-static enum reason
-peer_check(struct conn *c)
+/* The revoked-set lookup, as proxy_admit() wants it. */
+static int
+revoked_cb(void *arg, const char *serial)
 {
-	struct ac_err err;
-	X509 *cert;
-
-	ac_err_clear(&err);
-	if (tls_peer_from_ssl(c->cl.ssl, &c->peer, &err) != 0 || !c->peer.present)
-		return R_NO_CERT;
-	if (is_revoked(c->w->p, c->peer.serial))
-		return R_REVOKED;
-	if (c->peer.not_after <= time_now())
-		return R_EXPIRED;
-	cert = SSL_get0_peer_certificate(c->cl.ssl);
-	if (allow_rules_match(&c->l->allow, cert, c->peer.spiffe_id) < 0)
-		return R_NOT_ALLOWED;
-	return R_COUNT; /* fine */
+	return is_revoked(arg, serial);
 }
 
 static void
 handshake(struct conn *c)
 {
 	int rc, code;
-	enum reason verdict;
+	enum proxy_reason verdict;
 
 	ERR_clear_error();
 	rc = SSL_do_handshake(c->cl.ssl);
@@ -743,13 +667,13 @@ handshake(struct conn *c)
 			return;
 		}
 		c->cl.broken = 1;
-		conn_close(c, handshake_failure(c->cl.ssl, ERR_peek_error()));
+		conn_close(c, proxy_handshake_failure(c->cl.ssl, ERR_peek_error()));
 		return;
 	}
 	c->tls_version = SSL_get_version(c->cl.ssl);
 	c->cipher = SSL_get_cipher_name(c->cl.ssl);
-	verdict = peer_check(c);
-	if (verdict != R_COUNT) {
+	verdict = proxy_admit(c->cl.ssl, &c->l->allow, revoked_cb, c->w->p, time_now(), &c->peer);
+	if (verdict != PR_ADMITTED) {
 		/* Say goodbye properly; nothing the client sent goes anywhere. */
 		ep_shut(&c->cl);
 		conn_close(c, verdict);
@@ -772,7 +696,7 @@ upstream_connect(struct conn *c)
 	c->up.fd =
 	    socket(l->upstream_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->up.fd < 0) {
-		conn_close(c, R_UP_CONNECT);
+		conn_close(c, PR_UP_CONNECT);
 		return;
 	}
 	setsockopt(c->up.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -780,11 +704,11 @@ upstream_connect(struct conn *c)
 	    errno != EINPROGRESS) {
 		log_warn("proxy_upstream_failed", "listener %s: %s: %s", l->listen, l->upstream,
 		         strerror(errno));
-		conn_close(c, R_UP_CONNECT);
+		conn_close(c, PR_UP_CONNECT);
 		return;
 	}
 	if (ep_watch(c->w, &c->up, EPOLLOUT) != 0)
-		conn_close(c, R_UP_CONNECT);
+		conn_close(c, PR_UP_CONNECT);
 }
 
 /* Everything before the first relayed byte is done: PROXY v2 header, then relay. */
@@ -817,7 +741,7 @@ relay_begin(struct conn *c)
 		    proxy_v2_encode(&info, c->c2u->data, RELAY_BUF, &len, &err) != 0) {
 			log_warn("proxy_v2_failed", "listener %s: %s", c->l->listen,
 			         err.msg[0] != '\0' ? err.msg : "out of memory");
-			conn_close(c, R_UPSTREAM_ERROR);
+			conn_close(c, PR_UPSTREAM_ERROR);
 			return;
 		}
 		c->c2u->w = len;
@@ -839,7 +763,7 @@ upstream_connected(struct conn *c)
 	if (soerr != 0) {
 		log_warn("proxy_upstream_failed", "listener %s: %s: %s", c->l->listen,
 		         c->l->upstream, strerror(soerr));
-		conn_close(c, R_UP_CONNECT);
+		conn_close(c, PR_UP_CONNECT);
 		return;
 	}
 	setsockopt(c->up.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -854,7 +778,7 @@ upstream_connected(struct conn *c)
 		    tls_client_set_host(c->up.ssl, c->l->upstream_name, &err) != 0) {
 			log_warn("proxy_upstream_tls_failed", "listener %s: %s", c->l->listen,
 			         err.msg[0] != '\0' ? err.msg : "cannot set up TLS");
-			conn_close(c, R_UP_TLS);
+			conn_close(c, PR_UP_TLS);
 			return;
 		}
 		SSL_set_mode(c->up.ssl,
@@ -893,7 +817,7 @@ upstream_handshake(struct conn *c)
 		         verdict != X509_V_OK ? X509_verify_cert_error_string(verdict) : why);
 	}
 	c->up.broken = 1;
-	conn_close(c, R_UP_TLS);
+	conn_close(c, PR_UP_TLS);
 }
 
 /*
@@ -927,7 +851,7 @@ transfer(struct conn *c, struct endpoint *src, struct pbuf **bp, struct endpoint
 				if (!c->have_first_eof) {
 					c->have_first_eof = 1;
 					c->first_eof =
-					    src == &c->cl ? R_CLIENT_CLOSED : R_UPSTREAM_CLOSED;
+					    src == &c->cl ? PR_CLIENT_CLOSED : PR_UPSTREAM_CLOSED;
 				}
 				progress = 1;
 			} else if (n == -2) {
@@ -987,11 +911,11 @@ relay_run(struct conn *c)
 	if (up + down > 0)
 		c->last_active_ms = now_ms();
 	if (a == -1 || b == -2) {
-		conn_close(c, R_CLIENT_ERROR);
+		conn_close(c, PR_CLIENT_ERROR);
 		return;
 	}
 	if (a == -2 || b == -1) {
-		conn_close(c, R_UPSTREAM_ERROR);
+		conn_close(c, PR_UPSTREAM_ERROR);
 		return;
 	}
 	if (c->cl.eof && c->up.eof && c->c2u == NULL && c->u2c == NULL) {
@@ -1006,7 +930,7 @@ relay_run(struct conn *c)
 	}
 	if (ep_watch(c->w, &c->cl, interest(&c->cl, c->c2u, c->u2c)) != 0 ||
 	    ep_watch(c->w, &c->up, interest(&c->up, c->u2c, c->c2u)) != 0)
-		conn_close(c, R_CLIENT_ERROR);
+		conn_close(c, PR_CLIENT_ERROR);
 }
 
 /* Events on either socket of a connection: advance whatever state it is in. */
@@ -1020,7 +944,7 @@ conn_event(struct conn *c, int upstream_side, uint32_t events)
 		return;
 	if (hangup && c->state != S_RELAY && !(upstream_side && c->state == S_CONNECT)) {
 		/* Gone before the session started (a failed connect is seen by SO_ERROR). */
-		conn_close(c, upstream_side ? R_UP_CONNECT : R_HANDSHAKE_FAILED);
+		conn_close(c, upstream_side ? PR_UP_CONNECT : PR_HANDSHAKE_FAILED);
 		return;
 	}
 	switch (c->state) {
@@ -1091,12 +1015,12 @@ accept_batch(struct wlistener *wl)
 		c->state = S_FIRST_BYTE;
 		TAILQ_INSERT_TAIL(&w->conns, c, entry);
 		if (atomic_fetch_add(&p->active, 1) >= p->o.max_connections) {
-			conn_close(c, R_CONN_LIMIT);
+			conn_close(c, PR_CONN_LIMIT);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (ep_watch(w, &c->cl, EPOLLIN) != 0)
-			conn_close(c, R_HANDSHAKE_FAILED);
+			conn_close(c, PR_HANDSHAKE_FAILED);
 	}
 }
 
@@ -1117,16 +1041,16 @@ sweep(struct worker *w, int64_t now)
 			if (now >= c->deadline_ms)
 				conn_close(c,
 				           c->state == S_CONNECT || c->state == S_UP_HANDSHAKE
-				               ? (c->state == S_CONNECT ? R_UP_CONNECT : R_UP_TLS)
-				               : R_HANDSHAKE_TIMEOUT);
+				               ? (c->state == S_CONNECT ? PR_UP_CONNECT : PR_UP_TLS)
+				               : PR_HANDSHAKE_TIMEOUT);
 			continue;
 		}
 		if (check_revoked && is_revoked(p, c->peer.serial))
-			conn_close(c, R_SESSION_REVOKED);
+			conn_close(c, PR_SESSION_REVOKED);
 		else if (c->peer.not_after <= now_s)
-			conn_close(c, R_SESSION_EXPIRED);
+			conn_close(c, PR_SESSION_EXPIRED);
 		else if (now - c->last_active_ms >= p->o.idle_timeout_ms)
-			conn_close(c, R_IDLE_TIMEOUT);
+			conn_close(c, PR_IDLE_TIMEOUT);
 	}
 }
 
@@ -1161,7 +1085,7 @@ worker_main(void *arg)
 				break;
 			if (now >= p->drain_deadline_ms) {
 				while (!TAILQ_EMPTY(&w->conns))
-					conn_close(TAILQ_FIRST(&w->conns), R_SHUTDOWN);
+					conn_close(TAILQ_FIRST(&w->conns), PR_SHUTDOWN);
 				break;
 			}
 		}
@@ -1461,7 +1385,7 @@ proxy_free(struct proxy *p)
 		struct worker *w = &p->workers[i];
 
 		while (w->conns.tqh_first != NULL)
-			conn_close(TAILQ_FIRST(&w->conns), R_SHUTDOWN);
+			conn_close(TAILQ_FIRST(&w->conns), PR_SHUTDOWN);
 		dead_free(w);
 		if (w->ls != NULL)
 			stop_listening(w);
@@ -1653,15 +1577,17 @@ proxy_metrics_render(struct proxy *p, char **out, size_t *outlen)
 	rc |= appendf(&buf, &len, &cap,
 	              "# HELP agentca_proxy_refused_total Connections refused, by reason.\n"
 	              "# TYPE agentca_proxy_refused_total counter\n");
-	for (int r = 0; r < R_REFUSALS; r++)
+	for (int r = 0; r < PR_REFUSALS; r++)
 		rc |= appendf(&buf, &len, &cap, "agentca_proxy_refused_total{reason=\"%s\"} %llu\n",
-		              reason_names[r], (unsigned long long)atomic_load(&p->by_reason[r]));
+		              proxy_reason_names[r],
+		              (unsigned long long)atomic_load(&p->by_reason[r]));
 	rc |= appendf(&buf, &len, &cap,
 	              "# HELP agentca_proxy_closed_total Sessions ended, by reason.\n"
 	              "# TYPE agentca_proxy_closed_total counter\n");
-	for (int r = R_REFUSALS; r < R_COUNT; r++)
+	for (int r = PR_REFUSALS; r < PR_COUNT; r++)
 		rc |= appendf(&buf, &len, &cap, "agentca_proxy_closed_total{reason=\"%s\"} %llu\n",
-		              reason_names[r], (unsigned long long)atomic_load(&p->by_reason[r]));
+		              proxy_reason_names[r],
+		              (unsigned long long)atomic_load(&p->by_reason[r]));
 	rc |= appendf(
 	    &buf, &len, &cap,
 	    "# HELP agentca_proxy_bytes_total Bytes relayed, by direction.\n"
