@@ -18,7 +18,8 @@ VAR        ?= var
 BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjansson-dev \
              libjwt-dev libmicrohttpd-dev libcurl4-openssl-dev openssl
 # sqlite3: tests/integration/test_audit_proofs.sh tampers with the database through its shell.
-TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3
+# socat: tests/integration/test_proxy_engine.sh half-closes a TLS session through the proxy.
+TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3 socat
 # bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
 # measures peak RSS with GNU time.
 BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time

@@ -10,6 +10,8 @@
  *     http          answer one HTTP request with "hello from upstream", then close
  *                   (a leading PROXY v2 header is skipped)
  *     sink N [MBPS] read N bytes (at most MBPS MB/s), answer "received N", then close
+ *     eof           read until the client's EOF (its half-close), then answer "got N bytes"
+ *                   and close: the answer can only arrive if half-close works end to end
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -134,6 +136,8 @@ serve(void *arg)
 				peer_write(p, reply, sizeof(reply) - 1);
 				break;
 			}
+		} else if (strcmp(mode, "eof") == 0) {
+			continue;
 		} else { /* sink */
 			if (sink_mbps > 0) {
 				double due = start + (double)total / (sink_mbps * 1e6);
@@ -155,6 +159,12 @@ serve(void *arg)
 				break;
 			}
 		}
+	}
+	if (strcmp(mode, "eof") == 0 && n == 0) {
+		char reply[64];
+
+		snprintf(reply, sizeof(reply), "got %lld bytes\n", total);
+		peer_write(p, reply, strlen(reply));
 	}
 	record(p->id, total, note);
 	if (dump_dir != NULL && dumped > 0) {
@@ -204,7 +214,7 @@ main(int argc, char **argv)
 	}
 	if (port_file == NULL || record_path == NULL || i >= argc) {
 		fprintf(stderr, "usage: proxy_upstream --port-file F --record F [--dump DIR] "
-		                "[--tls CERT KEY] echo|http|sink N [MBPS]\n");
+		                "[--tls CERT KEY] echo|http|eof|sink N [MBPS]\n");
 		return 2;
 	}
 	mode = argv[i];
