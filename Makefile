@@ -22,7 +22,8 @@ BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjanss
 TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3 socat
 # bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
 # measures peak RSS with GNU time.
-BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time
+# bench/proxy runs HAProxy and stunnel next to the proxy.
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time haproxy stunnel4
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test asan bench fuzz format deps-build deps-test deps-bench clean
@@ -65,6 +66,7 @@ bench: build deps-bench
 	./bench/issue/run.sh $(BUILD)
 	./bench/enroll/run.sh $(BUILD)
 	./bench/audit/run.sh $(BUILD)
+	./bench/proxy/run.sh $(BUILD)
 
 fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \

@@ -1162,6 +1162,19 @@ listen_socket(struct listener *l, int reuseport, struct ac_err *err)
 		if (getsockname(fd, (struct sockaddr *)&bound, &len) == 0)
 			set_port(&l->listen_addr, get_port(&bound)); /* later workers share it */
 	}
+	if (l->port == 0) {
+		/* Name the listener by the port it really has, in logs and the session log. */
+		char name[64];
+
+		addr_name(&l->listen_addr, name, sizeof(name));
+		free(l->listen);
+		l->listen = strdup(name);
+		if (l->listen == NULL) {
+			ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+			close(fd);
+			return -1;
+		}
+	}
 	l->port = get_port(&l->listen_addr);
 	return fd;
 }

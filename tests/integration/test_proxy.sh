@@ -51,7 +51,7 @@ has "$WORK/a.out" "hello from upstream" "the upstream's answer came back"
 [ "$(upstream_conns http)" = 1 ] || fail "want one upstream connection, got $(upstream_conns http)"
 grep -q 'conn=1 bytes=[1-9]' "$WORK/http.rec" || fail "the request did not reach the upstream"
 grep -aq "GET / HTTP/1.1" "$WORK/http.dump/conn-1.bin" || fail "the upstream did not get curl's request"
-session_has "$SLOG" client_closed "allowed session logged"
+wait_for "$SLOG" '"identity":"spiffe://corp.internal/client/a"' "allowed session logged" 50
 grep -F '"identity":"spiffe://corp.internal/client/a"' "$SLOG" | grep -F '"outcome":"closed"' |
 	grep -q '"tls_version":"TLSv1.3"' || { cat "$SLOG"; fail "session entry lacks identity or TLS version"; }
 grep -F '"identity":"spiffe://corp.internal/client/a"' "$SLOG" | grep -q '"bytes_down":[1-9]' ||

@@ -40,7 +40,7 @@ TLSOPTS="cert=$WORK/a/cert.pem,key=$WORK/a/key.pem,cafile=$WORK/a/bundle.pem,ver
 printf 'hello' | timeout 20 socat -t 10 - "OPENSSL:127.0.0.1:$EOFP,$TLSOPTS" >"$WORK/eof.out" 2>"$WORK/eof.err" ||
 	{ cat "$WORK/eof.err"; fail "socat through the proxy"; }
 has "$WORK/eof.out" "got 5 bytes" "the answer sent after the client's EOF"
-session_has "$SLOG" client_closed "half-closed session logged"
+wait_for "$SLOG" '"bytes_up":5,' "half-closed session logged" 50
 pass "half-close: the client's EOF reaches the upstream, the upstream's answer still comes back"
 
 # Handshake timeout: a client that connects and says nothing, and one that stops after the
