@@ -33,9 +33,12 @@ TEST_PKGS += jq
 # pebble: tests/unit/test_acme_validate.c checks challenges against pebble-challtestsrv.
 # lego, certbot: the ACME integration tests drive them (python3 comes with certbot).
 TEST_PKGS += pebble lego certbot
+# socat: tests/integration/test_proxy_engine.sh half-closes a TLS session through the proxy.
+TEST_PKGS += socat
 # bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
-# measures peak RSS with GNU time; bench/acme runs lego against agentca and Pebble.
-BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl
+# measures peak RSS with GNU time; bench/acme runs lego against agentca and Pebble;
+# bench/proxy runs HAProxy and stunnel next to the proxy.
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl haproxy stunnel4
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test asan bench fuzz soak format deps-build deps-test deps-bench clean
@@ -83,6 +86,7 @@ bench: build deps-bench
 	./bench/enroll/run.sh $(BUILD)
 	./bench/audit/run.sh $(BUILD)
 	./bench/acme/run.sh $(BUILD)
+	./bench/proxy/run.sh $(BUILD)
 
 fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \

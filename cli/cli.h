@@ -52,5 +52,6 @@ int cmd_enroll(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
 int cmd_agent(int argc, char **argv);
 int cmd_bundle_watch(int argc, char **argv);
+int cmd_proxy(int argc, char **argv);
 
 #endif

@@ -40,6 +40,7 @@
 #include "ca/keys.h"
 #include "ca/rotate.h"
 #include "cli/cli.h"
+#include "cli/serve_proxy.h"
 #include "cli/settings.h"
 #include "common/fsutil.h"
 #include "common/log.h"
@@ -119,6 +120,7 @@ struct daemon {
 	struct tls_ctx_slot *tls;
 	struct api *api;
 	struct front *front;
+	struct serve_proxy *proxy; /* NULL without proxy listeners */
 };
 
 static void
@@ -146,6 +148,14 @@ server_names(const struct daemon *d, struct cfg_strlist *names, struct ac_err *e
 		if (listen_address_host(listen->items[i], host, sizeof(host)) == 0 &&
 		    cfg_strlist_add(names, host, err) != 0)
 			return -1;
+	for (size_t i = 0; i < d->settings->proxy.listeners.count; i++) {
+		const struct proxy_listener_settings *pl = d->settings->proxy.listeners.items;
+
+		if (pl[i].listen != NULL &&
+		    listen_address_host(pl[i].listen, host, sizeof(host)) == 0 &&
+		    cfg_strlist_add(names, host, err) != 0)
+			return -1;
+	}
 	for (size_t i = 0; i < d->settings->server_names.count; i++)
 		if (cfg_strlist_add(names, d->settings->server_names.items[i], err) != 0)
 			return -1;
@@ -229,6 +239,7 @@ rotate_server_cert(struct daemon *d, const char *why)
 		return;
 	}
 	tls_slot_swap(d->tls, ctx);
+	serve_proxy_material_changed(d->proxy, d->authority, &d->server);
 	log_info("server_cert_rotated", "server certificate %s in use (%s)", d->server.serial, why);
 }
 
@@ -573,7 +584,9 @@ start(struct daemon *d, struct ac_err *err)
 	if (d->front == NULL)
 		return -1;
 	api_set_front(d->api, d->front);
-	if (schedule(d, err) != 0)
+	if (serve_proxy_start(d->dir, &d->settings->proxy, d->authority, &d->server, d->store,
+	                      d->api, &d->proxy, err) != 0 ||
+	    schedule(d, err) != 0)
 		return -1;
 
 	for (size_t i = 0; i < listen->count; i++)
@@ -592,6 +605,7 @@ stop(struct daemon *d)
 	api_begin_shutdown(d->api);
 	front_stop(d->front);
 	api_stop(d->api);
+	serve_proxy_stop(d->proxy);
 	tls_slot_free(d->tls);
 	server_identity_free(&d->server);
 	token_verifier_free(d->bootstrap);
@@ -725,6 +739,7 @@ cmd_serve(int argc, char **argv)
 			break;
 		}
 		run_duties(&d);
+		serve_proxy_tick(d.proxy);
 	}
 	rc = EXIT_OK;
 out:

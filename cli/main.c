@@ -24,6 +24,7 @@ static const struct cli_command commands[] = {
     {"revoke", cmd_revoke, "revoke a certificate by serial"},
     {"agent", cmd_agent, "enroll if needed, then keep the certificate renewed"},
     {"bundle watch", cmd_bundle_watch, "keep a trust-bundle file current for a gateway"},
+    {"proxy", cmd_proxy, "run the mTLS forwarding proxy: enroll, forward allowed clients"},
     {"audit export", cmd_audit_export, "export the issuance log (jsonl or csv)"},
     {"audit verify", cmd_audit_verify, "verify an exported issuance log offline"},
     {"audit sth", cmd_audit_sth, "print the log's current signed tree head"},

@@ -86,12 +86,15 @@ static const struct cfg_field settings_fields[] = {
      rotation_settings_fields, "intermediate rotation and pruning (scheduler)"},
     {"acme", CFG_OBJECT, offsetof(struct agentca_settings, acme), 0, 0, acme_fields,
      "the ACME server under /acme/ and its challenge validation"},
+    {"proxy", CFG_OBJECT, offsetof(struct agentca_settings, proxy), 0, 0, proxy_settings_fields,
+     "mTLS forwarding proxy listeners served by the daemon (gateway-hook)"},
     CFG_END,
 };
 
 static const char *const cfg_type_labels[] = {
-    [CFG_STRING] = "string",     [CFG_INT] = "integer",      [CFG_BOOL] = "boolean",
-    [CFG_DURATION] = "duration", [CFG_STRING_LIST] = "list", [CFG_OBJECT] = "object",
+    [CFG_STRING] = "string",       [CFG_INT] = "integer",      [CFG_BOOL] = "boolean",
+    [CFG_DURATION] = "duration",   [CFG_STRING_LIST] = "list", [CFG_OBJECT] = "object",
+    [CFG_OBJECT_LIST] = "objects",
 };
 
 static void
@@ -106,6 +109,10 @@ print_fields(FILE *out, const struct cfg_field *fields, const char *prefix)
 		        fields->help != NULL ? fields->help : "");
 		if (fields->type == CFG_OBJECT)
 			print_fields(out, fields->children, path);
+		if (fields->type == CFG_OBJECT_LIST) {
+			strncat(path, "[]", sizeof(path) - strlen(path) - 1);
+			print_fields(out, fields->children, path);
+		}
 	}
 }
 
@@ -158,6 +165,7 @@ settings_load(const char *dir, const char *config_path, const char *trust_domain
 	s->store.group_commit_max = 256;
 	rotation_settings_defaults(&s->rotation);
 	s->acme.order_ttl = 3600;
+	proxy_settings_defaults(&s->proxy);
 	if (ca_policy_defaults(&s->policy, trust_domain != NULL ? trust_domain : "", err) != 0)
 		return -1;
 
@@ -220,6 +228,7 @@ settings_free(struct agentca_settings *s)
 	s->store.path = NULL;
 	rotation_settings_free(&s->rotation);
 	config_free(acme_fields, &s->acme);
+	proxy_settings_free(&s->proxy);
 }
 
 void

@@ -23,6 +23,7 @@
 #include "ca/policy.h"
 #include "ca/rotate.h"
 #include "common/error.h"
+#include "gateway-hook/proxy_config.h"
 #include "store/store.h"
 
 struct store_settings {
@@ -63,6 +64,7 @@ struct agentca_settings {
 	struct store_settings store;
 	struct rotation_settings rotation; /* ca/rotate.h: intermediate rotation, pruning */
 	struct acme_settings acme;
+	struct proxy_settings proxy; /* integrated proxy listeners (gateway-hook) */
 	char store_path_resolved[4096];
 };
 

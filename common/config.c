@@ -18,6 +18,7 @@ static const char *const cfg_type_names[] = {
     [CFG_DURATION] = "a duration such as \"10m\" or \"24h\"",
     [CFG_STRING_LIST] = "a list of strings",
     [CFG_OBJECT] = "an object",
+    [CFG_OBJECT_LIST] = "a list of objects",
 };
 
 int
@@ -132,7 +133,6 @@ cfg_strlist_set(struct cfg_strlist *list, const char *const *items, size_t count
 	*list = fresh;
 	return 0;
 }
-
 static const struct cfg_field *
 find_field(const struct cfg_field *fields, const char *key)
 {
@@ -237,6 +237,43 @@ apply_value(const struct cfg_field *f, const json_t *value, void *target, const 
 		if (!json_is_object(value))
 			break;
 		return config_apply_json_at(value, f->children, member, where, path, err);
+	case CFG_OBJECT_LIST: {
+		struct cfg_objlist *list = (struct cfg_objlist *)(void *)member;
+		struct cfg_objlist fresh = {NULL, 0};
+		size_t item_size = (size_t)f->max, i;
+		json_t *item;
+
+		if (!json_is_array(value) || item_size == 0)
+			break;
+		if (json_array_size(value) > 0) {
+			fresh.items = calloc(json_array_size(value), item_size);
+			if (fresh.items == NULL)
+				return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory",
+				                  "out of memory");
+		}
+		json_array_foreach(value, i, item)
+		{
+			char at[300];
+
+			snprintf(at, sizeof(at), "%s[%zu]", path, i);
+			fresh.count = i + 1;
+			if (!json_is_object(item)) {
+				ac_err_set(err, AC_ERR_INVALID, "config_invalid",
+				           "%s: \"%s\" must be an object", where, at);
+				cfg_objlist_free(f, &fresh);
+				return -1;
+			}
+			if (config_apply_json_at(item, f->children,
+			                         (char *)fresh.items + i * item_size, where, at,
+			                         err) != 0) {
+				cfg_objlist_free(f, &fresh);
+				return -1;
+			}
+		}
+		cfg_objlist_free(f, list);
+		*list = fresh;
+		return 0;
+	}
 	}
 	return ac_err_set(err, AC_ERR_INVALID, "config_invalid", "%s: \"%s\" must be %s", where,
 	                  path, cfg_type_names[f->type]);
@@ -310,6 +347,18 @@ config_free(const struct cfg_field *fields, void *target)
 			cfg_strlist_free((struct cfg_strlist *)(void *)member);
 		} else if (fields->type == CFG_OBJECT) {
 			config_free(fields->children, member);
+		} else if (fields->type == CFG_OBJECT_LIST) {
+			cfg_objlist_free(fields, (struct cfg_objlist *)(void *)member);
 		}
 	}
+}
+
+void
+cfg_objlist_free(const struct cfg_field *f, struct cfg_objlist *list)
+{
+	for (size_t i = 0; i < list->count; i++)
+		config_free(f->children, (char *)list->items + i * (size_t)f->max);
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
 }

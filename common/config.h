@@ -31,10 +31,18 @@ enum cfg_type {
 	CFG_DURATION,    /* int64_t seconds, from "90s", "10m", "24h", "90d", "1h30m" or a number */
 	CFG_STRING_LIST, /* struct cfg_strlist */
 	CFG_OBJECT,      /* nested table; its offsets are relative to the member at offset */
+	CFG_OBJECT_LIST, /* struct cfg_objlist: an array of objects, each laid out by children;
+	                  * max is the size of one item (sizeof its struct), min unused */
 };
 
 struct cfg_strlist {
 	char **items;
+	size_t count;
+};
+
+/* An array of objects: count items of the field's item size, each zeroed, then filled. */
+struct cfg_objlist {
+	void *items;
 	size_t count;
 };
 
@@ -73,6 +81,8 @@ int cfg_strlist_set(struct cfg_strlist *list, const char *const *items, size_t c
 /* Append one copy. */
 int cfg_strlist_add(struct cfg_strlist *list, const char *item, struct ac_err *err);
 void cfg_strlist_free(struct cfg_strlist *list);
+/* Free every item of a CFG_OBJECT_LIST member (f is its field) and the array. */
+void cfg_objlist_free(const struct cfg_field *f, struct cfg_objlist *list);
 
 /* Parse a duration: "90s", "10m", "24h", "90d", "1h30m", or plain seconds "300".
  * Returns 0 and the number of seconds, or -1 on anything else (including overflow). */

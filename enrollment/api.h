@@ -91,6 +91,11 @@ int api_bundle_carries(struct api *api, const char *fingerprint, int64_t *sequen
 /* Replace the Prometheus text the daemon adds to /metrics (the scheduler's duties, the
  * intermediates' states); copied. */
 int api_set_daemon_metrics(struct api *api, const char *text, struct ac_err *err);
+/* Another module's Prometheus text appended to /metrics (the integrated proxy): fn fills a
+ * heap buffer (free()) and returns 0. fn NULL removes it. fn and arg must stay valid until
+ * api_stop(). */
+typedef int (*api_metrics_fn)(void *arg, char **text, size_t *len);
+void api_set_metrics_source(struct api *api, api_metrics_fn fn, void *arg);
 
 /* First step of a shutdown: answer the long-polls now, so that draining does not wait for
  * them. */

@@ -18,6 +18,7 @@
 #define AGENTCA_ENROLLMENT_API_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,6 +64,9 @@ struct api {
 	pthread_mutex_t daemon_metrics_lock;
 	char *daemon_metrics;
 	struct acme_server *acme; /* api_acme.c; NULL when ACME is off */
+	/* more Prometheus text for /metrics (the integrated proxy); see api_set_metrics_source */
+	_Atomic(api_metrics_fn) metrics_source;
+	void *_Atomic metrics_source_arg;
 };
 
 /* What a handler answers. body is heap (free()) or NULL. */

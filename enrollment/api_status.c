@@ -3,6 +3,7 @@
  * and GET /metrics.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,16 +106,24 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
 	{
-		char *all = NULL;
+		api_metrics_fn source = atomic_load(&api->metrics_source);
+		char *more = NULL, *all = NULL;
+		size_t more_len = 0;
 		int rc;
 
+		if (source == NULL ||
+		    source(atomic_load(&api->metrics_source_arg), &more, &more_len) != 0) {
+			more = NULL;
+			more_len = 0;
+		}
 		pthread_mutex_lock(&api->daemon_metrics_lock);
-		if (api->daemon_metrics != NULL &&
-		    asprintf(&all, "%s%s", extra, api->daemon_metrics) < 0)
+		if (asprintf(&all, "%s%s%.*s", extra,
+		             api->daemon_metrics != NULL ? api->daemon_metrics : "", (int)more_len,
+		             more != NULL ? more : "") < 0)
 			all = NULL;
 		pthread_mutex_unlock(&api->daemon_metrics_lock);
-		rc = metrics_render(api->metrics, all != NULL ? all : extra, &resp->body,
-		                    &resp->len);
+		rc = metrics_render(api->metrics, all != NULL ? all : extra, &resp->body, &resp->len);
+		free(more);
 		free(all);
 		if (rc != 0)
 			api_problem(resp, 500, "internal_error", "cannot render metrics");
@@ -133,6 +142,13 @@ api_set_daemon_metrics(struct api *api, const char *text, struct ac_err *err)
 	api->daemon_metrics = copy;
 	pthread_mutex_unlock(&api->daemon_metrics_lock);
 	return 0;
+}
+
+void
+api_set_metrics_source(struct api *api, api_metrics_fn fn, void *arg)
+{
+	atomic_store(&api->metrics_source_arg, arg);
+	atomic_store(&api->metrics_source, fn);
 }
 
 /*

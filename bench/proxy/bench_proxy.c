@@ -1,0 +1,384 @@
+/*
+ * bench_proxy.c - load for bench/proxy: the same client against agentca's proxy, HAProxy and
+ * stunnel, and the upstream behind all three.
+ *
+ *   bench_proxy upstream PORT_FILE
+ *       an epoll TCP upstream on 127.0.0.1: a connection whose first byte is 'D' is
+ *       discarded (bulk), any other is echoed (handshake checks, ping-pong, idle)
+ *   bench_proxy handshakes PORT CA CERT KEY SECONDS THREADS
+ *       new mTLS connections (TLS 1.3, no resumption), each: handshake, 1 byte through the
+ *       upstream and back, close. Prints "handshakes_per_s N".
+ *   bench_proxy bulk PORT CA CERT KEY SECONDS CONNECTIONS
+ *       each connection writes 16 KiB blocks to the discarding upstream. "bulk_mb_s N"
+ *   bench_proxy pingpong PORT CA CERT KEY COUNT
+ *       1 KiB written, 1 KiB echoed back, COUNT times on one connection. "p50_us N p99_us N"
+ *   bench_proxy idle PORT CA CERT KEY COUNT
+ *       opens COUNT sessions (each proven with one echoed byte), prints "idle_ready", then
+ *       holds them until stdin closes.
+ *
+ * Servers are verified against CA by the name "proxy.bench". Errors go to stderr and exit 1.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#define BLOCK (16 * 1024)
+#define PING 1024
+
+static int port;
+static SSL_CTX *client_ctx;
+static double run_until;
+static atomic_ullong done_count, done_bytes;
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+die(const char *what)
+{
+	fprintf(stderr, "bench_proxy: %s: %s\n", what, errno != 0 ? strerror(errno) : "");
+	ERR_print_errors_fp(stderr);
+	exit(1);
+}
+
+/* ---- the upstream ---- */
+
+struct up_conn {
+	int fd;
+	int mode; /* 0: unknown, 1: echo, 2: discard */
+	size_t r, w;
+	unsigned char buf[BLOCK];
+};
+
+static void
+up_pump(int ep, struct up_conn *c)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (c->w > c->r) { /* echo what is pending first */
+			n = send(c->fd, c->buf + c->r, c->w - c->r, MSG_NOSIGNAL);
+			if (n < 0 && errno == EAGAIN) {
+				struct epoll_event ee = {.events = EPOLLOUT, .data.ptr = c};
+
+				epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ee);
+				return;
+			}
+			if (n <= 0)
+				goto gone;
+			c->r += (size_t)n;
+			continue;
+		}
+		c->r = c->w = 0;
+		n = read(c->fd, c->buf, sizeof(c->buf));
+		if (n < 0 && errno == EAGAIN) {
+			struct epoll_event ee = {.events = EPOLLIN, .data.ptr = c};
+
+			epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ee);
+			return;
+		}
+		if (n <= 0)
+			goto gone;
+		if (c->mode == 0)
+			c->mode = c->buf[0] == 'D' ? 2 : 1;
+		if (c->mode == 1)
+			c->w = (size_t)n;
+	}
+gone:
+	close(c->fd);
+	free(c);
+}
+
+static _Noreturn void
+run_upstream(const char *port_file)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int lfd, ep, one = 1;
+	struct epoll_event ee, events[256];
+	FILE *fp;
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(lfd, 4096) != 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sin, &len) != 0)
+		die("upstream listen");
+	fp = fopen(port_file, "w");
+	if (fp == NULL)
+		die(port_file);
+	fprintf(fp, "%d\n", ntohs(sin.sin_port));
+	fclose(fp);
+	ep = epoll_create1(0);
+	ee.events = EPOLLIN;
+	ee.data.ptr = NULL;
+	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ee);
+	for (;;) {
+		int n = epoll_wait(ep, events, 256, -1);
+
+		for (int i = 0; i < n; i++) {
+			if (events[i].data.ptr == NULL) {
+				int fd;
+
+				while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+					struct up_conn *c = calloc(1, sizeof(*c));
+
+					if (c == NULL) {
+						close(fd);
+						continue;
+					}
+					c->fd = fd;
+					setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+					ee.events = EPOLLIN;
+					ee.data.ptr = c;
+					epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ee);
+				}
+				continue;
+			}
+			up_pump(ep, events[i].data.ptr);
+		}
+	}
+}
+
+/* ---- clients ---- */
+
+/* A verified mTLS connection to the proxy, or NULL. */
+static SSL *
+dial(int *fdp)
+{
+	struct sockaddr_in sin;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	SSL *ssl;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((uint16_t)port);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	ssl = SSL_new(client_ctx);
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, "proxy.bench");
+	SSL_set1_host(ssl, "proxy.bench");
+	if (SSL_connect(ssl) != 1) {
+		SSL_free(ssl);
+		close(fd);
+		return NULL;
+	}
+	*fdp = fd;
+	return ssl;
+}
+
+static int
+write_all(SSL *ssl, const void *p, size_t n)
+{
+	size_t put;
+
+	while (n > 0) {
+		if (SSL_write_ex(ssl, p, n, &put) != 1)
+			return -1;
+		p = (const char *)p + put;
+		n -= put;
+	}
+	return 0;
+}
+
+static int
+read_all(SSL *ssl, void *p, size_t n)
+{
+	size_t got;
+
+	while (n > 0) {
+		if (SSL_read_ex(ssl, p, n, &got) != 1)
+			return -1;
+		p = (char *)p + got;
+		n -= got;
+	}
+	return 0;
+}
+
+static void
+hang_up(SSL *ssl, int fd)
+{
+	SSL_shutdown(ssl);
+	SSL_free(ssl);
+	close(fd);
+}
+
+static void *
+handshake_worker(void *arg)
+{
+	(void)arg;
+	while (now_s() < run_until) {
+		int fd;
+		unsigned char b = 'h';
+		SSL *ssl = dial(&fd);
+
+		if (ssl == NULL)
+			continue;
+		if (write_all(ssl, &b, 1) == 0 && read_all(ssl, &b, 1) == 0)
+			atomic_fetch_add(&done_count, 1);
+		hang_up(ssl, fd);
+	}
+	return NULL;
+}
+
+static void *
+bulk_worker(void *arg)
+{
+	static unsigned char block[BLOCK];
+	int fd;
+	SSL *ssl = dial(&fd);
+
+	(void)arg;
+	if (ssl == NULL)
+		die("bulk connect");
+	block[0] = 'D';
+	while (now_s() < run_until) {
+		if (write_all(ssl, block, sizeof(block)) != 0)
+			die("bulk write");
+		atomic_fetch_add(&done_bytes, sizeof(block));
+	}
+	hang_up(ssl, fd);
+	return NULL;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void
+run_threads(void *(*fn)(void *), int n)
+{
+	pthread_t *t = calloc((size_t)n, sizeof(*t));
+
+	for (int i = 0; i < n; i++)
+		if (pthread_create(&t[i], NULL, fn, NULL) != 0)
+			die("thread");
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	free(t);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *cmd;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 3) {
+		fprintf(stderr, "usage: bench_proxy upstream PORT_FILE | "
+		                "handshakes|bulk|pingpong|idle PORT CA CERT KEY ...\n");
+		return 2;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "upstream") == 0)
+		run_upstream(argv[2]);
+	if (argc < 7)
+		return 2;
+	port = atoi(argv[2]);
+	client_ctx = SSL_CTX_new(TLS_client_method());
+	if (client_ctx == NULL || SSL_CTX_load_verify_locations(client_ctx, argv[3], NULL) != 1 ||
+	    SSL_CTX_use_certificate_chain_file(client_ctx, argv[4]) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(client_ctx, argv[5], SSL_FILETYPE_PEM) != 1)
+		die("client context");
+	SSL_CTX_set_verify(client_ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_min_proto_version(client_ctx, TLS1_3_VERSION);
+	SSL_CTX_set_session_cache_mode(client_ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(client_ctx, SSL_OP_NO_TICKET);
+	SSL_CTX_set1_groups_list(client_ctx, "P-256");
+
+	if (strcmp(cmd, "handshakes") == 0 || strcmp(cmd, "bulk") == 0) {
+		double secs = atof(argv[6]), start = now_s();
+		int n = argc > 7 ? atoi(argv[7]) : 1;
+
+		run_until = start + secs;
+		run_threads(strcmp(cmd, "bulk") == 0 ? bulk_worker : handshake_worker, n);
+		if (strcmp(cmd, "bulk") == 0)
+			printf("bulk_mb_s %.1f\n",
+			       (double)atomic_load(&done_bytes) / 1e6 / (now_s() - start));
+		else
+			printf("handshakes_per_s %.0f\n",
+			       (double)atomic_load(&done_count) / (now_s() - start));
+		return 0;
+	}
+	if (strcmp(cmd, "pingpong") == 0) {
+		int count = atoi(argv[6]), fd;
+		unsigned char msg[PING];
+		double *rtt = calloc((size_t)count, sizeof(double));
+		SSL *ssl = dial(&fd);
+
+		if (ssl == NULL || rtt == NULL)
+			die("pingpong connect");
+		memset(msg, 'p', sizeof(msg));
+		for (int i = 0; i < count; i++) {
+			double t0 = now_s();
+
+			if (write_all(ssl, msg, sizeof(msg)) != 0 ||
+			    read_all(ssl, msg, sizeof(msg)) != 0)
+				die("pingpong");
+			rtt[i] = (now_s() - t0) * 1e6;
+		}
+		qsort(rtt, (size_t)count, sizeof(double), cmp_double);
+		printf("p50_us %.0f p99_us %.0f\n", rtt[count / 2], rtt[count * 99 / 100]);
+		hang_up(ssl, fd);
+		free(rtt);
+		return 0;
+	}
+	if (strcmp(cmd, "idle") == 0) {
+		int count = atoi(argv[6]), opened = 0;
+		SSL **ssl = calloc((size_t)count, sizeof(*ssl));
+		int *fds = calloc((size_t)count, sizeof(int));
+		char line[16];
+
+		for (int i = 0; i < count; i++) {
+			unsigned char b = 'i';
+
+			ssl[i] = dial(&fds[i]);
+			if (ssl[i] == NULL || write_all(ssl[i], &b, 1) != 0 ||
+			    read_all(ssl[i], &b, 1) != 0)
+				die("idle connect");
+			opened++;
+		}
+		printf("idle_ready %d\n", opened);
+		fflush(stdout);
+		while (fgets(line, sizeof(line), stdin) != NULL)
+			;
+		for (int i = 0; i < count; i++)
+			hang_up(ssl[i], fds[i]);
+		free(ssl);
+		free(fds);
+		return 0;
+	}
+	return 2;
+}

@@ -1,0 +1,331 @@
+/*
+ * test_proxy_rules.c - the proxy's allow-rule matcher (gateway-hook/allow.c) and its PROXY
+ * protocol v2 encoder (gateway-hook/proxy_v2.c): tables of patterns against identities, rule
+ * parsing with its refusals, matching real certificates by SPIFFE ID, DNS SAN and CN, and
+ * the exact bytes of a PROXY v2 header, parsed back field by field.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#include "gateway-hook/allow.h"
+#include "gateway-hook/proxy_v2.h"
+
+static const struct {
+	const char *pattern, *id;
+	int want;
+} spiffe_cases[] = {
+    {"spiffe://corp.internal/gw-1", "spiffe://corp.internal/gw-1", 1},
+    {"spiffe://corp.internal/gw-1", "spiffe://corp.internal/gw-2", 0},
+    {"spiffe://corp.internal/gw-1", "spiffe://corp.internal/gw-1/child", 0},
+    {"spiffe://corp.internal/gw-1", "spiffe://other.internal/gw-1", 0},
+    {"spiffe://corp.internal/gw-1", "spiffe://CORP.internal/gw-1", 1}, /* host: any case */
+    {"spiffe://corp.internal/gw-1", "spiffe://corp.internal/GW-1", 0}, /* path: exact */
+    {"spiffe://corp.internal/*", "spiffe://corp.internal/gw-1", 1},
+    {"spiffe://corp.internal/*", "spiffe://corp.internal/gw-1/child", 0},
+    {"spiffe://corp.internal/*", "spiffe://corp.internal", 0},
+    {"spiffe://corp.internal/gw-1/*", "spiffe://corp.internal/gw-1/child-3", 1},
+    {"spiffe://corp.internal/gw-1/*", "spiffe://corp.internal/gw-1", 0},
+    {"spiffe://corp.internal/gw-1/*", "spiffe://corp.internal/gw-1/a/b", 0},
+    {"spiffe://corp.internal/**", "spiffe://corp.internal/gw-1/a/b/c", 1},
+    {"spiffe://corp.internal/**", "spiffe://corp.internal", 1},
+    {"spiffe://corp.internal/gw-1/**", "spiffe://corp.internal/gw-1", 1},
+    {"spiffe://corp.internal/gw-1/**", "spiffe://corp.internal/gw-1/a/b", 1},
+    {"spiffe://corp.internal/gw-1/**", "spiffe://corp.internal/gw-10", 0},
+    {"spiffe://corp.internal/**/db", "spiffe://corp.internal/ns/prod/db", 1},
+    {"spiffe://corp.internal/**/db", "spiffe://corp.internal/db", 1},
+    {"spiffe://corp.internal/**/db", "spiffe://corp.internal/ns/prod/db/x", 0},
+    {"spiffe://corp.internal/*/db/**", "spiffe://corp.internal/ns/db/a", 1},
+    {"spiffe://corp.internal/*/db/**", "spiffe://corp.internal/db/a", 0},
+    {"spiffe://corp.internal/**/a/**/b", "spiffe://corp.internal/x/a/y/a/z/b", 1},
+    {"spiffe://corp.internal/gw-1", "spiffe://corp.internal/gw-1/", 0}, /* empty segment */
+    {"spiffe://corp.internal/*", "spiffe://corp.internal//", 0},
+    {"spiffe://corp.internal/gw-1", "https://corp.internal/gw-1", 0},
+    {"spiffe://corp.internal/gw-1", "", 0},
+};
+
+static void
+test_spiffe_patterns(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(spiffe_cases) / sizeof(spiffe_cases[0]); i++) {
+		int got = allow_spiffe_match(spiffe_cases[i].pattern, spiffe_cases[i].id);
+
+		if (got != spiffe_cases[i].want)
+			fail_msg("%s vs %s: got %d, want %d", spiffe_cases[i].pattern,
+			         spiffe_cases[i].id, got, spiffe_cases[i].want);
+	}
+}
+
+static void
+test_dns_patterns(void **state)
+{
+	(void)state;
+	assert_int_equal(allow_dns_match("api.corp.internal", "api.corp.internal"), 1);
+	assert_int_equal(allow_dns_match("api.corp.internal", "API.Corp.Internal"), 1);
+	assert_int_equal(allow_dns_match("api.corp.internal", "api2.corp.internal"), 0);
+	assert_int_equal(allow_dns_match("*.corp.internal", "api.corp.internal"), 1);
+	assert_int_equal(allow_dns_match("*.corp.internal", "a.b.corp.internal"), 0);
+	assert_int_equal(allow_dns_match("*.corp.internal", "corp.internal"), 0);
+	assert_int_equal(allow_dns_match("*.corp.internal", ".corp.internal"), 0);
+	assert_int_equal(allow_dns_match("*.corp.internal", ""), 0);
+}
+
+static void
+test_rule_parsing(void **state)
+{
+	static const char *const good[] = {"spiffe://corp.internal/gw-1/**", "dns:*.corp.internal",
+	                                   "cn:legacy-client", "spiffe://corp.internal/*/db"};
+	static const char *const bad[] = {
+	    "spiffe://corp.internal/gw*",   /* a star inside a segment */
+	    "spiffe://*.internal/gw-1",     /* a star in the trust domain */
+	    "spiffe://corp.internal//gw",   /* an empty segment */
+	    "spiffe:///gw-1",               /* no trust domain */
+	    "corp.internal/gw-1",           /* no scheme, no prefix */
+	    "dns:",                         /* empty name */
+	    "dns:bad name",                 /* a space */
+	    "cn:",                          /* empty CN */
+	    "spiffe://corp.internal/gw-1/", /* trailing slash */
+	};
+	struct allow_rules rules;
+	struct ac_err err;
+
+	(void)state;
+
+	ac_err_clear(&err);
+	assert_int_equal(allow_rules_parse(good, 4, &rules, &err), 0);
+	assert_int_equal(rules.count, 4);
+	assert_int_equal(rules.rules[0].kind, ALLOW_SPIFFE);
+	assert_int_equal(rules.rules[1].kind, ALLOW_DNS);
+	assert_string_equal(rules.rules[1].pattern, "*.corp.internal");
+	assert_int_equal(rules.rules[2].kind, ALLOW_CN);
+	assert_string_equal(rules.rules[2].pattern, "legacy-client");
+	allow_rules_free(&rules);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ac_err_clear(&err);
+		if (allow_rules_parse(&bad[i], 1, &rules, &err) != -1)
+			fail_msg("rule \"%s\" was accepted", bad[i]);
+		assert_string_equal(err.reason, "allow_rule_invalid");
+		assert_non_null(strstr(err.msg, bad[i]));
+		assert_int_equal(rules.count, 0);
+	}
+}
+
+/* A self-signed certificate with this CN and these SANs (an openssl config string). */
+static X509 *
+cert_with(const char *cn, const char *sans)
+{
+	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *cert = X509_new();
+	X509_EXTENSION *ext;
+	X509V3_CTX ctx;
+
+	assert_non_null(key);
+	assert_non_null(cert);
+	X509_set_version(cert, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(cert), 7);
+	X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+	X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_ASC,
+	                           (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(cert, X509_get_subject_name(cert));
+	X509_set_pubkey(cert, key);
+	X509V3_set_ctx(&ctx, cert, cert, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, sans);
+	assert_non_null(ext);
+	X509_add_ext(cert, ext, -1);
+	X509_EXTENSION_free(ext);
+	assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
+	EVP_PKEY_free(key);
+	return cert;
+}
+
+static void
+test_rules_against_certificates(void **state)
+{
+	static const char *const patterns[] = {"spiffe://corp.internal/gw-1/*",
+	                                       "dns:*.svc.corp.internal", "cn:legacy-client"};
+	X509 *child = cert_with("child", "URI:spiffe://corp.internal/gw-1/child-3");
+	X509 *service = cert_with("svc", "DNS:billing.svc.corp.internal");
+	X509 *legacy = cert_with("legacy-client", "DNS:legacy.example");
+	X509 *stranger = cert_with("legacy-client2", "URI:spiffe://corp.internal/gw-2/child");
+	struct allow_rules rules;
+	struct ac_err err;
+
+	(void)state;
+	ac_err_clear(&err);
+	assert_int_equal(allow_rules_parse(patterns, 3, &rules, &err), 0);
+	assert_int_equal(allow_rules_match(&rules, child, "spiffe://corp.internal/gw-1/child-3"),
+	                 0);
+	assert_int_equal(allow_rules_match(&rules, service, ""), 1);
+	assert_int_equal(allow_rules_match(&rules, legacy, ""), 2);
+	assert_int_equal(allow_rules_match(&rules, stranger, "spiffe://corp.internal/gw-2/child"),
+	                 -1);
+	/* No rules: nobody. */
+	assert_int_equal(allow_rules_match(NULL, child, "spiffe://corp.internal/gw-1/child-3"), -1);
+	allow_rules_free(&rules);
+	X509_free(child);
+	X509_free(service);
+	X509_free(legacy);
+	X509_free(stranger);
+}
+
+/* Find TLV type in [p, end): its value and length, or NULL. */
+static const unsigned char *
+find_tlv(const unsigned char *p, const unsigned char *end, unsigned type, size_t *len)
+{
+	while (p + 3 <= end) {
+		size_t n = ((size_t)p[1] << 8) | p[2];
+
+		assert_true(p + 3 + n <= end);
+		if (p[0] == type) {
+			*len = n;
+			return p + 3;
+		}
+		p += 3 + n;
+	}
+	return NULL;
+}
+
+static void
+test_proxy_v2_ipv4(void **state)
+{
+	static const unsigned char sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+	                                      0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+	struct sockaddr_in src, dst;
+	struct proxy_v2_info info;
+	unsigned char out[PROXY_V2_MAX];
+	const unsigned char *v, *ssl, *end;
+	size_t len = 0, n, ssl_len;
+	struct ac_err err;
+
+	(void)state;
+	memset(&src, 0, sizeof(src));
+	memset(&dst, 0, sizeof(dst));
+	src.sin_family = dst.sin_family = AF_INET;
+	inet_pton(AF_INET, "10.1.2.3", &src.sin_addr);
+	inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+	src.sin_port = htons(51234);
+	dst.sin_port = htons(9443);
+	memset(&info, 0, sizeof(info));
+	info.src = (struct sockaddr *)&src;
+	info.dst = (struct sockaddr *)&dst;
+	info.spiffe_id = "spiffe://corp.internal/gw-1";
+	info.serial = "0a1b2c";
+	info.tls_version = "TLSv1.3";
+	info.cipher = "TLS_AES_128_GCM_SHA256";
+	info.cn = "gw-1";
+	ac_err_clear(&err);
+	assert_int_equal(proxy_v2_encode(&info, out, sizeof(out), &len, &err), 0);
+
+	assert_memory_equal(out, sig, 12);
+	assert_int_equal(out[12], 0x21); /* v2, PROXY */
+	assert_int_equal(out[13], 0x11); /* TCP4 */
+	assert_int_equal(((size_t)out[14] << 8) | out[15], len - 16);
+	assert_memory_equal(out + 16, "\x0a\x01\x02\x03", 4);
+	assert_memory_equal(out + 20, "\x7f\x00\x00\x01", 4);
+	assert_int_equal((out[24] << 8) | out[25], 51234);
+	assert_int_equal((out[26] << 8) | out[27], 9443);
+	end = out + len;
+	ssl = find_tlv(out + 28, end, PP2_TYPE_SSL, &ssl_len);
+	assert_non_null(ssl);
+	assert_int_equal(ssl[0], PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN);
+	assert_memory_equal(ssl + 1, "\0\0\0\0", 4);
+	v = find_tlv(ssl + 5, ssl + ssl_len, PP2_SUBTYPE_SSL_VERSION, &n);
+	assert_non_null(v);
+	assert_int_equal(n, 7);
+	assert_memory_equal(v, "TLSv1.3", 7);
+	v = find_tlv(ssl + 5, ssl + ssl_len, PP2_SUBTYPE_SSL_CN, &n);
+	assert_non_null(v);
+	assert_memory_equal(v, "gw-1", 4);
+	v = find_tlv(ssl + 5, ssl + ssl_len, PP2_SUBTYPE_SSL_CIPHER, &n);
+	assert_non_null(v);
+	assert_int_equal(n, strlen("TLS_AES_128_GCM_SHA256"));
+	v = find_tlv(out + 28, end, PP2_TYPE_AGENTCA_SPIFFE_ID, &n);
+	assert_non_null(v);
+	assert_int_equal(n, strlen(info.spiffe_id));
+	assert_memory_equal(v, info.spiffe_id, n);
+	v = find_tlv(out + 28, end, PP2_TYPE_AGENTCA_SERIAL, &n);
+	assert_non_null(v);
+	assert_memory_equal(v, "0a1b2c", 6);
+}
+
+static void
+test_proxy_v2_ipv6_and_limits(void **state)
+{
+	struct sockaddr_in6 src, dst;
+	struct sockaddr_in v4;
+	struct proxy_v2_info info;
+	unsigned char out[PROXY_V2_MAX];
+	size_t len = 0, n;
+	struct ac_err err;
+	char *huge;
+
+	(void)state;
+	memset(&src, 0, sizeof(src));
+	memset(&dst, 0, sizeof(dst));
+	src.sin6_family = dst.sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "::1", &src.sin6_addr);
+	inet_pton(AF_INET6, "fd00::2", &dst.sin6_addr);
+	src.sin6_port = htons(1);
+	dst.sin6_port = htons(2);
+	memset(&info, 0, sizeof(info));
+	info.src = (struct sockaddr *)&src;
+	info.dst = (struct sockaddr *)&dst;
+	ac_err_clear(&err);
+	assert_int_equal(proxy_v2_encode(&info, out, sizeof(out), &len, &err), 0);
+	assert_int_equal(out[13], 0x21); /* TCP6 */
+	/* 36 bytes of addresses, then the SSL TLV (3 + 5), nothing else without strings. */
+	assert_int_equal(len, 16 + 36 + 8);
+	assert_memory_equal(out + 16 + 15, "\x01", 1);
+	assert_int_equal((out[48] << 8) | out[49], 1);
+	assert_int_equal((out[50] << 8) | out[51], 2);
+	(void)find_tlv(out + 52, out + len, PP2_TYPE_AGENTCA_SPIFFE_ID, &n);
+	assert_null(find_tlv(out + 52, out + len, PP2_TYPE_AGENTCA_SPIFFE_ID, &n));
+
+	/* Families must agree. */
+	memset(&v4, 0, sizeof(v4));
+	v4.sin_family = AF_INET;
+	info.dst = (struct sockaddr *)&v4;
+	ac_err_clear(&err);
+	assert_int_equal(proxy_v2_encode(&info, out, sizeof(out), &len, &err), -1);
+	assert_string_equal(err.reason, "proxy_v2_address");
+
+	/* A string that does not fit is an error, never an overrun. */
+	huge = malloc(8000);
+	assert_non_null(huge);
+	memset(huge, 'a', 7999);
+	huge[7999] = '\0';
+	info.dst = (struct sockaddr *)&dst;
+	info.spiffe_id = huge;
+	ac_err_clear(&err);
+	assert_int_equal(proxy_v2_encode(&info, out, sizeof(out), &len, &err), -1);
+	assert_string_equal(err.reason, "proxy_v2_too_long");
+	ac_err_clear(&err);
+	assert_int_equal(proxy_v2_encode(&info, out, 20, &len, &err), -1);
+	free(huge);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_spiffe_patterns),
+	    cmocka_unit_test(test_dns_patterns),
+	    cmocka_unit_test(test_rule_parsing),
+	    cmocka_unit_test(test_rules_against_certificates),
+	    cmocka_unit_test(test_proxy_v2_ipv4),
+	    cmocka_unit_test(test_proxy_v2_ipv6_and_limits),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
