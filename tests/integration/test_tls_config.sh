@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # TLS configuration as an outside scanner sees it: testssl.sh (Debian) against the API port
-# must find no protocol below TLS 1.2, no suite that is not AEAD, no group other than
+# and an integrated proxy listener must find no protocol below TLS 1.2, no suite that is not AEAD, no group other than
 # X25519 and P-256, and no plaintext acceptance. The same checks run first against a
 # deliberately weak openssl s_server, to show that they catch what they look for.
 . "$(dirname "$0")/lib.sh"
@@ -48,29 +48,42 @@ grep -q 'TLS1_1 offered' "$WORK/weak.violations" || fail "the checks miss TLS 1.
 grep -q 'non-AEAD suite' "$WORK/weak.violations" || fail "the checks miss a CBC suite on the weak server"
 pass "the checks catch a weak server ($(wc -l <"$WORK/weak.violations") findings)"
 
-# The daemon's API port.
+# The daemon's API port and an integrated proxy listener (the scanner has no client
+# certificate: the proxy refuses it after the ServerHello, which is all the scan needs).
 CA=$WORK/ca
 "$AGENTCA" init --dir "$CA" --name TLS --trust-domain corp.internal >/dev/null 2>&1 || fail "init"
+cat >"$CA/config.json" <<JSON
+{"proxy": {"listeners": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:9",
+                          "allow": ["spiffe://corp.internal/**"]}]}}
+JSON
 spawn "$AGENTCA" serve --dir "$CA" --listen 127.0.0.1:0 2>"$WORK/serve.log"
 for _ in $(seq 100); do
 	grep -q '"event":"ca_ready"' "$WORK/serve.log" && break
 	sleep 0.1
 done
 PORT=$(grep '"event":"listening"' "$WORK/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
-[ -n "$PORT" ] || { cat "$WORK/serve.log"; fail "serve never listened"; }
-scan "127.0.0.1:$PORT" api
-violations api >"$WORK/api.violations"
-if [ -s "$WORK/api.violations" ]; then
-	cat "$WORK/api.violations" >&2
-	fail "the API port breaks the TLS policy"
-fi
-grep -qE '^"TLS1_3",.*"offered' "$WORK/api.csv" || fail "TLS 1.3 not offered on the API port"
-[ "$(grep -c '^"cipher-tls' "$WORK/api.csv")" -ge 3 ] || fail "testssl listed too few suites"
-pass "API port: TLS 1.2 and 1.3 only, AEAD suites only, X25519 and P-256 only"
+PROXY_PORT=$(grep '"event":"proxy_listening"' "$WORK/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+[ -n "$PORT" ] && [ -n "$PROXY_PORT" ] || { cat "$WORK/serve.log"; fail "serve never listened"; }
+scan "127.0.0.1:$PORT" api &
+SCAN_API=$!
+scan "127.0.0.1:$PROXY_PORT" proxy
+wait "$SCAN_API" || fail "the scan of the API port failed"
+for port in api proxy; do
+	violations "$port" >"$WORK/$port.violations"
+	if [ -s "$WORK/$port.violations" ]; then
+		cat "$WORK/$port.violations" >&2
+		fail "the $port port breaks the TLS policy"
+	fi
+	grep -qE '^"TLS1_3",.*"offered' "$WORK/$port.csv" || fail "TLS 1.3 not offered on the $port port"
+	[ "$(grep -c '^"cipher-tls' "$WORK/$port.csv")" -ge 3 ] || fail "testssl listed too few suites on $port"
+	pass "$port port: TLS 1.2 and 1.3 only, AEAD suites only, X25519 and P-256 only"
+done
 
-# Plaintext is not accepted: an HTTP request gets no HTTP answer.
-if curl -sS --max-time 5 "http://127.0.0.1:$PORT/healthz" >"$WORK/plain" 2>&1; then
-	fail "plaintext HTTP got an answer"
-fi
-grep -q '"status"' "$WORK/plain" && fail "plaintext HTTP got a body"
-pass "API port: plaintext refused"
+# Plaintext is not accepted: an HTTP request gets no HTTP answer on either port.
+for port in "$PORT" "$PROXY_PORT"; do
+	if curl -sS --max-time 5 "http://127.0.0.1:$port/healthz" >"$WORK/plain" 2>&1; then
+		fail "plaintext HTTP got an answer on port $port"
+	fi
+	grep -q '"status"' "$WORK/plain" && fail "plaintext HTTP got a body on port $port"
+done
+pass "API and proxy ports: plaintext refused"
