@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Secret hygiene: drive every path that handles a secret (init, token minting, enrollment,
-# a replayed and a tampered token, one asking beyond its grant, renewal, admin and auditor calls, revocation,
-# exports) with the daemon logging at debug level, then search every log line, every
-# command's output and every export for the secrets themselves: the bootstrap and admin
-# tokens (whole, and their signatures alone), the CA passphrase, and each private key, as
-# its PEM lines and as the hex of its private scalar. None may appear anywhere.
+# Secret hygiene: drive every path that handles a secret (init, token minting, an ACME
+# external account binding, enrollment, a replayed and a tampered token, one asking beyond
+# its grant, renewal, admin and auditor calls, revocation, exports) with the daemon logging
+# at debug level, then search every log line, every command's output and every export for
+# the secrets themselves: the bootstrap and admin tokens (whole, and their signatures
+# alone), the EAB HMAC key, the CA passphrase, and each private key, as its PEM lines and as
+# the hex of its private scalar. None may appear anywhere.
 . "$(dirname "$0")/lib.sh"
 
 export AGENTCA_LOG_LEVEL=debug
@@ -41,6 +42,10 @@ mint other --subject spiffe://corp.internal/gw-2
 	2>>"$OUT/token.err" || fail "admin token"
 "$AGENTCA" admin token --dir "$CA" --role auditor --name eve >"$TOKENS/auditor" \
 	2>>"$OUT/token.err" || fail "auditor token"
+# An ACME external account binding: its HMAC key is printed once, for the ACME client.
+"$AGENTCA" acme eab create --dir "$CA" >"$WORK/eab" 2>"$OUT/eab.err" || fail "acme eab create"
+sed -n 's/^hmac=//p' "$WORK/eab" >"$TOKENS/eab-hmac"
+[ -s "$TOKENS/eab-hmac" ] || fail "acme eab create printed no hmac"
 
 # Enroll, then replay the same token, a tampered one and one asking for more than it grants.
 "$AGENTCA" enroll --ca "$URL" --token "$(cat "$TOKENS/good")" --fingerprint "$FP" \
@@ -127,4 +132,4 @@ fi
 # The search works: a file holding one of the secrets is found.
 head -n1 "$SECRETS" >"$WORK/canary"
 grep -qF -f "$SECRETS" "$WORK/canary" || fail "the scan cannot find a planted secret"
-pass "no token, passphrase or private key in $(find "$OUT" -type f | wc -l) files ($(wc -l <"$SECRETS") secrets searched)"
+pass "no token, HMAC key, passphrase or private key in $(find "$OUT" -type f | wc -l) files ($(wc -l <"$SECRETS") secrets searched)"
