@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/soak: the daemon under mixed traffic for a set time, watched from outside. Streams
-# of enrollments (a fresh token each), renewals over mTLS, a long-polling bundle watcher
+# of enrollments (a fresh token each), renewals over mTLS, a long-polling bundle watcher and
+# HTTPS requests through an integrated proxy listener (mTLS, to a loopback upstream)
 # run together while the
 # daemon's resident memory and open file descriptors are sampled. Prints one line per
 # sample and a summary comparing the first and the last fifth of the run: a daemon that
@@ -16,7 +17,10 @@ build=${1:-build}
 secs=${2:-600}
 every=${3:-10}
 agentca=$(cd "$(dirname "$build/agentca")" && pwd)/agentca
-[ -x "$agentca" ] || { echo "bench/soak: $build/agentca not built" >&2; exit 1; }
+upstream_tool=$(dirname "$agentca")/tests/proxy_upstream
+for f in "$agentca" "$upstream_tool"; do
+	[ -x "$f" ] || { echo "bench/soak: $f not built (cmake --build $build)" >&2; exit 1; }
+done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-soak.XXXXXX")
 pids=""
@@ -34,7 +38,16 @@ trap cleanup EXIT
 export AGENTCA_PASSWORD=soak-passphrase
 "$agentca" init --dir "$work/ca" --name Soak --trust-domain soak.internal >/dev/null
 # One client address makes all the traffic: lift the per-address and per-identity limits.
-echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/config.json"
+# The upstream behind the proxy: answers each HTTP request on its own connection.
+"$upstream_tool" --port-file "$work/upstream.port" --record "$work/upstream.rec" http &
+pids="$pids $!"
+for _ in $(seq 50); do [ -s "$work/upstream.port" ] && break; sleep 0.1; done
+[ -s "$work/upstream.port" ] || { echo "bench/soak: the upstream did not start" >&2; exit 1; }
+cat >"$work/config.json" <<JSON
+{"rate_limits": {"address_per_second": 0, "identity_per_second": 0},
+ "proxy": {"listeners": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:$(cat "$work/upstream.port")",
+                          "allow": ["spiffe://soak.internal/**"]}]}}
+JSON
 "$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/config.json" \
 	2>"$work/serve.log" &
 daemon=$!
@@ -46,6 +59,8 @@ done
 port=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
 [ -n "$port" ] || { cat "$work/serve.log" >&2; echo "bench/soak: the daemon did not start" >&2; exit 1; }
 url="https://127.0.0.1:$port"
+proxy_port=$(grep '"event":"proxy_listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+[ -n "$proxy_port" ] || { cat "$work/serve.log" >&2; echo "bench/soak: no proxy listener" >&2; exit 1; }
 fp=$(openssl x509 -in "$work/ca/root.pem" -outform DER | sha256sum | cut -d' ' -f1)
 deadline=$(($(date +%s) + secs))
 
@@ -75,7 +90,22 @@ renew_stream() {
 	done
 }
 
+# proxy_stream N: HTTPS requests through the proxy with an enrolled client's certificate.
+proxy_stream() {
+	dir=$work/agents/proxied-$1
+	t=$("$agentca" token create --dir "$work/ca" --subject "spiffe://soak.internal/proxied-$1")
+	"$agentca" enroll --ca "$url" --token "$t" --fingerprint "$fp" --out "$dir" >/dev/null 2>&1
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		if curl -sS --fail --cacert "$dir/bundle.pem" --cert "$dir/cert.pem" --key "$dir/key.pem" \
+			"https://127.0.0.1:$proxy_port/" 2>/dev/null | grep -q "hello from upstream"; then
+			echo x >>"$work/proxied.$1"
+		fi
+	done
+}
+
 mkdir -p "$work/agents"
+proxy_stream 1 &
+pids="$pids $!"
 for n in 1 2; do
 	enroll_stream "$n" &
 	pids="$pids $!"
@@ -87,7 +117,7 @@ done
 pids="$pids $!"
 
 count() { cat "$work"/"$1".* 2>/dev/null | wc -l; }
-echo "seconds rss_kb fds threads enrolled renewed"
+echo "seconds rss_kb fds threads enrolled renewed proxied"
 start=$(date +%s)
 samples=$work/samples
 : >"$samples"
@@ -97,7 +127,7 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
 	rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$daemon/status")
 	threads=$(awk '/^Threads:/ {print $2}' "/proc/$daemon/status")
 	fds=$(ls "/proc/$daemon/fd" | wc -l)
-	line="$(($(date +%s) - start)) $rss $fds $threads $(count enrolled) $(count renewed)"
+	line="$(($(date +%s) - start)) $rss $fds $threads $(count enrolled) $(count renewed) $(count proxied)"
 	echo "$line"
 	echo "$line" >>"$samples"
 done
@@ -112,7 +142,7 @@ fds_first=$(head -n "$fifth" "$samples" | awk '{print $3}' | median)
 fds_last=$(tail -n "$fifth" "$samples" | awk '{print $3}' | median)
 total=$(tail -n1 "$samples")
 echo "summary: seconds=$secs samples=$n enrolled=$(echo "$total" | cut -d' ' -f5)" \
-	"renewed=$(echo "$total" | cut -d' ' -f6)" \
+	"renewed=$(echo "$total" | cut -d' ' -f6)" "proxied=$(echo "$total" | cut -d' ' -f7)" \
 	"rss_kb first=$rss_first last=$rss_last" \
 	"growth=$(awk -v a="$rss_first" -v b="$rss_last" 'BEGIN {printf "%.1f%%", (b - a) * 100 / a}')" \
 	"fds first=$fds_first last=$fds_last"
