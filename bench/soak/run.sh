@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # bench/soak: the daemon under mixed traffic for a set time, watched from outside. Streams
 # of enrollments (a fresh token each), renewals over mTLS, a long-polling bundle watcher and
-# HTTPS requests through an integrated proxy listener (mTLS, to a loopback upstream)
-# run together while the
-# daemon's resident memory and open file descriptors are sampled. Prints one line per
-# sample and a summary comparing the first and the last fifth of the run: a daemon that
+# HTTPS requests through an integrated proxy listener (mTLS, to a loopback upstream) run
+# together while the daemon's resident memory and open file descriptors are sampled. Prints
+# one line per sample and a summary comparing the first and the last fifth of the run: a daemon that
 # leaks shows a growing RSS or fd count, a healthy one stays flat after warm-up.
 #
 #   bench/soak/run.sh BUILD_DIR [SECONDS (600)] [SAMPLE_EVERY (10)]
