@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <stdlib.h>
@@ -814,6 +815,93 @@ missing_acks(const struct rotation_context *ctx, int64_t sequence, char *out, si
 	return 0;
 }
 
+/* res says the step waits, and on what. Returns 0 (a wait is not an error). */
+static int wait_for(struct rotation_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+wait_for(struct rotation_result *res, const char *fmt, ...)
+{
+	va_list ap;
+
+	res->outcome = ROTATION_WAITING;
+	va_start(ap, fmt);
+	vsnprintf(res->message, sizeof(res->message), fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* The next intermediate is prepared: published once the daemon's bundle carries it. */
+static int
+publish(const struct rotation_context *ctx, struct slots *s, struct rotation_result *res,
+        struct ac_err *err)
+{
+	int64_t sequence = 0;
+	int carried = 0;
+	struct change c;
+
+	if (ctx->bundle_probe != NULL &&
+	    (carried = ctx->bundle_probe(ctx->bundle_arg, s->next_fp, &sequence)) < 0)
+		return ac_err_set(err, AC_ERR_INTERNAL, "bundle_probe_failed",
+		                  "cannot tell whether the bundle carries %s", s->next_fp);
+	if (!carried)
+		return wait_for(
+		    res,
+		    "next intermediate %s is prepared; waiting for the daemon to publish "
+		    "it in the bundle (agentca serve does on its next tick)",
+		    s->next_fp);
+	memset(&c, 0, sizeof(c));
+	c.cert = s->next;
+	c.fingerprint = s->next_fp;
+	c.state = "published";
+	c.kind = "intermediate_published";
+	c.published_at = ctx->now;
+	c.bundle_sequence = sequence;
+	snprintf(c.detail, sizeof(c.detail),
+	         "intermediate %s: published in the bundle, sequence %lld", s->next_fp,
+	         (long long)sequence);
+	if (record(ctx, s, &c, 1, err) != 0)
+		return -1;
+	res->outcome = ROTATION_PUBLISHED;
+	memcpy(res->fingerprint, s->next_fp, sizeof(res->fingerprint));
+	snprintf(res->message, sizeof(res->message),
+	         "next intermediate %s published in the bundle (sequence %lld)", s->next_fp,
+	         (long long)sequence);
+	return 0;
+}
+
+/* The next intermediate is published: active once nothing is retiring any more, it has
+ * been in the bundle for publish_for (unless forced), and every gateway has acknowledged
+ * (when acknowledgments are on). `retiring` says why the previous one is still there. */
+static int
+try_activate(const struct rotation_context *ctx, struct slots *s,
+             const struct intermediate_row *next_row, const struct intermediate_row *active_row,
+             int forced, const char *retiring, struct rotation_result *res, struct ac_err *err)
+{
+	int64_t due = next_row->published_at + ctx->settings->intermediate.publish_for;
+	char when[32], missing[512];
+	int nmissing = 0;
+
+	if (s->prev != NULL)
+		return wait_for(res, "next intermediate %s waits to become active: %s", s->next_fp,
+		                retiring);
+	if (!forced && ctx->now < due) {
+		time_format_rfc3339(due, when, sizeof(when));
+		return wait_for(res, "next intermediate %s becomes active at %s (publish_for)",
+		                s->next_fp, when);
+	}
+	if (ctx->settings->acknowledgments && missing_acks(ctx, next_row->bundle_sequence, missing,
+	                                                   sizeof(missing), &nmissing, err) != 0)
+		return -1;
+	if (nmissing > 0)
+		return wait_for(res,
+		                "next intermediate %s waits for %d gateway%s to acknowledge bundle "
+		                "sequence %lld: %s",
+		                s->next_fp, nmissing, nmissing == 1 ? "" : "s",
+		                (long long)next_row->bundle_sequence, missing);
+	return activate(ctx, s, next_row, active_row, res, err);
+}
+
 /* Take DIR/rotation.lock (waits for another process's step); the fd, or -1. */
 static int
 lock_dir(const char *dir, struct ac_err *err)
@@ -893,101 +981,20 @@ step_locked(const struct rotation_context *ctx, int forced, struct rotation_resu
 	}
 
 	if (s.next != NULL && state_is(next_row, "prepared")) {
-		int64_t sequence = 0;
-		int carried = 0;
-
-		if (ctx->bundle_probe != NULL &&
-		    (carried = ctx->bundle_probe(ctx->bundle_arg, s.next_fp, &sequence)) < 0) {
-			ac_err_set(err, AC_ERR_INTERNAL, "bundle_probe_failed",
-			           "cannot tell whether the bundle carries %s", s.next_fp);
-			goto out;
-		}
-		if (carried) {
-			struct change c;
-
-			memset(&c, 0, sizeof(c));
-			c.cert = s.next;
-			c.fingerprint = s.next_fp;
-			c.state = "published";
-			c.kind = "intermediate_published";
-			c.published_at = ctx->now;
-			c.bundle_sequence = sequence;
-			snprintf(c.detail, sizeof(c.detail),
-			         "intermediate %s: published in the bundle, sequence %lld",
-			         s.next_fp, (long long)sequence);
-			if (record(ctx, &s, &c, 1, err) != 0)
-				goto out;
-			res->outcome = ROTATION_PUBLISHED;
-			memcpy(res->fingerprint, s.next_fp, sizeof(res->fingerprint));
-			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s published in the bundle (sequence %lld)",
-			         s.next_fp, (long long)sequence);
-			rc = 0;
-			goto out;
-		}
-		res->outcome = ROTATION_WAITING;
-		snprintf(
-		    res->message, sizeof(res->message),
-		    "next intermediate %s is prepared; waiting for the daemon to publish it in "
-		    "the bundle (agentca serve does on its next tick)",
-		    s.next_fp);
-		rc = 0;
+		rc = publish(ctx, &s, res, err);
 		goto out;
 	}
-
 	if (s.next != NULL && state_is(next_row, "published")) {
-		int64_t due = next_row->published_at + ctx->settings->intermediate.publish_for;
-		char when[32], missing[512];
-		int nmissing = 0;
-
-		if (s.prev != NULL) {
-			res->outcome = ROTATION_WAITING;
-			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s waits to become active: %s", s.next_fp,
-			         waiting);
-			rc = 0;
-			goto out;
-		}
-		if (!forced && ctx->now < due) {
-			time_format_rfc3339(due, when, sizeof(when));
-			res->outcome = ROTATION_WAITING;
-			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s becomes active at %s (publish_for)",
-			         s.next_fp, when);
-			rc = 0;
-			goto out;
-		}
-		if (ctx->settings->acknowledgments &&
-		    missing_acks(ctx, next_row->bundle_sequence, missing, sizeof(missing),
-		                 &nmissing, err) != 0)
-			goto out;
-		if (nmissing > 0) {
-			res->outcome = ROTATION_WAITING;
-			snprintf(
-			    res->message, sizeof(res->message),
-			    "next intermediate %s waits for %d gateway%s to acknowledge bundle "
-			    "sequence %lld: %s",
-			    s.next_fp, nmissing, nmissing == 1 ? "" : "s",
-			    (long long)next_row->bundle_sequence, missing);
-			rc = 0;
-			goto out;
-		}
-		rc = activate(ctx, &s, next_row, active_row, res, err);
+		rc = try_activate(ctx, &s, next_row, active_row, forced, waiting, res, err);
 		goto out;
 	}
 
 	if (s.next == NULL && s.next_csr) {
-		char path[CA_PATH_MAX];
-
-		if (ca_path(path, ctx->dir, CA_FILE_NEXT_CSR, err) != 0)
-			goto out;
-		res->outcome = ROTATION_WAITING;
-		snprintf(
-		    res->message, sizeof(res->message),
-		    "waiting for the signed next intermediate: have %s signed, then run agentca "
-		    "ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
-		    path, ctx->dir);
-		rc = 0;
+		rc = wait_for(
+		    res,
+		    "waiting for the signed next intermediate: have %s/%s signed, then run "
+		    "agentca ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
+		    ctx->dir, CA_FILE_NEXT_CSR, ctx->dir);
 		goto out;
 	}
 
