@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <sqlite3.h>
 
 #include "store/store_impl.h"
@@ -63,6 +65,19 @@ struct store_acme {
 	sqlite3_stmt *stmt[A_N];
 };
 
+/* The write lock is shared with the issuance log's committer, which holds it across its
+ * fsync: retry every 100 us for up to 5 s rather than SQLite's default back-off, whose
+ * sleeps (up to 100 ms each) would outlast a commit many times over. */
+static int
+busy_retry(void *arg, int count)
+{
+	(void)arg;
+	if (count >= 50000)
+		return 0;
+	usleep(100);
+	return 1;
+}
+
 static int
 db_fail(struct store_acme *a, int rc, const char *what, struct ac_err *err)
 {
@@ -116,7 +131,7 @@ store_acme_open(struct store *st, struct ac_err *err)
 		goto fail;
 	}
 	sqlite3_extended_result_codes(a->db, 1);
-	sqlite3_busy_timeout(a->db, 5000);
+	sqlite3_busy_handler(a->db, busy_retry, NULL);
 	if ((rc = sqlite3_exec(a->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL)) !=
 	    SQLITE_OK) {
 		db_fail(a, rc, "setting up the ACME connection", err);
