@@ -52,7 +52,7 @@ for cycle in $(seq $KILLS); do
 	expect_exit 0 "export after kill $cycle" "$AGENTCA" audit export --dir "$CA"
 	cp "$WORK/stdout" "$WORK/log.jsonl"
 	expect_exit 0 "verify after kill $cycle" "$AGENTCA" audit verify "$WORK/log.jsonl" --key "$CA/audit.pub"
-	sqlite3 "$CA/agentca.db" 'SELECT serial FROM certificates' >"$WORK/db-serials" ||
+	sqlite3 -cmd ".timeout 10000" "$CA/agentca.db" 'SELECT serial FROM certificates' >"$WORK/db-serials" ||
 		fail "cycle $cycle: cannot read the certificates table"
 	while read -r serial; do
 		grep -q "\"serial\":\"$serial\"" "$WORK/log.jsonl" || fail "cycle $cycle: serial $serial was handed out but is not in the log"

@@ -120,7 +120,7 @@ done
 # The agents' issuances, besides the daemon's own server certificate (actor ca:self).
 issued=$(grep '"kind":"issued"' "$WORK/export.jsonl" | grep -c '"actor":"token:')
 [ "$issued" = $((N + 1)) ] || fail "the log holds $issued token issuances for $((N + 1)) agents"
-[ "$(sqlite3 "$CA/agentca.db" 'PRAGMA integrity_check')" = ok ] || fail "database integrity check"
-[ "$(sqlite3 "$CA/agentca.db" "SELECT count(*) FROM certificates WHERE subject LIKE '%/agent-%'")" = $((N + 1)) ] ||
+[ "$(sqlite3 -cmd ".timeout 10000" "$CA/agentca.db" 'PRAGMA integrity_check')" = ok ] || fail "database integrity check"
+[ "$(sqlite3 -cmd ".timeout 10000" "$CA/agentca.db" "SELECT count(*) FROM certificates WHERE subject LIKE '%/agent-%'")" = $((N + 1)) ] ||
 	fail "the certificates table does not match what the clients hold"
 pass "log verifies; $((N + 1)) certificates, each in the database and the log, no extra"
