@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <stdlib.h>
@@ -467,7 +468,8 @@ reconcile(const struct rotation_context *ctx, struct slots *s, struct intermedia
 	if (s->next != NULL && find_row(rows, *n, s->next_fp) == NULL) {
 		if (record_one(
 		        ctx, s, s->next, s->next_fp, NULL, "prepared", "intermediate_prepared",
-		        "prepared (installed by ca import); the bundle carries it from now on",
+		        "prepared (found on disk: ca import, or a step cut short); the bundle "
+		        "carries it from now on",
 		        err) != 0)
 			return -1;
 		(*recorded)++;
@@ -580,95 +582,91 @@ out:
 	return req;
 }
 
-/* The key type of the active intermediate, to make its successor alike. */
-static int
-successor_key_type(const struct slots *s, enum key_type *type)
+/* The key type of the active intermediate (ca.json), to make its successor alike. */
+static enum key_type
+successor_key_type(const struct slots *s)
 {
-	if (s->meta.key_type != NULL && key_type_parse(s->meta.key_type, type) == 0)
-		return 0;
-	*type = KEY_EC_P256;
-	return 0;
+	enum key_type type;
+
+	if (s->meta.key_type != NULL && key_type_parse(s->meta.key_type, &type) == 0)
+		return type;
+	return KEY_EC_P256;
 }
 
-/* Prepare: a new key, then a certificate from the root in DIR, or a CSR for the admin. */
+/* Offline or corporate root: the successor's key and CSR, and the entry that says the
+ * rotation now waits for `agentca ca import`. */
 static int
-prepare(const struct rotation_context *ctx, struct slots *s, struct rotation_result *res,
-        struct ac_err *err)
+prepare_csr(const struct rotation_context *ctx, struct slots *s, EVP_PKEY *key,
+            const char *passphrase, struct rotation_result *res, struct ac_err *err)
 {
-	char passphrase[PASSPHRASE_MAX + 1] = "", path[CA_PATH_MAX], fp[65];
-	EVP_PKEY *key = NULL, *root_key = NULL;
-	STACK_OF(X509) *anchors = NULL;
-	X509 *root = NULL, *cert = NULL;
+	const char *root_kind = strcmp(s->meta.mode, CA_MODE_ROOT) == 0 ? "offline" : "corporate";
+	char path[CA_PATH_MAX], detail[CA_PATH_MAX + 160], *data;
+	struct log_entry entry;
+	struct store_write w;
 	X509_REQ *req = NULL;
-	enum key_type type;
-	char rootfp[65];
-	int online_root, rc = -1;
 	BIO *mem = NULL;
+	int rc = -1;
+	long len;
 
-	online_root = strcmp(s->meta.mode, CA_MODE_ROOT) == 0 && !s->meta.offline_root &&
-	              file_in_dir_exists(ctx->dir, CA_FILE_ROOT_KEY);
-	successor_key_type(s, &type);
-	if (passphrase_resolve(ctx->dir, ctx->password_file, passphrase, sizeof(passphrase), err) !=
-	        0 ||
-	    (key = key_generate(type, err)) == NULL)
+	if ((req = successor_csr(s->active, key, err)) == NULL)
 		goto out;
-	if (!online_root) {
-		char *data;
-		long len;
-
-		if ((req = successor_csr(s->active, key, err)) == NULL)
-			goto out;
-		if (ca_path(path, ctx->dir, CA_FILE_NEXT_KEY, err) != 0 ||
-		    key_write_encrypted(path, key, passphrase, err) != 0)
-			goto out;
-		mem = BIO_new(BIO_s_mem());
-		if (mem == NULL || !PEM_write_bio_X509_REQ(mem, req)) {
-			ac_err_ssl(err, AC_ERR_CRYPTO, "csr_encode_failed",
-			           "cannot encode the CSR");
-			goto out;
-		}
-		len = BIO_get_mem_data(mem, &data);
-		if (ca_path(path, ctx->dir, CA_FILE_NEXT_CSR, err) != 0 ||
-		    atomic_write_file(path, data, (size_t)len, 0644, err) != 0)
-			goto out;
-		{
-			struct log_entry entry;
-			struct store_write w;
-			char detail[CA_PATH_MAX + 160];
-
-			snprintf(detail, sizeof(detail),
-			         "next intermediate CSR written to %s for the %s root; waiting for "
-			         "agentca ca import",
-			         path,
-			         strcmp(s->meta.mode, CA_MODE_ROOT) == 0 ? "offline" : "corporate");
-			memset(&entry, 0, sizeof(entry));
-			entry.kind = "intermediate_csr_written";
-			entry.actor = ctx->actor;
-			entry.subject = s->meta.trust_domain;
-			entry.detail = detail;
-			memset(&w, 0, sizeof(w));
-			w.entry = &entry;
-			if (store_submit(ctx->store, &w, err) != 0)
-				goto out;
-		}
-		res->outcome = ROTATION_CSR_WRITTEN;
-		snprintf(res->message, sizeof(res->message),
-		         "next intermediate: key and CSR written to %s; have the %s root sign it, "
-		         "then run agentca ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
-		         path, strcmp(s->meta.mode, CA_MODE_ROOT) == 0 ? "offline" : "corporate",
-		         ctx->dir);
-		rc = 0;
+	if (ca_path(path, ctx->dir, CA_FILE_NEXT_KEY, err) != 0 ||
+	    key_write_encrypted(path, key, passphrase, err) != 0)
+		goto out;
+	mem = BIO_new(BIO_s_mem());
+	if (mem == NULL || !PEM_write_bio_X509_REQ(mem, req)) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "csr_encode_failed", "cannot encode the CSR");
 		goto out;
 	}
+	len = BIO_get_mem_data(mem, &data);
+	if (ca_path(path, ctx->dir, CA_FILE_NEXT_CSR, err) != 0 ||
+	    atomic_write_file(path, data, (size_t)len, 0644, err) != 0)
+		goto out;
+	snprintf(detail, sizeof(detail),
+	         "next intermediate CSR written to %s for the %s root; waiting for agentca ca "
+	         "import",
+	         path, root_kind);
+	memset(&entry, 0, sizeof(entry));
+	entry.kind = "intermediate_csr_written";
+	entry.actor = ctx->actor;
+	entry.subject = s->meta.trust_domain;
+	entry.detail = detail;
+	memset(&w, 0, sizeof(w));
+	w.entry = &entry;
+	if (store_submit(ctx->store, &w, err) != 0)
+		goto out;
+	res->outcome = ROTATION_CSR_WRITTEN;
+	snprintf(res->message, sizeof(res->message),
+	         "next intermediate: key and CSR written to %s; have the %s root sign it, then run "
+	         "agentca ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
+	         path, root_kind, ctx->dir);
+	rc = 0;
+out:
+	BIO_free(mem);
+	X509_REQ_free(req);
+	return rc;
+}
+
+/* Root in DIR: the successor signed by it, verified, written (key first: a certificate is
+ * never without its key) and recorded as prepared. */
+static int
+prepare_signed(const struct rotation_context *ctx, struct slots *s, EVP_PKEY *key,
+               const char *passphrase, struct rotation_result *res, struct ac_err *err)
+{
+	char path[CA_PATH_MAX], fp[65], rootfp[65];
+	STACK_OF(X509) *anchors = NULL;
+	X509 *root = NULL, *cert = NULL;
+	EVP_PKEY *root_key = NULL;
+	int rc = -1;
 
 	if (ca_path(path, ctx->dir, CA_FILE_ROOT_KEY, err) != 0 ||
 	    (root_key = key_load(path, passphrase, err)) == NULL)
 		goto out;
-	if (ca_path(path, ctx->dir, CA_FILE_ROOT_CERT, err) != 0 ||
-	    read_slot(ctx->dir, CA_FILE_ROOT_CERT, &root, rootfp, err) != 0)
+	if (read_slot(ctx->dir, CA_FILE_ROOT_CERT, &root, rootfp, err) != 0)
 		goto out;
 	if (root == NULL) {
-		ac_err_set(err, AC_ERR_NOTFOUND, "no_root", "%s is missing", path);
+		ac_err_set(err, AC_ERR_NOTFOUND, "no_root", "%s/%s is missing", ctx->dir,
+		           CA_FILE_ROOT_CERT);
 		goto out;
 	}
 	if ((cert = sign_successor(s->active, root, root_key, key, ctx->now, err)) == NULL)
@@ -679,7 +677,6 @@ prepare(const struct rotation_context *ctx, struct slots *s, struct rotation_res
 	}
 	if (ca_verify_chain(cert, anchors, NULL, "next intermediate", NULL, err) != 0)
 		goto out;
-	/* Key first, then the certificate: a certificate is never without its key. */
 	if (ca_path(path, ctx->dir, CA_FILE_NEXT_KEY, err) != 0 ||
 	    key_write_encrypted(path, key, passphrase, err) != 0 ||
 	    ca_path(path, ctx->dir, CA_FILE_NEXT_CERT, err) != 0 ||
@@ -696,12 +693,32 @@ prepare(const struct rotation_context *ctx, struct slots *s, struct rotation_res
 	         fp, (long long)ctx->settings->intermediate.publish_for);
 	rc = 0;
 out:
-	BIO_free(mem);
 	sk_X509_free(anchors);
-	X509_REQ_free(req);
 	X509_free(cert);
 	X509_free(root);
 	EVP_PKEY_free(root_key);
+	return rc;
+}
+
+/* Prepare: a new key like the active one's, then a certificate from the root in DIR, or a
+ * CSR for the admin when the root is elsewhere. */
+static int
+prepare(const struct rotation_context *ctx, struct slots *s, struct rotation_result *res,
+        struct ac_err *err)
+{
+	char passphrase[PASSPHRASE_MAX + 1] = "";
+	EVP_PKEY *key = NULL;
+	int online_root, rc = -1;
+
+	online_root = strcmp(s->meta.mode, CA_MODE_ROOT) == 0 && !s->meta.offline_root &&
+	              file_in_dir_exists(ctx->dir, CA_FILE_ROOT_KEY);
+	if (passphrase_resolve(ctx->dir, ctx->password_file, passphrase, sizeof(passphrase), err) !=
+	        0 ||
+	    (key = key_generate(successor_key_type(s), err)) == NULL)
+		goto out;
+	rc = online_root ? prepare_signed(ctx, s, key, passphrase, res, err)
+	                 : prepare_csr(ctx, s, key, passphrase, res, err);
+out:
 	EVP_PKEY_free(key);
 	passphrase_wipe(passphrase, sizeof(passphrase));
 	return rc;
@@ -798,6 +815,93 @@ missing_acks(const struct rotation_context *ctx, int64_t sequence, char *out, si
 	return 0;
 }
 
+/* res says the step waits, and on what. Returns 0 (a wait is not an error). */
+static int wait_for(struct rotation_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+wait_for(struct rotation_result *res, const char *fmt, ...)
+{
+	va_list ap;
+
+	res->outcome = ROTATION_WAITING;
+	va_start(ap, fmt);
+	vsnprintf(res->message, sizeof(res->message), fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* The next intermediate is prepared: published once the daemon's bundle carries it. */
+static int
+publish(const struct rotation_context *ctx, struct slots *s, struct rotation_result *res,
+        struct ac_err *err)
+{
+	int64_t sequence = 0;
+	int carried = 0;
+	struct change c;
+
+	if (ctx->bundle_probe != NULL &&
+	    (carried = ctx->bundle_probe(ctx->bundle_arg, s->next_fp, &sequence)) < 0)
+		return ac_err_set(err, AC_ERR_INTERNAL, "bundle_probe_failed",
+		                  "cannot tell whether the bundle carries %s", s->next_fp);
+	if (!carried)
+		return wait_for(
+		    res,
+		    "next intermediate %s is prepared; waiting for the daemon to publish "
+		    "it in the bundle (agentca serve does on its next tick)",
+		    s->next_fp);
+	memset(&c, 0, sizeof(c));
+	c.cert = s->next;
+	c.fingerprint = s->next_fp;
+	c.state = "published";
+	c.kind = "intermediate_published";
+	c.published_at = ctx->now;
+	c.bundle_sequence = sequence;
+	snprintf(c.detail, sizeof(c.detail),
+	         "intermediate %s: published in the bundle, sequence %lld", s->next_fp,
+	         (long long)sequence);
+	if (record(ctx, s, &c, 1, err) != 0)
+		return -1;
+	res->outcome = ROTATION_PUBLISHED;
+	memcpy(res->fingerprint, s->next_fp, sizeof(res->fingerprint));
+	snprintf(res->message, sizeof(res->message),
+	         "next intermediate %s published in the bundle (sequence %lld)", s->next_fp,
+	         (long long)sequence);
+	return 0;
+}
+
+/* The next intermediate is published: active once nothing is retiring any more, it has
+ * been in the bundle for publish_for (unless forced), and every gateway has acknowledged
+ * (when acknowledgments are on). `retiring` says why the previous one is still there. */
+static int
+try_activate(const struct rotation_context *ctx, struct slots *s,
+             const struct intermediate_row *next_row, const struct intermediate_row *active_row,
+             int forced, const char *retiring, struct rotation_result *res, struct ac_err *err)
+{
+	int64_t due = next_row->published_at + ctx->settings->intermediate.publish_for;
+	char when[32], missing[512];
+	int nmissing = 0;
+
+	if (s->prev != NULL)
+		return wait_for(res, "next intermediate %s waits to become active: %s", s->next_fp,
+		                retiring);
+	if (!forced && ctx->now < due) {
+		time_format_rfc3339(due, when, sizeof(when));
+		return wait_for(res, "next intermediate %s becomes active at %s (publish_for)",
+		                s->next_fp, when);
+	}
+	if (ctx->settings->acknowledgments && missing_acks(ctx, next_row->bundle_sequence, missing,
+	                                                   sizeof(missing), &nmissing, err) != 0)
+		return -1;
+	if (nmissing > 0)
+		return wait_for(res,
+		                "next intermediate %s waits for %d gateway%s to acknowledge bundle "
+		                "sequence %lld: %s",
+		                s->next_fp, nmissing, nmissing == 1 ? "" : "s",
+		                (long long)next_row->bundle_sequence, missing);
+	return activate(ctx, s, next_row, active_row, res, err);
+}
+
 /* Take DIR/rotation.lock (waits for another process's step); the fd, or -1. */
 static int
 lock_dir(const char *dir, struct ac_err *err)
@@ -877,101 +981,20 @@ step_locked(const struct rotation_context *ctx, int forced, struct rotation_resu
 	}
 
 	if (s.next != NULL && state_is(next_row, "prepared")) {
-		int64_t sequence = 0;
-		int carried = 0;
-
-		if (ctx->bundle_probe != NULL &&
-		    (carried = ctx->bundle_probe(ctx->bundle_arg, s.next_fp, &sequence)) < 0) {
-			ac_err_set(err, AC_ERR_INTERNAL, "bundle_probe_failed",
-			           "cannot tell whether the bundle carries %s", s.next_fp);
-			goto out;
-		}
-		if (carried) {
-			struct change c;
-
-			memset(&c, 0, sizeof(c));
-			c.cert = s.next;
-			c.fingerprint = s.next_fp;
-			c.state = "published";
-			c.kind = "intermediate_published";
-			c.published_at = ctx->now;
-			c.bundle_sequence = sequence;
-			snprintf(c.detail, sizeof(c.detail),
-			         "intermediate %s: published in the bundle, sequence %lld",
-			         s.next_fp, (long long)sequence);
-			if (record(ctx, &s, &c, 1, err) != 0)
-				goto out;
-			res->outcome = ROTATION_PUBLISHED;
-			memcpy(res->fingerprint, s.next_fp, sizeof(res->fingerprint));
-			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s published in the bundle (sequence %lld)",
-			         s.next_fp, (long long)sequence);
-			rc = 0;
-			goto out;
-		}
-		res->outcome = ROTATION_WAITING;
-		snprintf(
-		    res->message, sizeof(res->message),
-		    "next intermediate %s is prepared; waiting for the daemon to publish it in "
-		    "the bundle (agentca serve does on its next tick)",
-		    s.next_fp);
-		rc = 0;
+		rc = publish(ctx, &s, res, err);
 		goto out;
 	}
-
 	if (s.next != NULL && state_is(next_row, "published")) {
-		int64_t due = next_row->published_at + ctx->settings->intermediate.publish_for;
-		char when[32], missing[512];
-		int nmissing = 0;
-
-		if (s.prev != NULL) {
-			res->outcome = ROTATION_WAITING;
-			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s waits to become active: %s", s.next_fp,
-			         waiting);
-			rc = 0;
-			goto out;
-		}
-		if (!forced && ctx->now < due) {
-			time_format_rfc3339(due, when, sizeof(when));
-			res->outcome = ROTATION_WAITING;
-			snprintf(res->message, sizeof(res->message),
-			         "next intermediate %s becomes active at %s (publish_for)",
-			         s.next_fp, when);
-			rc = 0;
-			goto out;
-		}
-		if (ctx->settings->acknowledgments &&
-		    missing_acks(ctx, next_row->bundle_sequence, missing, sizeof(missing),
-		                 &nmissing, err) != 0)
-			goto out;
-		if (nmissing > 0) {
-			res->outcome = ROTATION_WAITING;
-			snprintf(
-			    res->message, sizeof(res->message),
-			    "next intermediate %s waits for %d gateway%s to acknowledge bundle "
-			    "sequence %lld: %s",
-			    s.next_fp, nmissing, nmissing == 1 ? "" : "s",
-			    (long long)next_row->bundle_sequence, missing);
-			rc = 0;
-			goto out;
-		}
-		rc = activate(ctx, &s, next_row, active_row, res, err);
+		rc = try_activate(ctx, &s, next_row, active_row, forced, waiting, res, err);
 		goto out;
 	}
 
 	if (s.next == NULL && s.next_csr) {
-		char path[CA_PATH_MAX];
-
-		if (ca_path(path, ctx->dir, CA_FILE_NEXT_CSR, err) != 0)
-			goto out;
-		res->outcome = ROTATION_WAITING;
-		snprintf(
-		    res->message, sizeof(res->message),
-		    "waiting for the signed next intermediate: have %s signed, then run agentca "
-		    "ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
-		    path, ctx->dir);
-		rc = 0;
+		rc = wait_for(
+		    res,
+		    "waiting for the signed next intermediate: have %s/%s signed, then run "
+		    "agentca ca import --dir %s --cert SIGNED.pem --chain ROOT.pem",
+		    ctx->dir, CA_FILE_NEXT_CSR, ctx->dir);
 		goto out;
 	}
 

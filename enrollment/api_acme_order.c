@@ -96,7 +96,9 @@ authz_status(const json_t *authz)
 	return st;
 }
 
-/* Bring a pending or ready order's status up to date (under s->lock); 1 when it changed. */
+/* Bring a pending or ready order's status up to date from its authorizations and expiry;
+ * 1 when it changed. Stored orders keep the status last written by
+ * finalize (pending, processing, valid, invalid); ready and expiry are derived on read. */
 static int
 order_refresh(struct acme_server *s, json_t *order)
 {
@@ -181,8 +183,7 @@ order_view(struct acme_call *c, const char *id, const json_t *order)
 	return view;
 }
 
-/* An order of the caller's, refreshed and saved when its status moved. NULL with the
- * problem set. */
+/* An order of the caller's, its status brought up to date. NULL with the problem set. */
 static json_t *
 own_order(struct acme_call *c, const char *id)
 {
@@ -198,10 +199,9 @@ own_order(struct acme_call *c, const char *id)
 		acme_problem(c, "unauthorized", "this order belongs to another account", NULL);
 		json_decref(order);
 		order = NULL;
-	} else if (order_refresh(c->s, order) && save_order(c->s, id, account, order, &err) != 0) {
-		acme_problem_err(c, &err);
-		json_decref(order);
-		order = NULL;
+	} else {
+		/* Derived, not stored: the next read derives it again (no write per poll). */
+		order_refresh(c->s, order);
 	}
 	free(account);
 	return order;
@@ -459,9 +459,8 @@ acme_order(struct acme_call *c, const char *id)
 {
 	json_t *order;
 
-	pthread_mutex_lock(&c->s->lock);
+	/* A read: each stored document is read whole, so no lock is needed. */
 	order = own_order(c, id);
-	pthread_mutex_unlock(&c->s->lock);
 	if (order == NULL)
 		return;
 	if (strcmp(str(order, "status"), "pending") == 0 ||
@@ -567,7 +566,9 @@ acme_authz(struct acme_call *c, const char *aid)
 	json_t *authz;
 
 	ac_err_clear(&err);
-	pthread_mutex_lock(&c->s->lock);
+	/* Only a change needs the lock; a read sees one stored document whole. */
+	if (c->payload != NULL)
+		pthread_mutex_lock(&c->s->lock);
 	authz = own_authz(c, aid);
 	if (authz == NULL)
 		goto out;
@@ -601,7 +602,8 @@ acme_authz(struct acme_call *c, const char *aid)
 		c->resp->retry_after = 1;
 	acme_reply(c, 200, authz_view(c, aid, authz));
 out:
-	pthread_mutex_unlock(&c->s->lock);
+	if (c->payload != NULL)
+		pthread_mutex_unlock(&c->s->lock);
 	json_decref(authz);
 }
 

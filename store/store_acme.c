@@ -1,13 +1,16 @@
 /*
- * store_acme.c - SQL for the ACME server's objects (see store_acme.h). One connection of
- * its own to the store's SQLite file, used under a mutex: ACME writes are small and few
- * per certificate, and SQLite takes one writer at a time anyway.
+ * store_acme.c - SQL for the ACME server's objects (see store_acme.h). Two connections of
+ * its own to the store's SQLite file, each used under a mutex: one writes (SQLite takes one
+ * writer at a time anyway), one reads, so that reads never queue behind a write that waits
+ * for the issuance committer's fsync.
  */
 #include "store/store_acme.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -56,15 +59,35 @@ kind_is_durable(const char *kind)
 	return strcmp(kind, "account") == 0 || strcmp(kind, "eab") == 0;
 }
 
-struct store_acme {
+/* One connection and its statements, used by one caller at a time. */
+struct acme_conn {
 	pthread_mutex_t lock;
-	char *path;
 	sqlite3 *db;
 	sqlite3_stmt *stmt[A_N];
 };
 
+/* Writes on w; reads on r, which in WAL mode never waits for a writer (a write may wait
+ * for the issuance committer's fsync, and reads must not queue behind it). */
+struct store_acme {
+	char *path;
+	struct acme_conn w, r;
+};
+
+/* The write lock is shared with the issuance log's committer, which holds it across its
+ * fsync: retry every 100 us for up to 5 s rather than SQLite's default back-off, whose
+ * sleeps (up to 100 ms each) would outlast a commit many times over. */
 static int
-db_fail(struct store_acme *a, int rc, const char *what, struct ac_err *err)
+busy_retry(void *arg, int count)
+{
+	(void)arg;
+	if (count >= 50000)
+		return 0;
+	usleep(100);
+	return 1;
+}
+
+static int
+db_fail(struct store_acme *a, sqlite3 *db, int rc, const char *what, struct ac_err *err)
 {
 	enum ac_errcode code = AC_ERR_STORE;
 	const char *reason = "store_error";
@@ -76,7 +99,16 @@ db_fail(struct store_acme *a, int rc, const char *what, struct ac_err *err)
 		code = AC_ERR_UNAVAILABLE;
 		reason = "store_unavailable";
 	}
-	return ac_err_set(err, code, reason, "%s: %s: %s", a->path, what, sqlite3_errmsg(a->db));
+	return ac_err_set(err, code, reason, "%s: %s: %s", a->path, what, sqlite3_errmsg(db));
+}
+
+static void
+conn_close(struct acme_conn *c)
+{
+	for (int i = 0; i < A_N; i++)
+		sqlite3_finalize(c->stmt[i]);
+	sqlite3_close(c->db);
+	pthread_mutex_destroy(&c->lock);
 }
 
 void
@@ -84,12 +116,34 @@ store_acme_close(struct store_acme *a)
 {
 	if (a == NULL)
 		return;
-	for (int i = 0; i < A_N; i++)
-		sqlite3_finalize(a->stmt[i]);
-	sqlite3_close(a->db);
-	pthread_mutex_destroy(&a->lock);
+	conn_close(&a->w);
+	conn_close(&a->r);
 	free(a->path);
 	free(a);
+}
+
+static int
+conn_open(struct store_acme *a, struct acme_conn *c, int reader, struct ac_err *err)
+{
+	int rc;
+
+	pthread_mutex_init(&c->lock, NULL);
+	rc = sqlite3_open_v2(a->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return db_fail(a, c->db, rc, "opening the database for ACME", err);
+	sqlite3_extended_result_codes(c->db, 1);
+	sqlite3_busy_handler(c->db, busy_retry, NULL);
+	if ((rc = sqlite3_exec(c->db,
+	                       reader ? "PRAGMA query_only = ON" : "PRAGMA synchronous = FULL",
+	                       NULL, NULL, NULL)) != SQLITE_OK)
+		return db_fail(a, c->db, rc, "setting up the ACME connection", err);
+	for (int i = 0; i < A_N; i++) {
+		rc = sqlite3_prepare_v3(c->db, acme_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                        &c->stmt[i], NULL);
+		if (rc != SQLITE_OK)
+			return db_fail(a, c->db, rc, "preparing the ACME statements", err);
+	}
+	return 0;
 }
 
 struct store_acme *
@@ -97,7 +151,6 @@ store_acme_open(struct store *st, struct ac_err *err)
 {
 	const char *path = store_sqlite_path(st);
 	struct store_acme *a = NULL;
-	int rc;
 
 	if (path == NULL) {
 		ac_err_set(err, AC_ERR_INVALID, "store_unsupported",
@@ -109,31 +162,11 @@ store_acme_open(struct store *st, struct ac_err *err)
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		return NULL;
 	}
-	pthread_mutex_init(&a->lock, NULL);
-	rc = sqlite3_open_v2(path, &a->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		db_fail(a, rc, "opening the database for ACME", err);
-		goto fail;
-	}
-	sqlite3_extended_result_codes(a->db, 1);
-	sqlite3_busy_timeout(a->db, 5000);
-	if ((rc = sqlite3_exec(a->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL)) !=
-	    SQLITE_OK) {
-		db_fail(a, rc, "setting up the ACME connection", err);
-		goto fail;
-	}
-	for (int i = 0; i < A_N; i++) {
-		rc = sqlite3_prepare_v3(a->db, acme_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		                        &a->stmt[i], NULL);
-		if (rc != SQLITE_OK) {
-			db_fail(a, rc, "preparing the ACME statements", err);
-			goto fail;
-		}
+	if (conn_open(a, &a->w, 0, err) != 0 || conn_open(a, &a->r, 1, err) != 0) {
+		store_acme_close(a);
+		return NULL;
 	}
 	return a;
-fail:
-	store_acme_close(a);
-	return NULL;
 }
 
 static int
@@ -159,21 +192,22 @@ int
 store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, int create,
                struct ac_err *err)
 {
-	sqlite3_stmt *ins = a->stmt[create ? A_INSERT : A_UPSERT];
+	struct acme_conn *w = &a->w;
+	sqlite3_stmt *ins = w->stmt[create ? A_INSERT : A_UPSERT];
 	int rc, ret = -1, in_tx = 0;
 
 	int durable = 0;
 
 	for (size_t i = 0; i < n; i++)
 		durable |= kind_is_durable(objs[i].kind);
-	pthread_mutex_lock(&a->lock);
-	if ((rc = step_done(a->stmt[durable ? A_SYNC_FULL : A_SYNC_NORMAL])) != SQLITE_OK &&
+	pthread_mutex_lock(&w->lock);
+	if ((rc = step_done(w->stmt[durable ? A_SYNC_FULL : A_SYNC_NORMAL])) != SQLITE_OK &&
 	    rc != SQLITE_ROW) {
-		db_fail(a, rc, "setting the ACME write's durability", err);
+		db_fail(a, w->db, rc, "setting the ACME write's durability", err);
 		goto out;
 	}
-	if ((rc = step_done(a->stmt[A_BEGIN])) != SQLITE_OK) {
-		db_fail(a, rc, "starting an ACME write", err);
+	if ((rc = step_done(w->stmt[A_BEGIN])) != SQLITE_OK) {
+		db_fail(a, w->db, rc, "starting an ACME write", err);
 		goto out;
 	}
 	in_tx = 1;
@@ -189,20 +223,20 @@ store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, i
 		    (rc = step_done(ins)) != SQLITE_OK) {
 			sqlite3_reset(ins);
 			sqlite3_clear_bindings(ins);
-			db_fail(a, rc, o->kind, err);
+			db_fail(a, w->db, rc, o->kind, err);
 			goto out;
 		}
 	}
-	if ((rc = step_done(a->stmt[A_COMMIT])) != SQLITE_OK) {
-		db_fail(a, rc, "committing an ACME write", err);
+	if ((rc = step_done(w->stmt[A_COMMIT])) != SQLITE_OK) {
+		db_fail(a, w->db, rc, "committing an ACME write", err);
 		goto out;
 	}
 	in_tx = 0;
 	ret = 0;
 out:
 	if (in_tx)
-		step_done(a->stmt[A_ROLLBACK]);
-	pthread_mutex_unlock(&a->lock);
+		step_done(w->stmt[A_ROLLBACK]);
+	pthread_mutex_unlock(&w->lock);
 	return ret;
 }
 
@@ -223,14 +257,15 @@ static int
 read_one(struct store_acme *a, enum acme_stmt which, const char *kind, const char *key,
          struct acme_object_row *out, struct ac_err *err)
 {
-	sqlite3_stmt *stmt = a->stmt[which];
+	struct acme_conn *r = &a->r;
+	sqlite3_stmt *stmt = r->stmt[which];
 	int rc, ret = -1;
 
 	memset(out, 0, sizeof(*out));
-	pthread_mutex_lock(&a->lock);
+	pthread_mutex_lock(&r->lock);
 	if ((rc = bind_opt(stmt, 1, kind)) != SQLITE_OK ||
 	    (rc = bind_opt(stmt, 2, key)) != SQLITE_OK) {
-		db_fail(a, rc, "reading an ACME object", err);
+		db_fail(a, r->db, rc, "reading an ACME object", err);
 		goto out;
 	}
 	rc = sqlite3_step(stmt);
@@ -239,7 +274,7 @@ read_one(struct store_acme *a, enum acme_stmt which, const char *kind, const cha
 		goto out;
 	}
 	if (rc != SQLITE_ROW) {
-		db_fail(a, rc, "reading an ACME object", err);
+		db_fail(a, r->db, rc, "reading an ACME object", err);
 		goto out;
 	}
 	if (column_dup(stmt, 0, &out->id) != 0 || column_dup(stmt, 1, &out->account) != 0 ||
@@ -253,7 +288,7 @@ read_one(struct store_acme *a, enum acme_stmt which, const char *kind, const cha
 out:
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
-	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&r->lock);
 	if (ret != 0)
 		store_acme_row_free(out);
 	return ret;
@@ -277,15 +312,16 @@ int
 store_acme_list(struct store_acme *a, const char *kind, const char *account, const char *after,
                 int64_t limit, acme_id_fn fn, void *arg, struct ac_err *err)
 {
-	sqlite3_stmt *stmt = a->stmt[A_LIST];
+	struct acme_conn *r = &a->r;
+	sqlite3_stmt *stmt = r->stmt[A_LIST];
 	int rc, ret = -1;
 
-	pthread_mutex_lock(&a->lock);
+	pthread_mutex_lock(&r->lock);
 	if ((rc = bind_opt(stmt, 1, kind)) != SQLITE_OK ||
 	    (rc = bind_opt(stmt, 2, account)) != SQLITE_OK ||
 	    (rc = bind_opt(stmt, 3, after)) != SQLITE_OK ||
 	    (rc = sqlite3_bind_int64(stmt, 4, limit > 0 ? limit : -1)) != SQLITE_OK) {
-		db_fail(a, rc, "listing ACME objects", err);
+		db_fail(a, r->db, rc, "listing ACME objects", err);
 		goto out;
 	}
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -295,14 +331,14 @@ store_acme_list(struct store_acme *a, const char *kind, const char *account, con
 			break;
 	}
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		db_fail(a, rc, "listing ACME objects", err);
+		db_fail(a, r->db, rc, "listing ACME objects", err);
 		goto out;
 	}
 	ret = 0;
 out:
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
-	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&r->lock);
 	return ret;
 }
 

@@ -16,7 +16,7 @@
 # temporary file removed on exit. Needs haproxy, stunnel4 and ss (`make bench` installs
 # them). Timings on a shared machine vary from run to run: compare within one run.
 set -euo pipefail
-build=${1:-build}
+build=$(cd "${1:-build}" && pwd)
 secs=${2:-5}
 idle=${3:-10000}
 agentca=$build/agentca
@@ -31,7 +31,13 @@ done
 for f in "$agentca" "$load"; do
 	[ -x "$f" ] || { echo "bench/proxy: $f not built (cmake --build $build)" >&2; exit 1; }
 done
-ulimit -n 65536
+# Each idle session costs the proxy two descriptors (client and upstream).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+maxfd=$(ulimit -n)
+if [ "$maxfd" != unlimited ] && [ $((idle * 2 + 400)) -gt "$maxfd" ]; then
+	idle=$(((maxfd - 400) / 2))
+	echo "bench/proxy: open-file limit $maxfd: measuring $idle idle connections" >&2
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-proxy.XXXXXX")
 pids=""
@@ -106,7 +112,7 @@ cat "$work/server.pem" "$work/chain.pem" "$work/server.key" >"$work/haproxy.pem"
 cat >"$work/haproxy.cfg" <<CFG
 global
   nbthread 2
-  maxconn 100000
+  maxconn $((idle + 50))
 defaults
   mode tcp
   timeout connect 5s
