@@ -206,6 +206,10 @@ renewal_plan_place(struct renewal_plan *p, int64_t now, const struct renewal_win
 	want = minute_of(preferred);
 	if (last >= p->base + RENEWAL_PLAN_MINUTES)
 		last = p->base + RENEWAL_PLAN_MINUTES - 1;
+	if (first > last) { /* beyond the calendar (not for lifetimes up to 90 days) */
+		pthread_mutex_unlock(&p->lock);
+		return preferred;
+	}
 	if (want > last)
 		want = last;
 	/* A minute's fair share: the window's average load counting this leaf, rounded up. */

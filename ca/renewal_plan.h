@@ -18,7 +18,7 @@
  * [supersede_at, supersede_at + (preferred - supersede_at) / 2] so agents move to the new
  * intermediate early; the planner spreads them inside that window the same way.
  *
- * Memory is fixed (about 1 MiB), placement costs O(window / 64 + 128) counter reads, and a
+ * Memory is fixed (about 530 KiB), placement costs O(window / 64 + 128) counter reads, and a
  * mutex makes it safe from any thread. The calendar is rebuilt from the store's unexpired
  * certificates at start (renew_after is recorded with each certificate). A leaf replaced
  * or revoked before its renewal point keeps its place in the calendar until that minute
