@@ -51,10 +51,10 @@ AGENTCA_LOG_LEVEL=info spawn "$AGENTCA" agent --ca "$URL" --out "$A" --token "$(
 AGENT=$SPAWNED
 for _ in $(seq 600); do [ -f "$WORK/a.hooks" ] && [ "$(wc -l <"$WORK/a.hooks")" -ge 4 ] && break; sleep 0.1; done
 [ -f "$WORK/a.hooks" ] && [ "$(wc -l <"$WORK/a.hooks")" -ge 4 ] || { cat "$WORK/a.log"; fail "fewer than 3 renewals in 60 s"; }
+stop_agent "$AGENT" # first: the files do not change while they are read
 nb=$(epoch "$A" startdate)
 na=$(epoch "$A" enddate)
 ra=$(renew_hint "$A")
-stop_agent "$AGENT"
 [ $((na - nb)) = 72 ] || fail "lifetime $((na - nb)) s, want 12 s plus 60 s of backdating"
 [ "$ra" -ge $((nb + 60 + 6)) ] && [ "$ra" -le $((nb + 60 + 9)) ] ||
 	fail "renew_after $ra is outside [issued + 6 s, issued + 9 s] (issued $((nb + 60)))"
