@@ -87,6 +87,7 @@ bench: build deps-bench
 	./bench/audit/run.sh $(BUILD)
 	./bench/acme/run.sh $(BUILD)
 	./bench/proxy/run.sh $(BUILD)
+	./bench/renewal-storm/run.sh $(BUILD)
 
 fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \

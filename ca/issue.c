@@ -549,6 +549,31 @@ out:
 	return pem;
 }
 
+/* When the holder is told to renew (renew_after). With a planner: the point it picks in
+ * the leaf's renewal window, counted from issuance (ca/renewal_plan.h). Without: 2/3 of the
+ * lifetime, or soon after a planned switch of intermediate, each leaf at its own point of
+ * that window (by its random serial) so they do not all move at once. */
+static int64_t
+plan_renewal(const struct issuer *iss, const struct leaf_plan *plan, const char *serial)
+{
+	struct renewal_window w;
+	int64_t issued_at = plan->not_before + CLOCK_SKEW;
+	int64_t usual = plan->not_before + (plan->not_after - plan->not_before) * 2 / 3;
+	uint64_t spread = 0;
+
+	for (int i = 0; i < 12 && serial[i] != '\0'; i++)
+		spread = spread * 16 + (uint64_t)(serial[i] <= '9' ? serial[i] - '0'
+		                                                   : (serial[i] | 0x20) - 'a' + 10);
+	if (iss->planner != NULL) {
+		renewal_window_for(issued_at, plan->not_after, iss->supersede_at, spread, &w);
+		return renewal_plan_place(iss->planner, issued_at, &w, spread >> 8);
+	}
+	if (iss->supersede_at > plan->not_before && iss->supersede_at < usual)
+		return iss->supersede_at +
+		       (int64_t)(spread % (uint64_t)((usual - iss->supersede_at) / 2 + 1));
+	return usual;
+}
+
 /* Steps 7 and 8 for a checked request: sign, commit, fill res. The certificate is encoded
  * once: that DER goes to the store and becomes the PEM handed out. */
 static int
@@ -598,6 +623,7 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 	rec.der = der;
 	rec.der_len = (size_t)der_len;
 	rec.depth = req->depth;
+	rec.renew_after = plan_renewal(iss, plan, serial);
 
 	memset(&entry, 0, sizeof(entry));
 	entry.kind = req->kind != NULL ? req->kind : "issued";
@@ -617,8 +643,10 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 	w.token_jti = req->token_jti;
 	w.token_expires = req->token_expires;
 	w.entry = &entry;
-	if (store_submit(iss->store, &w, err) != 0)
+	if (store_submit(iss->store, &w, err) != 0) {
+		renewal_plan_forget(iss->planner, rec.renew_after);
 		goto out;
+	}
 
 	/* Durable: the certificate may now leave. */
 	res->cert_pem = pem;
@@ -629,19 +657,7 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 	memcpy(res->serial, serial, sizeof(res->serial));
 	res->not_before = plan->not_before;
 	res->not_after = plan->not_after;
-	res->renew_after = plan->not_before + (plan->not_after - plan->not_before) * 2 / 3;
-	if (iss->supersede_at > plan->not_before && iss->supersede_at < res->renew_after) {
-		/* The signer is about to be replaced: renew soon after the switch, each leaf at
-		 * its own point of the window (by its random serial) so they do not all at once. */
-		int64_t window = (res->renew_after - iss->supersede_at) / 2;
-		uint64_t spread = 0;
-
-		for (int i = 0; i < 12 && serial[i] != '\0'; i++)
-			spread = spread * 16 + (uint64_t)(serial[i] <= '9'
-			                                      ? serial[i] - '0'
-			                                      : (serial[i] | 0x20) - 'a' + 10);
-		res->renew_after = iss->supersede_at + (int64_t)(spread % (uint64_t)(window + 1));
-	}
+	res->renew_after = rec.renew_after;
 	res->log_seq = w.seq;
 	log_debug("issued", "%s serial %s until %lld", req->subject, serial,
 	          (long long)plan->not_after);
@@ -676,6 +692,7 @@ ca_issue(const struct issuer *iss, const struct issue_request *req, struct issue
 	snapshot.authority = __atomic_load_n(&iss->authority, __ATOMIC_ACQUIRE);
 	snapshot.supersede_at = __atomic_load_n(&iss->supersede_at, __ATOMIC_RELAXED);
 	snapshot.store = iss->store;
+	snapshot.planner = iss->planner;
 	snapshot.policy = __atomic_load_n(&iss->policy, __ATOMIC_ACQUIRE);
 	if (check_request(&snapshot, req, &csr, &plan, &e) != 0) {
 		record_denial(&snapshot, req, &e);

@@ -16,6 +16,7 @@
 
 #include "ca/authority.h"
 #include "ca/policy.h"
+#include "ca/renewal_plan.h"
 #include "common/error.h"
 #include "store/store.h"
 
@@ -28,6 +29,9 @@ struct issuer {
 	 * over half the time left to its usual renewal point, so agents move to the new
 	 * intermediate early. Read and written atomically. */
 	int64_t supersede_at;
+	/* The renewal calendar that chooses each leaf's renew_after (ca/renewal_plan.h), or NULL:
+	 * then renew_after is the fixed 2/3 point (shortened before a switch as above). */
+	struct renewal_plan *planner;
 };
 
 struct issue_request {
@@ -58,7 +62,7 @@ struct issue_result {
 	size_t chain_pem_len;
 	char serial[41]; /* hex */
 	int64_t not_before, not_after;
-	int64_t renew_after; /* 2/3 of the lifetime, earlier when superseded (see issuer) */
+	int64_t renew_after; /* chosen by the issuer's planner, else 2/3 (see issuer) */
 	uint64_t log_seq;
 };
 

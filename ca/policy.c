@@ -35,7 +35,7 @@ const struct cfg_field ca_policy_fields[] = {
     {"default_ttl", CFG_DURATION, offsetof(struct ca_policy, default_ttl), POLICY_TTL_FLOOR,
      POLICY_TTL_CEILING, NULL, "lifetime of a leaf when the request names none (24h)"},
     {"min_ttl", CFG_DURATION, offsetof(struct ca_policy, min_ttl), POLICY_TTL_FLOOR,
-     POLICY_TTL_CEILING, NULL, "shortest lifetime a request may get (5m)"},
+     POLICY_TTL_CEILING, NULL, "shortest lifetime a request may get (5m; at least 10s)"},
     {"max_ttl", CFG_DURATION, offsetof(struct ca_policy, max_ttl), POLICY_TTL_FLOOR,
      POLICY_TTL_CEILING, NULL, "longest lifetime a request may get (90d)"},
     {"dns_suffixes", CFG_STRING_LIST, offsetof(struct ca_policy, dns_suffixes), 0, 0, NULL,
@@ -107,7 +107,7 @@ ca_policy_defaults(struct ca_policy *policy, const char *trust_domain, struct ac
 
 	memset(policy, 0, sizeof(*policy));
 	policy->default_ttl = POLICY_DEFAULT_TTL;
-	policy->min_ttl = POLICY_TTL_FLOOR;
+	policy->min_ttl = POLICY_DEFAULT_MIN_TTL;
 	policy->max_ttl = POLICY_TTL_CEILING;
 	policy->max_sans = POLICY_DEFAULT_MAX_SANS;
 	if (trust_domain != NULL && cfg_strlist_add(&policy->dns_suffixes, trust_domain, err) != 0)
@@ -660,7 +660,7 @@ ca_policy_validate(const struct ca_policy *policy, struct ac_err *err)
 
 	if (policy->min_ttl < POLICY_TTL_FLOOR || policy->max_ttl > POLICY_TTL_CEILING) {
 		ac_err_set(err, AC_ERR_INVALID, "config_invalid",
-		           "policy: lifetimes must lie between 5m and 90d");
+		           "policy: lifetimes must lie between 10s and 90d");
 		goto out;
 	}
 	if (policy->min_ttl > policy->default_ttl || policy->default_ttl > policy->max_ttl) {

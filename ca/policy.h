@@ -22,14 +22,18 @@
 #include "common/config.h"
 #include "common/error.h"
 
-#define POLICY_TTL_FLOOR (5 * 60)       /* 5 minutes: the shortest lifetime ever */
+/* The shortest lifetime any configuration may set (policy.min_ttl, default_ttl, max_ttl):
+ * 10 seconds, for labs and for tests of rotation in real time. The default min_ttl stays 5
+ * minutes (POLICY_DEFAULT_MIN_TTL); an operator lowers it explicitly in config.json. */
+#define POLICY_TTL_FLOOR 10
+#define POLICY_DEFAULT_MIN_TTL (5 * 60)
 #define POLICY_TTL_CEILING (90 * 86400) /* 90 days: the longest ever */
 #define POLICY_SPIFFE_ID_MAX 2048
 #define POLICY_DNS_NAME_MAX 253
 
 struct ca_policy {
 	int64_t default_ttl;             /* seconds; default 24h */
-	int64_t min_ttl;                 /* default 5m, >= POLICY_TTL_FLOOR */
+	int64_t min_ttl;                 /* default 5m, >= POLICY_TTL_FLOOR (10s) */
 	int64_t max_ttl;                 /* default 90d, <= POLICY_TTL_CEILING */
 	struct cfg_strlist dns_suffixes; /* allowed DNS SAN suffixes (label boundary) */
 	struct cfg_strlist ip_ranges;    /* allowed IP SANs, CIDR, v4 or v6 */

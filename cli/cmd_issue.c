@@ -116,6 +116,7 @@ cmd_issue(int argc, char **argv)
 		goto fail;
 	have_settings = 1;
 
+	memset(&iss, 0, sizeof(iss)); /* no planner, no planned switch: renew at 2/3 */
 	iss.authority = authority;
 	iss.policy = &settings.policy;
 	iss.store = store;

@@ -512,6 +512,11 @@ start(struct daemon *d, struct ac_err *err)
 	d->issuer.authority = d->authority;
 	d->issuer.policy = &d->settings->policy;
 	d->issuer.store = d->store;
+	/* The renewal calendar, refilled from the certificates still valid (ca/renewal_plan.h). */
+	d->issuer.planner = renewal_plan_new(err);
+	if (d->issuer.planner == NULL ||
+	    renewal_plan_rebuild(d->issuer.planner, d->store, (int64_t)time(NULL), err) != 0)
+		return -1;
 
 	if (passphrase_resolve(d->dir, d->password_file, passphrase, sizeof(passphrase), err) != 0)
 		return -1;
@@ -615,6 +620,7 @@ stop(struct daemon *d)
 	cfg_strlist_free(&d->admin_ids);
 	cfg_strlist_free(&d->auditor_ids);
 	store_close(d->store);
+	renewal_plan_free(d->issuer.planner);
 	if (d->settings != NULL) {
 		settings_free(d->settings);
 		free(d->settings);

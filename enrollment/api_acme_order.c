@@ -1188,6 +1188,12 @@ acme_renewal_info(struct acme_call *c, const char *certid)
 		/* Revoked: renew now (a window that has already begun). */
 		start = now_s() - 3600;
 		end = now_s();
+	} else if (row.renew_after != 0) {
+		/* The point the CA's renewal planner chose at issuance, and its minute. */
+		start = row.renew_after;
+		end = row.renew_after + RENEWAL_PLAN_BUCKET;
+		if (end > row.not_after)
+			end = row.not_after;
 	} else {
 		start = row.not_before + life * 2 / 3;
 		end = row.not_before + life * 5 / 6;

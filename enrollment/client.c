@@ -4,11 +4,13 @@
  */
 #include "enrollment/client.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -532,6 +534,21 @@ client_write_identity(const char *out_dir, EVP_PKEY *key, const struct client_is
 	if (path_join(path, sizeof(path), out_dir, "bundle.pem", err) != 0 ||
 	    atomic_write_file(path, bundle_pem, strlen(bundle_pem), 0644, err) != 0)
 		return -1;
+	/* The CA's renewal point, tied to the serial it is for (see client.h). */
+	if (path_join(path, sizeof(path), out_dir, "renew_after", err) != 0)
+		return -1;
+	if (c->renew_after != NULL && c->serial != NULL) {
+		char line[256];
+		int n = snprintf(line, sizeof(line), "%s %s\n", c->serial, c->renew_after);
+
+		if (n < 0 || (size_t)n >= sizeof(line))
+			return ac_err_set(err, AC_ERR_INVALID, "bad_response",
+			                  "the CA's serial or renew_after is too long");
+		if (atomic_write_file(path, line, (size_t)n, 0644, err) != 0)
+			return -1;
+	} else if (unlink(path) != 0 && errno != ENOENT) {
+		return ac_err_set(err, AC_ERR_IO, "io_error", "%s: %s", path, strerror(errno));
+	}
 	return 0;
 }
 

@@ -68,7 +68,9 @@ char *client_make_csr(EVP_PKEY *key, const struct cfg_strlist *dns, struct ac_er
  * verifies): only to ask for them in the CSR. */
 int client_token_dns(const char *token, struct cfg_strlist *dns, struct ac_err *err);
 
-/* Write out_dir/key.pem (0600), cert.pem, chain.pem and bundle.pem, each atomically. */
+/* Write out_dir/key.pem (0600), cert.pem, chain.pem and bundle.pem, each atomically, then
+ * out_dir/renew_after: one line "SERIAL RFC3339", the point the CA chose for this
+ * certificate to renew at (removed when the CA gave none). */
 int client_write_identity(const char *out_dir, EVP_PKEY *key, const struct client_issued *c,
                           const char *bundle_pem, struct ac_err *err);
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,8 @@
 #define AGENT_BACKOFF_MAX 300
 #define AGENT_RECHECK 60 /* seconds between looks at the files while waiting */
 #define AGENT_PEM_MAX (256 * 1024)
+#define AGENT_HINT_JITTER_MAX 60 /* seconds added at most to the CA's renew_after */
+#define AGENT_HINT_MAX 256       /* bytes of DIR/renew_after */
 
 int64_t
 agent_renew_at(int64_t not_before, int64_t not_after, uint32_t seed)
@@ -39,6 +42,19 @@ agent_renew_at(int64_t not_before, int64_t not_after, uint32_t seed)
 		return not_before;
 	return not_before + lifetime * 2 / 3 -
 	       (spread > 0 ? (int64_t)(seed % (uint64_t)spread) : 0);
+}
+
+int64_t
+agent_renew_at_hint(int64_t not_before, int64_t not_after, int64_t ca_renew_after, uint32_t seed)
+{
+	int64_t jitter;
+
+	if (ca_renew_after < not_before || ca_renew_after >= not_after)
+		return agent_renew_at(not_before, not_after, seed);
+	jitter = (not_after - ca_renew_after) / 10;
+	if (jitter > AGENT_HINT_JITTER_MAX)
+		jitter = AGENT_HINT_JITTER_MAX;
+	return ca_renew_after + (jitter > 0 ? (int64_t)(seed % (uint64_t)jitter) : 0);
 }
 
 int64_t
@@ -69,6 +85,7 @@ struct agent_files {
 	X509 *leaf;
 	EVP_PKEY *key;
 	int64_t not_before, not_after;
+	int64_t ca_renew_after; /* from DIR/renew_after when it names this serial; else 0 */
 	char serial[41];
 };
 
@@ -101,6 +118,39 @@ read_optional(const char *dir, const char *name, char **out, struct ac_err *err)
 		return 0;
 	*err = e;
 	return -1;
+}
+
+/* Compare two hex serials, ignoring case and leading zeros. */
+static int
+same_serial(const char *a, const char *b)
+{
+	while (*a == '0')
+		a++;
+	while (*b == '0')
+		b++;
+	return *a != '\0' && strcasecmp(a, b) == 0;
+}
+
+/* The CA's renewal point from DIR/renew_after ("SERIAL RFC3339", client.h) when it is for
+ * this serial; 0 when absent, unreadable, malformed or for another certificate (someone
+ * replaced cert.pem): the agent then falls back to its own 2/3 point. */
+static int64_t
+read_renew_hint(const char *dir, const char *serial)
+{
+	char path[4096], *text = NULL, hint_serial[65], when[41];
+	struct ac_err e;
+	int64_t at = 0;
+
+	ac_err_clear(&e);
+	if (path_join(path, sizeof(path), dir, "renew_after", &e) != 0 ||
+	    read_file(path, AGENT_HINT_MAX, &text, NULL, &e) != 0)
+		goto out;
+	if (sscanf(text, "%64s %40s", hint_serial, when) != 2 ||
+	    !same_serial(hint_serial, serial) || time_parse(when, time_now(), &at) != 0)
+		at = 0;
+out:
+	free(text);
+	return at;
 }
 
 /* Load the directory. Returns 1 when it holds a usable identity (a key matching a leaf
@@ -139,6 +189,7 @@ agent_files_load(const char *dir, struct agent_files *f, struct ac_err *err)
 		OPENSSL_free(hex);
 		BN_free(bn);
 	}
+	f->ca_renew_after = read_renew_hint(dir, f->serial);
 	usable = now < f->not_after;
 	return usable;
 }
@@ -311,7 +362,8 @@ agent_run(const struct agent_options *o, struct ac_err *err)
 			failed = agent_enroll(o, &f, &e) != 0;
 			rotated = !failed;
 		} else {
-			renew_at = agent_renew_at(f.not_before, f.not_after, seed);
+			renew_at =
+			    agent_renew_at_hint(f.not_before, f.not_after, f.ca_renew_after, seed);
 			if (force || now >= renew_at) {
 				failed = agent_renew(o, &f, &e) != 0;
 				rotated = !failed;
@@ -352,8 +404,9 @@ agent_run(const struct agent_options *o, struct ac_err *err)
 
 			ac_err_clear(&ignored);
 			if (agent_files_load(o->out_dir, &g, &ignored) == 1) {
-				int64_t until =
-				    agent_renew_at(g.not_before, g.not_after, seed) - time_now();
+				int64_t until = agent_renew_at_hint(g.not_before, g.not_after,
+				                                    g.ca_renew_after, seed) -
+				                time_now();
 
 				if (until < wait)
 					wait = until > 0 ? until : 0;

@@ -3,8 +3,9 @@
  *
  * The loop (agent_run) enrolls when the directory holds no valid certificate (with a
  * bootstrap token and the root's fingerprint, or the bundle already there), then renews over
- * mTLS at a point in the renewal window: two thirds of the lifetime, minus a jitter of up to
- * a tenth of it, so that agents enrolled together do not renew together. Each renewal makes
+ * mTLS at the point the CA chose (renew_after, kept in DIR/renew_after next to the
+ * certificate it is for) plus a jitter of at most a minute, or, when the CA gave none, at two
+ * thirds of the lifetime minus a jitter of up to a tenth of it. Each renewal makes
  * a new key. Files are written atomically (key.pem 0600 first, then cert.pem, chain.pem,
  * bundle.pem), then the configured command runs or the configured process gets a signal.
  *
@@ -43,6 +44,13 @@ int agent_run(const struct agent_options *opts, struct ac_err *err);
 /* When to renew a certificate valid [not_before, not_after): 2/3 of the lifetime minus a
  * jitter in [0, lifetime/10) taken from seed. */
 int64_t agent_renew_at(int64_t not_before, int64_t not_after, uint32_t seed);
+
+/* When to renew when the CA said ca_renew_after: that point plus a jitter in
+ * [0, min(60 s, (not_after - ca_renew_after) / 10)) from seed, so the CA's spreading is kept
+ * and a quarter of the lifetime stays free for retries. A ca_renew_after outside
+ * [not_before, not_after) (or 0: none) falls back to agent_renew_at. */
+int64_t agent_renew_at_hint(int64_t not_before, int64_t not_after, int64_t ca_renew_after,
+                            uint32_t seed);
 
 /* How long to wait after the attempt-th consecutive failure (0-based): 5 s doubling to at
  * most 300 s, each with up to 20% less taken from seed. */

@@ -48,7 +48,8 @@ struct cert_record {
 	int64_t not_after;
 	const unsigned char *der;
 	size_t der_len;
-	int depth; /* nesting: 0 for an admin-enrolled agent, parent's + 1 below */
+	int depth;           /* nesting: 0 for an admin-enrolled agent, parent's + 1 below */
+	int64_t renew_after; /* unix seconds the CA told the holder to renew at; 0: none */
 };
 
 /* A certificate read back. Owned by the caller: free with store_cert_row_free(). */
@@ -57,8 +58,9 @@ struct cert_row {
 	int64_t not_before, not_after;
 	int64_t revoked_at; /* 0 when not revoked */
 	char *revoke_reason;
-	uint64_t log_seq; /* the log entry that recorded the issuance */
-	int depth;        /* see cert_record */
+	uint64_t log_seq;    /* the log entry that recorded the issuance */
+	int depth;           /* see cert_record */
+	int64_t renew_after; /* see cert_record; 0 for rows written before it was recorded */
 	unsigned char *der;
 	size_t der_len;
 };
@@ -223,6 +225,7 @@ struct cert_summary {
 	const char *serial, *subject, *parent, *revoke_reason;
 	int64_t not_before, not_after, revoked_at;
 	int depth;
+	int64_t renew_after; /* see cert_record */
 };
 
 typedef int (*cert_summary_fn)(void *arg, const struct cert_summary *row);

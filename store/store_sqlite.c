@@ -132,6 +132,10 @@ static const char *const migrations[] = {
      "CREATE INDEX acme_objects_account ON acme_objects(kind, account);"
      "CREATE UNIQUE INDEX acme_objects_lookup ON acme_objects(kind, lookup)"
      " WHERE lookup IS NOT NULL;"),
+    /* (renewal) the point the CA's renewal planner chose for each leaf (0: none recorded,
+     * read as 2/3 of the lifetime), so that the planner's calendar is rebuilt at start and
+     * ACME renewalInfo suggests the same point after a restart. */
+    ("ALTER TABLE certificates ADD COLUMN renew_after INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -165,8 +169,8 @@ static const char *const write_sql[W_COUNT] = {
     [W_ROLLBACK_TO] = "ROLLBACK TO unit",
     [W_HEAD] = "SELECT seq, hash FROM issuance_log ORDER BY seq DESC LIMIT 1",
     [W_CERT] = ("INSERT INTO certificates (serial, subject, parent, spki_sha256,"
-                " issuer_fingerprint, not_before, not_after, der, log_seq, depth)"
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                " issuer_fingerprint, not_before, not_after, der, log_seq, depth, renew_after)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
     [W_CERT_STATE] = "SELECT revoked_at FROM certificates WHERE serial = ?1",
     [W_REVOKE] = "UPDATE certificates SET revoked_at = ?2, revoke_reason = ?3 WHERE serial = ?1",
     [W_TOKEN] = "INSERT INTO used_tokens (jti, expires, used_at) VALUES (?1, ?2, ?3)",
@@ -187,8 +191,8 @@ enum rstmt { R_CERT_GET, R_CERT_COUNT, R_NODE_GET, R_HEAD, R_COUNT };
 
 static const char *const read_sql[R_COUNT] = {
     [R_CERT_GET] = ("SELECT serial, subject, parent, spki_sha256, issuer_fingerprint,"
-                    " not_before, not_after, der, revoked_at, revoke_reason, log_seq, depth"
-                    " FROM certificates WHERE serial = ?1"),
+                    " not_before, not_after, der, revoked_at, revoke_reason, log_seq, depth,"
+                    " renew_after FROM certificates WHERE serial = ?1"),
     [R_CERT_COUNT] = "SELECT count(*) FROM certificates",
     [R_HEAD] = "SELECT seq, hash FROM issuance_log ORDER BY seq DESC LIMIT 1",
     [R_NODE_GET] = "SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2",
@@ -848,6 +852,8 @@ insert_cert(struct sqlite_store *s, const struct cert_record *c, const char *ser
 		rc = sqlite3_bind_int64(stmt, 9, (sqlite3_int64)seq);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int(stmt, 10, c->depth);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(stmt, 11, c->renew_after);
 	return finish(stmt, rc);
 }
 
@@ -1314,6 +1320,7 @@ sqlite_cert_get(struct store *st, const char *serial, struct cert_row *out, stru
 	out->revoked_at = sqlite3_column_int64(stmt, 8);
 	out->log_seq = (uint64_t)sqlite3_column_int64(stmt, 10);
 	out->depth = sqlite3_column_int(stmt, 11);
+	out->renew_after = sqlite3_column_int64(stmt, 12);
 	der = sqlite3_column_blob(stmt, 7);
 	out->der_len = (size_t)sqlite3_column_bytes(stmt, 7);
 	if (der == NULL || out->der_len == 0 || (out->der = malloc(out->der_len)) == NULL)
@@ -1355,7 +1362,7 @@ sqlite_cert_list(struct store *st, const struct cert_filter *f, cert_summary_fn 
 {
 	static const char sql[] =
 	    "SELECT serial, subject, parent, not_before, not_after, revoked_at, revoke_reason,"
-	    " depth FROM certificates"
+	    " depth, renew_after FROM certificates"
 	    " WHERE (?1 IS NULL OR substr(subject, 1, length(?1)) = ?1)"
 	    " AND (?2 IS NULL OR serial > ?2)"
 	    " AND (?3 = 0 OR (not_after > ?3 AND not_before <= ?3 AND revoked_at = 0))"
@@ -1385,6 +1392,7 @@ sqlite_cert_list(struct store *st, const struct cert_filter *f, cert_summary_fn 
 		row.revoked_at = sqlite3_column_int64(stmt, 5);
 		row.revoke_reason = (const char *)sqlite3_column_text(stmt, 6);
 		row.depth = sqlite3_column_int(stmt, 7);
+		row.renew_after = sqlite3_column_int64(stmt, 8);
 		if (row.serial == NULL || row.subject == NULL) {
 			ac_err_set(err, AC_ERR_STORE, "store_error",
 			           "%s: certificate row without a serial or subject", s->path);

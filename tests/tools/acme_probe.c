@@ -31,7 +31,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "ca/x509_build.h"
 #include "common/base64url.h"
+#include "common/timefmt.h"
 #include "enrollment/acme_jws.h"
 
 static const char *root_pem;
@@ -589,6 +591,36 @@ renewal_info(const char *certid, struct reply *r)
 	return body_json(r);
 }
 
+/* renewalInfo's window is the minute the CA's renewal planner chose (ca/renewal_plan.h):
+ * it starts within [1/2, 3/4] of the lifetime counted from issuance (notBefore + 60 s of
+ * backdating) and lasts at most a minute. */
+static void
+check_planned_window(json_t *doc, const char *cert_path)
+{
+	json_t *w = json_object_get(doc, "suggestedWindow");
+	const char *start_text = json_string_value(json_object_get(w, "start"));
+	const char *end_text = json_string_value(json_object_get(w, "end"));
+	int64_t start, end, issued, not_after;
+	FILE *f = fopen(cert_path, "r");
+	X509 *leaf = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+
+	if (f != NULL)
+		fclose(f);
+	if (leaf == NULL)
+		die("%s: cannot read the certificate", cert_path);
+	issued = asn1_time_to_unix(X509_get0_notBefore(leaf)) + 60;
+	not_after = asn1_time_to_unix(X509_get0_notAfter(leaf));
+	X509_free(leaf);
+	if (start_text == NULL || end_text == NULL || time_parse(start_text, 0, &start) != 0 ||
+	    time_parse(end_text, 0, &end) != 0)
+		die("renewalInfo: unreadable window");
+	if (start < issued + (not_after - issued) / 2 ||
+	    start > issued + (not_after - issued) * 3 / 4 || end <= start || end - start > 60)
+		die("renewalInfo: window %s..%s is not the planner's minute in [1/2, 3/4] of "
+		    "%lld..%lld",
+		    start_text, end_text, (long long)issued, (long long)not_after);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -763,9 +795,11 @@ main(int argc, char **argv)
 	if (json_object_get(json_object_get(doc, "suggestedWindow"), "start") == NULL ||
 	    r.retry_after[0] == '\0')
 		die("renewalInfo without a window or Retry-After: %s", r.body);
+	check_planned_window(doc, path);
 	json_decref(doc);
 	free(r.body);
-	ok("renewalInfo: a suggested window and Retry-After");
+	ok("renewalInfo: the CA planner's minute inside [1/2, 3/4] of the lifetime, and "
+	   "Retry-After");
 	json_decref(order);
 	order = new_order(&a, names, 1, certid, order_url, NULL);
 	if (!json_equal(json_object_get(order, "replaces"), json_string(certid)))

@@ -691,6 +691,56 @@ test_crl_and_ocsp_urls(void **state)
 	free(csr);
 }
 
+/* With a renewal planner, renew_after is the planner's choice inside the window [1/2, 3/4]
+ * of the lifetime counted from issuance, recorded with the certificate; a second leaf of the
+ * same minute moves off the full preferred minute; a planned switch still shrinks it. */
+static void
+test_planner_renew_after(void **state)
+{
+	char *csr = make_csr(fx.p256, NULL, 0, 0);
+	struct issue_request req = request(csr);
+	struct issue_result first, second, early;
+	struct renewal_plan *planner;
+	struct cert_row row;
+	struct ac_err err;
+	int64_t issued, supersede;
+
+	(void)state;
+	ac_err_clear(&err);
+	planner = renewal_plan_new(&err);
+	assert_non_null(planner);
+	fx.iss.planner = planner;
+	req.ttl = 3600;
+	assert_int_equal(ca_issue(&fx.iss, &req, &first, &err), 0);
+	issued = first.not_before + 60;
+	assert_int_equal(first.renew_after, issued + 2400); /* preferred: 2/3, load is light */
+	assert_int_equal(store_cert_get(fx.store, first.serial, &row, &err), 0);
+	assert_int_equal(row.renew_after, first.renew_after);
+	store_cert_row_free(&row);
+	assert_int_equal(ca_issue(&fx.iss, &req, &second, &err), 0);
+	assert_true(second.renew_after >= second.not_before + 60 + 1800);
+	assert_true(second.renew_after <= second.not_before + 60 + 2700);
+	assert_true(second.renew_after / 60 != first.renew_after / 60);
+
+	supersede = (int64_t)time(NULL) + 600;
+	fx.iss.supersede_at = supersede;
+	assert_int_equal(ca_issue(&fx.iss, &req, &early, &err), 0);
+	assert_true(early.renew_after >= supersede);
+	assert_true(early.renew_after <=
+	            supersede + (early.not_before + 60 + 2400 - supersede) / 2);
+	assert_int_equal(store_cert_get(fx.store, early.serial, &row, &err), 0);
+	assert_int_equal(row.renew_after, early.renew_after);
+	store_cert_row_free(&row);
+
+	fx.iss.supersede_at = 0;
+	fx.iss.planner = NULL;
+	renewal_plan_free(planner);
+	issue_result_free(&first);
+	issue_result_free(&second);
+	issue_result_free(&early);
+	free(csr);
+}
+
 /* 16 SANs (the SPIFFE ID and 15 more) is the default limit and is fine; a granted DNS name
  * is fine. */
 static void
@@ -863,6 +913,7 @@ main(void)
 	    cmocka_unit_test(test_other_key_types),
 	    cmocka_unit_test(test_refusals_table),
 	    cmocka_unit_test(test_crl_and_ocsp_urls),
+	    cmocka_unit_test(test_planner_renew_after),
 	    cmocka_unit_test(test_san_limit_and_grant),
 	    cmocka_unit_test(test_token_used_twice),
 	    cmocka_unit_test(test_failed_commit_hands_out_nothing),

@@ -434,7 +434,7 @@ test_ttl_table(void **state)
 	    {3600, 7200, 86400, 0, 7200},
 	    {3600, 7200, 86400, 100000, 86400},
 	    /* Whatever the configuration says, the hard floor and ceiling hold. */
-	    {10, 20, 400 * 86400, 15, 300},
+	    {1, 2, 400 * 86400, 5, 10},
 	    {10, 20, 400 * 86400, 200 * 86400, 90 * 86400},
 	};
 	struct ca_policy p;
@@ -487,7 +487,8 @@ test_config_table(void **state)
 	    {"{\"max_sans\":1000,\"crl_url\":\"http://ca/crl\",\"ocsp_url\":\"http://ca/ocsp\"}",
 	     NULL},
 	    {"{\"max_ttl\":\"91d\"}", "config_invalid"},
-	    {"{\"min_ttl\":\"1m\"}", "config_invalid"},
+	    {"{\"min_ttl\":\"9s\"}", "config_invalid"},
+	    {"{\"min_ttl\":\"10s\",\"default_ttl\":\"30s\"}", NULL},
 	    {"{\"default_ttl\":\"10m\",\"min_ttl\":\"1h\"}", "config_invalid"},
 	    {"{\"default_ttl\":\"30d\",\"max_ttl\":\"1d\"}", "config_invalid"},
 	    {"{\"max_sans\":0}", "config_invalid"},
