@@ -657,7 +657,7 @@ out:
 static int
 base_url(struct acme_call *c, struct MHD_Connection *conn)
 {
-	const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+	const char *host = api_lookup(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
 
 	if (host == NULL || *host == '\0' || strlen(host) > 255 ||
 	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
@@ -692,8 +692,7 @@ directory(struct acme_call *c)
 static int
 authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, int kid_allowed)
 {
-	const char *ctype =
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	const char *ctype = api_lookup(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	char url[640], prefix[400];
 	struct ac_err err;
 	char *account_of = NULL;
