@@ -281,6 +281,22 @@ expand(const uint8_t *data, size_t size, size_t *len)
 	return out;
 }
 
+/* A problem document: a JSON object whose "status" is the answer's (abort otherwise). */
+static void
+problem_check(const struct api_call_response *r)
+{
+	json_t *doc = json_loadb(r->body, r->len, 0, NULL);
+
+	if (!json_is_object(doc) || !json_is_string(json_object_get(doc, "type")) ||
+	    json_integer_value(json_object_get(doc, "status")) != r->status) {
+		fprintf(stderr,
+		        "fuzz_api: answer %d with a problem document that says otherwise: %s\n",
+		        r->status, r->body);
+		abort();
+	}
+	json_decref(doc);
+}
+
 static const char *
 object_path(enum acme_object object, struct api_fixture_order *fresh, char *buf, size_t len)
 {
@@ -395,9 +411,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (getenv("FUZZ_API_TRACE") != NULL)
 		fprintf(stderr, "fuzz_api: target %d flags 0x%02x: %d %.200s\n",
 		        data[0] % (int)TARGET_COUNT, flags, r.status, r.body != NULL ? r.body : "");
-	/* Every answer is a status a client can act on, with a body (maybe empty). */
+	/* Every answer is a status a client can act on, with a body (maybe empty); a problem
+	 * document says the status it came with (RFC 7807 section 3.1). */
 	if (r.body != NULL && (r.status < 100 || r.status > 599))
 		abort();
+	if (r.body != NULL && strcmp(r.content_type, "application/problem+json") == 0)
+		problem_check(&r);
 	api_call_response_free(&r);
 	api_fixture_settle(&fixture, (flags & FLAG_VALID) != 0);
 	free(url);
