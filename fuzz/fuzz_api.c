@@ -25,15 +25,18 @@
  * the seeds reach what they are meant for). Every answer must be a well-formed HTTP status with a
  * body; a crash, leak, hang or sanitizer report is a finding.
  */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "common/base64url.h"
+#include "common/log.h"
 #include "fuzz/api_fixture.h"
 
 #define FLAG_AUTH 0x01
@@ -101,6 +104,7 @@ static char *acme_csr;   /* @CSRDER@ */
 static char *cert_der;   /* @CERTDER@ */
 static char serial[128]; /* @SERIAL@ */
 static char cert_path[256];
+static int log_sink = -1; /* /dev/null */
 
 static void
 die(const char *what)
@@ -190,6 +194,10 @@ close_fixture(void)
 	free(csr_json);
 	free(acme_csr);
 	free(cert_der);
+	if (log_sink >= 0) {
+		ac_log_set_fd(2);
+		close(log_sink);
+	}
 }
 
 int
@@ -203,6 +211,12 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	ac_err_clear(&err);
+	/* Every log line is still formatted (hostile bodies end up in them), then dropped,
+	 * unless FUZZ_API_TRACE asks to see them. */
+	ac_log_set_level(AC_LOG_DEBUG);
+	if (getenv("FUZZ_API_TRACE") == NULL &&
+	    (log_sink = open("/dev/null", O_WRONLY | O_CLOEXEC)) >= 0)
+		ac_log_set_fd(log_sink);
 	if (api_fixture_open(&fixture, NULL, &err) != 0) {
 		fprintf(stderr, "fuzz_api: %s\n", err.msg);
 		die("the CA");
