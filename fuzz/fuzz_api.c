@@ -253,6 +253,7 @@ expand(const uint8_t *data, size_t size, size_t *len)
 	    {"@CERTDER@", cert_der, 0}, {"@SERIAL@", serial, 0}, {"@KID@", fixture.kid, 0},
 	};
 	size_t n = sizeof(subs) / sizeof(subs[0]), cap = size + 1, used = 0;
+	int mints = 0;
 	char *out = malloc(cap);
 
 	if (out == NULL)
@@ -268,7 +269,8 @@ expand(const uint8_t *data, size_t size, size_t *len)
 		}
 		if (k < n) {
 			const char *dns[] = {AGENT_DNS};
-			char *minted = subs[k].fresh
+			/* A few fresh tokens per input: each costs a signature. */
+			char *minted = subs[k].fresh && mints++ < 4
 			                   ? api_fixture_bootstrap_token(&fixture, AGENT_ID, dns, 1)
 			                   : NULL;
 			const char *v = subs[k].fresh ? minted : subs[k].value;
