@@ -6,7 +6,8 @@
 #                CI_SOAK_SECONDS (30) soak
 #   make asan    the suite under AddressSanitizer and UndefinedBehaviorSanitizer only
 #   make bench   benchmarks (bench/), results to stdout; see BENCHMARKS.md
-#   make fuzz    each libFuzzer target for FUZZ_SECONDS (default 60)
+#   make fuzz    each libFuzzer target for FUZZ_SECONDS (default 60); FUZZ_TARGETS="fuzz_api ..."
+#                runs only those
 #   make soak    mixed traffic for SOAK_SECONDS (default 600), the daemon's RSS and fds
 #   make format  clang-format every C file in place
 
@@ -93,7 +94,7 @@ fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	      -DAGENTCA_FUZZ=ON >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
-	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS)
+	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS) $(FUZZ_TARGETS)
 
 soak: build
 	./bench/soak/run.sh $(BUILD) $(SOAK_SECONDS) 10

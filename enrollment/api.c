@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -220,8 +221,7 @@ int
 api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *c,
                    struct api_response *resp)
 {
-	const char *auth =
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *auth = api_lookup(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 
 	memset(c, 0, sizeof(*c));
 	if (api->front != NULL)
@@ -313,18 +313,14 @@ send_response(struct api *api, struct MHD_Connection *conn, struct api_request *
 
 /* An answer before any request state exists (404, 405, 413 on the headers). */
 static enum MHD_Result
-send_problem_now(struct api *api, struct MHD_Connection *conn, int status, const char *reason,
-                 const char *detail)
+send_problem_now(struct api *api, struct MHD_Connection *conn, struct api_response *resp)
 {
 	struct api_request req;
-	struct api_response resp;
 
 	memset(&req, 0, sizeof(req));
 	req.route = ROUTE_OTHER;
 	req.started = api_now();
-	memset(&resp, 0, sizeof(resp));
-	api_problem(&resp, status, reason, detail);
-	return send_response(api, conn, &req, &resp);
+	return send_response(api, conn, &req, resp);
 }
 
 /* Count one request against the client's address: IPv4 as is, IPv6 by its /64 (one host
@@ -367,6 +363,122 @@ request_id_make(char id[17])
 	hex_encode(raw, sizeof(raw), id);
 }
 
+/* The route for method and url (the path, no query): its index, or -1 with *status 404 or
+ * 405. The ACME routes are absent without an ACME server. */
+static int
+route_find(struct api *api, const char *method, const char *url, int *status)
+{
+	int route = -1, path_known = 0;
+
+	for (int i = 0; i < ROUTE_COUNT; i++) {
+		if (route_is_prefix(&routes[i])
+		        ? strncmp(url, routes[i].path, strlen(routes[i].path)) != 0
+		        : strcmp(url, routes[i].path) != 0)
+			continue;
+		if (route_is_acme(i) && api->acme == NULL)
+			continue;
+		path_known = 1;
+		if (strcmp(method, routes[i].method) == 0)
+			route = i;
+	}
+	if (route < 0)
+		*status = path_known ? 405 : 404;
+	return route;
+}
+
+/* Refuse a request before any state exists: 404, 405 (route < 0, status from route_find),
+ * or 413 when the declared body is over the limit (ACME answers that itself). Returns 1
+ * with resp set when refused. */
+static int
+request_refused_early(int route, int status, unsigned long long declared_len,
+                      struct api_response *resp)
+{
+	if (route < 0) {
+		api_problem(resp, status, status == 405 ? "method_not_allowed" : "not_found",
+		            status == 405 ? "this method is not allowed here" : "no such resource");
+		return 1;
+	}
+	if (declared_len > API_MAX_BODY && !route_is_acme(route)) {
+		api_problem(resp, 413, "body_too_large", "request bodies are limited to 64 KiB");
+		return 1;
+	}
+	return 0;
+}
+
+/* The state of a request whose route is known; NULL when out of memory. */
+static struct api_request *
+request_new(int route, const char *method, const char *url)
+{
+	struct api_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL)
+		return NULL;
+	req->route = route;
+	req->started = api_now();
+	snprintf(req->method, sizeof(req->method), "%s", method);
+	if (route_is_prefix(&routes[route]) &&
+	    ((req->path_rest = strdup(url + strlen(routes[route].path))) == NULL ||
+	     (req->url = strdup(url)) == NULL)) {
+		free(req->path_rest);
+		free(req);
+		return NULL;
+	}
+	request_id_make(req->id);
+	return req;
+}
+
+/* Keep one piece of the body, at most API_MAX_BODY bytes in all (beyond: too_large, and
+ * nothing more is kept). -1 when out of memory. */
+static int
+request_append(struct api_request *req, const char *data, size_t len)
+{
+	if (!req->too_large && req->len + len <= API_MAX_BODY) {
+		char *grown = realloc(req->body, req->len + len + 1);
+
+		if (grown == NULL)
+			return -1;
+		memcpy(grown + req->len, data, len);
+		req->len += len;
+		grown[req->len] = '\0';
+		req->body = grown;
+	} else {
+		req->too_large = 1; /* chunked: keep reading, keep nothing */
+	}
+	return 0;
+}
+
+/* The whole request is in: answer it (429, 413, or the route's handler), and log a refusal.
+ * conn is NULL for an in-process request (api_call). */
+static void
+request_run(struct api *api, struct MHD_Connection *conn, struct api_request *req, const char *url,
+            struct api_response *resp)
+{
+	if (req->limited > 0) {
+		metrics_denied(api->metrics, "rate_limited");
+		api_problem(resp, 429, "rate_limited",
+		            "too many requests from this address; retry later");
+		resp->retry_after = req->limited;
+	} else if (req->too_large && !route_is_acme(req->route)) {
+		api_problem(resp, 413, "body_too_large", "request bodies are limited to 64 KiB");
+	} else {
+		routes[req->route].handler(api, conn, req, resp);
+	}
+	if (!req->suspended && resp->status >= 400)
+		log_info("request_refused", "%s %s (request %s): %d %s", req->method, url, req->id,
+		         resp->status, resp->body != NULL ? resp->body : "");
+}
+
+static void
+request_free(struct api_request *req)
+{
+	if (req == NULL)
+		return;
+	free(req->body);
+	free(req->path_rest);
+	free(req->url);
+	free(req);
+}
+
 static enum MHD_Result
 access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                const char *version, const char *upload_data, size_t *upload_data_size,
@@ -377,90 +489,36 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 	struct api_response resp;
 
 	(void)version;
+	memset(&resp, 0, sizeof(resp));
 	if (req == NULL) {
-		const char *length;
-		int route = -1, path_known = 0;
+		const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+		int status = 0, route = route_find(api, method, url, &status);
 
-		for (int i = 0; i < ROUTE_COUNT; i++) {
-			if (route_is_prefix(&routes[i])
-			        ? strncmp(url, routes[i].path, strlen(routes[i].path)) != 0
-			        : strcmp(url, routes[i].path) != 0)
-				continue;
-			if (route_is_acme(i) && api->acme == NULL)
-				continue;
-			path_known = 1;
-			if (strcmp(method, routes[i].method) == 0)
-				route = i;
-		}
-		if (route < 0)
-			return send_problem_now(api, conn, path_known ? 405 : 404,
-			                        path_known ? "method_not_allowed" : "not_found",
-			                        path_known ? "this method is not allowed here"
-			                                   : "no such resource");
-		length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-		                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-		/* ACME answers an oversized body itself, with its own error type. */
-		if (length != NULL && strtoull(length, NULL, 10) > API_MAX_BODY && !route_is_acme(route))
-			return send_problem_now(api, conn, 413, "body_too_large",
-			                        "request bodies are limited to 64 KiB");
-		req = calloc(1, sizeof(*req));
+		if (request_refused_early(route, status,
+		                          length != NULL ? strtoull(length, NULL, 10) : 0, &resp))
+			return send_problem_now(api, conn, &resp);
+		req = request_new(route, method, url);
 		if (req == NULL)
 			return MHD_NO;
-		req->route = route;
-		if (route_is_prefix(&routes[route]) &&
-		    (req->path_rest = strdup(url + strlen(routes[route].path))) == NULL) {
-			free(req);
-			return MHD_NO;
-		}
-		req->started = api_now();
-		snprintf(req->method, sizeof(req->method), "%s", method);
-		if (route_is_prefix(&routes[route]) && (req->url = strdup(url)) == NULL) {
-			free(req->path_rest);
-			free(req);
-			return MHD_NO;
-		}
-		request_id_make(req->id);
 		if (strcmp(routes[route].path, "/healthz") != 0)
 			req->limited = address_limited(api, conn, req->started);
 		*con_cls = req;
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
-		if (!req->too_large && req->len + *upload_data_size <= API_MAX_BODY) {
-			char *grown = realloc(req->body, req->len + *upload_data_size + 1);
-
-			if (grown == NULL)
-				return MHD_NO;
-			memcpy(grown + req->len, upload_data, *upload_data_size);
-			req->len += *upload_data_size;
-			grown[req->len] = '\0';
-			req->body = grown;
-		} else {
-			req->too_large = 1; /* chunked: keep reading, keep nothing */
-		}
+		if (request_append(req, upload_data, *upload_data_size) != 0)
+			return MHD_NO;
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	memset(&resp, 0, sizeof(resp));
-	if (req->limited > 0) {
-		metrics_denied(api->metrics, "rate_limited");
-		api_problem(&resp, 429, "rate_limited",
-		            "too many requests from this address; retry later");
-		resp.retry_after = req->limited;
-	} else if (req->too_large && !route_is_acme(req->route)) {
-		api_problem(&resp, 413, "body_too_large", "request bodies are limited to 64 KiB");
-	} else {
-		routes[req->route].handler(api, conn, req, &resp);
-	}
+	request_run(api, conn, req, url, &resp);
 	if (req->suspended) {
 		/* A long-poll: the handler parked the connection; it answers when resumed. */
 		req->suspended = 0;
 		free(resp.body);
 		return MHD_YES;
 	}
-	if (resp.status >= 400)
-		log_info("request_refused", "%s %s (request %s): %d %s", method, url, req->id,
-		         resp.status, resp.body != NULL ? resp.body : "");
 	return send_response(api, conn, req, &resp);
 }
 
@@ -473,12 +531,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	(void)cls;
 	(void)conn;
 	(void)toe;
-	if (req == NULL)
-		return;
-	free(req->body);
-	free(req->path_rest);
-	free(req->url);
-	free(req);
+	request_free(req);
 	*con_cls = NULL;
 }
 
@@ -611,4 +664,250 @@ api_stop(struct api *api)
 	api_revocations_free(api->revocations);
 	ocsp_responder_free(api->ocsp);
 	free(api);
+}
+
+/*
+ * In-process requests (api.h): api_call runs the request through route_find,
+ * request_refused_early, request_new, request_append and request_run like access_handler;
+ * the handlers read its headers and query through api_lookup.
+ */
+
+#define INPROC_MAX_ARGS 32
+
+/* The in-process request this thread is running, with its query split into arguments. */
+struct inproc_request {
+	const struct api_call_request *in;
+	char *query; /* heap copy, decoded in place */
+	const char *arg_names[INPROC_MAX_ARGS], *arg_values[INPROC_MAX_ARGS];
+	int arg_count;
+};
+
+static _Thread_local struct inproc_request *inproc_current;
+
+static int
+hex_digit_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode %XX and '+' in place, as libmicrohttpd does for query arguments. */
+static void
+query_unescape(char *s)
+{
+	char *out = s;
+
+	for (; *s != '\0'; s++) {
+		if (*s == '+') {
+			*out++ = ' ';
+		} else if (*s == '%' && hex_digit_value(s[1]) >= 0 && hex_digit_value(s[2]) >= 0) {
+			*out++ = (char)(hex_digit_value(s[1]) * 16 + hex_digit_value(s[2]));
+			s += 2;
+		} else {
+			*out++ = *s;
+		}
+	}
+	*out = '\0';
+}
+
+/* Split query ("a=1&b=2", owned by r) into r's arguments; arguments beyond
+ * INPROC_MAX_ARGS are dropped. */
+static void
+query_split(struct inproc_request *r)
+{
+	char *save = NULL;
+
+	for (char *pair = strtok_r(r->query, "&", &save);
+	     pair != NULL && r->arg_count < INPROC_MAX_ARGS; pair = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(pair, '=');
+
+		if (eq != NULL)
+			*eq++ = '\0';
+		query_unescape(pair);
+		if (eq != NULL)
+			query_unescape(eq);
+		r->arg_names[r->arg_count] = pair;
+		r->arg_values[r->arg_count] = eq != NULL ? eq : "";
+		r->arg_count++;
+	}
+}
+
+const char *
+api_lookup(struct MHD_Connection *conn, enum MHD_ValueKind kind, const char *name)
+{
+	const struct inproc_request *r = inproc_current;
+
+	if (conn != NULL)
+		return MHD_lookup_connection_value(conn, kind, name);
+	if (r == NULL)
+		return NULL;
+	if (kind == MHD_HEADER_KIND) {
+		for (int i = 0; i < r->in->header_count && i < API_CALL_MAX_HEADERS; i++)
+			if (r->in->headers[i].name != NULL &&
+			    strcasecmp(r->in->headers[i].name, name) == 0)
+				return r->in->headers[i].value;
+	} else if (kind == MHD_GET_ARGUMENT_KIND) {
+		for (int i = 0; i < r->arg_count; i++)
+			if (strcmp(r->arg_names[i], name) == 0)
+				return r->arg_values[i];
+	}
+	return NULL;
+}
+
+/* Copy one header into out (dropped when there is no room). */
+static void
+call_response_add(struct api_call_response *out, const char *name, const char *value)
+{
+	int n = out->header_count;
+
+	if (n >= (int)(sizeof(out->headers) / sizeof(out->headers[0])))
+		return;
+	snprintf(out->headers[n].name, sizeof(out->headers[n].name), "%s", name);
+	snprintf(out->headers[n].value, sizeof(out->headers[n].value), "%s", value);
+	out->header_count = n + 1;
+}
+
+/* Read a streamed body (a pipe the handler's thread writes) to its end, and close it. */
+static int
+stream_read_all(int fd, char **body, size_t *len)
+{
+	size_t cap = 0;
+	char *buf = NULL;
+	int rc = -1;
+
+	*len = 0;
+	for (;;) {
+		ssize_t n;
+
+		if (cap - *len < 4096) {
+			char *grown = realloc(buf, cap + 65536);
+
+			if (grown == NULL)
+				goto out;
+			buf = grown;
+			cap += 65536;
+		}
+		n = read(fd, buf + *len, cap - *len - 1);
+		if (n < 0)
+			goto out;
+		if (n == 0)
+			break;
+		*len += (size_t)n;
+	}
+	buf[*len] = '\0';
+	*body = buf;
+	buf = NULL;
+	rc = 0;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/* Move resp (the handler's answer) into out, the way send_response puts it on the wire. */
+static int
+call_response_fill(const struct api_request *req, struct api_response *resp,
+                   struct api_call_response *out)
+{
+	char seconds[16];
+
+	out->status = resp->status;
+	snprintf(out->content_type, sizeof(out->content_type), "%s",
+	         resp->content_type != NULL ? resp->content_type : "");
+	if (resp->has_stream) {
+		if (stream_read_all(resp->stream_fd, &out->body, &out->len) != 0)
+			return -1;
+	} else {
+		out->body = resp->body != NULL ? resp->body : strdup("");
+		out->len = resp->body != NULL ? resp->len : 0;
+		resp->body = NULL;
+		if (out->body == NULL)
+			return -1;
+	}
+	if (resp->etag[0] != '\0')
+		call_response_add(out, MHD_HTTP_HEADER_ETAG, resp->etag);
+	if (req != NULL && req->id[0] != '\0')
+		call_response_add(out, "X-Request-Id", req->id);
+	for (int i = 0; i < resp->extra_count; i++)
+		call_response_add(out, resp->extra[i].name, resp->extra[i].value);
+	if (resp->retry_after > 0) {
+		snprintf(seconds, sizeof(seconds), "%d", resp->retry_after);
+		call_response_add(out, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+	}
+	return 0;
+}
+
+int
+api_call(struct api *api, const struct api_call_request *in, struct api_call_response *out,
+         struct ac_err *err)
+{
+	struct inproc_request current;
+	struct api_request *req = NULL;
+	struct api_response resp;
+	const char *query;
+	char *path = NULL;
+	int route, status = 0, retry = 0, rc = -1;
+
+	memset(out, 0, sizeof(*out));
+	memset(&resp, 0, sizeof(resp));
+	memset(&current, 0, sizeof(current));
+	current.in = in;
+	query = strchr(in->url, '?');
+	path = query != NULL ? strndup(in->url, (size_t)(query - in->url)) : strdup(in->url);
+	if (path == NULL || (query != NULL && (current.query = strdup(query + 1)) == NULL))
+		goto oom;
+	if (current.query != NULL)
+		query_split(&current);
+	route = route_find(api, in->method, path, &status);
+	if (request_refused_early(route, status, in->len, &resp)) {
+		metrics_request(api->metrics, ROUTE_OTHER, resp.status, 0);
+	} else {
+		if ((req = request_new(route, in->method, path)) == NULL ||
+		    (in->len > 0 && request_append(req, in->body, in->len) != 0))
+			goto oom;
+		if (strcmp(routes[route].path, "/healthz") != 0 &&
+		    !ratelimit_take(api->per_address, "in-process", req->started, &retry))
+			req->limited = retry;
+		inproc_current = &current;
+		request_run(api, NULL, req, path, &resp);
+		inproc_current = NULL;
+		metrics_request(api->metrics, (size_t)route, resp.status, api_now() - req->started);
+	}
+	if (call_response_fill(req, &resp, out) != 0)
+		goto oom;
+	rc = 0;
+	goto out;
+oom:
+	ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	api_call_response_free(out);
+out:
+	free(resp.body);
+	request_free(req);
+	free(current.query);
+	free(path);
+	return rc;
+}
+
+const char *
+api_call_response_header(const struct api_call_response *r, const char *name)
+{
+	for (int i = 0; i < r->header_count; i++)
+		if (strcasecmp(r->headers[i].name, name) == 0)
+			return r->headers[i].value;
+	return NULL;
+}
+
+void
+api_call_response_free(struct api_call_response *r)
+{
+	if (r == NULL)
+		return;
+	free(r->body);
+	r->body = NULL;
+	r->len = 0;
 }

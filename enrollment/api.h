@@ -68,7 +68,7 @@ struct api_options {
 	double rate_per_identity, burst_per_identity; /* issuance-side calls per identity */
 	int threads;                                  /* MHD worker threads; 0: 8 per core */
 	int64_t renew_grace; /* seconds after expiry that /v1/renew still accepts; 0: off */
-	const struct acme_options *acme;              /* the ACME server under /acme/; NULL: off */
+	const struct acme_options *acme; /* the ACME server under /acme/; NULL: off */
 };
 
 /* Start the MHD daemon (no listening socket: the front adds connections). */
@@ -102,5 +102,48 @@ void api_set_metrics_source(struct api *api, api_metrics_fn fn, void *arg);
 void api_begin_shutdown(struct api *api);
 
 void api_stop(struct api *api);
+
+/*
+ * In-process requests (unit tests and the fuzz_api harness): one request through the same
+ * route table, body limit, rate limits, handlers and problem documents as a request that
+ * came over TLS, without sockets. There is no client address (the address limit counts
+ * them all under "in-process") and no client certificate; a long-poll is answered at once
+ * instead of waiting; a streamed body (audit export) is read to its end.
+ */
+#define API_CALL_MAX_HEADERS 8
+
+struct api_call_header {
+	const char *name, *value;
+};
+
+struct api_call_request {
+	const char *method;                                   /* GET, HEAD, POST */
+	const char *url;                                      /* path, with an optional "?query" */
+	struct api_call_header headers[API_CALL_MAX_HEADERS]; /* Host, Content-Type, ... */
+	int header_count;
+	const char *body; /* may hold NUL bytes; NULL with len 0: no body */
+	size_t len;
+};
+
+struct api_call_response {
+	int status;
+	char content_type[64];
+	char *body; /* heap, NUL-terminated (len excludes it); api_call_response_free() */
+	size_t len;
+	struct {
+		char name[32];
+		char value[640];
+	} headers[8]; /* ETag, Retry-After, Replay-Nonce, Location, Link, X-Request-Id */
+	int header_count;
+};
+
+/* Send one request; -1 with err only when it could not be run (out of memory). */
+int api_call(struct api *api, const struct api_call_request *in, struct api_call_response *out,
+             struct ac_err *err);
+
+/* A header of the answer (case-insensitive name), or NULL. */
+const char *api_call_response_header(const struct api_call_response *r, const char *name);
+
+void api_call_response_free(struct api_call_response *r);
 
 #endif

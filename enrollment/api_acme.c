@@ -657,7 +657,7 @@ out:
 static int
 base_url(struct acme_call *c, struct MHD_Connection *conn)
 {
-	const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+	const char *host = api_lookup(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
 
 	if (host == NULL || *host == '\0' || strlen(host) > 255 ||
 	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
@@ -692,8 +692,7 @@ directory(struct acme_call *c)
 static int
 authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, int kid_allowed)
 {
-	const char *ctype =
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	const char *ctype = api_lookup(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	char url[640], prefix[400];
 	struct ac_err err;
 	char *account_of = NULL;
@@ -849,6 +848,29 @@ post(struct acme_call *c, struct MHD_Connection *conn)
 	c->resp->status = 404;
 }
 
+/* Some routes answer a problem with another status than its type's (415, 404, 409, 503):
+ * the document must then say the status it is sent with (RFC 7807 section 3.1). */
+static void
+problem_status_sync(struct api_response *resp)
+{
+	json_t *doc;
+	char *text;
+
+	if (resp->body == NULL || resp->content_type == NULL ||
+	    strcmp(resp->content_type, "application/problem+json") != 0)
+		return;
+	doc = json_loadb(resp->body, resp->len, 0, NULL);
+	if (json_is_object(doc) &&
+	    json_integer_value(json_object_get(doc, "status")) != resp->status &&
+	    json_object_set_new(doc, "status", json_integer(resp->status)) == 0 &&
+	    (text = json_dumps(doc, JSON_COMPACT)) != NULL) {
+		free(resp->body);
+		resp->body = text;
+		resp->len = strlen(text);
+	}
+	json_decref(doc);
+}
+
 void
 handle_acme(struct api *api, struct MHD_Connection *conn, struct api_request *req,
             struct api_response *resp)
@@ -880,6 +902,7 @@ handle_acme(struct api *api, struct MHD_Connection *conn, struct api_request *re
 		resp->status = 404;
 	}
 out:
+	problem_status_sync(resp);
 	/* RFC 8555 6.5: a fresh nonce on every answer; 7.1: the index link. */
 	if (acme_nonce_make(c.s->nonces, nonce) == 0)
 		api_add_header(resp, "Replay-Nonce", nonce);

@@ -85,7 +85,7 @@ auditor_only(struct api *api, struct MHD_Connection *conn, struct api_response *
 static int64_t
 query_uint(struct MHD_Connection *conn, const char *name)
 {
-	const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+	const char *text = api_lookup(conn, MHD_GET_ARGUMENT_KIND, name);
 	char *end;
 	unsigned long long v;
 
@@ -151,7 +151,7 @@ void
 handle_audit_proof(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                    struct api_response *resp)
 {
-	const char *serial = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "serial");
+	const char *serial = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "serial");
 	unsigned char path[MERKLE_PROOF_MAX][MERKLE_HASH_LEN];
 	int64_t index = query_uint(conn, "index"), size = query_uint(conn, "size");
 	json_t *sth_doc = NULL;
@@ -286,7 +286,7 @@ export_main(void *arg)
 static int
 query_copy(struct MHD_Connection *conn, const char *name, char *buf, size_t len)
 {
-	const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+	const char *v = api_lookup(conn, MHD_GET_ARGUMENT_KIND, name);
 
 	buf[0] = '\0';
 	if (v == NULL)
@@ -305,10 +305,10 @@ void
 handle_audit_export(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                     struct api_response *resp)
 {
-	const char *format = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "format");
-	const char *since = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "since");
-	const char *until = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "until");
-	const char *proofs = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "proofs");
+	const char *format = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "format");
+	const char *since = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "since");
+	const char *until = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "until");
+	const char *proofs = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "proofs");
 	struct export_job *job;
 	pthread_attr_t attr;
 	pthread_t thread;
@@ -428,7 +428,7 @@ void
 handle_certificates(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                     struct api_response *resp)
 {
-	const char *valid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "valid");
+	const char *valid = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "valid");
 	int64_t limit = query_uint(conn, "limit");
 	struct cert_filter f;
 	struct cert_list l;
@@ -445,8 +445,8 @@ handle_certificates(struct api *api, struct MHD_Connection *conn, struct api_req
 	memset(&f, 0, sizeof(f));
 	memset(&l, 0, sizeof(l));
 	ac_err_clear(&err);
-	f.subject_prefix = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "subject");
-	f.after_serial = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after");
+	f.subject_prefix = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "subject");
+	f.after_serial = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "after");
 	f.valid_at = valid != NULL && strcmp(valid, "0") != 0 ? time_now() : 0;
 	f.limit = limit < 0 ? CERT_LIST_DEFAULT : (limit > CERT_LIST_MAX ? CERT_LIST_MAX : limit);
 	l.items = json_array();

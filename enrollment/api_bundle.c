@@ -514,7 +514,7 @@ out:
 static int
 wait_seconds(struct MHD_Connection *conn)
 {
-	const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "wait");
+	const char *text = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "wait");
 	int64_t seconds = 0;
 
 	if (text == NULL || duration_parse(text, &seconds) != 0 || seconds <= 0)
@@ -526,7 +526,7 @@ wait_seconds(struct MHD_Connection *conn)
 static int
 wants_json(struct MHD_Connection *conn)
 {
-	const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
+	const char *accept = api_lookup(conn, MHD_HEADER_KIND, "Accept");
 
 	return accept != NULL && strstr(accept, "application/json") != NULL;
 }
@@ -536,7 +536,7 @@ handle_bundle(struct api *api, struct MHD_Connection *conn, struct api_request *
               struct api_response *resp)
 {
 	struct api_bundle *b = api->bundle;
-	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match");
+	const char *inm = api_lookup(conn, MHD_HEADER_KIND, "If-None-Match");
 	int wait = wait_seconds(conn);
 
 	pthread_mutex_lock(&b->lock);

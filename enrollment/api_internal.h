@@ -103,6 +103,11 @@ struct api_request {
 	char method[8];  /* GET, HEAD, POST */
 };
 
+/* A request header (MHD_HEADER_KIND) or query argument (MHD_GET_ARGUMENT_KIND): from
+ * libmicrohttpd, or, when conn is NULL, from the in-process request (api_call) this thread
+ * is running. Handlers read every header and argument through this. */
+const char *api_lookup(struct MHD_Connection *conn, enum MHD_ValueKind kind, const char *name);
+
 /* Add a header to resp (ignored when there is no room). */
 void api_add_header(struct api_response *resp, const char *name, const char *value);
 

@@ -259,7 +259,7 @@ api_revocations_free(struct api_revocations *rv)
 static int
 since_param(struct MHD_Connection *conn, uint64_t *since)
 {
-	const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "since");
+	const char *text = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "since");
 	char *end = NULL;
 
 	*since = 0;
@@ -275,7 +275,7 @@ since_param(struct MHD_Connection *conn, uint64_t *since)
 static int
 wait_param(struct MHD_Connection *conn, int *seconds)
 {
-	const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "wait");
+	const char *text = api_lookup(conn, MHD_GET_ARGUMENT_KIND, "wait");
 	int64_t n = 0;
 
 	*seconds = 0;

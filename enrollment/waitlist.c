@@ -14,8 +14,12 @@ struct waitlist_entry {
 int
 waitlist_park(struct waitlist *wl, struct MHD_Connection *conn, double deadline)
 {
-	struct waitlist_entry *w = calloc(1, sizeof(*w));
+	struct waitlist_entry *w;
 
+	/* An in-process request (api_call) has no connection to park: it is answered now. */
+	if (conn == NULL)
+		return -1;
+	w = calloc(1, sizeof(*w));
 	if (w == NULL)
 		return -1;
 	w->conn = conn;

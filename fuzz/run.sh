@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Run every fuzz target for SECONDS each, starting from the seed corpus in fuzz/corpus/NAME,
 # JOBS targets at a time. New inputs go to a scratch corpus; crashes to fuzz/findings/
-# (turn each into a regression test). Prints one line per target: executions and coverage.
-#   fuzz/run.sh BUILD_DIR SECONDS [JOBS]
+# (turn each into a regression test), with fuzz/NAME.dict as the dictionary when there is one.
+# Prints one line per target: executions and coverage.
+#   fuzz/run.sh BUILD_DIR SECONDS [JOBS [TARGET...]]   (no TARGET: every fuzz_* in BUILD_DIR/fuzz)
 set -euo pipefail
 build=$1
 secs=${2:-60}
 jobs=${3:-$(nproc 2>/dev/null || echo 2)}
+shift $(($# < 3 ? $# : 3))
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$here/findings"
 results=$(mktemp -d)
@@ -19,7 +21,9 @@ fuzz_one() {
 	scratch=$(mktemp -d)
 	seeds="$here/corpus/$name"
 	mkdir -p "$seeds"
-	if "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 \
+	dict=()
+	[ -f "$here/$name.dict" ] && dict=(-dict="$here/$name.dict")
+	if "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 "${dict[@]}" \
 		-artifact_prefix="$here/findings/$name-" "$scratch" "$seeds" >"$results/$name.log" 2>&1; then
 		echo 0 >"$results/$name.status"
 	else
@@ -29,7 +33,13 @@ fuzz_one() {
 }
 
 running=0
-for bin in "$build"/fuzz/fuzz_*; do
+if [ $# -gt 0 ]; then
+	targets=()
+	for t in "$@"; do targets+=("$build/fuzz/$t"); done
+else
+	targets=("$build"/fuzz/fuzz_*)
+fi
+for bin in "${targets[@]}"; do
 	[ -x "$bin" ] || continue
 	echo "== $(basename "$bin") for ${secs}s"
 	fuzz_one "$bin" &
