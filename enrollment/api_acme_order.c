@@ -629,10 +629,14 @@ validation_done(void *arg, const struct acme_validation_result *result)
 	authz = load_doc(s, "authz", t->authz_id, NULL, &err);
 	ch = authz != NULL ? json_array_get(json_object_get(authz, "challenges"), t->index) : NULL;
 	if (ch != NULL && strcmp(str(ch, "status"), "processing") == 0) {
+		/* An authorization deactivated or expired meanwhile stays so. */
+		int decides = strcmp(authz_status(authz), "pending") == 0;
+
 		if (result->ok) {
 			json_object_set_new(ch, "status", json_string("valid"));
 			json_object_set_new(ch, "validated", json_integer(now_s()));
-			json_object_set_new(authz, "status", json_string("valid"));
+			if (decides)
+				json_object_set_new(authz, "status", json_string("valid"));
 		} else {
 			char type[96];
 
@@ -643,7 +647,8 @@ validation_done(void *arg, const struct acme_validation_result *result)
 			json_object_set_new(ch, "error",
 			                    json_pack("{s:s, s:s, s:i}", "type", type, "detail",
 			                              result->detail, "status", 400));
-			json_object_set_new(authz, "status", json_string("invalid"));
+			if (decides)
+				json_object_set_new(authz, "status", json_string("invalid"));
 		}
 		if (acme_save(s, "authz", t->authz_id, t->account_id, NULL,
 		              json_integer_value(json_object_get(authz, "expires")), authz, 0,
@@ -944,6 +949,10 @@ acme_finalize(struct acme_call *c, const char *id)
 		json_object_set_new(order, "certificate", json_string(res.serial));
 		log_info("acme_issued", "ACME order %s of account %s: serial %s", id, c->account_id,
 		         res.serial);
+	} else if (err.code == AC_ERR_UNAVAILABLE) {
+		/* Nothing was issued (a full disk, a busy store): the client may finalize again
+		 * (stored as pending, read as ready). */
+		json_object_set_new(order, "status", json_string("pending"));
 	} else {
 		char type[96];
 
@@ -966,6 +975,10 @@ acme_finalize(struct acme_call *c, const char *id)
 	if (err.code != AC_OK) {
 		acme_problem(c, err.code == AC_ERR_POLICY ? "rejectedIdentifier" : "serverInternal",
 		             err.msg, NULL);
+		if (err.code == AC_ERR_UNAVAILABLE) {
+			c->resp->status = 503;
+			c->resp->retry_after = 5;
+		}
 		goto unlock;
 	}
 	acme_location(c, "order", id);
