@@ -385,6 +385,20 @@ acme_new_order(struct acme_call *c)
 		acme_problem(c, "malformed", "newOrder needs a payload", NULL);
 		goto out;
 	}
+	/* Orders count against the account like enrollments against an identity. */
+	{
+		char who[64];
+		int retry;
+
+		snprintf(who, sizeof(who), "acme:%s", c->account_id);
+		if (api_identity_limited(c->api, who, c->resp)) {
+			retry = c->resp->retry_after;
+			acme_problem(c, "rateLimited",
+			             "too many new orders for this account; retry later", NULL);
+			c->resp->retry_after = retry;
+			goto out;
+		}
+	}
 	if (json_object_get(c->payload, "notBefore") != NULL ||
 	    json_object_get(c->payload, "notAfter") != NULL) {
 		acme_problem(c, "malformed", "notBefore and notAfter are set by the CA's policy",
