@@ -67,6 +67,7 @@ bench: build deps-bench
 	./bench/issue/run.sh $(BUILD)
 	./bench/enroll/run.sh $(BUILD)
 	./bench/audit/run.sh $(BUILD)
+	./bench/acme/run.sh $(BUILD)
 
 fuzz: deps-test
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \

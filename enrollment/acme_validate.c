@@ -339,8 +339,12 @@ make_alpn_ctx(struct ac_err *err)
 struct acme_validator *
 acme_validator_start(const struct acme_validator_options *opts, struct ac_err *err)
 {
+	static const struct acme_validator_options defaults;
 	struct acme_validator *v = NULL;
 	int started = 0, ok = 0;
+
+	if (opts == NULL)
+		opts = &defaults;
 
 	v = calloc(1, sizeof(*v));
 	if (v == NULL) {
@@ -415,6 +419,9 @@ acme_validator_submit(struct acme_validator *v, const struct acme_validation *jo
 {
 	int rc = -1;
 
+	if (done == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "acme_validator_no_callback",
+		                  "a validation was submitted without a done callback");
 	pthread_mutex_lock(&v->lock);
 	if (v->stopping) {
 		ac_err_set(err, AC_ERR_UNAVAILABLE, "acme_validator_stopping",

@@ -14,7 +14,7 @@
  * Each of the C workers is a thread with one keep-alive libcurl handle (TLS verified against
  * ROOT.pem) and its own nonce, and completes orders one after another: newOrder for one DNS
  * name (o<N>-w<W>.SUFFIX), the authorization (POST-as-GET), POST {} to its http-01
- * challenge, the authorization polled until valid, finalize with a CSR made for the name
+ * challenge, the order polled until ready, finalize with a CSR made for the name
  * (P-256, one DNS SAN), the order polled until valid, the certificate downloaded. Every
  * request is a flattened JWS signed ES256 with OpenSSL (kid after newAccount), each nonce
  * taken from the previous answer's Replay-Nonce; a badNonce answer is retried with the new
@@ -374,9 +374,9 @@ jstr(json_t *obj, const char *key)
 	return json_string_value(json_object_get(obj, key));
 }
 
-/* POST-as-GET url until its status is "valid" (or the limit); returns the object. */
+/* POST-as-GET url until its status is want (or the limit); returns the object. */
 static json_t *
-poll_until_valid(struct conn *c, const char *url, const char *what)
+poll_until(struct conn *c, const char *url, const char *what, const char *want)
 {
 	int wait_ms = POLL_FIRST_MS, waited = 0;
 
@@ -390,7 +390,7 @@ poll_until_valid(struct conn *c, const char *url, const char *what)
 		if (j == NULL)
 			return NULL;
 		status = jstr(j, "status");
-		if (status != NULL && strcmp(status, "valid") == 0)
+		if (status != NULL && strcmp(status, want) == 0)
 			return j;
 		if (status == NULL || strcmp(status, "invalid") == 0 || waited > POLL_LIMIT_MS) {
 			char *dump = json_dumps(j, JSON_COMPACT);
@@ -497,7 +497,9 @@ complete_order(struct conn *c, EVP_PKEY *csr_key, long serial, int worker)
 		j = answer_json(c, "challenge", 200);
 		if (j == NULL)
 			goto out;
-		done = poll_until_valid(c, authz_url, "authorization");
+		/* The order, not the authorization, is polled until ready: Pebble 2.4 can
+		 * deadlock when an authorization is read while its validation completes. */
+		done = poll_until(c, order_url, "order", "ready");
 		if (done == NULL)
 			goto out;
 		json_decref(done);
@@ -520,7 +522,7 @@ complete_order(struct conn *c, EVP_PKEY *csr_key, long serial, int worker)
 		done = j;
 		j = NULL;
 	} else {
-		done = poll_until_valid(c, order_url, "order");
+		done = poll_until(c, order_url, "order", "valid");
 		if (done == NULL)
 			goto out;
 	}

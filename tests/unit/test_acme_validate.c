@@ -99,7 +99,7 @@ static void mgmt(const char *path, const char *fmt, ...) __attribute__((format(p
 static void
 mgmt(const char *path, const char *fmt, ...)
 {
-	char url[128], body[1024];
+	char url[128], body[8192];
 	long status = 0;
 	va_list ap;
 	CURL *curl = curl_easy_init();
@@ -274,6 +274,17 @@ test_http01_wrong_answers(void **state)
 	mgmt("/add-http01", "{\"token\":\"%s\",\"content\":\"%s.someone-elses-thumbprint\"}",
 	     job.token, job.token);
 	check_now(v, &job, "incorrectResponse");
+	/* A body longer than any key authorization is cut off, not read to the end. */
+	{
+		struct acme_validation big =
+		    make_job(ACME_CHALLENGE_HTTP_01, "web.example.test", "http01-big-body");
+		char content[6001];
+
+		memset(content, 'x', sizeof(content) - 1);
+		content[sizeof(content) - 1] = '\0';
+		mgmt("/add-http01", "{\"token\":\"%s\",\"content\":\"%s\"}", big.token, content);
+		check_now(v, &big, "unauthorized");
+	}
 	/* challtestsrv answers 200 with an empty body for a token it does not know. */
 	check_now(v, &missing, "incorrectResponse");
 	acme_validator_stop(v);
@@ -392,7 +403,6 @@ test_dns01_resolver_silent(void **state)
 	struct acme_validator *v;
 	struct ac_err err;
 	char resolver[32];
-	int port, fd = silent_listener(&port);
 	(void)state;
 
 	/* A UDP port with nothing behind it: refused or silent, either way a "dns" failure. */
@@ -403,7 +413,28 @@ test_dns01_resolver_silent(void **state)
 	assert_non_null(v);
 	check_now(v, &job, "dns");
 	acme_validator_stop(v);
-	close(fd);
+
+	/* A UDP socket that never answers: the lookup gives up at the deadline. */
+	{
+		struct sockaddr_in sin = {.sin_family = AF_INET};
+		socklen_t len = sizeof(sin);
+		struct acme_validation_result res;
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+		assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+		snprintf(resolver, sizeof(resolver), "127.0.0.1:%d", ntohs(sin.sin_port));
+		ac_err_clear(&err);
+		v = acme_validator_start(&opts, &err);
+		assert_non_null(v);
+		acme_validate_now(v, &job, &res);
+		assert_false(res.ok);
+		assert_string_equal(res.error_type, "dns");
+		assert_non_null(strstr(res.detail, "in time"));
+		acme_validator_stop(v);
+		close(fd);
+	}
 
 	/* A resolver that is not ADDR:PORT is refused at start. */
 	opts.resolver = "localhost";
@@ -440,7 +471,13 @@ test_tlsalpn01_challtestsrv(void **state)
 }
 
 /* What the hand-made tls-alpn-01 server puts in its certificate. */
-enum alpn_cert_kind { CERT_GOOD, CERT_NO_EXTENSION, CERT_NOT_CRITICAL, CERT_TWO_NAMES };
+enum alpn_cert_kind {
+	CERT_GOOD,
+	CERT_NO_EXTENSION,
+	CERT_NOT_CRITICAL,
+	CERT_TWO_NAMES,
+	CERT_GOOD_NO_ALPN, /* the right certificate, but the server picks no ALPN protocol */
+};
 
 struct alpn_server {
 	int listen_fd;
@@ -542,7 +579,8 @@ alpn_server_start(struct alpn_server *s, enum alpn_cert_kind kind, const char *k
 	s->listen_fd = silent_listener(&s->port);
 	s->ctx = SSL_CTX_new(TLS_server_method());
 	assert_non_null(s->ctx);
-	SSL_CTX_set_alpn_select_cb(s->ctx, select_acme_tls, NULL);
+	if (kind != CERT_GOOD_NO_ALPN)
+		SSL_CTX_set_alpn_select_cb(s->ctx, select_acme_tls, NULL);
 	make_alpn_cert(s->ctx, kind, key_auth);
 	assert_int_equal(pthread_create(&s->thread, NULL, alpn_server_main, s), 0);
 }
@@ -580,6 +618,7 @@ test_tlsalpn01_handmade(void **state)
 	check_alpn_kind(CERT_NO_EXTENSION, NULL, "incorrectResponse");
 	check_alpn_kind(CERT_NOT_CRITICAL, NULL, "incorrectResponse");
 	check_alpn_kind(CERT_TWO_NAMES, NULL, "incorrectResponse");
+	check_alpn_kind(CERT_GOOD_NO_ALPN, NULL, "tls");
 }
 
 /* ---- input checks ---- */
@@ -733,10 +772,19 @@ test_pool_queue_full_and_stop(void **state)
 	pthread_mutex_destroy(&rec.lock);
 }
 
+/* A job without a callback is refused (nobody could be told); stopping NULL is a no-op. */
 static void
-test_stop_null(void **state)
+test_submit_without_callback_and_stop_null(void **state)
 {
+	struct acme_validator *v = start_validator(1, 0, 1000, cts.http_port, 0);
+	struct acme_validation job = make_job(ACME_CHALLENGE_HTTP_01, "web.example.test", "tok");
+	struct ac_err err;
 	(void)state;
+
+	ac_err_clear(&err);
+	assert_int_equal(acme_validator_submit(v, &job, NULL, NULL, &err), -1);
+	assert_int_equal(err.code, AC_ERR_INTERNAL);
+	acme_validator_stop(v);
 	acme_validator_stop(NULL);
 }
 
@@ -755,7 +803,7 @@ main(void)
 	    cmocka_unit_test(test_hostile_jobs),
 	    cmocka_unit_test(test_pool_done_once_per_job),
 	    cmocka_unit_test(test_pool_queue_full_and_stop),
-	    cmocka_unit_test(test_stop_null),
+	    cmocka_unit_test(test_submit_without_callback_and_stop_null),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
