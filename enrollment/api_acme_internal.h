@@ -25,6 +25,16 @@
 #define ACME_ID_LEN 22      /* base64url of 16 random bytes */
 #define ACME_KEY_CACHE 1024 /* account keys kept decoded, direct-mapped */
 
+#define ACME_INFLIGHT_MAX 1024 /* validations, and finalizations, in flight at once */
+
+/* A small set of ids, under acme_server.lock: what is in flight is kept in memory only (a
+ * restart forgets it, and the client simply asks again), so that a certificate costs three
+ * store writes (the order, the validation's outcome, the issued order), not five. */
+struct acme_idset {
+	char ids[ACME_INFLIGHT_MAX][ACME_ID_LEN + 8]; /* an order id, or "authz-id/index" */
+	int count;
+};
+
 /* One decoded account key, found again by its JWK's canonical text. */
 struct acme_cached_key {
 	char *canonical;
@@ -39,7 +49,9 @@ struct acme_server {
 	/* Serializes read-modify-write of orders and authorizations (requests and validation
 	 * callbacks); never held across an issuance or a validation. */
 	pthread_mutex_t lock;
-	pthread_cond_t validated; /* broadcast (under lock) when a validation is recorded */
+	pthread_cond_t validated;     /* broadcast (under lock) when a validation is recorded */
+	struct acme_idset validating; /* challenges with a validation in flight */
+	struct acme_idset finalizing; /* orders being issued */
 	/* Validation callbacks in flight: acme_server_free waits for none. */
 	pthread_mutex_t pending_lock;
 	pthread_cond_t pending_done;

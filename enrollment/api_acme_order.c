@@ -6,8 +6,10 @@
  * Order status is derived when read (RFC 8555 7.1.6): a pending order whose authorizations
  * are all valid is ready; one with an invalid, deactivated or expired authorization, or past
  * its own expiry, is invalid. Challenges are validated off the request thread: a POST to a
- * challenge marks it processing and submits it to the validation authority, whose callback
- * (on a worker thread) records the outcome in the authorization.
+ * challenge submits it to the validation authority, whose callback (on a worker thread)
+ * records the outcome in the authorization. What is in flight (a validation, an order being
+ * issued) is held in memory and reads as processing; the store sees three writes per
+ * certificate: the new order, the validation's outcome, the issued order.
  *
  * The certificate of an ACME order is issued for the SPIFFE ID
  * spiffe://<trust domain>/acme/<account id> plus exactly the order's names, so the log says
@@ -49,6 +51,56 @@ static int64_t
 now_s(void)
 {
 	return (int64_t)time(NULL);
+}
+
+/* The id sets (under s->lock). */
+static int
+idset_has(const struct acme_idset *set, const char *id)
+{
+	for (int i = 0; i < set->count; i++)
+		if (strcmp(set->ids[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+idset_add(struct acme_idset *set, const char *id)
+{
+	if (set->count >= ACME_INFLIGHT_MAX || strlen(id) >= sizeof(set->ids[0]))
+		return -1;
+	memcpy(set->ids[set->count++], id, strlen(id) + 1);
+	return 0;
+}
+
+static void
+idset_del(struct acme_idset *set, const char *id)
+{
+	for (int i = 0; i < set->count; i++)
+		if (strcmp(set->ids[i], id) == 0) {
+			memcpy(set->ids[i], set->ids[--set->count], sizeof(set->ids[i]));
+			return;
+		}
+}
+
+/* The validating set's key of a challenge. */
+static void
+challenge_key(const char *aid, size_t index, char out[ACME_ID_LEN + 8])
+{
+	snprintf(out, ACME_ID_LEN + 8, "%.*s/%zu", ACME_ID_LEN, aid, index % 100);
+}
+
+/* Whether any challenge of the authorization is being validated (one at a time). */
+static int
+authz_validating(struct acme_server *s, const char *aid, const json_t *authz)
+{
+	char key[ACME_ID_LEN + 8];
+
+	for (size_t i = 0; i < json_array_size(json_object_get(authz, "challenges")); i++) {
+		challenge_key(aid, i, key);
+		if (idset_has(&s->validating, key))
+			return 1;
+	}
+	return 0;
 }
 
 static json_t *
@@ -333,6 +385,20 @@ acme_new_order(struct acme_call *c)
 		acme_problem(c, "malformed", "newOrder needs a payload", NULL);
 		goto out;
 	}
+	/* Orders count against the account like enrollments against an identity. */
+	{
+		char who[64];
+		int retry;
+
+		snprintf(who, sizeof(who), "acme:%s", c->account_id);
+		if (api_identity_limited(c->api, who, c->resp)) {
+			retry = c->resp->retry_after;
+			acme_problem(c, "rateLimited",
+			             "too many new orders for this account; retry later", NULL);
+			c->resp->retry_after = retry;
+			goto out;
+		}
+	}
 	if (json_object_get(c->payload, "notBefore") != NULL ||
 	    json_object_get(c->payload, "notAfter") != NULL) {
 		acme_problem(c, "malformed", "notBefore and notAfter are set by the CA's policy",
@@ -459,10 +525,14 @@ acme_order(struct acme_call *c, const char *id)
 {
 	json_t *order;
 
-	/* A read: each stored document is read whole, so no lock is needed. */
+	/* A read: each stored document is read whole; the lock only for the in-flight set. */
 	order = own_order(c, id);
 	if (order == NULL)
 		return;
+	pthread_mutex_lock(&c->s->lock);
+	if (idset_has(&c->s->finalizing, id))
+		json_object_set_new(order, "status", json_string("processing"));
+	pthread_mutex_unlock(&c->s->lock);
 	if (strcmp(str(order, "status"), "pending") == 0 ||
 	    strcmp(str(order, "status"), "processing") == 0)
 		c->resp->retry_after = 1;
@@ -521,6 +591,23 @@ challenge_view(struct acme_call *c, const char *aid, size_t index, const json_t 
 	if (view != NULL && json_object_get(ch, "error") != NULL)
 		json_object_set(view, "error", json_object_get(ch, "error"));
 	return view;
+}
+
+/* A challenge whose validation is in flight reads as processing (its stored status stays
+ * pending until the outcome). Under s->lock. */
+static void
+mark_validating(struct acme_server *s, const char *aid, json_t *authz)
+{
+	char key[ACME_ID_LEN + 8];
+	json_t *ch;
+	size_t i;
+
+	json_array_foreach(json_object_get(authz, "challenges"), i, ch)
+	{
+		challenge_key(aid, i, key);
+		if (idset_has(&s->validating, key) && strcmp(str(ch, "status"), "pending") == 0)
+			json_object_set_new(ch, "status", json_string("processing"));
+	}
 }
 
 static json_t *
@@ -597,6 +684,11 @@ acme_authz(struct acme_call *c, const char *aid)
 			goto out;
 		}
 	}
+	if (c->payload == NULL)
+		pthread_mutex_lock(&c->s->lock);
+	mark_validating(c->s, aid, authz);
+	if (c->payload == NULL)
+		pthread_mutex_unlock(&c->s->lock);
 	/* A pending authorization is polled: tell the client how soon to look again. */
 	if (strcmp(authz_status(authz), "pending") == 0)
 		c->resp->retry_after = 1;
@@ -621,6 +713,7 @@ validation_done(void *arg, const struct acme_validation_result *result)
 {
 	struct validation_ticket *t = arg;
 	struct acme_server *s = t->s;
+	char key[ACME_ID_LEN + 8];
 	struct ac_err err;
 	json_t *authz, *ch;
 
@@ -628,11 +721,17 @@ validation_done(void *arg, const struct acme_validation_result *result)
 	pthread_mutex_lock(&s->lock);
 	authz = load_doc(s, "authz", t->authz_id, NULL, &err);
 	ch = authz != NULL ? json_array_get(json_object_get(authz, "challenges"), t->index) : NULL;
-	if (ch != NULL && strcmp(str(ch, "status"), "processing") == 0) {
+	challenge_key(t->authz_id, t->index, key);
+	idset_del(&s->validating, key);
+	if (ch != NULL && strcmp(str(ch, "status"), "pending") == 0) {
+		/* An authorization deactivated or expired meanwhile stays so. */
+		int decides = strcmp(authz_status(authz), "pending") == 0;
+
 		if (result->ok) {
 			json_object_set_new(ch, "status", json_string("valid"));
 			json_object_set_new(ch, "validated", json_integer(now_s()));
-			json_object_set_new(authz, "status", json_string("valid"));
+			if (decides)
+				json_object_set_new(authz, "status", json_string("valid"));
 		} else {
 			char type[96];
 
@@ -643,7 +742,8 @@ validation_done(void *arg, const struct acme_validation_result *result)
 			json_object_set_new(ch, "error",
 			                    json_pack("{s:s, s:s, s:i}", "type", type, "detail",
 			                              result->detail, "status", 400));
-			json_object_set_new(authz, "status", json_string("invalid"));
+			if (decides)
+				json_object_set_new(authz, "status", json_string("invalid"));
 		}
 		if (acme_save(s, "authz", t->authz_id, t->account_id, NULL,
 		              json_integer_value(json_object_get(authz, "expires")), authz, 0,
@@ -656,8 +756,8 @@ validation_done(void *arg, const struct acme_validation_result *result)
 			         str(json_object_get(authz, "identifier"), "value"),
 			         result->ok ? "valid" : "invalid", result->ok ? "" : ": ",
 			         result->ok ? "" : result->detail);
-		pthread_cond_broadcast(&s->validated);
 	}
+	pthread_cond_broadcast(&s->validated);
 	pthread_mutex_unlock(&s->lock);
 	json_decref(authz);
 	free(t);
@@ -688,10 +788,9 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 	struct acme_validation job;
 	struct ac_err err;
 	json_t *authz, *ch, *ident;
-	char tp[ACME_THUMBPRINT_LEN + 1], up[700];
+	char tp[ACME_THUMBPRINT_LEN + 1], up[700], key[ACME_ID_LEN + 8];
 	char *end = NULL;
 	unsigned long index = strtoul(index_text, &end, 10);
-	int64_t expires;
 
 	memset(&job, 0, sizeof(job));
 	ac_err_clear(&err);
@@ -705,10 +804,11 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 		c->resp->status = 404;
 		goto out;
 	}
-	expires = json_integer_value(json_object_get(authz, "expires"));
-	/* A POST with a payload ({}) asks for validation; POST-as-GET only reads. */
+	challenge_key(aid, index, key);
+	/* A POST with a payload ({}) asks for validation; POST-as-GET only reads. One
+	 * validation per authorization at a time; its state is in memory until the outcome. */
 	if (c->payload != NULL && strcmp(str(ch, "status"), "pending") == 0 &&
-	    strcmp(authz_status(authz), "pending") == 0) {
+	    strcmp(authz_status(authz), "pending") == 0 && !authz_validating(c->s, aid, authz)) {
 		ident = json_object_get(authz, "identifier");
 		if (challenge_type(str(ch, "type"), &job.type) != 0 ||
 		    acme_jwk_thumbprint(json_object_get(c->account, "jwk"), tp, &err) != 0) {
@@ -720,16 +820,12 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 		snprintf(job.token, sizeof(job.token), "%s", str(ch, "token"));
 		snprintf(job.key_authorization, sizeof(job.key_authorization), "%s.%s",
 		         str(ch, "token"), tp);
-		json_object_set_new(ch, "status", json_string("processing"));
-		if (acme_save(c->s, "authz", aid, c->account_id, NULL, expires, authz, 0, &err) !=
-		    0) {
-			acme_problem_err(c, &err);
-			goto out;
-		}
-		if (c->s->opts.validator.submit == NULL || (t = calloc(1, sizeof(*t))) == NULL) {
+		if (c->s->opts.validator.submit == NULL || (t = calloc(1, sizeof(*t))) == NULL ||
+		    idset_add(&c->s->validating, key) != 0) {
+			free(t);
 			ac_err_set(&err, AC_ERR_UNAVAILABLE, "serverInternal",
-			           "no validation authority is running");
-			goto undo;
+			           "no validation can start now; retry shortly");
+			goto busy;
 		}
 		t->s = c->s;
 		memcpy(t->authz_id, aid, ACME_ID_LEN + 1);
@@ -744,27 +840,31 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 			if (--c->s->pending == 0)
 				pthread_cond_broadcast(&c->s->pending_done);
 			pthread_mutex_unlock(&c->s->pending_lock);
+			idset_del(&c->s->validating, key);
 			free(t);
-			goto undo;
+			goto busy;
 		}
 	}
 	/* Validations take milliseconds: wait a little for the outcome, so that the client
 	 * sees it in this answer instead of polling; else it comes back after Retry-After. */
-	if (strcmp(str(ch, "status"), "processing") == 0) {
+	if (idset_has(&c->s->validating, key)) {
 		struct timespec deadline;
 
 		clock_gettime(CLOCK_REALTIME, &deadline);
 		deadline.tv_nsec += CHALLENGE_WAIT_MS * 1000000L;
 		deadline.tv_sec += deadline.tv_nsec / 1000000000L;
 		deadline.tv_nsec %= 1000000000L;
-		while (strcmp(str(ch, "status"), "processing") == 0) {
-			json_t *fresh;
-
+		while (idset_has(&c->s->validating, key))
 			if (pthread_cond_timedwait(&c->s->validated, &c->s->lock, &deadline) != 0)
 				break;
+		if (!idset_has(&c->s->validating, key)) {
+			json_t *fresh;
+
 			ac_err_clear(&err);
-			if ((fresh = load_doc(c->s, "authz", aid, NULL, &err)) == NULL)
-				break;
+			if ((fresh = load_doc(c->s, "authz", aid, NULL, &err)) == NULL) {
+				acme_problem_err(c, &err);
+				goto out;
+			}
 			json_decref(authz);
 			authz = fresh;
 			ch = json_array_get(json_object_get(authz, "challenges"), index);
@@ -772,23 +872,17 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 				acme_problem(c, "serverInternal", "the challenge vanished", NULL);
 				goto out;
 			}
-		}
-		if (strcmp(str(ch, "status"), "processing") == 0)
+		} else {
 			c->resp->retry_after = 1;
+		}
 	}
+	mark_validating(c->s, aid, authz);
 	snprintf(up, sizeof(up), "<%s/acme/authz/%s>;rel=\"up\"", c->base, aid);
 	api_add_header(c->resp, "Link", up);
 	acme_reply(c, 200, challenge_view(c, aid, index, ch));
 	goto out;
-undo:
-	/* The validator refused the job: the challenge stays pending for a retry. */
-	json_object_set_new(ch, "status", json_string("pending"));
-	{
-		struct ac_err ignored;
-
-		ac_err_clear(&ignored);
-		acme_save(c->s, "authz", aid, c->account_id, NULL, expires, authz, 0, &ignored);
-	}
+busy:
+	/* The validator could not take the job: the challenge stays pending for a retry. */
 	acme_problem(c, "serverInternal", err.msg, NULL);
 	c->resp->status = 503;
 	c->resp->retry_after = 5;
@@ -894,7 +988,7 @@ acme_finalize(struct acme_call *c, const char *id)
 	order = own_order(c, id);
 	if (order == NULL)
 		goto unlock;
-	if (strcmp(str(order, "status"), "ready") != 0) {
+	if (strcmp(str(order, "status"), "ready") != 0 || idset_has(&c->s->finalizing, id)) {
 		acme_problem(c, "orderNotReady",
 		             strcmp(str(order, "status"), "pending") == 0
 		                 ? "the order's authorizations are not all valid yet"
@@ -913,9 +1007,12 @@ acme_finalize(struct acme_call *c, const char *id)
 		acme_problem(c, "badCSR", err.msg, NULL);
 		goto unlock;
 	}
-	json_object_set_new(order, "status", json_string("processing"));
-	if (save_order(c->s, id, c->account_id, order, &err) != 0) {
-		acme_problem_err(c, &err);
+	/* Claimed in memory (processing to readers): a second finalize now is orderNotReady. */
+	if (idset_add(&c->s->finalizing, id) != 0) {
+		acme_problem(c, "serverInternal", "too many orders are being finalized; retry",
+		             NULL);
+		c->resp->status = 503;
+		c->resp->retry_after = 1;
 		goto unlock;
 	}
 	claimed = 1;
@@ -944,6 +1041,9 @@ acme_finalize(struct acme_call *c, const char *id)
 		json_object_set_new(order, "certificate", json_string(res.serial));
 		log_info("acme_issued", "ACME order %s of account %s: serial %s", id, c->account_id,
 		         res.serial);
+	} else if (err.code == AC_ERR_UNAVAILABLE) {
+		/* Nothing was issued (a full disk, a busy store): the order stays as stored and
+		 * the client may finalize again. */
 	} else {
 		char type[96];
 
@@ -954,7 +1054,7 @@ acme_finalize(struct acme_call *c, const char *id)
 		                    json_pack("{s:s, s:s}", "type", type, "detail", err.msg));
 	}
 	pthread_mutex_lock(&c->s->lock);
-	{
+	if (err.code != AC_ERR_UNAVAILABLE) {
 		struct ac_err save_err;
 
 		ac_err_clear(&save_err);
@@ -966,12 +1066,17 @@ acme_finalize(struct acme_call *c, const char *id)
 	if (err.code != AC_OK) {
 		acme_problem(c, err.code == AC_ERR_POLICY ? "rejectedIdentifier" : "serverInternal",
 		             err.msg, NULL);
+		if (err.code == AC_ERR_UNAVAILABLE) {
+			c->resp->status = 503;
+			c->resp->retry_after = 5;
+		}
 		goto unlock;
 	}
 	acme_location(c, "order", id);
 	acme_reply(c, 200, order_view(c, id, order));
 unlock:
-	(void)claimed;
+	if (claimed)
+		idset_del(&c->s->finalizing, id);
 	pthread_mutex_unlock(&c->s->lock);
 	cfg_strlist_free(&dns);
 	issue_result_free(&res);

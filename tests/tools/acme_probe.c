@@ -975,6 +975,37 @@ main(int argc, char **argv)
 		json_decref(inner_payload);
 		json_decref(inner_hdr);
 	}
+	/* newOrder counts against the account: a burst ends in rateLimited with Retry-After. */
+	{
+		struct account burst = new_key();
+		int limited = 0;
+
+		payload = eab_binding(&burst, argv[4], argv[5]);
+		r = post_as(&burst, burst.key, burst.alg, dir_url("newAccount"), NULL, payload,
+		            NULL, 1);
+		free(payload);
+		expect_status(&r, 201, "newAccount for the burst");
+		snprintf(burst.kid, sizeof(burst.kid), "%s", r.location);
+		free(r.body);
+		for (int i = 0; i < 200 && !limited; i++) {
+			r = post(
+			    &burst, dir_url("newOrder"),
+			    "{\"identifiers\":[{\"type\":\"dns\",\"value\":\"b.corp.internal\"}]}");
+			if (r.status == 429) {
+				if (r.retry_after[0] == '\0')
+					die("rateLimited without Retry-After");
+				expect_problem(
+				    &r, 429, "rateLimited",
+				    "a burst of new orders: rateLimited with Retry-After");
+				limited = 1;
+			} else {
+				expect_status(&r, 201, "newOrder in the burst");
+				free(r.body);
+			}
+		}
+		if (!limited)
+			die("200 new orders at once were never rate limited");
+	}
 	json_decref(order);
 	json_decref(pending);
 	json_decref(dir);
