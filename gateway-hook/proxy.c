@@ -944,7 +944,9 @@ conn_event(struct conn *c, int upstream_side, uint32_t events)
 		return;
 	if (hangup && c->state != S_RELAY && !(upstream_side && c->state == S_CONNECT)) {
 		/* Gone before the session started (a failed connect is seen by SO_ERROR). */
-		conn_close(c, upstream_side ? PR_UP_CONNECT : PR_HANDSHAKE_FAILED);
+		conn_close(c, !upstream_side               ? PR_HANDSHAKE_FAILED
+		              : c->state == S_UP_HANDSHAKE ? PR_UP_TLS
+		                                           : PR_UP_CONNECT);
 		return;
 	}
 	switch (c->state) {
@@ -1261,6 +1263,9 @@ build_contexts(struct proxy *p, const struct proxy_material *m, struct built *b,
 	b->server = tls_server_ctx_new(&sc, err);
 	if (b->server == NULL)
 		goto fail;
+	/* One TLS 1.3 ticket per handshake instead of OpenSSL's two: each one is the session
+	 * (with the client's certificate) encoded and encrypted, and a client resumes with one. */
+	SSL_CTX_set_num_tickets(b->server, 1);
 	b->up = calloc(p->nls, sizeof(*b->up));
 	if (b->up == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
