@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +26,7 @@
 #include "gateway-hook/admit.h"
 #include "gateway-hook/allow.h"
 #include "gateway-hook/proxy_v2.h"
+#include "gateway-hook/revocation_feed.h"
 
 static const struct {
 	const char *pattern, *id;
@@ -502,6 +504,69 @@ test_admission_verdicts(void **state)
 	EVP_PKEY_free(foreign_key);
 }
 
+/* Collects the serials the feed hands over. */
+struct seen {
+	char serials[4][48];
+	int count;
+};
+
+static void
+collect_serial(void *arg, const char *serial)
+{
+	struct seen *seen = arg;
+
+	if (seen->count < 4)
+		snprintf(seen->serials[seen->count], sizeof(seen->serials[0]), "%s", serial);
+	seen->count++;
+}
+
+static void
+test_revocation_feed_answers(void **state)
+{
+	static const char *const bad[] = {
+	    "{\"revoked\":[]}",                 /* no sequence */
+	    "{\"sequence\":3}",                 /* no list */
+	    "{\"sequence\":-1,\"revoked\":[]}", /* negative */
+	    "{\"sequence\":9,\"revoked\":[{\"serial\":\"0a\"},{\"serial\":\"zz\"}]}", /* not hex */
+	    "{\"sequence\":9,\"revoked\":[{\"serial\":\"0a\"},{}]}", /* no serial */
+	    "{\"sequence\":9,\"revoked\":[{\"serial\":"
+	    "\"00112233445566778899aabbccddeeff0011223344\"}]}", /* 42 digits */
+	};
+	struct seen seen;
+	struct ac_err err;
+	uint64_t sequence = 5;
+	json_t *doc;
+
+	(void)state;
+	memset(&seen, 0, sizeof(seen));
+	ac_err_clear(&err);
+	doc = json_loads(
+	    "{\"sequence\":7,\"revoked\":[{\"serial\":\"0A1B\",\"reason\":\"keyCompromise\"},"
+	    "{\"serial\":\"ff\"}]}",
+	    0, NULL);
+	assert_non_null(doc);
+	assert_int_equal(revocation_feed_apply(doc, &sequence, collect_serial, &seen, &err), 0);
+	json_decref(doc);
+	assert_int_equal(seen.count, 2);
+	assert_string_equal(seen.serials[0], "0A1B");
+	assert_string_equal(seen.serials[1], "ff");
+	assert_int_equal(sequence, 7);
+
+	/* A bad answer applies nothing, not even its good entries, and keeps the sequence. */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&seen, 0, sizeof(seen));
+		ac_err_clear(&err);
+		doc = json_loads(bad[i], 0, NULL);
+		assert_non_null(doc);
+		if (revocation_feed_apply(doc, &sequence, collect_serial, &seen, &err) != -1)
+			fail_msg("accepted: %s", bad[i]);
+		json_decref(doc);
+		assert_int_equal(seen.count, 0);
+		assert_int_equal(sequence, 7);
+		assert_string_equal(err.reason, "feed_invalid");
+	}
+}
+
 int
 main(void)
 {
@@ -513,6 +578,7 @@ main(void)
 	    cmocka_unit_test(test_proxy_v2_ipv4),
 	    cmocka_unit_test(test_proxy_v2_ipv6_and_limits),
 	    cmocka_unit_test_setup_teardown(test_admission_verdicts, admit_setup, admit_teardown),
+	    cmocka_unit_test(test_revocation_feed_answers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
