@@ -523,14 +523,16 @@ collect_serial(void *arg, const char *serial)
 static void
 test_revocation_feed_answers(void **state)
 {
+	/* 42 digits: longer than a serial can be */
+	static const char too_long[] = "{\"sequence\":9,\"revoked\":[{\"serial\":"
+	                               "\"00112233445566778899aabbccddeeff0011223344\"}]}";
 	static const char *const bad[] = {
 	    "{\"revoked\":[]}",                 /* no sequence */
 	    "{\"sequence\":3}",                 /* no list */
 	    "{\"sequence\":-1,\"revoked\":[]}", /* negative */
 	    "{\"sequence\":9,\"revoked\":[{\"serial\":\"0a\"},{\"serial\":\"zz\"}]}", /* not hex */
 	    "{\"sequence\":9,\"revoked\":[{\"serial\":\"0a\"},{}]}", /* no serial */
-	    "{\"sequence\":9,\"revoked\":[{\"serial\":"
-	    "\"00112233445566778899aabbccddeeff0011223344\"}]}", /* 42 digits */
+	    too_long,
 	};
 	struct seen seen;
 	struct ac_err err;
