@@ -1038,8 +1038,23 @@ sweep(struct worker *w, int64_t now)
 
 	w->revoke_seen = gen;
 	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+		int relaying = c->state == S_RELAY;
+
 		next = TAILQ_NEXT(c, entry);
-		if (c->state != S_RELAY) {
+		/* Admitted (still connecting upstream, or relaying): the client's certificate
+		 * must stay unrevoked and unexpired. A revocation seen while the upstream is
+		 * being connected must not be missed when the session starts later. */
+		if (c->peer.present) {
+			if (check_revoked && is_revoked(p, c->peer.serial)) {
+				conn_close(c, relaying ? PR_SESSION_REVOKED : PR_REVOKED);
+				continue;
+			}
+			if (c->peer.not_after <= now_s) {
+				conn_close(c, relaying ? PR_SESSION_EXPIRED : PR_EXPIRED);
+				continue;
+			}
+		}
+		if (!relaying) {
 			if (now >= c->deadline_ms)
 				conn_close(c,
 				           c->state == S_CONNECT || c->state == S_UP_HANDSHAKE
@@ -1047,11 +1062,7 @@ sweep(struct worker *w, int64_t now)
 				               : PR_HANDSHAKE_TIMEOUT);
 			continue;
 		}
-		if (check_revoked && is_revoked(p, c->peer.serial))
-			conn_close(c, PR_SESSION_REVOKED);
-		else if (c->peer.not_after <= now_s)
-			conn_close(c, PR_SESSION_EXPIRED);
-		else if (now - c->last_active_ms >= p->o.idle_timeout_ms)
+		if (now - c->last_active_ms >= p->o.idle_timeout_ms)
 			conn_close(c, PR_IDLE_TIMEOUT);
 	}
 }
