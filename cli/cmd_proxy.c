@@ -10,13 +10,13 @@
  *   every bundle period bundle_watch_run(once): fetch the CA's bundle into DIR/bundle.pem
  *   after either        when the certificate or the bundle changed, proxy_update(): new
  *                       connections get the new material, open ones keep flowing
+ *   every revocation_interval  GET /v1/revocations?since=N: revoked clients' sessions
+ *                       close and their handshakes are refused (a CA without the feed is
+ *                       asked again every FEED_ABSENT_RETRY seconds; expiry still holds)
  *   every 5 s           DIR/proxy-metrics.prom (Prometheus text, for node_exporter's
  *                       textfile collector or a person with cat)
  *   SIGHUP              load DIR's files again now (after an external renewal)
  *   SIGTERM, SIGINT     stop accepting, let sessions finish (drain), exit 0
- *
- * Revocation in standalone mode: not yet polled from the CA (see docs/ARCHITECTURE.md);
- * expired client certificates are closed at expiry.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -35,11 +35,13 @@
 #include "gateway-hook/material.h"
 #include "gateway-hook/proxy.h"
 #include "gateway-hook/proxy_config.h"
+#include "gateway-hook/revocation_feed.h"
 #include "rotation/agent.h"
 #include "rotation/bundle_watch.h"
 
 #define RENEW_CHECK_SECONDS 60
 #define METRICS_SECONDS 5
+#define FEED_ABSENT_RETRY 300
 
 static const char proxy_usage[] =
     "usage: agentca proxy --config FILE\n"
@@ -98,7 +100,9 @@ struct standalone {
 	struct standalone_settings s;
 	struct proxy_files files;
 	struct proxy *proxy;
-	uint64_t bundle_sequence; /* bundle versions loaded by this process */
+	uint64_t bundle_sequence;     /* bundle versions loaded by this process */
+	uint64_t revocation_sequence; /* of the CA's feed, for ?since= */
+	int feed_absent;              /* the CA answered 404: said once */
 	char *token;
 };
 
@@ -182,6 +186,41 @@ reload_files(struct standalone *sa, const char *why)
 	sa->files = fresh;
 	log_info("proxy_material_swapped", "certificate %s, bundle %llu in use (%s)",
 	         sa->files.cert_serial, (unsigned long long)sa->bundle_sequence, why);
+}
+
+static void
+revoke_one(void *arg, const char *serial)
+{
+	struct standalone *sa = arg;
+
+	if (proxy_revoke_serial(sa->proxy, serial) == 1)
+		log_info("proxy_revoked", "certificate %s is revoked; its sessions close", serial);
+}
+
+/* Ask the CA's revocation feed for what is new. Returns the seconds until the next ask. */
+static int64_t
+poll_revocations(struct standalone *sa)
+{
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	if (revocation_feed_poll(sa->s.ca, sa->s.out, &sa->revocation_sequence, revoke_one, sa,
+	                         &err) == 0) {
+		sa->feed_absent = 0;
+		return sa->s.proxy.revocation_interval;
+	}
+	if (err.code == AC_ERR_NOTFOUND) {
+		if (!sa->feed_absent)
+			log_warn(
+			    "proxy_no_revocation_feed",
+			    "%s; only expiry ends sessions until it appears (asking every %d s)",
+			    err.msg, FEED_ABSENT_RETRY);
+		sa->feed_absent = 1;
+		return FEED_ABSENT_RETRY;
+	}
+	log_warn("proxy_revocations_failed", "%s; retrying in %lld s", err.msg,
+	         (long long)sa->s.proxy.revocation_interval);
+	return sa->s.proxy.revocation_interval;
 }
 
 static void
@@ -373,7 +412,7 @@ cmd_proxy(int argc, char **argv)
 	enum ac_log_level level = AC_LOG_INFO;
 	const char *env = getenv("AGENTCA_LOG_LEVEL");
 	int rc = EXIT_FAIL, attempt = 0;
-	int64_t next_renew, next_bundle, next_metrics;
+	int64_t next_renew, next_bundle, next_metrics, next_revocations;
 
 	memset(&sa, 0, sizeof(sa));
 	memset(&po, 0, sizeof(po));
@@ -424,6 +463,7 @@ cmd_proxy(int argc, char **argv)
 	next_renew = time_now() + RENEW_CHECK_SECONDS;
 	next_bundle = time_now() + sa.s.bundle_interval;
 	next_metrics = 0;
+	next_revocations = 0;
 	for (;;) {
 		struct timespec tick = {1, 0};
 		int sig = sigtimedwait(&signals, NULL, &tick);
@@ -457,6 +497,8 @@ cmd_proxy(int argc, char **argv)
 			reload_files(&sa, "bundle");
 			next_bundle = now + sa.s.bundle_interval;
 		}
+		if (now >= next_revocations)
+			next_revocations = now + poll_revocations(&sa);
 		if (now >= next_metrics) {
 			write_metrics(&sa);
 			next_metrics = now + METRICS_SECONDS;

@@ -583,3 +583,38 @@ client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds,
 	free(body);
 	return rc;
 }
+
+int
+client_get_json(const char *ca_url, const char *path, const char *roots_pem, const char *cert_pem,
+                const char *key_pem, json_t **doc, struct ac_err *err)
+{
+	struct client_identity id = {cert_pem, key_pem};
+	char url[2048], *body = NULL;
+	long status = 0;
+	int rc = -1;
+
+	*doc = NULL;
+	if (snprintf(url, sizeof(url), "%s%s", ca_url, path) >= (int)sizeof(url))
+		return ac_err_set(err, AC_ERR_INVALID, "url_too_long", "the CA URL is too long");
+	if (https_request(url, roots_pem, cert_pem != NULL ? &id : NULL, NULL, &status, &body,
+	                  err) != 0)
+		goto out;
+	if (status == 404) {
+		ac_err_set(err, AC_ERR_NOTFOUND, "ca_not_found", "%s: 404, not served by this CA",
+		           url);
+		goto out;
+	}
+	if (status != 200) {
+		http_error(url, status, body, err);
+		goto out;
+	}
+	*doc = json_loads(body, 0, NULL);
+	if (*doc == NULL) {
+		ac_err_set(err, AC_ERR_INVALID, "ca_bad_answer", "%s: the answer is not JSON", url);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(body);
+	return rc;
+}

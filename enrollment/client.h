@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stddef.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 
 #include "common/config.h"
@@ -55,6 +56,12 @@ int client_renew(const char *ca_url, const char *roots_pem, const char *cert_pem
  * 304: *changed = 0. The CA answers as soon as the bundle changes, or after W seconds. */
 int client_watch_bundle(const char *ca_url, const char *roots_pem, int wait_seconds, char etag[128],
                         char **bundle_pem, int *changed, struct ac_err *err);
+
+/* GET ca_url + path (JSON), verified against roots_pem, with a client certificate when
+ * cert_pem and key_pem are given. 404 is AC_ERR_NOTFOUND; other non-200 answers become
+ * errors with the problem's detail. *doc: json_decref() it. */
+int client_get_json(const char *ca_url, const char *path, const char *roots_pem,
+                    const char *cert_pem, const char *key_pem, json_t **doc, struct ac_err *err);
 
 /* A CSR (PEM, heap) for key with a DNS SAN for each name. */
 /* POST /v1/bundle/ack {etag} over mTLS with cert_pem/key_pem: tell the CA that the bundle

@@ -944,7 +944,9 @@ conn_event(struct conn *c, int upstream_side, uint32_t events)
 		return;
 	if (hangup && c->state != S_RELAY && !(upstream_side && c->state == S_CONNECT)) {
 		/* Gone before the session started (a failed connect is seen by SO_ERROR). */
-		conn_close(c, upstream_side ? PR_UP_CONNECT : PR_HANDSHAKE_FAILED);
+		conn_close(c, !upstream_side               ? PR_HANDSHAKE_FAILED
+		              : c->state == S_UP_HANDSHAKE ? PR_UP_TLS
+		                                           : PR_UP_CONNECT);
 		return;
 	}
 	switch (c->state) {
@@ -1036,8 +1038,23 @@ sweep(struct worker *w, int64_t now)
 
 	w->revoke_seen = gen;
 	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+		int relaying = c->state == S_RELAY;
+
 		next = TAILQ_NEXT(c, entry);
-		if (c->state != S_RELAY) {
+		/* Admitted (still connecting upstream, or relaying): the client's certificate
+		 * must stay unrevoked and unexpired. A revocation seen while the upstream is
+		 * being connected must not be missed when the session starts later. */
+		if (c->peer.present) {
+			if (check_revoked && is_revoked(p, c->peer.serial)) {
+				conn_close(c, relaying ? PR_SESSION_REVOKED : PR_REVOKED);
+				continue;
+			}
+			if (c->peer.not_after <= now_s) {
+				conn_close(c, relaying ? PR_SESSION_EXPIRED : PR_EXPIRED);
+				continue;
+			}
+		}
+		if (!relaying) {
 			if (now >= c->deadline_ms)
 				conn_close(c,
 				           c->state == S_CONNECT || c->state == S_UP_HANDSHAKE
@@ -1045,11 +1062,7 @@ sweep(struct worker *w, int64_t now)
 				               : PR_HANDSHAKE_TIMEOUT);
 			continue;
 		}
-		if (check_revoked && is_revoked(p, c->peer.serial))
-			conn_close(c, PR_SESSION_REVOKED);
-		else if (c->peer.not_after <= now_s)
-			conn_close(c, PR_SESSION_EXPIRED);
-		else if (now - c->last_active_ms >= p->o.idle_timeout_ms)
+		if (now - c->last_active_ms >= p->o.idle_timeout_ms)
 			conn_close(c, PR_IDLE_TIMEOUT);
 	}
 }
@@ -1261,6 +1274,9 @@ build_contexts(struct proxy *p, const struct proxy_material *m, struct built *b,
 	b->server = tls_server_ctx_new(&sc, err);
 	if (b->server == NULL)
 		goto fail;
+	/* One TLS 1.3 ticket per handshake instead of OpenSSL's two: each one is the session
+	 * (with the client's certificate) encoded and encrypted, and a client resumes with one. */
+	SSL_CTX_set_num_tickets(b->server, 1);
 	b->up = calloc(p->nls, sizeof(*b->up));
 	if (b->up == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");

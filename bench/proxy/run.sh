@@ -34,8 +34,8 @@ done
 # Each idle session costs the proxy two descriptors (client and upstream).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 maxfd=$(ulimit -n)
-if [ "$maxfd" != unlimited ] && [ $((idle * 2 + 400)) -gt "$maxfd" ]; then
-	idle=$(((maxfd - 400) / 2))
+if [ "$maxfd" != unlimited ] && [ $((idle * 2 + 1000)) -gt "$maxfd" ]; then
+	idle=$(((maxfd - 1000) / 2))
 	echo "bench/proxy: open-file limit $maxfd: measuring $idle idle connections" >&2
 fi
 
@@ -112,7 +112,7 @@ cat "$work/server.pem" "$work/chain.pem" "$work/server.key" >"$work/haproxy.pem"
 cat >"$work/haproxy.cfg" <<CFG
 global
   nbthread 2
-  maxconn $((idle + 50))
+  maxconn $((idle + 10))
 defaults
   mode tcp
   timeout connect 5s
@@ -174,7 +174,8 @@ for peer in agentca haproxy stunnel; do
 	read -r _ opened <&"${IDLE[0]}"
 	sleep 1
 	after=$(rss_kb "$pid")
-	R[$peer.mem]=$(( (after - before) * 1024 / opened ))
+	[ "$opened" = "$idle" ] || echo "bench/proxy: $peer held $opened of $idle idle connections" >&2
+	R[$peer.mem]=$(((after - before) * 1024 / (opened > 0 ? opened : 1)))
 	exec {IDLE[1]}>&-
 	wait "$IDLE_PID" || true
 done

@@ -107,8 +107,9 @@ sleep 1
 kill -0 "$HOLDER" 2>/dev/null || { cat "$WORK/hold.err"; fail "the held session did not start"; }
 SERIAL=$(openssl x509 -in "$WORK/c/cert.pem" -noout -serial | cut -d= -f2)
 expect_exit 0 "revoke" "$AGENTCA" revoke --dir "$CA" --serial "$SERIAL"
-for _ in $(seq 50); do kill -0 "$HOLDER" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$HOLDER" 2>/dev/null; then fail "the revoked client's session is still open after 5 s"; fi
+# (revocation_interval 1 s plus a 250 ms sweep; the bound is loose for a loaded machine)
+for _ in $(seq 100); do kill -0 "$HOLDER" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$HOLDER" 2>/dev/null; then fail "the revoked client's session is still open after 10 s"; fi
 session_has "$SLOG" certificate_revoked "revoked session logged"
 grep '"reason":"certificate_revoked"' "$SLOG" | grep -q '"outcome":"closed"' ||
 	fail "the revoked session is not logged as closed"

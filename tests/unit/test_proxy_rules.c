@@ -1,24 +1,32 @@
 /*
- * test_proxy_rules.c - the proxy's allow-rule matcher (gateway-hook/allow.c) and its PROXY
- * protocol v2 encoder (gateway-hook/proxy_v2.c): tables of patterns against identities, rule
- * parsing with its refusals, matching real certificates by SPIFFE ID, DNS SAN and CN, and
- * the exact bytes of a PROXY v2 header, parsed back field by field.
+ * test_proxy_rules.c - the proxy's allow-rule matcher (gateway-hook/allow.c), its PROXY
+ * protocol v2 encoder (gateway-hook/proxy_v2.c) and its admission decisions
+ * (gateway-hook/admit.c): tables of patterns against identities, rule parsing with its
+ * refusals, matching real certificates by SPIFFE ID, DNS SAN and CN, the exact bytes of a
+ * PROXY v2 header parsed back field by field, and in-memory handshakes (a BIO pair) against
+ * the proxy's server context ending in each verdict.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <arpa/inet.h>
 #include <cmocka.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include "enrollment/tls.h"
+#include "gateway-hook/admit.h"
 #include "gateway-hook/allow.h"
 #include "gateway-hook/proxy_v2.h"
+#include "gateway-hook/revocation_feed.h"
 
 static const struct {
 	const char *pattern, *id;
@@ -120,33 +128,61 @@ test_rule_parsing(void **state)
 	}
 }
 
-/* A self-signed certificate with this CN and these SANs (an openssl config string). */
-static X509 *
-cert_with(const char *cn, const char *sans)
+/* Add one extension from its openssl config text. */
+static void
+add_ext(X509 *cert, X509 *issuer, int nid, const char *text)
 {
-	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-	X509 *cert = X509_new();
 	X509_EXTENSION *ext;
 	X509V3_CTX ctx;
+
+	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, text);
+	assert_non_null(ext);
+	X509_add_ext(cert, ext, -1);
+	X509_EXTENSION_free(ext);
+}
+
+/* A certificate with this CN and SANs (NULL: none), valid [now+from, now+until), signed by
+ * issuer/issuer_key (NULL: self-signed); a CA when sans is NULL. *key_out gets its key. */
+static X509 *
+cert_signed(const char *cn, const char *sans, X509 *issuer, EVP_PKEY *issuer_key, long from,
+            long until, EVP_PKEY **key_out)
+{
+	static long serial = 7;
+	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *cert = X509_new();
 
 	assert_non_null(key);
 	assert_non_null(cert);
 	X509_set_version(cert, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(cert), 7);
-	X509_gmtime_adj(X509_getm_notBefore(cert), 0);
-	X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+	ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++);
+	X509_gmtime_adj(X509_getm_notBefore(cert), from);
+	X509_gmtime_adj(X509_getm_notAfter(cert), until);
 	X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_ASC,
 	                           (const unsigned char *)cn, -1, -1, 0);
-	X509_set_issuer_name(cert, X509_get_subject_name(cert));
+	X509_set_issuer_name(cert, X509_get_subject_name(issuer != NULL ? issuer : cert));
 	X509_set_pubkey(cert, key);
-	X509V3_set_ctx(&ctx, cert, cert, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, sans);
-	assert_non_null(ext);
-	X509_add_ext(cert, ext, -1);
-	X509_EXTENSION_free(ext);
-	assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
-	EVP_PKEY_free(key);
+	if (sans != NULL) {
+		add_ext(cert, issuer != NULL ? issuer : cert, NID_subject_alt_name, sans);
+		add_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
+		        "critical,CA:FALSE");
+	} else {
+		add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE");
+		add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+	}
+	assert_true(X509_sign(cert, issuer_key != NULL ? issuer_key : key, EVP_sha256()) > 0);
+	if (key_out != NULL)
+		*key_out = key;
+	else
+		EVP_PKEY_free(key);
 	return cert;
+}
+
+/* A self-signed certificate with this CN and these SANs (an openssl config string). */
+static X509 *
+cert_with(const char *cn, const char *sans)
+{
+	return cert_signed(cn, sans, NULL, NULL, 0, 3600, NULL);
 }
 
 static void
@@ -315,6 +351,224 @@ test_proxy_v2_ipv6_and_limits(void **state)
 	free(huge);
 }
 
+/* The proxy's server context and its CA, for the admission tests. */
+static struct {
+	EVP_PKEY *ca_key, *srv_key;
+	X509 *ca, *srv;
+	SSL_CTX *server;
+	struct allow_rules rules;
+	const char *revoked_serial; /* what the revoked callback reports */
+} ad;
+
+static int
+admit_setup(void **state)
+{
+	static const char *const patterns[] = {"spiffe://corp.internal/client/*"};
+	STACK_OF(X509) *roots = sk_X509_new_null();
+	struct tls_server_config cfg;
+	struct ac_err err;
+
+	(void)state;
+	ac_err_clear(&err);
+	ad.ca = cert_signed("Test CA", NULL, NULL, NULL, -60, 86400, &ad.ca_key);
+	ad.srv = cert_signed("proxy", "DNS:proxy.test", ad.ca, ad.ca_key, -60, 86400, &ad.srv_key);
+	sk_X509_push(roots, ad.ca);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.cert = ad.srv;
+	cfg.key = ad.srv_key;
+	cfg.client_roots = roots;
+	cfg.client_auth = TLS_CLIENT_AUTH_REQUIRED;
+	ad.server = tls_server_ctx_new(&cfg, &err);
+	sk_X509_free(roots);
+	assert_non_null(ad.server);
+	assert_int_equal(allow_rules_parse(patterns, 1, &ad.rules, &err), 0);
+	return 0;
+}
+
+static int
+admit_teardown(void **state)
+{
+	(void)state;
+	SSL_CTX_free(ad.server);
+	X509_free(ad.ca);
+	X509_free(ad.srv);
+	EVP_PKEY_free(ad.ca_key);
+	EVP_PKEY_free(ad.srv_key);
+	allow_rules_free(&ad.rules);
+	return 0;
+}
+
+static int
+revoked_cb(void *arg, const char *serial)
+{
+	(void)arg;
+	return ad.revoked_serial != NULL && strcmp(serial, ad.revoked_serial) == 0;
+}
+
+/*
+ * A client (cert/key may be NULL; trusting the test CA) against the proxy's server context
+ * over a BIO pair, then the verdict the engine would reach at time now.
+ */
+static enum proxy_reason
+verdict_for(X509 *cert, EVP_PKEY *key, int64_t now, struct tls_peer *peer)
+{
+	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	SSL *cli, *srv;
+	BIO *b1 = NULL, *b2 = NULL;
+	enum proxy_reason verdict = PR_ADMITTED;
+	int cdone = 0, sdone = 0;
+
+	assert_non_null(cctx);
+	X509_STORE_add_cert(SSL_CTX_get_cert_store(cctx), ad.ca);
+	SSL_CTX_set_verify(cctx, SSL_VERIFY_PEER, NULL);
+	if (cert != NULL) {
+		assert_int_equal(SSL_CTX_use_certificate(cctx, cert), 1);
+		assert_int_equal(SSL_CTX_use_PrivateKey(cctx, key), 1);
+	}
+	cli = SSL_new(cctx);
+	srv = SSL_new(ad.server);
+	assert_int_equal(BIO_new_bio_pair(&b1, 0, &b2, 0), 1);
+	SSL_set_bio(cli, b1, b1);
+	SSL_set_bio(srv, b2, b2);
+	SSL_set_connect_state(cli);
+	SSL_set_accept_state(srv);
+	for (int i = 0; i < 64 && !sdone; i++) {
+		int c = cdone ? 1 : SSL_do_handshake(cli);
+		int s;
+
+		ERR_clear_error();
+		s = SSL_do_handshake(srv);
+		cdone = c == 1;
+		if (s == 1) {
+			sdone = 1;
+		} else if (SSL_get_error(srv, s) != SSL_ERROR_WANT_READ) {
+			verdict = proxy_handshake_failure(srv, ERR_peek_error());
+			break;
+		}
+	}
+	if (sdone)
+		verdict = proxy_admit(srv, &ad.rules, revoked_cb, NULL, now, peer);
+	ERR_clear_error();
+	SSL_free(cli);
+	SSL_free(srv);
+	SSL_CTX_free(cctx);
+	return verdict;
+}
+
+static void
+test_admission_verdicts(void **state)
+{
+	EVP_PKEY *k_ok, *k_other, *k_old, *k_foreign, *foreign_key;
+	X509 *ok = cert_signed("a", "URI:spiffe://corp.internal/client/a", ad.ca, ad.ca_key, -60,
+	                       3600, &k_ok);
+	X509 *other = cert_signed("b", "URI:spiffe://corp.internal/other/b", ad.ca, ad.ca_key, -60,
+	                          3600, &k_other);
+	X509 *old = cert_signed("old", "URI:spiffe://corp.internal/client/old", ad.ca, ad.ca_key,
+	                        -7200, -3600, &k_old);
+	X509 *foreign_ca = cert_signed("Foreign", NULL, NULL, NULL, -60, 3600, &foreign_key);
+	X509 *foreign = cert_signed("f", "URI:spiffe://corp.internal/client/a", foreign_ca,
+	                            foreign_key, -60, 3600, &k_foreign);
+	int64_t now = (int64_t)time(NULL);
+	struct tls_peer peer;
+
+	(void)state;
+	assert_int_equal(proxy_first_byte(0x16), PR_ADMITTED);
+	assert_int_equal(proxy_first_byte('G'), PR_PLAINTEXT);
+
+	ad.revoked_serial = NULL;
+	assert_int_equal(verdict_for(ok, k_ok, now, &peer), PR_ADMITTED);
+	assert_string_equal(peer.spiffe_id, "spiffe://corp.internal/client/a");
+	assert_int_equal(verdict_for(other, k_other, now, &peer), PR_NOT_ALLOWED);
+	assert_int_equal(verdict_for(NULL, NULL, now, &peer), PR_NO_CERT);
+	assert_int_equal(verdict_for(foreign, k_foreign, now, &peer), PR_UNTRUSTED);
+	assert_int_equal(verdict_for(old, k_old, now, &peer), PR_EXPIRED);
+	/* Valid at the handshake, expired by the time it is checked. */
+	assert_int_equal(verdict_for(ok, k_ok, now + 7200, &peer), PR_EXPIRED);
+	/* Revoked: the callback gets the serial as tls_peer spells it. */
+	assert_int_equal(verdict_for(ok, k_ok, now, &peer), PR_ADMITTED);
+	ad.revoked_serial = peer.serial;
+	assert_int_equal(verdict_for(ok, k_ok, now, &peer), PR_REVOKED);
+	ad.revoked_serial = NULL;
+	for (int r = 0; r < PR_COUNT; r++)
+		assert_non_null(proxy_reason_names[r]);
+
+	X509_free(ok);
+	X509_free(other);
+	X509_free(old);
+	X509_free(foreign);
+	X509_free(foreign_ca);
+	EVP_PKEY_free(k_ok);
+	EVP_PKEY_free(k_other);
+	EVP_PKEY_free(k_old);
+	EVP_PKEY_free(k_foreign);
+	EVP_PKEY_free(foreign_key);
+}
+
+/* Collects the serials the feed hands over. */
+struct seen {
+	char serials[4][48];
+	int count;
+};
+
+static void
+collect_serial(void *arg, const char *serial)
+{
+	struct seen *seen = arg;
+
+	if (seen->count < 4)
+		snprintf(seen->serials[seen->count], sizeof(seen->serials[0]), "%s", serial);
+	seen->count++;
+}
+
+static void
+test_revocation_feed_answers(void **state)
+{
+	/* 42 digits: longer than a serial can be */
+	static const char too_long[] = "{\"sequence\":9,\"revoked\":[{\"serial\":"
+	                               "\"00112233445566778899aabbccddeeff0011223344\"}]}";
+	static const char *const bad[] = {
+	    "{\"revoked\":[]}",                 /* no sequence */
+	    "{\"sequence\":3}",                 /* no list */
+	    "{\"sequence\":-1,\"revoked\":[]}", /* negative */
+	    "{\"sequence\":9,\"revoked\":[{\"serial\":\"0a\"},{\"serial\":\"zz\"}]}", /* not hex */
+	    "{\"sequence\":9,\"revoked\":[{\"serial\":\"0a\"},{}]}", /* no serial */
+	    too_long,
+	};
+	struct seen seen;
+	struct ac_err err;
+	uint64_t sequence = 5;
+	json_t *doc;
+
+	(void)state;
+	memset(&seen, 0, sizeof(seen));
+	ac_err_clear(&err);
+	doc = json_loads(
+	    "{\"sequence\":7,\"revoked\":[{\"serial\":\"0A1B\",\"reason\":\"keyCompromise\"},"
+	    "{\"serial\":\"ff\"}]}",
+	    0, NULL);
+	assert_non_null(doc);
+	assert_int_equal(revocation_feed_apply(doc, &sequence, collect_serial, &seen, &err), 0);
+	json_decref(doc);
+	assert_int_equal(seen.count, 2);
+	assert_string_equal(seen.serials[0], "0A1B");
+	assert_string_equal(seen.serials[1], "ff");
+	assert_int_equal(sequence, 7);
+
+	/* A bad answer applies nothing, not even its good entries, and keeps the sequence. */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&seen, 0, sizeof(seen));
+		ac_err_clear(&err);
+		doc = json_loads(bad[i], 0, NULL);
+		assert_non_null(doc);
+		if (revocation_feed_apply(doc, &sequence, collect_serial, &seen, &err) != -1)
+			fail_msg("accepted: %s", bad[i]);
+		json_decref(doc);
+		assert_int_equal(seen.count, 0);
+		assert_int_equal(sequence, 7);
+		assert_string_equal(err.reason, "feed_invalid");
+	}
+}
+
 int
 main(void)
 {
@@ -325,6 +579,8 @@ main(void)
 	    cmocka_unit_test(test_rules_against_certificates),
 	    cmocka_unit_test(test_proxy_v2_ipv4),
 	    cmocka_unit_test(test_proxy_v2_ipv6_and_limits),
+	    cmocka_unit_test_setup_teardown(test_admission_verdicts, admit_setup, admit_teardown),
+	    cmocka_unit_test(test_revocation_feed_answers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
