@@ -333,7 +333,8 @@ out:
  * The key: decoded, hashed, and its signature on the request checked.
  */
 
-/* Decode the request's key and take the SHA-256 of its SubjectPublicKeyInfo. */
+/* Decode the request's key and take the SHA-256 of its SubjectPublicKeyInfo; keep that DER
+ * (csr->spki_der), which the leaf carries as it is. */
 static int
 csr_read_key(struct csr *csr, const CSR_DER *req, struct ac_err *err)
 {
@@ -366,6 +367,9 @@ csr_read_key(struct csr *csr, const CSR_DER *req, struct ac_err *err)
 		goto out;
 	}
 	hex_encode(md, sizeof(md), csr->spki_sha256);
+	csr->spki_der = spki;
+	csr->spki_der_len = (size_t)spki_len;
+	spki = NULL;
 	rc = 0;
 out:
 	OPENSSL_free(spki);
@@ -636,6 +640,7 @@ csr_free(struct csr *csr)
 		free(csr->sans[i].value);
 	free(csr->sans);
 	EVP_PKEY_free(csr->key);
+	OPENSSL_free(csr->spki_der);
 	ASN1_item_free(csr->parsed, ASN1_ITEM_rptr(CSR_DER));
 	free(csr);
 }
