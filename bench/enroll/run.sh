@@ -3,7 +3,10 @@
 # keep-alive HTTPS, a one-time token checked and the log committed durably for each) next
 # to `cfssl serve` (POST /api/v1/cfssl/sign over keep-alive plain HTTP, no auth, no
 # database), in the same run, with the same CSR shape (P-256, one DNS SAN) and the same
-# number of connections. Prints both lines, the ratio agentca/cfssl and nothing else.
+# number of connections; then cfssl again behind TLS (its own server certificate), the one
+# comparison with the same transport on both sides. Prints the three lines (each with the
+# server's CPU time per request), the ratios agentca/cfssl and agentca/cfssl-tls, and
+# nothing else.
 #
 #   bench/enroll/run.sh BUILD_DIR [SECONDS] [CONNECTIONS]
 #
@@ -61,7 +64,8 @@ export AGENTCA_PASSWORD=bench-enroll-passphrase
 echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
 "$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/serve.json" \
 	2>"$work/serve.log" &
-pids="$pids $!"
+apid=$!
+pids="$pids $apid"
 wait_for "$work/serve.log" '"event":"ca_ready"' "agentca serve"
 aport=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
 
@@ -88,18 +92,69 @@ for _ in $(seq 100); do
 done
 [ -n "$cport" ] || { cat "$work/cfssl.log" >&2; echo "bench/enroll: cfssl serve never listened" >&2; exit 1; }
 
+# The same cfssl once more, behind TLS like agentca (its own server certificate for
+# 127.0.0.1 from its CA, which the generator trusts as root.pem), so that one comparison has
+# the same transport on both sides. It still checks no token and writes no log.
+mkdir "$work/cfssl-tls"
+cp "$work/cfssl-ca.pem" "$work/cfssl-tls/root.pem"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+	-keyout "$work/cfssl-tls/server.key" -out "$work/cfssl-tls/server.csr" 2>/dev/null
+openssl x509 -req -in "$work/cfssl-tls/server.csr" -CA "$work/cfssl-ca.pem" \
+	-CAkey "$work/cfssl-ca.key" -CAcreateserial -days 2 -sha256 \
+	-extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') \
+	-out "$work/cfssl-tls/server.pem" 2>/dev/null
+cfssl serve -address 127.0.0.1 -port 0 -ca "$work/cfssl-ca.pem" -ca-key "$work/cfssl-ca.key" \
+	-config "$work/cfssl.json" -tls-cert "$work/cfssl-tls/server.pem" \
+	-tls-key "$work/cfssl-tls/server.key" 2>"$work/cfssl-tls.log" &
+tpid=$!
+pids="$pids $tpid"
+tport=""
+for _ in $(seq 100); do
+	tport=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$tpid," 'index($0, p) { sub(/.*:/, "", $4); print $4; exit }' || true)
+	[ -n "$tport" ] && break
+	sleep 0.1
+done
+[ -n "$tport" ] || { cat "$work/cfssl-tls.log" >&2; echo "bench/enroll: cfssl serve (TLS) never listened" >&2; exit 1; }
+
+# cpu_ticks PID: user + system CPU time the process has used, in clock ticks.
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# server_cpu LINE PID TICKS_BEFORE: the server's CPU microseconds per successful request
+# over the run (the generator runs in its own process and is not counted).
+server_cpu() {
+	local ok after hz
+	ok=$(echo "$1" | sed -E 's/.* ok=([0-9]+).*/\1/')
+	after=$(cpu_ticks "$2")
+	hz=$(getconf CLK_TCK)
+	awk -v t="$((after - $3))" -v hz="$hz" -v ok="$ok" 'BEGIN {
+		if (ok > 0) printf "server_cpu_us_per_request=%.0f", t * 1e6 / hz / ok; else printf "server_cpu_us_per_request=n/a" }'
+}
+
 # The same generator, CSR shape and connections against each; failures are printed, and
-# make the script fail at the end.
+# make the script fail at the end. Each line ends with the server's CPU per request: on a
+# shared machine that is steadier than the rate.
 status=0
+before=$(cpu_ticks "$apid")
 aline=$("$gen" --target agentca --url "https://127.0.0.1:$aport" --ca-dir "$work/ca" \
 	--subject spiffe://bench.internal/agent --dns agent.bench.internal \
 	--connections "$conns" --seconds "$secs") || status=1
-echo "$aline"
+echo "$aline $(server_cpu "$aline" "$apid" "$before")"
+before=$(cpu_ticks "$cpid")
 cline=$("$gen" --target cfssl --url "http://127.0.0.1:$cport" --dns agent.bench.internal \
 	--connections "$conns" --seconds "$secs") || status=1
-echo "$cline"
+echo "$cline $(server_cpu "$cline" "$cpid" "$before")"
+before=$(cpu_ticks "$tpid")
+tline=$("$gen" --target cfssl --url "https://127.0.0.1:$tport" --ca-dir "$work/cfssl-tls" \
+	--dns agent.bench.internal --connections "$conns" --seconds "$secs") || status=1
+tline=${tline/target=cfssl /target=cfssl-tls }
+echo "$tline $(server_cpu "$tline" "$tpid" "$before")"
 arate=$(echo "$aline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
 crate=$(echo "$cline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
+trate=$(echo "$tline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
 awk -v a="$arate" -v c="$crate" 'BEGIN {
 	if (c > 0) printf "ratio agentca/cfssl: %.2f\n", a / c; else print "ratio agentca/cfssl: n/a" }'
+awk -v a="$arate" -v c="$trate" 'BEGIN {
+	if (c > 0) printf "ratio agentca/cfssl-tls: %.2f\n", a / c; else print "ratio agentca/cfssl-tls: n/a" }'
 exit $status
