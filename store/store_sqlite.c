@@ -8,8 +8,9 @@
  *
  * Two long-lived connections, each with its statements prepared once at open:
  *
- *   wdb  the committer's. Only the group committer thread uses it (commit_batch), so it
- *        needs no lock. Each batch is BEGIN IMMEDIATE, one SAVEPOINT per unit, COMMIT.
+ *   wdb  the committer's. Only the group commit leader of the moment uses it
+ *        (commit_batch, one batch at a time under group_commit.c's lock), so it needs no
+ *        lock of its own. Each batch is BEGIN IMMEDIATE, one SAVEPOINT per unit, COMMIT.
  *   rdb  point reads (cert_get, cert_count), one caller at a time under rlock. In WAL mode
  *        readers never wait for the writer.
  *
