@@ -19,9 +19,9 @@ BUILD_PKGS = build-essential cmake pkg-config libssl-dev libsqlite3-dev libjanss
              libjwt-dev libmicrohttpd-dev libcurl4-openssl-dev openssl
 # sqlite3: tests/integration/test_audit_proofs.sh tampers with the database through its shell.
 TEST_PKGS  = $(BUILD_PKGS) libcmocka-dev clang libclang-rt-14-dev curl procps sqlite3
-# bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
-# measures peak RSS with GNU time.
-BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time
+# bench/enroll runs cfssl next to the daemon, finds cfssl's port with ss and makes cfssl's
+# certificate database with sqlite3; bench/audit measures peak RSS with GNU time.
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time sqlite3
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test asan bench fuzz format deps-build deps-test deps-bench clean
