@@ -36,10 +36,11 @@ TEST_PKGS += jq
 TEST_PKGS += pebble lego certbot
 # socat: tests/integration/test_proxy_engine.sh half-closes a TLS session through the proxy.
 TEST_PKGS += socat
-# bench/enroll runs cfssl next to the daemon and finds cfssl's port with ss; bench/audit
+# bench/enroll runs cfssl next to the daemon, finds cfssl's port with ss and makes cfssl's
+# certificate database with sqlite3; bench/audit
 # measures peak RSS with GNU time; bench/acme runs lego against agentca and Pebble;
 # bench/proxy runs HAProxy and stunnel next to the proxy.
-BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl haproxy stunnel4
+BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl haproxy stunnel4 sqlite3
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test asan bench fuzz soak format deps-build deps-test deps-bench clean

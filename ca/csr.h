@@ -30,9 +30,11 @@ struct csr_san {
 };
 
 struct csr {
-	void *parsed;         /* private to csr.c: the decoded request */
-	EVP_PKEY *key;        /* the requester's public key; owned by the csr */
-	char spki_sha256[65]; /* hex SHA-256 of its SubjectPublicKeyInfo DER */
+	void *parsed;            /* private to csr.c: the decoded request */
+	EVP_PKEY *key;           /* the requester's public key; owned by the csr */
+	char spki_sha256[65];    /* hex SHA-256 of its SubjectPublicKeyInfo DER */
+	unsigned char *spki_der; /* that SubjectPublicKeyInfo, DER: what the leaf carries */
+	size_t spki_der_len;
 	struct csr_san *sans;
 	size_t san_count;
 };

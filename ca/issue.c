@@ -21,24 +21,25 @@
  * reason, and no certificate row. A failure in 7 or 8 is not a refusal: nothing is recorded
  * by us (a failed commit records nothing by definition) and the error goes back as is.
  *
- * The leaf is built with OpenSSL's typed structures rather than its config-text parser:
- * this runs once per certificate and the text parser is slower than the structs it builds.
+ * The leaf is encoded as DER here (see "Step 7") and signed once, rather than assembled
+ * from OpenSSL's typed structures, which cost about as much as the signature.
  * The subjectKeyIdentifier is the SHA-256 of the SubjectPublicKeyInfo (RFC 7093, method 4),
  * the same hash the store and the log carry as spki_sha256, so both are computed once.
  */
 #include "ca/issue.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "ca/csr.h"
+#include "ca/der.h"
 #include "ca/x509_build.h"
 #include "common/hex.h"
 #include "common/log.h"
@@ -195,266 +196,349 @@ out:
 }
 
 /*
- * Step 7: the leaf.
+ * Step 7: the leaf, encoded here as DER and signed once.
+ *
+ * Every leaf has the same shape: version 3, a 128-bit serial, the intermediate as issuer,
+ * the validity, subject "O=<CA name>[, CN=<first DNS name>]", the requester's
+ * SubjectPublicKeyInfo as its CSR carried it, and the extensions in this order:
+ * basicConstraints (critical, not a CA), keyUsage (critical: digitalSignature, and
+ * keyEncipherment for RSA), extKeyUsage (serverAuth, clientAuth), subjectKeyIdentifier
+ * (SHA-256 of the SPKI), authorityKeyIdentifier (the intermediate's SKI), subjectAltName
+ * (the SPIFFE ID, then DNS names, then IPs), and when policy names them cRLDistributionPoints
+ * and authorityInfoAccess (OCSP). Building that through OpenSSL's X509 objects cost about as
+ * much as the signature itself (every field allocated, encoded for the extension, decoded,
+ * encoded again to sign, and once more to store); writing the DER directly is a few
+ * hundred bytes of copying. tests/unit/test_issue.c checks the bytes against the
+ * TBSCertificate OpenSSL's typed API builds from the same values.
  */
 
-/* A GENERAL_NAME of type GEN_DNS, GEN_URI (IA5String) or GEN_IPADD (OCTET STRING). */
-static GENERAL_NAME *
-general_name(int type, const void *data, size_t len)
-{
-	GENERAL_NAME *gn = GENERAL_NAME_new();
-	ASN1_STRING *s =
-	    ASN1_STRING_type_new(type == GEN_IPADD ? V_ASN1_OCTET_STRING : V_ASN1_IA5STRING);
+/* The fixed extensions, DER: Extension ::= SEQUENCE { extnID, critical, extnValue }. */
+static const unsigned char ext_basic_constraints[] = {
+    0x30, 0x0c, 0x06, 0x03, 0x55, 0x1d, 0x13, /* basicConstraints */
+    0x01, 0x01, 0xff,                         /* critical */
+    0x04, 0x02, 0x30, 0x00,                   /* SEQUENCE {}: cA FALSE */
+};
+static const unsigned char ext_key_usage_sign[] = {
+    0x30, 0x0e, 0x06, 0x03, 0x55, 0x1d, 0x0f, /* keyUsage */
+    0x01, 0x01, 0xff,                         /* critical */
+    0x04, 0x04, 0x03, 0x02, 0x07, 0x80,       /* digitalSignature */
+};
+static const unsigned char ext_key_usage_sign_encipher[] = {
+    0x30, 0x0e, 0x06, 0x03, 0x55, 0x1d, 0x0f, /* keyUsage */
+    0x01, 0x01, 0xff,                         /* critical */
+    0x04, 0x04, 0x03, 0x02, 0x05, 0xa0,       /* digitalSignature, keyEncipherment */
+};
+static const unsigned char ext_ext_key_usage[] = {
+    0x30, 0x1d, 0x06, 0x03, 0x55, 0x1d, 0x25,                   /* extKeyUsage */
+    0x04, 0x16, 0x30, 0x14,                                     /* SEQUENCE OF KeyPurposeId */
+    0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01, /* serverAuth */
+    0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02, /* clientAuth */
+};
+static const unsigned char version_3[] = {0xa0, 0x03, 0x02, 0x01, 0x02}; /* [0] INTEGER 2 */
+static const unsigned char oid_common_name[] = {0x55, 0x04, 0x03};
+static const unsigned char oid_ski[] = {0x55, 0x1d, 0x0e};
+static const unsigned char oid_aki[] = {0x55, 0x1d, 0x23};
+static const unsigned char oid_san[] = {0x55, 0x1d, 0x11};
+static const unsigned char oid_crl_points[] = {0x55, 0x1d, 0x1f};
+static const unsigned char oid_info_access[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01};
+static const unsigned char oid_ad_ocsp[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01};
 
-	if (gn == NULL || s == NULL || ASN1_STRING_set(s, data, (int)len) != 1) {
-		ASN1_STRING_free(s);
-		GENERAL_NAME_free(gn);
-		return NULL;
-	}
-	GENERAL_NAME_set0_value(gn, type, s);
-	return gn;
+/* GeneralName tags (RFC 5280 4.2.1.6), IMPLICIT and primitive. */
+#define GN_DNS DER_CONTEXT(2)
+#define GN_URI DER_CONTEXT(6)
+#define GN_IP DER_CONTEXT(7)
+
+/*
+ * The subject's "O=<CA name>" RDN, DER, made by OpenSSL (which checks the name is UTF-8 and
+ * within X.520's bound) once per thread and CA name, and reused: the name changes only when
+ * the CA does.
+ */
+struct org_rdn {
+	char *org;          /* the CA name it was made for */
+	unsigned char *rdn; /* RelativeDistinguishedName (SET) DER */
+	size_t rdn_len;
+};
+
+static pthread_once_t org_once = PTHREAD_ONCE_INIT;
+static pthread_key_t org_key;
+static int org_key_ok;
+
+static void
+org_rdn_free(void *arg)
+{
+	struct org_rdn *o = arg;
+
+	if (o == NULL)
+		return;
+	free(o->org);
+	OPENSSL_free(o->rdn);
+	free(o);
 }
 
-/* Push a new GENERAL_NAME onto names; -1 on allocation failure. */
-static int
-push_name(GENERAL_NAMES *names, int type, const void *data, size_t len)
+static void
+org_init_once(void)
 {
-	GENERAL_NAME *gn = general_name(type, data, len);
-
-	if (gn == NULL || sk_GENERAL_NAME_push(names, gn) <= 0) {
-		GENERAL_NAME_free(gn);
-		return -1;
-	}
-	return 0;
+	org_key_ok = pthread_key_create(&org_key, org_rdn_free) == 0;
 }
 
-/* Encode value as extension nid and add it. */
+/* Build o->rdn for org: a Name with only O, without its outer SEQUENCE header. */
 static int
-add_ext(X509 *cert, int nid, void *value, int critical, struct ac_err *err)
-{
-	if (X509_add1_ext_i2d(cert, nid, value, critical, X509V3_ADD_DEFAULT) != 1)
-		return ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed",
-		                  "cannot add extension %s", OBJ_nid2sn(nid));
-	return 0;
-}
-
-/* Subject "O=<CA name>" and, when the leaf has a DNS name short enough for a CN, "CN=<it>".
- * Relying parties use the SAN; the CN is for people and old tools. */
-static int
-set_subject(X509 *cert, const struct ca_authority *ca, const struct leaf_plan *plan,
-            struct ac_err *err)
+org_rdn_make(struct org_rdn *o, const char *org)
 {
 	X509_NAME *name = X509_NAME_new();
-	int rc = -1;
+	unsigned char *der = NULL;
+	size_t head;
+	int len, rc = -1;
 
 	if (name == NULL ||
-	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)ca->name,
-	                                -1, -1, 0)) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot build the subject");
+	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)org, -1,
+	                                -1, 0) ||
+	    (len = i2d_X509_NAME(name, &der)) < 2)
 		goto out;
-	}
-	if (plan->dns_count > 0 && plan->dns[0]->len <= ub_common_name &&
-	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, plan->dns[0]->value,
-	                                (int)plan->dns[0]->len, -1, 0)) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot build the subject");
+	/* The Name's SEQUENCE header: tag, then one length byte or 0x81/0x82 and one or two. */
+	head = der[1] < 0x80 ? 2 : 2 + (size_t)(der[1] & 0x7f);
+	if (head >= (size_t)len || (o->org = strdup(org)) == NULL)
 		goto out;
-	}
-	if (!X509_set_subject_name(cert, name)) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot set the subject");
+	o->rdn_len = (size_t)len - head;
+	o->rdn = OPENSSL_memdup(der + head, o->rdn_len);
+	if (o->rdn == NULL) {
+		free(o->org);
+		o->org = NULL;
 		goto out;
 	}
 	rc = 0;
 out:
+	OPENSSL_free(der);
 	X509_NAME_free(name);
 	return rc;
 }
 
-/* basicConstraints, keyUsage, extKeyUsage: the same for every leaf but keyEncipherment. */
-static int
-add_usage_exts(X509 *cert, EVP_PKEY *key, struct ac_err *err)
+/* This thread's O RDN for org; NULL on failure (out of memory, or a name OpenSSL refuses). */
+static const struct org_rdn *
+org_rdn_get(const char *org)
 {
-	BASIC_CONSTRAINTS bc = {0, NULL};
-	ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
-	EXTENDED_KEY_USAGE *eku = sk_ASN1_OBJECT_new_null();
-	int rc = -1;
+	struct org_rdn *o;
 
-	if (ku == NULL || eku == NULL || !ASN1_BIT_STRING_set_bit(ku, 0, 1) ||
-	    (EVP_PKEY_is_a(key, "RSA") && !ASN1_BIT_STRING_set_bit(ku, 2, 1)) ||
-	    sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth)) <= 0 ||
-	    sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth)) <= 0) {
-		ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "building key usages");
-		goto out;
-	}
-	if (add_ext(cert, NID_basic_constraints, &bc, 1, err) != 0 ||
-	    add_ext(cert, NID_key_usage, ku, 1, err) != 0 ||
-	    add_ext(cert, NID_ext_key_usage, eku, 0, err) != 0)
-		goto out;
-	rc = 0;
-out:
-	sk_ASN1_OBJECT_free(eku); /* the objects are OpenSSL's static ones */
-	ASN1_BIT_STRING_free(ku);
-	return rc;
-}
-
-/* subjectKeyIdentifier (the SPKI's SHA-256) and authorityKeyIdentifier (the
- * intermediate's own SKI; computed by OpenSSL when the intermediate has none). */
-static int
-add_key_ids(X509 *cert, X509 *issuer, const char *spki_sha256, struct ac_err *err)
-{
-	const ASN1_OCTET_STRING *issuer_ski = X509_get0_subject_key_id(issuer);
-	ASN1_OCTET_STRING *ski = ASN1_OCTET_STRING_new();
-	AUTHORITY_KEYID *aki = AUTHORITY_KEYID_new();
-	unsigned char id[32];
-	int rc = -1;
-
-	if (ski == NULL || aki == NULL) {
-		ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "building key identifiers");
-		goto out;
-	}
-	if (hex_decode(spki_sha256, id, sizeof(id)) != 0 ||
-	    !ASN1_OCTET_STRING_set(ski, id, sizeof(id))) {
-		ac_err_ssl(err, AC_ERR_INTERNAL, "cert_build_failed", "bad SPKI hash");
-		goto out;
-	}
-	if (add_ext(cert, NID_subject_key_identifier, ski, 0, err) != 0)
-		goto out;
-	if (issuer_ski == NULL) {
-		ERR_clear_error();
-		if (x509_add_ext_text(cert, issuer, NID_authority_key_identifier, "keyid:always",
-		                      err) != 0)
-			goto out;
-	} else {
-		aki->keyid = ASN1_OCTET_STRING_dup(issuer_ski);
-		if (aki->keyid == NULL) {
-			ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "copying the issuer SKI");
-			goto out;
+	pthread_once(&org_once, org_init_once);
+	if (!org_key_ok)
+		return NULL;
+	o = pthread_getspecific(org_key);
+	if (o == NULL) {
+		if ((o = calloc(1, sizeof(*o))) == NULL)
+			return NULL;
+		if (pthread_setspecific(org_key, o) != 0) {
+			free(o);
+			return NULL;
 		}
-		if (add_ext(cert, NID_authority_key_identifier, aki, 0, err) != 0)
-			goto out;
 	}
-	rc = 0;
-out:
-	AUTHORITY_KEYID_free(aki);
-	ASN1_OCTET_STRING_free(ski);
-	return rc;
+	if (o->org != NULL && strcmp(o->org, org) == 0)
+		return o;
+	free(o->org);
+	OPENSSL_free(o->rdn);
+	memset(o, 0, sizeof(*o));
+	return org_rdn_make(o, org) == 0 ? o : NULL;
 }
 
-/* subjectAltName: the SPIFFE ID first, then the DNS names, then the IPs. */
-static int
-add_san_ext(X509 *cert, const char *subject, const struct leaf_plan *plan, struct ac_err *err)
+/* Open an Extension: its SEQUENCE, extnID, critical when set, and the extnValue OCTET
+ * STRING, whose mark goes to *value. */
+static size_t
+ext_begin(struct der_buf *d, const unsigned char *oid, size_t oid_len, size_t *value)
 {
-	GENERAL_NAMES *names = sk_GENERAL_NAME_new_null();
-	int rc = -1;
+	size_t mark = der_begin(d, DER_SEQUENCE);
 
-	if (names == NULL || push_name(names, GEN_URI, subject, strlen(subject)) != 0)
-		goto oom;
+	der_prim(d, DER_OID, oid, oid_len);
+	*value = der_begin(d, DER_OCTET_STRING);
+	return mark;
+}
+
+static void
+ext_end(struct der_buf *d, size_t mark, size_t value)
+{
+	der_end(d, value);
+	der_end(d, mark);
+}
+
+/* Subject "O=<CA name>" and, when the leaf has a DNS name short enough for a CN, "CN=<it>".
+ * Relying parties use the SAN; the CN is for people and old tools. */
+static void
+put_subject(struct der_buf *d, const struct org_rdn *org, const struct leaf_plan *plan)
+{
+	size_t name = der_begin(d, DER_SEQUENCE), set, atv;
+
+	der_raw(d, org->rdn, org->rdn_len);
+	if (plan->dns_count > 0 && plan->dns[0]->len <= ub_common_name) {
+		set = der_begin(d, DER_SET);
+		atv = der_begin(d, DER_SEQUENCE);
+		der_prim(d, DER_OID, oid_common_name, sizeof(oid_common_name));
+		der_prim(d, DER_UTF8STRING, plan->dns[0]->value, plan->dns[0]->len);
+		der_end(d, atv);
+		der_end(d, set);
+	}
+	der_end(d, name);
+}
+
+/* The authorityKeyIdentifier's keyIdentifier: the intermediate's own SKI, or when it has
+ * none, the SHA-1 of its public key bits (RFC 5280 4.2.1.2, method 1). */
+static int
+issuer_key_id(X509 *issuer, unsigned char id[EVP_MAX_MD_SIZE], size_t *len, struct ac_err *err)
+{
+	const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(issuer);
+	const ASN1_BIT_STRING *bits;
+	unsigned int n = 0;
+
+	if (ski != NULL && ASN1_STRING_length(ski) > 0 &&
+	    ASN1_STRING_length(ski) <= EVP_MAX_MD_SIZE) {
+		*len = (size_t)ASN1_STRING_length(ski);
+		memcpy(id, ASN1_STRING_get0_data(ski), *len);
+		return 0;
+	}
+	ERR_clear_error();
+	bits = X509_get0_pubkey_bitstr(issuer);
+	if (bits == NULL ||
+	    EVP_Digest(ASN1_STRING_get0_data(bits), (size_t)ASN1_STRING_length(bits), id, &n,
+	               EVP_sha1(), NULL) != 1)
+		return ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed",
+		                  "cannot compute the intermediate's key identifier");
+	*len = n;
+	return 0;
+}
+
+/* The extensions, in the order at the top of this section. */
+static int
+put_extensions(struct der_buf *d, const struct issuer *iss, const struct issue_request *req,
+               const struct csr *csr, const struct leaf_plan *plan, struct ac_err *err)
+{
+	const struct ca_policy *policy = iss->policy;
+	unsigned char ski[32], aki[EVP_MAX_MD_SIZE];
+	size_t aki_len = 0, outer, list, ext, value, inner, point, name, full;
+
+	if (hex_decode(csr->spki_sha256, ski, sizeof(ski)) != 0)
+		return ac_err_set(err, AC_ERR_INTERNAL, "cert_build_failed", "bad SPKI hash");
+	if (issuer_key_id(iss->authority->intermediate, aki, &aki_len, err) != 0)
+		return -1;
+	outer = der_begin(d, DER_CONTEXT_CONS(3));
+	list = der_begin(d, DER_SEQUENCE);
+	der_raw(d, ext_basic_constraints, sizeof(ext_basic_constraints));
+	if (EVP_PKEY_is_a(csr->key, "RSA"))
+		der_raw(d, ext_key_usage_sign_encipher, sizeof(ext_key_usage_sign_encipher));
+	else
+		der_raw(d, ext_key_usage_sign, sizeof(ext_key_usage_sign));
+	der_raw(d, ext_ext_key_usage, sizeof(ext_ext_key_usage));
+
+	ext = ext_begin(d, oid_ski, sizeof(oid_ski), &value);
+	der_prim(d, DER_OCTET_STRING, ski, sizeof(ski));
+	ext_end(d, ext, value);
+
+	ext = ext_begin(d, oid_aki, sizeof(oid_aki), &value);
+	inner = der_begin(d, DER_SEQUENCE);
+	der_prim(d, DER_CONTEXT(0), aki, aki_len); /* keyIdentifier [0] */
+	der_end(d, inner);
+	ext_end(d, ext, value);
+
+	ext = ext_begin(d, oid_san, sizeof(oid_san), &value);
+	inner = der_begin(d, DER_SEQUENCE);
+	der_prim(d, GN_URI, req->subject, strlen(req->subject));
 	for (size_t i = 0; i < plan->dns_count; i++)
-		if (push_name(names, GEN_DNS, plan->dns[i]->value, plan->dns[i]->len) != 0)
-			goto oom;
+		der_prim(d, GN_DNS, plan->dns[i]->value, plan->dns[i]->len);
 	for (size_t i = 0; i < plan->ip_count; i++)
-		if (push_name(names, GEN_IPADD, plan->ip[i]->value, plan->ip[i]->len) != 0)
-			goto oom;
-	rc = add_ext(cert, NID_subject_alt_name, names, 0, err);
-	goto out;
-oom:
-	ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "building subjectAltName");
-out:
-	GENERAL_NAMES_free(names);
-	return rc;
+		der_prim(d, GN_IP, plan->ip[i]->value, plan->ip[i]->len);
+	der_end(d, inner);
+	ext_end(d, ext, value);
+
+	if (policy->crl_url != NULL) {
+		/* SEQUENCE OF DistributionPoint { distributionPoint [0] { fullName [1] } } */
+		ext = ext_begin(d, oid_crl_points, sizeof(oid_crl_points), &value);
+		inner = der_begin(d, DER_SEQUENCE);
+		point = der_begin(d, DER_SEQUENCE);
+		name = der_begin(d, DER_CONTEXT_CONS(0));
+		full = der_begin(d, DER_CONTEXT_CONS(0));
+		der_prim(d, GN_URI, policy->crl_url, strlen(policy->crl_url));
+		der_end(d, full);
+		der_end(d, name);
+		der_end(d, point);
+		der_end(d, inner);
+		ext_end(d, ext, value);
+	}
+	if (policy->ocsp_url != NULL) {
+		/* SEQUENCE OF AccessDescription { id-ad-ocsp, GeneralName } */
+		ext = ext_begin(d, oid_info_access, sizeof(oid_info_access), &value);
+		inner = der_begin(d, DER_SEQUENCE);
+		point = der_begin(d, DER_SEQUENCE);
+		der_prim(d, DER_OID, oid_ad_ocsp, sizeof(oid_ad_ocsp));
+		der_prim(d, GN_URI, policy->ocsp_url, strlen(policy->ocsp_url));
+		der_end(d, point);
+		der_end(d, inner);
+		ext_end(d, ext, value);
+	}
+	der_end(d, list);
+	der_end(d, outer);
+	return 0;
 }
 
-/* cRLDistributionPoints with one URI, when policy names a CRL. */
+/* Build and sign the leaf: its DER in *cert (the caller frees it with der_free), its serial
+ * in hex. */
 static int
-add_crl_ext(X509 *cert, const char *url, struct ac_err *err)
-{
-	CRL_DIST_POINTS *points = sk_DIST_POINT_new_null();
-	DIST_POINT *dp = DIST_POINT_new();
-	int rc = -1;
-
-	if (points == NULL || dp == NULL || (dp->distpoint = DIST_POINT_NAME_new()) == NULL ||
-	    (dp->distpoint->name.fullname = sk_GENERAL_NAME_new_null()) == NULL ||
-	    push_name(dp->distpoint->name.fullname, GEN_URI, url, strlen(url)) != 0 ||
-	    sk_DIST_POINT_push(points, dp) <= 0) {
-		ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "building the CRL point");
-		goto out;
-	}
-	dp->distpoint->type = 0; /* fullName */
-	dp = NULL;
-	rc = add_ext(cert, NID_crl_distribution_points, points, 0, err);
-out:
-	DIST_POINT_free(dp);
-	CRL_DIST_POINTS_free(points);
-	return rc;
-}
-
-/* authorityInfoAccess with the OCSP responder, when policy names one. */
-static int
-add_ocsp_ext(X509 *cert, const char *url, struct ac_err *err)
-{
-	AUTHORITY_INFO_ACCESS *aia = sk_ACCESS_DESCRIPTION_new_null();
-	ACCESS_DESCRIPTION *ad = ACCESS_DESCRIPTION_new();
-	GENERAL_NAME *location = general_name(GEN_URI, url, strlen(url));
-	int rc = -1;
-
-	if (aia == NULL || ad == NULL || location == NULL) {
-		ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "building the OCSP access");
-		goto out;
-	}
-	ASN1_OBJECT_free(ad->method);
-	ad->method = OBJ_nid2obj(NID_ad_OCSP);
-	GENERAL_NAME_free(ad->location);
-	ad->location = location;
-	location = NULL;
-	if (sk_ACCESS_DESCRIPTION_push(aia, ad) <= 0) {
-		ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "building the OCSP access");
-		goto out;
-	}
-	ad = NULL;
-	rc = add_ext(cert, NID_info_access, aia, 0, err);
-out:
-	GENERAL_NAME_free(location);
-	ACCESS_DESCRIPTION_free(ad);
-	AUTHORITY_INFO_ACCESS_free(aia);
-	return rc;
-}
-
-/* Build and sign the leaf. serial gets its hex. */
-static X509 *
 build_leaf(const struct issuer *iss, const struct issue_request *req, const struct csr *csr,
-           const struct leaf_plan *plan, const char *spki_sha256, char serial[41],
+           const struct leaf_plan *plan, char serial_hex[41], struct der_buf *cert,
            struct ac_err *err)
 {
 	const struct ca_authority *ca = iss->authority;
-	const struct ca_policy *policy = iss->policy;
-	X509 *cert = X509_new(), *result = NULL;
+	const X509_NAME *issuer = X509_get_subject_name(ca->intermediate);
+	const struct org_rdn *org = org_rdn_get(ca->name);
+	struct x509_signer signer;
+	struct der_buf tbs;
+	unsigned char serial[X509_SERIAL_BYTES], *p;
+	size_t seq, validity;
+	int issuer_len, rc = -1;
 
-	if (cert == NULL) {
-		ac_err_ssl(err, AC_ERR_INTERNAL, "out_of_memory", "X509_new failed");
+	memset(&tbs, 0, sizeof(tbs));
+	memset(&signer, 0, sizeof(signer));
+	if (org == NULL) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed",
+		           "cannot encode the CA name \"%s\" as the subject's organization",
+		           ca->name);
 		goto out;
 	}
-	if (!X509_set_version(cert, X509_VERSION_3) ||
-	    !X509_set_issuer_name(cert, X509_get_subject_name(ca->intermediate))) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot set up the leaf");
+	if (x509_random_serial(serial, serial_hex, err) != 0 ||
+	    x509_signer_begin(&signer, ca->intermediate_key, ca->sign_md, err) != 0)
+		goto out;
+	issuer_len = i2d_X509_NAME(issuer, NULL);
+	if (issuer_len <= 0) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "cannot encode the issuer");
 		goto out;
 	}
-	if (csr_copy_pubkey(csr, cert, err) != 0 ||
-	    x509_set_random_serial(cert, serial, err) != 0 ||
-	    x509_set_validity(cert, plan->not_before, plan->not_after, err) != 0 ||
-	    set_subject(cert, ca, plan, err) != 0 || add_usage_exts(cert, csr->key, err) != 0 ||
-	    add_key_ids(cert, ca->intermediate, spki_sha256, err) != 0 ||
-	    add_san_ext(cert, req->subject, plan, err) != 0)
+
+	seq = der_begin(&tbs, DER_SEQUENCE);
+	der_raw(&tbs, version_3, sizeof(version_3));
+	der_prim(&tbs, DER_INTEGER, serial, sizeof(serial));
+	der_raw(&tbs, signer.algid, signer.algid_len);
+	if ((p = der_put(&tbs, (size_t)issuer_len)) != NULL &&
+	    i2d_X509_NAME(issuer, &p) != issuer_len)
+		tbs.failed = 1;
+	validity = der_begin(&tbs, DER_SEQUENCE);
+	if (der_time(&tbs, plan->not_before) != 0 || der_time(&tbs, plan->not_after) != 0) {
+		ac_err_set(err, AC_ERR_INVALID, "validity_invalid",
+		           "the validity cannot be encoded");
 		goto out;
-	if (policy->crl_url != NULL && add_crl_ext(cert, policy->crl_url, err) != 0)
+	}
+	der_end(&tbs, validity);
+	put_subject(&tbs, org, plan);
+	der_raw(&tbs, csr->spki_der, csr->spki_der_len);
+	if (put_extensions(&tbs, iss, req, csr, plan, err) != 0)
 		goto out;
-	if (policy->ocsp_url != NULL && add_ocsp_ext(cert, policy->ocsp_url, err) != 0)
+	der_end(&tbs, seq);
+	if (tbs.failed) {
+		ac_err_set(err, AC_ERR_INTERNAL, "cert_build_failed",
+		           "the certificate is too large to encode (or out of memory)");
 		goto out;
-	if (x509_sign(cert, ca->intermediate_key, ca->sign_md, err) != 0)
+	}
+	if (x509_signer_certificate(&signer, tbs.data, tbs.len, cert, err) != 0)
 		goto out;
-	result = cert;
-	cert = NULL;
+	rc = 0;
 out:
-	X509_free(cert);
-	return result;
+	x509_signer_end(&signer);
+	der_free(&tbs);
+	return rc;
 }
 
 /*
@@ -519,33 +603,35 @@ record_denial(const struct issuer *iss, const struct issue_request *req,
 }
 
 /* The leaf's PEM from the DER already made for the store, rather than encoding the
- * certificate once more: the same bytes PEM_write_bio_X509 would write. NUL-terminated heap
- * buffer; *len excludes the NUL. */
+ * certificate once more: the same bytes PEM_write_bio_X509 writes (base64 in lines of 64
+ * characters between the CERTIFICATE lines). NUL-terminated heap buffer; *len excludes the
+ * NUL. */
 static char *
-pem_from_der(const unsigned char *der, int der_len, size_t *len, struct ac_err *err)
+pem_from_der(const unsigned char *der, size_t der_len, size_t *len, struct ac_err *err)
 {
-	char *pem = NULL, *data;
-	BIO *mem = NULL;
-	long n;
+	static const char begin[] = "-----BEGIN CERTIFICATE-----\n";
+	static const char end[] = "-----END CERTIFICATE-----\n";
+	size_t lines = (der_len + 47) / 48, cap, n;
+	char *pem;
 
 	*len = 0;
-	mem = BIO_new(BIO_s_mem());
-	if (mem == NULL || PEM_write_bio(mem, PEM_STRING_X509, "", der, der_len) <= 0) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_encode_failed",
-		           "cannot encode the certificate as PEM");
-		goto out;
-	}
-	n = BIO_get_mem_data(mem, &data);
-	pem = malloc((size_t)n + 1);
+	/* Each 48-byte line is 64 characters and a newline; the last may be shorter. */
+	cap = sizeof(begin) - 1 + lines * 65 + sizeof(end);
+	pem = malloc(cap);
 	if (pem == NULL) {
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
-		goto out;
+		return NULL;
 	}
-	memcpy(pem, data, (size_t)n);
-	pem[n] = '\0';
-	*len = (size_t)n;
-out:
-	BIO_free(mem);
+	memcpy(pem, begin, sizeof(begin) - 1);
+	n = sizeof(begin) - 1;
+	for (size_t off = 0; off < der_len; off += 48) {
+		size_t chunk = der_len - off < 48 ? der_len - off : 48;
+
+		n += (size_t)EVP_EncodeBlock((unsigned char *)pem + n, der + off, (int)chunk);
+		pem[n++] = '\n';
+	}
+	memcpy(pem + n, end, sizeof(end)); /* with its NUL */
+	*len = n + sizeof(end) - 1;
 	return pem;
 }
 
@@ -585,24 +671,18 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 	char serial[41];
 	char(*ip_text)[IP_TEXT_MAX] = NULL;
 	const char **sans = NULL;
-	unsigned char *der = NULL;
+	struct der_buf der;
 	struct cert_record rec;
 	struct log_entry entry;
 	struct store_write w;
 	char *pem = NULL;
 	size_t pem_len = 0, sans_count = 0;
-	X509 *leaf = NULL;
-	int der_len, rc = -1;
+	int rc = -1;
 
-	leaf = build_leaf(iss, req, csr, plan, spki_sha256, serial, err);
-	if (leaf == NULL)
+	memset(&der, 0, sizeof(der));
+	if (build_leaf(iss, req, csr, plan, serial, &der, err) != 0)
 		goto out;
-	der_len = i2d_X509(leaf, &der);
-	if (der_len <= 0) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_encode_failed", "cannot encode the leaf");
-		goto out;
-	}
-	pem = pem_from_der(der, der_len, &pem_len, err);
+	pem = pem_from_der(der.data, der.len, &pem_len, err);
 	if (pem == NULL)
 		goto out;
 	ip_text = calloc(plan->ip_count + 1, sizeof(*ip_text));
@@ -620,8 +700,8 @@ sign_and_record(const struct issuer *iss, const struct issue_request *req, const
 	rec.issuer_fingerprint = ca->intermediate_fingerprint;
 	rec.not_before = plan->not_before;
 	rec.not_after = plan->not_after;
-	rec.der = der;
-	rec.der_len = (size_t)der_len;
+	rec.der = der.data;
+	rec.der_len = der.len;
 	rec.depth = req->depth;
 	rec.renew_after = plan_renewal(iss, plan, serial);
 
@@ -666,8 +746,7 @@ out:
 	free(sans);
 	free(ip_text);
 	free(pem);
-	OPENSSL_free(der);
-	X509_free(leaf);
+	der_free(&der);
 	return rc;
 }
 

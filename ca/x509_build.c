@@ -11,6 +11,10 @@
  * certificate. Each signature works on a copy of that context, so the set-up is paid once
  * per thread and key. The cache holds a reference to its key, so a key freed by its owner
  * cannot be mistaken for a new key at the same address; the thread's exit frees it.
+ *
+ * The issuance engine does not build an X509 object for a leaf at all: it encodes the
+ * TBSCertificate itself (ca/der.c) and has it signed here (x509_signer_*), with the
+ * AlgorithmIdentifier the provider states for the cached context.
  */
 #include "ca/x509_build.h"
 
@@ -21,37 +25,46 @@
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include "common/fsutil.h"
+#include "common/hex.h"
 
-#define SERIAL_BYTES 16
 #define PEM_FILE_MAX (1024 * 1024)
 
 /*
  * A fresh 128-bit serial. The top bit is cleared so the DER INTEGER is positive without a
  * leading zero byte, and the top byte is drawn again until it is non-zero, so the serial is
- * always exactly 16 bytes (32 hex digits) and never zero.
+ * always exactly 16 bytes (32 hex digits, lowercase) and never zero.
  */
+int
+x509_random_serial(unsigned char serial[X509_SERIAL_BYTES], char serial_hex[41], struct ac_err *err)
+{
+	serial_hex[0] = '\0';
+	do {
+		if (RAND_bytes(serial, X509_SERIAL_BYTES) != 1)
+			return ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed",
+			                  "serial: RAND_bytes failed");
+		serial[0] &= 0x7f;
+	} while (serial[0] == 0);
+	hex_encode(serial, X509_SERIAL_BYTES, serial_hex);
+	return 0;
+}
+
+/* x509_random_serial, set as cert's serialNumber. */
 int
 x509_set_random_serial(X509 *cert, char serial_hex[41], struct ac_err *err)
 {
-	unsigned char buf[SERIAL_BYTES];
+	unsigned char buf[X509_SERIAL_BYTES];
 	BIGNUM *bn = NULL;
-	char *hex = NULL;
 	int rc = -1;
 
-	serial_hex[0] = '\0';
-	do {
-		if (RAND_bytes(buf, sizeof(buf)) != 1) {
-			ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed", "serial: RAND_bytes failed");
-			goto out;
-		}
-		buf[0] &= 0x7f;
-	} while (buf[0] == 0);
+	if (x509_random_serial(buf, serial_hex, err) != 0)
+		goto out;
 	bn = BN_bin2bn(buf, sizeof(buf), NULL);
 	if (bn == NULL) {
 		ac_err_ssl(err, AC_ERR_CRYPTO, "out_of_memory", "serial: BN_bin2bn failed");
@@ -61,18 +74,8 @@ x509_set_random_serial(X509 *cert, char serial_hex[41], struct ac_err *err)
 		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "serial: cannot set it");
 		goto out;
 	}
-	hex = BN_bn2hex(bn);
-	if (hex == NULL || strlen(hex) > 40) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "cert_build_failed", "serial: BN_bn2hex failed");
-		goto out;
-	}
-	for (size_t i = 0; hex[i] != '\0'; i++)
-		serial_hex[i] =
-		    (char)(hex[i] >= 'A' && hex[i] <= 'F' ? hex[i] - 'A' + 'a' : hex[i]);
-	serial_hex[strlen(hex)] = '\0';
 	rc = 0;
 out:
-	OPENSSL_free(hex);
 	BN_free(bn);
 	return rc;
 }
@@ -157,9 +160,31 @@ struct sign_cache {
 	int md_type;       /* NID of the digest the context was set up for */
 	EVP_MD_CTX *ready; /* initialised for signing, no data yet: copied, never used */
 	EVP_MD_CTX *work;  /* the copy one signature uses */
+	unsigned char algid[X509_ALGID_MAX]; /* the signature's AlgorithmIdentifier, DER */
+	size_t algid_len;                    /* 0: not known (x509_signer_begin asks again) */
 };
 
 static pthread_once_t sign_once = PTHREAD_ONCE_INIT;
+
+/* The AlgorithmIdentifier (DER) the signature set up in ctx will carry, as the provider
+ * states it: the same bytes X509_sign would put into a certificate. */
+static int
+signature_algid(EVP_MD_CTX *ctx, unsigned char out[X509_ALGID_MAX], size_t *out_len)
+{
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, out, X509_ALGID_MAX),
+	    OSSL_PARAM_END,
+	};
+	EVP_PKEY_CTX *pctx = EVP_MD_CTX_get_pkey_ctx(ctx);
+
+	*out_len = 0;
+	if (pctx == NULL || EVP_PKEY_CTX_get_params(pctx, params) != 1 ||
+	    !OSSL_PARAM_modified(&params[0]) || params[0].return_size == 0 ||
+	    params[0].return_size > X509_ALGID_MAX)
+		return -1;
+	*out_len = params[0].return_size;
+	return 0;
+}
 static pthread_key_t sign_key;
 static int sign_key_ok;
 
@@ -229,6 +254,10 @@ sign_cache_get(EVP_PKEY *key, const EVP_MD *md)
 	/* Each copy signs once and is thrown away: let the final step use it up rather than
 	 * duplicate it first. */
 	EVP_MD_CTX_set_flags(c->ready, EVP_MD_CTX_FLAG_FINALISE);
+	if (signature_algid(c->ready, c->algid, &c->algid_len) != 0) {
+		c->algid_len = 0;
+		ERR_clear_error();
+	}
 	return c;
 }
 
@@ -248,6 +277,70 @@ x509_sign(X509 *cert, EVP_PKEY *key, const EVP_MD *md, struct ac_err *err)
 		return ac_err_ssl(err, AC_ERR_CRYPTO, "sign_failed",
 		                  "signing the certificate failed");
 	return 0;
+}
+
+/*
+ * Signing a certificate encoded by the caller (the issuance engine's DER template): the
+ * AlgorithmIdentifier first, because the TBSCertificate carries it too, then the signature
+ * over the TBSCertificate and the Certificate around both.
+ */
+int
+x509_signer_begin(struct x509_signer *s, EVP_PKEY *key, const EVP_MD *md, struct ac_err *err)
+{
+	struct sign_cache *c = md != NULL ? sign_cache_get(key, md) : NULL;
+
+	memset(s, 0, sizeof(*s));
+	if (c != NULL && c->algid_len > 0) {
+		if (EVP_MD_CTX_copy_ex(c->work, c->ready) != 1)
+			goto fail;
+		s->ctx = c->work;
+		memcpy(s->algid, c->algid, c->algid_len);
+		s->algid_len = c->algid_len;
+		return 0;
+	}
+	/* Ed25519 (no digest), or a key the cache could not take: a context of our own. */
+	s->owned = EVP_MD_CTX_new();
+	if (s->owned == NULL ||
+	    EVP_DigestSignInit_ex(s->owned, NULL, md != NULL ? EVP_MD_get0_name(md) : NULL, NULL,
+	                          NULL, key, NULL) != 1 ||
+	    signature_algid(s->owned, s->algid, &s->algid_len) != 0)
+		goto fail;
+	s->ctx = s->owned;
+	return 0;
+fail:
+	x509_signer_end(s);
+	return ac_err_ssl(err, AC_ERR_CRYPTO, "sign_failed", "cannot set up the signature");
+}
+
+int
+x509_signer_certificate(struct x509_signer *s, const unsigned char *tbs, size_t tbs_len,
+                        struct der_buf *cert, struct ac_err *err)
+{
+	unsigned char sig[X509_SIG_MAX];
+	size_t sig_len = sizeof(sig), outer, bits;
+
+	if (s->ctx == NULL || EVP_DigestSign(s->ctx, sig, &sig_len, tbs, tbs_len) != 1)
+		return ac_err_ssl(err, AC_ERR_CRYPTO, "sign_failed",
+		                  "signing the certificate failed");
+	outer = der_begin(cert, DER_SEQUENCE);
+	der_raw(cert, tbs, tbs_len);
+	der_raw(cert, s->algid, s->algid_len);
+	bits = der_begin(cert, DER_BIT_STRING);
+	der_raw(cert, "", 1); /* no unused bits */
+	der_raw(cert, sig, sig_len);
+	der_end(cert, bits);
+	der_end(cert, outer);
+	if (cert->failed)
+		return ac_err_set(err, AC_ERR_INTERNAL, "cert_encode_failed",
+		                  "the certificate is too large to encode");
+	return 0;
+}
+
+void
+x509_signer_end(struct x509_signer *s)
+{
+	EVP_MD_CTX_free(s->owned);
+	memset(s, 0, sizeof(*s));
 }
 
 /* Unix seconds of an ASN1_TIME; 0 when it cannot be read (never a valid CA time). */

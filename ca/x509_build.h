@@ -10,11 +10,28 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "ca/der.h"
 #include "common/error.h"
+
+#define X509_ALGID_MAX 128 /* a signature AlgorithmIdentifier, DER (RSA-PSS is the longest) */
+#define X509_SIG_MAX 1024  /* a signature: RSA-8192 at most */
+#define X509_SERIAL_BYTES 16
+
+/* A signature in progress over a TBSCertificate the caller encodes (see x509_signer_begin). */
+struct x509_signer {
+	EVP_MD_CTX *ctx;                     /* ready to sign once */
+	EVP_MD_CTX *owned;                   /* ctx, when it is not the thread's cached copy */
+	unsigned char algid[X509_ALGID_MAX]; /* the AlgorithmIdentifier, DER, for the TBS too */
+	size_t algid_len;
+};
 
 /* Set a fresh serial: 128 random bits (16 bytes from RAND_bytes, top bit cleared so the
  * INTEGER stays positive and 16 bytes long, never zero). serial_hex gets lowercase hex as
  * the certificate shows it (at most 40 digits plus NUL). */
+/* 16 random bytes for a serial (positive, top byte non-zero) and their lowercase hex. */
+int x509_random_serial(unsigned char serial[X509_SERIAL_BYTES], char serial_hex[41],
+                       struct ac_err *err);
+
 int x509_set_random_serial(X509 *cert, char serial_hex[41], struct ac_err *err);
 
 /* notBefore/notAfter from unix seconds. */
@@ -32,6 +49,16 @@ X509_NAME *x509_name_make(const char *cn, const char *org, struct ac_err *err);
 int x509_sign(X509 *cert, EVP_PKEY *key, const EVP_MD *md, struct ac_err *err);
 
 /* Unix seconds of an ASN1_TIME (notBefore/notAfter). */
+/* Set up a signature by key (md NULL for Ed25519) from the thread's cached context; the
+ * caller then encodes s->algid into its TBSCertificate. */
+int x509_signer_begin(struct x509_signer *s, EVP_PKEY *key, const EVP_MD *md, struct ac_err *err);
+
+/* Sign tbs and append the Certificate (tbs, algorithm, signature) to cert. Once per begin. */
+int x509_signer_certificate(struct x509_signer *s, const unsigned char *tbs, size_t tbs_len,
+                            struct der_buf *cert, struct ac_err *err);
+
+void x509_signer_end(struct x509_signer *s);
+
 int64_t asn1_time_to_unix(const ASN1_TIME *t);
 
 /* PEM of one certificate into a heap buffer (NUL-terminated); *len excludes the NUL. */

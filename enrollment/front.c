@@ -551,6 +551,11 @@ first_byte(struct conn *c)
 	 * (HTTP frames its own messages, so truncation is detected above us). */
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Read ahead: one read(2) takes a record's header and body (and whatever follows)
+	 * instead of one for the 5-byte header and one for the rest. Bytes OpenSSL holds are
+	 * never left waiting for epoll: the pump calls SSL_read until it wants more, right
+	 * after the handshake too, and requeues itself when it stops early. */
+	SSL_set_read_ahead(c->ssl, 1);
 	SSL_set_accept_state(c->ssl);
 	c->state = CS_HANDSHAKE;
 	timer_set(c, CS_HANDSHAKE);

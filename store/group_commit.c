@@ -1,26 +1,48 @@
 /*
- * group_commit.c - many callers, one committer thread, one fsync per batch.
+ * group_commit.c - many callers, one transaction at a time, one fsync per batch.
  *
  * A durable commit costs an fsync, and an fsync costs the same for one unit as for a
- * hundred. So callers do not commit: they queue a request (their units) and sleep. The
- * committer thread takes every queued unit, up to `max`, commits them in one transaction
- * through the backend's commit_batch, and wakes the callers. While it commits, new requests
- * pile up in the queue and go into the next transaction together. Under load the batch
- * grows by itself; alone, a caller pays for exactly one transaction, as without batching.
+ * hundred. So callers queue a request (their units) and the first caller that finds no
+ * commit running becomes the leader: it takes every queued unit, up to `max`, commits them
+ * in one transaction through the backend's commit_batch, and wakes the callers whose units
+ * it committed. While it commits, new requests pile up in the queue; when it is done, it
+ * hands the lead to the oldest request still queued, whose caller commits the next batch
+ * with whatever has arrived meanwhile. Under load the batch grows by itself; alone, a
+ * caller commits its own units on its own thread, as without batching.
+ *
+ * There is no committer thread: a dedicated one cost every batch a wake-up of that thread
+ * and its leader's own wake-up afterwards (two context switches, 4-5 us each plus cache
+ * misses, on a 2-core machine where every certificate competes for the same cores). The
+ * backend's write connection is still used by one thread at a time: `committing` is set
+ * under the lock before a batch and cleared after it, and the lock orders one leader's
+ * work before the next's.
  *
  * A request larger than `max` is split across transactions; its caller wakes when the last
- * of its units has been through one. Requests live on their callers' stacks: the committer
- * touches a request only under the lock and only while the request still has unfinished
- * units, and its caller returns only after seeing all of them finished under the same lock.
+ * of its units has been through one (it may lead several of them). Requests live on their
+ * callers' stacks: a leader touches a request only under the lock and only while the
+ * request still has unfinished units, and its caller returns only after seeing all of them
+ * finished under the same lock.
  *
- * Each request carries its own condition variable, and the committer signals only the
- * requests whose last unit has just finished: with 64 callers waiting and a batch of 11, a
- * commit wakes the 11 it served, not all 64 to find 53 of them with nothing to do.
+ * Gathering: when the last transaction held more than one unit (callers are arriving
+ * concurrently) and fewer units than that are queued, the leader first waits, at most
+ * GATHER_WAIT_NS (0.5 ms), until as many are queued as went into the last transaction. On
+ * a CPU-bound machine the other callers are still checking and signing their requests;
+ * the wait lets them join this transaction instead of paying for one of their own (an
+ * fsync, the WAL frames of the same pages, the wake-ups). A lone caller (last batch of one)
+ * never waits, so one client's latency is unchanged. Measured: with 2 concurrent callers,
+ * transactions went from 1.2 to 2.0 units and CPU per certificate from 382 to 344 us; the
+ * daemon's CPU per enrollment at 16 connections fell by about 5%.
+ *
+ * Each request carries its own condition variable, signalled when its last unit has
+ * finished or when it is handed the lead: with 64 callers waiting and a batch of 11, a
+ * commit wakes the 11 it served (and one next leader), not all 64.
  *
  * Invariants, under `lock`: the queue holds the requests that still have units not yet
  * taken (head to tail, in arrival order); taken <= n and finished <= taken for every
- * request; after `stopping` is set no request is queued, and the thread exits once the queue
- * is empty, so everything accepted before store_close() is committed.
+ * request; whenever `committing` is 0 and the queue is not empty, the head's caller has been
+ * signalled (or is the caller about to lead); after `stopping` is set no request is queued,
+ * and group_commit_stop() returns once the queue is empty and no batch runs, so everything
+ * accepted before store_close() is committed.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -28,6 +50,9 @@
 #include <time.h>
 
 #include "store/store_impl.h"
+
+/* How long a leader waits at most for a batch as large as the last one (see the top). */
+#define GATHER_WAIT_NS 500000L
 
 struct gc_request {
 	struct store_write **w;
@@ -41,12 +66,17 @@ struct gc_request {
 struct group_commit {
 	struct store *st;
 	size_t max;
-	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t work; /* the committer waits here for requests or stopping */
+	pthread_cond_t idle; /* group_commit_stop waits here for the queue to drain */
 	struct gc_request *head, *tail;
+	int committing;       /* a leader is running a batch */
+	size_t queued_units;  /* units queued and not yet taken */
+	size_t last_batch;    /* units in the last transaction */
+	size_t gather_target; /* while leader_waiting: the queue size that ends the wait */
+	int leader_waiting;
+	pthread_cond_t arrive; /* the waiting leader is signalled here when gather_target is met */
 	int stopping;
-	/* the batch being committed: units and the request each came from (committer only) */
+	/* the batch being committed: units and the request each came from (the leader only) */
 	struct store_write **batch;
 	struct gc_request **owner;
 	struct store_stats stats;
@@ -93,69 +123,88 @@ commit_batch(struct group_commit *gc, size_t n, struct store_stats *delta)
 	}
 }
 
-/* The committer thread: take what is queued, commit it in one transaction, wake the
- * requests it finished; until stopping is set and the queue is empty. */
-static void *
-committer_main(void *arg)
+/* Called by a leader with the lock held and the queue not empty: take queued units, oldest
+ * first, up to max, commit them with the lock released, then count them finished and wake
+ * the requests that are done. Returns with the lock held. */
+static void
+lead_one_batch(struct group_commit *gc)
 {
-	struct group_commit *gc = arg;
 	struct store_stats delta;
 	struct gc_request *r;
-	size_t n, i;
+	size_t n = 0, i;
 
-	pthread_mutex_lock(&gc->lock);
-	for (;;) {
-		while (gc->head == NULL && !gc->stopping)
-			pthread_cond_wait(&gc->work, &gc->lock);
-		if (gc->head == NULL)
-			break; /* stopping, and nothing left */
+	gc->committing = 1;
+	if (gc->last_batch > 1 && gc->queued_units < gc->last_batch) {
+		struct timespec until;
 
-		/* Take queued units, oldest first, up to max. */
-		n = 0;
-		while (gc->head != NULL && n < gc->max) {
-			r = gc->head;
-			while (r->taken < r->n && n < gc->max) {
-				gc->batch[n] = r->w[r->taken++];
-				gc->owner[n++] = r;
-			}
-			if (r->taken == r->n) {
-				gc->head = r->next;
-				if (gc->head == NULL)
-					gc->tail = NULL;
-			}
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += GATHER_WAIT_NS;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
 		}
-
-		pthread_mutex_unlock(&gc->lock);
-		commit_batch(gc, n, &delta);
-		pthread_mutex_lock(&gc->lock);
-
-		/* A request's units sit next to each other in the batch: wake each request
-		 * once, when its last unit is through. */
-		for (i = 0; i < n; i++) {
-			r = gc->owner[i];
-			if (++r->finished == r->n)
-				pthread_cond_signal(&r->done);
-		}
-		gc->stats.transactions += delta.transactions;
-		gc->stats.transactions_failed += delta.transactions_failed;
-		gc->stats.units += delta.units;
-		gc->stats.units_failed += delta.units_failed;
-		gc->stats.commit_seconds += delta.commit_seconds;
-		if (delta.commit_seconds > gc->stats.commit_seconds_max)
-			gc->stats.commit_seconds_max = delta.commit_seconds;
-		if (n > gc->stats.largest_batch)
-			gc->stats.largest_batch = n;
+		gc->gather_target = gc->last_batch;
+		gc->leader_waiting = 1;
+		while (gc->queued_units < gc->gather_target &&
+		       pthread_cond_timedwait(&gc->arrive, &gc->lock, &until) == 0)
+			;
+		gc->leader_waiting = 0;
 	}
+	while (gc->head != NULL && n < gc->max) {
+		r = gc->head;
+		while (r->taken < r->n && n < gc->max) {
+			gc->batch[n] = r->w[r->taken++];
+			gc->owner[n++] = r;
+		}
+		if (r->taken == r->n) {
+			gc->head = r->next;
+			if (gc->head == NULL)
+				gc->tail = NULL;
+		}
+	}
+
+	gc->queued_units -= n;
+	gc->last_batch = n;
 	pthread_mutex_unlock(&gc->lock);
-	return NULL;
+	commit_batch(gc, n, &delta);
+	pthread_mutex_lock(&gc->lock);
+
+	/* A request's units sit next to each other in the batch: wake each request once, when
+	 * its last unit is through (the leader's own request too; it is not waiting, so the
+	 * signal costs nothing). */
+	for (i = 0; i < n; i++) {
+		r = gc->owner[i];
+		if (++r->finished == r->n)
+			pthread_cond_signal(&r->done);
+	}
+	gc->stats.transactions += delta.transactions;
+	gc->stats.transactions_failed += delta.transactions_failed;
+	gc->stats.units += delta.units;
+	gc->stats.units_failed += delta.units_failed;
+	gc->stats.commit_seconds += delta.commit_seconds;
+	if (delta.commit_seconds > gc->stats.commit_seconds_max)
+		gc->stats.commit_seconds_max = delta.commit_seconds;
+	if (n > gc->stats.largest_batch)
+		gc->stats.largest_batch = n;
+	gc->committing = 0;
 }
 
-/* Start the committer thread over st; at most max units go into one transaction. */
+/* Called with the lock held after a batch: pass the lead to the oldest queued request, or
+ * tell a stopping store that all is done. */
+static void
+hand_over(struct group_commit *gc)
+{
+	if (gc->head != NULL)
+		pthread_cond_signal(&gc->head->done);
+	else if (gc->stopping)
+		pthread_cond_broadcast(&gc->idle);
+}
+
+/* Set up group commit over st; at most max units go into one transaction. */
 struct group_commit *
 group_commit_start(struct store *st, size_t max, struct ac_err *err)
 {
 	struct group_commit *gc = NULL, *started = NULL;
-	int locks = 0, rc;
 
 	if ((gc = calloc(1, sizeof(*gc))) == NULL ||
 	    (gc->batch = calloc(max, sizeof(*gc->batch))) == NULL ||
@@ -168,21 +217,21 @@ group_commit_start(struct store *st, size_t max, struct ac_err *err)
 	gc->max = max;
 	/* Default-attribute mutexes and condition variables cannot fail to initialise on Linux. */
 	pthread_mutex_init(&gc->lock, NULL);
-	pthread_cond_init(&gc->work, NULL);
-	locks = 1;
-	if ((rc = pthread_create(&gc->thread, NULL, committer_main, gc)) != 0) {
-		ac_err_set(err, AC_ERR_INTERNAL, "store_error",
-		           "group committer: cannot start thread: %s", strerror(rc));
-		goto out;
+	pthread_cond_init(&gc->idle, NULL);
+	{
+		pthread_condattr_t attr;
+
+		/* The gathering wait is timed on the monotonic clock: a step of the wall clock
+		 * must not stretch it. */
+		pthread_condattr_init(&attr);
+		pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+		pthread_cond_init(&gc->arrive, &attr);
+		pthread_condattr_destroy(&attr);
 	}
 	started = gc;
 	gc = NULL;
 out:
 	if (gc != NULL) {
-		if (locks) {
-			pthread_cond_destroy(&gc->work);
-			pthread_mutex_destroy(&gc->lock);
-		}
 		free(gc->owner);
 		free(gc->batch);
 		free(gc);
@@ -190,9 +239,10 @@ out:
 	return started;
 }
 
-/* Queue the caller's units and sleep on the request's own condition variable until the
- * committer has been through all of them. The request lives on this stack frame: it is
- * destroyed only after the committer, under the lock, has counted its last unit. */
+/* Queue the caller's units; then, until all of them are through, lead a batch whenever no
+ * other caller is committing, and otherwise sleep on the request's own condition variable.
+ * The request lives on this stack frame: it is destroyed only after its last unit has been
+ * counted under the lock. */
 int
 group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n)
 {
@@ -220,9 +270,17 @@ group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n)
 	else
 		gc->head = &r;
 	gc->tail = &r;
-	pthread_cond_signal(&gc->work);
-	while (r.finished < r.n)
-		pthread_cond_wait(&r.done, &gc->lock);
+	gc->queued_units += n;
+	if (gc->leader_waiting && gc->queued_units >= gc->gather_target)
+		pthread_cond_signal(&gc->arrive);
+	while (r.finished < r.n) {
+		if (!gc->committing && gc->head != NULL) {
+			lead_one_batch(gc);
+			hand_over(gc);
+		} else {
+			pthread_cond_wait(&r.done, &gc->lock);
+		}
+	}
 	pthread_mutex_unlock(&gc->lock);
 
 	for (i = 0; i < n; i++)
@@ -233,7 +291,7 @@ out:
 	return rc;
 }
 
-/* Let the committer finish what is queued, join it and free everything. */
+/* Refuse new requests, wait until everything queued has been committed, free everything. */
 void
 group_commit_stop(struct group_commit *gc)
 {
@@ -241,11 +299,12 @@ group_commit_stop(struct group_commit *gc)
 		return;
 	pthread_mutex_lock(&gc->lock);
 	gc->stopping = 1;
-	pthread_cond_signal(&gc->work);
+	while (gc->head != NULL || gc->committing)
+		pthread_cond_wait(&gc->idle, &gc->lock);
 	pthread_mutex_unlock(&gc->lock);
-	pthread_join(gc->thread, NULL);
 
-	pthread_cond_destroy(&gc->work);
+	pthread_cond_destroy(&gc->arrive);
+	pthread_cond_destroy(&gc->idle);
 	pthread_mutex_destroy(&gc->lock);
 	free(gc->owner);
 	free(gc->batch);

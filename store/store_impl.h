@@ -2,7 +2,7 @@
  * store_impl.h - what store.c, group_commit.c and the backends share. Not for callers.
  *
  * struct store is the front's handle: the backend's operations and private state, and the
- * group committer that feeds the backend's commit_batch from a single thread. A backend's
+ * group committer that feeds the backend's commit_batch one batch at a time. A backend's
  * open function fills ops and backend; store_close() stops the committer before it calls
  * ops->close, so commit_batch never runs concurrently with close, and never concurrently
  * with itself.
@@ -30,14 +30,14 @@ int store_sqlite_open(struct store *st, const struct store_options *opts, struct
  * connection to it). */
 const char *store_sqlite_path(const struct store *st);
 
-/* Start the committer thread; it puts at most max units in one transaction. */
+/* Set up group commit; at most max units go into one transaction. */
 struct group_commit *group_commit_start(struct store *st, size_t max, struct ac_err *err);
 
 /* Queue n units and wait until the transaction (or transactions) holding them has ended.
  * Each unit's result says how it ended. Returns -1 if any unit failed. */
 int group_commit_submit(struct group_commit *gc, struct store_write **w, size_t n);
 
-/* Commit what is queued, stop the thread and free. NULL is fine. */
+/* Commit what is queued, refuse more, and free. NULL is fine. */
 void group_commit_stop(struct group_commit *gc);
 
 void group_commit_stats(struct group_commit *gc, struct store_stats *out);

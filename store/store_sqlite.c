@@ -8,8 +8,9 @@
  *
  * Two long-lived connections, each with its statements prepared once at open:
  *
- *   wdb  the committer's. Only the group committer thread uses it (commit_batch), so it
- *        needs no lock. Each batch is BEGIN IMMEDIATE, one SAVEPOINT per unit, COMMIT.
+ *   wdb  the committer's. Only the group commit leader of the moment uses it
+ *        (commit_batch, one batch at a time under group_commit.c's lock), so it needs no
+ *        lock of its own. Each batch is BEGIN IMMEDIATE, one SAVEPOINT per unit, COMMIT.
  *   rdb  point reads (cert_get, cert_count), one caller at a time under rlock. In WAL mode
  *        readers never wait for the writer.
  *
@@ -346,7 +347,12 @@ open_connection(struct sqlite_store *s, sqlite3 **out, struct ac_err *err)
 	}
 	sqlite3_extended_result_codes(db, 1);
 	sqlite3_busy_timeout(db, s->busy_timeout_ms);
-	if (exec_sql(s, db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+	/* temp_store = MEMORY keeps the savepoint (statement) journal in memory: on a file it
+	 * spills past 64 KiB into a new temporary file, two writes per page, for nothing a crash
+	 * needs (the WAL alone makes a commit durable). */
+	if (exec_sql(s, db,
+	             "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; "
+	             "PRAGMA temp_store = MEMORY;",
 	             "setting up the connection", err) != 0)
 		goto out;
 	*out = db;

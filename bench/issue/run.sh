@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench/issue: issuances per second through the engine with durable logging, next to the
 # single-core bound from `openssl speed` measured in the same run (one ECDSA P-256 verify
-# for the CSR plus one sign for the certificate), and the ratio.
+# for the CSR plus one sign for the certificate), and the ratio. Each run also prints the
+# bound's CPU time per certificate over the CPU the engine used per certificate: the ratio
+# the rate would reach if the run were CPU-bound on every core, and one that a busy disk
+# does not move.
 #
 #   bench/issue/run.sh BUILD_DIR [SECONDS]
 set -euo pipefail
@@ -25,4 +28,6 @@ for threads in 1 $cores 64; do
 	echo "agentca engine, $threads concurrent requests: $(echo "$line" | head -n1)"
 	echo "  $(echo "$line" | tail -n1)"
 	echo "ratio to bound per core used ($used core(s)): $ratio"
+	cpu=$(echo "$line" | head -n1 | sed -E 's/.*cpu_us_per_issue=([0-9.]+).*/\1/')
+	echo "  crypto share of CPU (bound's $(awk -v b="$bound" 'BEGIN { printf "%.1f", 1e6 / b }') us / cpu_us_per_issue): $(awk -v b="$bound" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.2f", 1e6 / b / c; else print "n/a" }')"
 done

@@ -904,6 +904,207 @@ test_thousand_distinct_serials(void **state)
 	free(csr);
 }
 
+/*
+ * The leaf is encoded by hand (ca/issue.c, step 7). Its TBSCertificate must be the very bytes
+ * OpenSSL's typed API makes from the same values: the reference below is built with X509
+ * setters and extensions from OpenSSL's config syntax, signed by the intermediate, and its
+ * TBSCertificate compared byte for byte with the leaf's, for each shape a leaf can take.
+ */
+struct der_case {
+	const char *key_type, *key_arg;
+	const char *dns; /* NULL: no DNS name, so no CN */
+	int with_ip;
+	int with_urls; /* CRL and OCSP URLs in policy */
+};
+
+static void
+add_text_ext(X509 *cert, int nid, const char *value)
+{
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext;
+
+	X509V3_set_ctx(&ctx, fx.ca->intermediate, cert, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	if (ext == NULL)
+		fail_msg("extension %s = %s refused", OBJ_nid2sn(nid), value);
+	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
+	X509_EXTENSION_free(ext);
+}
+
+/* The TBSCertificate OpenSSL builds for leaf's serial and validity, key and names. */
+static unsigned char *
+reference_tbs(X509 *leaf, EVP_PKEY *key, const struct der_case *c, int *len)
+{
+	X509 *ref = X509_new();
+	X509_NAME *subject = X509_NAME_new();
+	ASN1_OCTET_STRING *ski = ASN1_OCTET_STRING_new();
+	unsigned char *spki = NULL, md[32], *tbs = NULL;
+	char san[512];
+	int spki_len;
+
+	assert_non_null(ref);
+	assert_int_equal(X509_set_version(ref, X509_VERSION_3), 1);
+	assert_int_equal(X509_set_serialNumber(ref, (ASN1_INTEGER *)X509_get0_serialNumber(leaf)),
+	                 1);
+	assert_int_equal(X509_set_issuer_name(ref, X509_get_subject_name(fx.ca->intermediate)), 1);
+	assert_non_null(
+	    ASN1_TIME_set(X509_getm_notBefore(ref), asn1_time_to_unix(X509_get0_notBefore(leaf))));
+	assert_non_null(
+	    ASN1_TIME_set(X509_getm_notAfter(ref), asn1_time_to_unix(X509_get0_notAfter(leaf))));
+	assert_int_equal(X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_UTF8,
+	                                            (const unsigned char *)fx.ca->name, -1, -1, 0),
+	                 1);
+	if (c->dns != NULL && strlen(c->dns) <= 64) /* a longer name is in the SAN only */
+		assert_int_equal(X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+		                                            (const unsigned char *)c->dns, -1, -1,
+		                                            0),
+		                 1);
+	assert_int_equal(X509_set_subject_name(ref, subject), 1);
+	assert_int_equal(X509_set_pubkey(ref, key), 1);
+
+	add_text_ext(ref, NID_basic_constraints, "critical,CA:FALSE");
+	add_text_ext(ref, NID_key_usage,
+	             EVP_PKEY_is_a(key, "RSA") ? "critical,digitalSignature,keyEncipherment"
+	                                       : "critical,digitalSignature");
+	add_text_ext(ref, NID_ext_key_usage, "serverAuth,clientAuth");
+	spki_len = i2d_PUBKEY(key, &spki);
+	assert_true(spki_len > 0);
+	assert_int_equal(EVP_Digest(spki, (size_t)spki_len, md, NULL, EVP_sha256(), NULL), 1);
+	assert_int_equal(ASN1_OCTET_STRING_set(ski, md, sizeof(md)), 1);
+	assert_int_equal(X509_add1_ext_i2d(ref, NID_subject_key_identifier, ski, 0, 0), 1);
+	add_text_ext(ref, NID_authority_key_identifier, "keyid:always");
+	snprintf(san, sizeof(san), "URI:%s%s%s%s", SUBJECT, c->dns != NULL ? ",DNS:" : "",
+	         c->dns != NULL ? c->dns : "", c->with_ip ? ",IP:10.1.2.3,IP:fd00::7" : "");
+	add_text_ext(ref, NID_subject_alt_name, san);
+	if (c->with_urls) {
+		add_text_ext(ref, NID_crl_distribution_points,
+		             "URI:http://ca.corp.internal/v1/crl");
+		add_text_ext(ref, NID_info_access, "OCSP;URI:http://ca.corp.internal/v1/ocsp");
+	}
+	assert_true(X509_sign(ref, fx.ca->intermediate_key, fx.ca->sign_md) > 0);
+	*len = i2d_re_X509_tbs(ref, &tbs);
+	assert_true(*len > 0);
+	OPENSSL_free(spki);
+	ASN1_OCTET_STRING_free(ski);
+	X509_NAME_free(subject);
+	X509_free(ref);
+	return tbs;
+}
+
+/* The leaf's TBSCertificate exactly as issued (OpenSSL 3.0 has no i2d_X509_tbs): the first
+ * element inside the Certificate SEQUENCE of its DER. */
+static int
+leaf_tbs(X509 *leaf, unsigned char **out)
+{
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	long content_len;
+	int der_len, tag, xclass, tbs_len;
+
+	der_len = i2d_X509(leaf, &der);
+	assert_true(der_len > 0);
+	p = der;
+	assert_int_equal(ASN1_get_object(&p, &content_len, &tag, &xclass, der_len) & 0x80, 0);
+	{
+		const unsigned char *tbs = p;
+
+		assert_int_equal(
+		    ASN1_get_object(&p, &content_len, &tag, &xclass, der_len - (long)(tbs - der)) &
+		        0x80,
+		    0);
+		tbs_len = (int)(p - tbs) + (int)content_len;
+		*out = OPENSSL_memdup(tbs, (size_t)tbs_len);
+	}
+	assert_non_null(*out);
+	OPENSSL_free(der);
+	return tbs_len;
+}
+
+static void
+test_leaf_der_matches_openssl(void **state)
+{
+	static const unsigned char ip4[4] = {10, 1, 2, 3};
+	static const unsigned char ip6[16] = {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7};
+	static const struct der_case cases[] = {
+	    {"EC", "P-256", "gw-1.corp.internal", 1, 0},
+	    {"EC", "P-256", NULL, 0, 0},
+	    {"EC", "P-256", "gw-1.corp.internal", 0, 1},
+	    {"EC", "P-384", "gw-1.corp.internal", 1, 1},
+	    {"RSA", "2048", "gw-1.corp.internal", 0, 0},
+	    {"ED25519", NULL, NULL, 1, 0},
+	    /* a DNS name longer than a CN may be: in the SAN only */
+	    {"EC", "P-256", "a-name-that-is-longer-than-sixty-four-characters-in-all.corp.internal",
+	     0, 0},
+	};
+
+	struct ac_err range_err;
+
+	(void)state;
+	ac_err_clear(&range_err);
+	assert_int_equal(cfg_strlist_add(&fx.policy.ip_ranges, "fd00::/8", &range_err), 0);
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		const struct der_case *c = &cases[i];
+		EVP_PKEY *key = keygen(c->key_type, c->key_arg);
+		struct san_spec sans[4];
+		size_t n = 0;
+		struct issue_request req;
+		struct issue_result res;
+		struct ac_err err;
+		unsigned char *want, *got = NULL, *again = NULL;
+		int want_len, got_len, again_len;
+		char *pem;
+		char *csr;
+		X509 *leaf;
+
+		sans[n++] = (struct san_spec){GEN_URI, SUBJECT, 0};
+		if (c->dns != NULL)
+			sans[n++] = (struct san_spec){GEN_DNS, c->dns, 0};
+		if (c->with_ip) {
+			sans[n++] = (struct san_spec){GEN_IPADD, (const char *)ip4, 4};
+			sans[n++] = (struct san_spec){GEN_IPADD, (const char *)ip6, 16};
+		}
+		if (c->with_urls) {
+			fx.policy.crl_url = strdup("http://ca.corp.internal/v1/crl");
+			fx.policy.ocsp_url = strdup("http://ca.corp.internal/v1/ocsp");
+		}
+		csr = make_csr(key, sans, n, 0);
+		req = request(csr);
+		ac_err_clear(&err);
+		if (ca_issue(&fx.iss, &req, &res, &err) != 0)
+			fail_msg("case %zu refused: %s", i, err.msg);
+		leaf = pem_cert(res.cert_pem);
+		assert_verifies(leaf);
+		/* The PEM is what OpenSSL writes for these DER bytes. */
+		pem = x509_to_pem(leaf, NULL, &err);
+		assert_non_null(pem);
+		assert_string_equal(pem, res.cert_pem);
+		free(pem);
+		want = reference_tbs(leaf, key, c, &want_len);
+		got_len = leaf_tbs(leaf, &got);
+		/* Decoded and encoded again, the bytes stay the same: the DER is canonical. */
+		again_len = i2d_re_X509_tbs(leaf, &again);
+		assert_int_equal(again_len, got_len);
+		assert_memory_equal(again, got, (size_t)got_len);
+		OPENSSL_free(again);
+		if (got_len != want_len || memcmp(got, want, (size_t)got_len) != 0)
+			fail_msg(
+			    "case %zu (%s %s): the leaf's TBSCertificate (%d bytes) differs from "
+			    "OpenSSL's (%d bytes)",
+			    i, c->key_type, c->key_arg != NULL ? c->key_arg : "", got_len,
+			    want_len);
+		OPENSSL_free(got);
+		OPENSSL_free(want);
+		X509_free(leaf);
+		issue_result_free(&res);
+		free(csr);
+		EVP_PKEY_free(key);
+		free(fx.policy.crl_url);
+		free(fx.policy.ocsp_url);
+		fx.policy.crl_url = NULL;
+		fx.policy.ocsp_url = NULL;
+	}
+}
+
 int
 main(void)
 {
@@ -918,6 +1119,7 @@ main(void)
 	    cmocka_unit_test(test_token_used_twice),
 	    cmocka_unit_test(test_failed_commit_hands_out_nothing),
 	    cmocka_unit_test(test_thousand_distinct_serials),
+	    cmocka_unit_test(test_leaf_der_matches_openssl),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
