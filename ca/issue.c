@@ -768,7 +768,7 @@ ca_issue(const struct issuer *iss, const struct issue_request *req, struct issue
 	ac_err_clear(&e);
 	/* One request sees one policy from start to end, even if a reload swaps it meanwhile
 	 * (the daemon publishes a new policy with an atomic store and keeps the old alive). */
-	snapshot.authority = __atomic_load_n(&iss->authority, __ATOMIC_ACQUIRE);
+	snapshot.authority = issuer_authority(iss);
 	snapshot.supersede_at = __atomic_load_n(&iss->supersede_at, __ATOMIC_RELAXED);
 	snapshot.store = iss->store;
 	snapshot.planner = iss->planner;

@@ -34,6 +34,14 @@ struct issuer {
 	struct renewal_plan *planner;
 };
 
+/* The authority that signs now, read once: a reader's snapshot that a concurrent rotation
+ * cannot tear (the daemon keeps every authority it published alive until it exits). */
+static inline struct ca_authority *
+issuer_authority(const struct issuer *iss)
+{
+	return __atomic_load_n(&iss->authority, __ATOMIC_ACQUIRE);
+}
+
 struct issue_request {
 	const unsigned char *csr; /* PEM or DER, from outside */
 	size_t csr_len;

@@ -34,7 +34,7 @@ void
 handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request *req,
                struct api_response *resp)
 {
-	const struct ca_authority *ca = api->issuer->authority;
+	const struct ca_authority *ca = issuer_authority(api->issuer);
 	struct front_stats fs;
 	struct store_stats ss;
 	char extra[4096];
@@ -122,7 +122,8 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 		             more != NULL ? more : "") < 0)
 			all = NULL;
 		pthread_mutex_unlock(&api->daemon_metrics_lock);
-		rc = metrics_render(api->metrics, all != NULL ? all : extra, &resp->body, &resp->len);
+		rc = metrics_render(api->metrics, all != NULL ? all : extra, &resp->body,
+		                    &resp->len);
 		free(more);
 		free(all);
 		if (rc != 0)
@@ -178,8 +179,8 @@ handle_crl(struct api *api, struct MHD_Connection *conn, struct api_request *req
 		unsigned char *der = NULL;
 		size_t len = 0;
 
-		if (crl_build(api->issuer->authority, api->issuer->store, now, &der, &len, &err) !=
-		    0) {
+		if (crl_build(issuer_authority(api->issuer), api->issuer->store, now, &der, &len,
+		              &err) != 0) {
 			pthread_mutex_unlock(&api->crl_lock);
 			api_problem(resp, ac_errcode_http_status(err.code), err.reason, err.msg);
 			return;
