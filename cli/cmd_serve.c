@@ -81,7 +81,7 @@ static const char serve_usage_head[] =
 /* Settings replaced by a reload stay allocated until exit: a request may still be reading
  * the policy it started with. Reloads are rare; this list stays short. */
 struct retired_settings {
-	struct agentca_settings settings;
+	struct agentca_settings *settings;
 	struct retired_settings *next;
 };
 
@@ -110,8 +110,7 @@ struct daemon {
 	struct retired_authority *retired_authorities;
 	char
 	    authority_files[512]; /* stat of the intermediate files the authority was loaded from */
-	struct cfg_strlist admin_ids, auditor_ids; /* copies: read at start-up only */
-	int64_t renew_grace; /* read at start-up only (TLS and API agree) */
+	int64_t renew_grace;      /* read at start-up only (TLS and API agree) */
 	struct scheduler scheduler;
 	struct rotation_duty rotation_duty;
 	struct prune_duty prune_duty;
@@ -410,15 +409,79 @@ schedule(struct daemon *d, struct ac_err *err)
 	return 0;
 }
 
+/* What a reload found changed, key by key (settings_diff). */
+struct reload_changes {
+	struct daemon *d;
+	const struct agentca_settings *fresh;
+	char restart[512]; /* changed keys that only a restart applies, comma-separated */
+	int truncated;     /* restart ends with "..." */
+};
+
+/* Keys whose new value the running daemon takes at once (a trailing '.': a whole section). */
+static int
+applied_live(const char *path)
+{
+	static const char *const live[] = {"log_level",          "server_names", "admin_identities",
+	                                   "auditor_identities", "policy.",      "rotation."};
+
+	for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
+		size_t n = strlen(live[i]);
+
+		if (live[i][n - 1] == '.' ? strncmp(path, live[i], n) == 0
+		                          : strcmp(path, live[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void
+reload_change(void *arg, const char *path)
+{
+	struct reload_changes *rc = arg;
+	size_t listener, used;
+	char tail[8];
+	struct ac_err err;
+
+	if (applied_live(path))
+		return;
+	/* A listener's allow rules change in place; its address or upstream do not. */
+	if (rc->d->proxy != NULL &&
+	    sscanf(path, "proxy.listeners[%zu].%7s", &listener, tail) == 2 &&
+	    strcmp(tail, "allow") == 0) {
+		const struct proxy_listener_settings *l =
+		    (const struct proxy_listener_settings *)rc->fresh->proxy.listeners.items +
+		    listener;
+
+		ac_err_clear(&err);
+		if (serve_proxy_set_allow(rc->d->proxy, listener, &l->allow, &err) != 0)
+			log_error("proxy_reload_failed", "%s; listener %s keeps its running rules",
+			          err.msg, l->listen != NULL ? l->listen : "?");
+		else
+			log_info("proxy_rules_reloaded", "listener %s: %zu allow rules",
+			         l->listen != NULL ? l->listen : "?", l->allow.count);
+		return;
+	}
+	used = strlen(rc->restart);
+	if (used + strlen(path) + 3 < sizeof(rc->restart))
+		snprintf(rc->restart + used, sizeof(rc->restart) - used, "%s%s",
+		         used > 0 ? ", " : "", path);
+	else if (!rc->truncated && used + 6 < sizeof(rc->restart)) {
+		snprintf(rc->restart + used, sizeof(rc->restart) - used, ", ...");
+		rc->truncated = 1;
+	}
+}
+
 /* SIGHUP: a new configuration, validated before it replaces the running one. */
 static void
 reload(struct daemon *d)
 {
 	struct retired_settings *old;
 	struct agentca_settings *fresh;
+	struct reload_changes changes;
 	struct ac_err err;
 
 	ac_err_clear(&err);
+	memset(&changes, 0, sizeof(changes));
 	fresh = calloc(1, sizeof(*fresh));
 	old = calloc(1, sizeof(*old));
 	if (fresh == NULL || old == NULL ||
@@ -429,17 +492,24 @@ reload(struct daemon *d)
 		free(old);
 		return;
 	}
-	old->settings = *d->settings;
+	changes.d = d;
+	changes.fresh = fresh;
+	settings_diff(d->settings, fresh, reload_change, &changes);
+	old->settings = d->settings;
 	old->next = d->retired;
 	d->retired = old;
-	free(d->settings);
 	d->settings = fresh;
+	api_set_role_ids(d->api, &fresh->admin_ids, &fresh->auditor_ids);
 	/* Requests in flight keep the policy they read; new ones see the new one. */
 	__atomic_store_n(&d->issuer.policy, &fresh->policy, __ATOMIC_RELEASE);
 	__atomic_store_n(&d->rotation_duty.settings, &fresh->rotation, __ATOMIC_RELEASE);
 	__atomic_store_n(&d->prune_duty.settings, &fresh->rotation, __ATOMIC_RELEASE);
 	apply_log_level(fresh);
 	log_info("config_reloaded", "configuration reloaded");
+	if (changes.restart[0] != '\0')
+		log_warn("config_restart_needed",
+		         "changed in the configuration, applied only when the daemon starts: %s",
+		         changes.restart);
 	rotate_server_cert(d, "reload");
 	{
 		struct ac_err bundle_err;
@@ -556,15 +626,10 @@ start(struct daemon *d, struct ac_err *err)
 	ao.admin = d->admin;
 	ao.minter = d->minter;
 	ao.audit_key = d->audit_key;
-	/* Identity lists are read at start-up (a reload does not change them): the API keeps
-	 * the daemon's own copies, which outlive any reload. */
-	if (cfg_strlist_set(&d->admin_ids, (const char *const *)d->settings->admin_ids.items,
-	                    d->settings->admin_ids.count, err) != 0 ||
-	    cfg_strlist_set(&d->auditor_ids, (const char *const *)d->settings->auditor_ids.items,
-	                    d->settings->auditor_ids.count, err) != 0)
-		return -1;
-	ao.admin_ids = &d->admin_ids;
-	ao.auditor_ids = &d->auditor_ids;
+	/* A reload replaces these lists (api_set_role_ids); every settings struct the daemon
+	 * loaded lives until it exits. */
+	ao.admin_ids = &d->settings->admin_ids;
+	ao.auditor_ids = &d->settings->auditor_ids;
 	ao.max_depth = (int)d->settings->max_nesting_depth;
 	ao.rate_per_address = (double)d->settings->rate_limits.address_per_second;
 	ao.burst_per_address = (double)d->settings->rate_limits.address_burst;
@@ -617,8 +682,6 @@ stop(struct daemon *d)
 	token_verifier_free(d->admin);
 	token_signer_free(d->minter);
 	EVP_PKEY_free(d->audit_key);
-	cfg_strlist_free(&d->admin_ids);
-	cfg_strlist_free(&d->auditor_ids);
 	store_close(d->store);
 	renewal_plan_free(d->issuer.planner);
 	if (d->settings != NULL) {
@@ -628,7 +691,8 @@ stop(struct daemon *d)
 	while (d->retired != NULL) {
 		struct retired_settings *next = d->retired->next;
 
-		settings_free(&d->retired->settings);
+		settings_free(d->retired->settings);
+		free(d->retired->settings);
 		free(d->retired);
 		d->retired = next;
 	}

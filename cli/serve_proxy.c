@@ -206,6 +206,13 @@ serve_proxy_tick(struct serve_proxy *sp)
 		         (long long)sp->revocation_interval);
 }
 
+int
+serve_proxy_set_allow(struct serve_proxy *sp, size_t i, const struct cfg_strlist *allow,
+                      struct ac_err *err)
+{
+	return proxy_set_allow(sp->proxy, i, (const char *const *)allow->items, allow->count, err);
+}
+
 void
 serve_proxy_stop(struct serve_proxy *sp)
 {

@@ -33,6 +33,11 @@ void serve_proxy_material_changed(struct serve_proxy *sp, const struct ca_author
  * sessions of revoked certificates. */
 void serve_proxy_tick(struct serve_proxy *sp);
 
+/* A reloaded configuration gave listener i new allow rules: new connections are checked
+ * against them, and live sessions they no longer allow are closed. */
+int serve_proxy_set_allow(struct serve_proxy *sp, size_t i, const struct cfg_strlist *allow,
+                          struct ac_err *err);
+
 /* Drain and stop (after api_stop: /metrics may read the proxy until then). */
 void serve_proxy_stop(struct serve_proxy *sp);
 

@@ -116,6 +116,13 @@ print_fields(FILE *out, const struct cfg_field *fields, const char *prefix)
 	}
 }
 
+size_t
+settings_diff(const struct agentca_settings *a, const struct agentca_settings *b,
+              void (*changed)(void *arg, const char *path), void *arg)
+{
+	return config_diff(settings_fields, a, b, NULL, changed, arg);
+}
+
 void
 settings_print_reference(FILE *out)
 {

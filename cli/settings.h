@@ -77,6 +77,11 @@ void settings_free(struct agentca_settings *s);
 /* Store options from the settings (borrowing its strings). */
 void settings_store_options(const struct agentca_settings *s, struct store_options *opts);
 
+/* Call changed(arg, path) for every key whose value differs between a and b (see
+ * config_diff); returns how many differ. */
+size_t settings_diff(const struct agentca_settings *a, const struct agentca_settings *b,
+                     void (*changed)(void *arg, const char *path), void *arg);
+
 /* Print every key with its type and help line (for `serve --help` and the README). */
 void settings_print_reference(FILE *out);
 

@@ -353,6 +353,85 @@ config_free(const struct cfg_field *fields, void *target)
 	}
 }
 
+static int
+strings_equal(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int
+strlists_equal(const struct cfg_strlist *a, const struct cfg_strlist *b)
+{
+	if (a->count != b->count)
+		return 0;
+	for (size_t i = 0; i < a->count; i++)
+		if (!strings_equal(a->items[i], b->items[i]))
+			return 0;
+	return 1;
+}
+
+size_t
+config_diff(const struct cfg_field *fields, const void *a, const void *b, const char *prefix,
+            void (*changed)(void *arg, const char *path), void *arg)
+{
+	size_t n = 0;
+
+	for (; fields->key != NULL; fields++) {
+		const char *ma = (const char *)a + fields->offset,
+		           *mb = (const char *)b + fields->offset;
+		char path[256];
+		int same = 1;
+
+		snprintf(path, sizeof(path), "%s%s%s", prefix != NULL ? prefix : "",
+		         prefix != NULL && prefix[0] != '\0' ? "." : "", fields->key);
+		switch (fields->type) {
+		case CFG_STRING:
+			same = strings_equal(*(char *const *)(const void *)ma,
+			                     *(char *const *)(const void *)mb);
+			break;
+		case CFG_INT:
+		case CFG_DURATION:
+			same = *(const int64_t *)(const void *)ma ==
+			       *(const int64_t *)(const void *)mb;
+			break;
+		case CFG_BOOL:
+			same = *(const int *)(const void *)ma == *(const int *)(const void *)mb;
+			break;
+		case CFG_STRING_LIST:
+			same = strlists_equal((const struct cfg_strlist *)(const void *)ma,
+			                      (const struct cfg_strlist *)(const void *)mb);
+			break;
+		case CFG_OBJECT:
+			n += config_diff(fields->children, ma, mb, path, changed, arg);
+			break;
+		case CFG_OBJECT_LIST: {
+			const struct cfg_objlist *la = (const void *)ma, *lb = (const void *)mb;
+
+			if (la->count != lb->count) {
+				same = 0;
+				break;
+			}
+			for (size_t i = 0; i < la->count; i++) {
+				char item[300];
+
+				snprintf(item, sizeof(item), "%s[%zu]", path, i);
+				n += config_diff(fields->children,
+				                 (const char *)la->items + i * (size_t)fields->max,
+				                 (const char *)lb->items + i * (size_t)fields->max,
+				                 item, changed, arg);
+			}
+			break;
+		}
+		}
+		if (!same) {
+			n++;
+			if (changed != NULL)
+				changed(arg, path);
+		}
+	}
+	return n;
+}
+
 void
 cfg_objlist_free(const struct cfg_field *f, struct cfg_objlist *list)
 {

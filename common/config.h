@@ -75,6 +75,13 @@ int config_load_file(const char *path, const struct cfg_field *fields, void *tar
 /* Free every string and list the table describes, and zero those members. */
 void config_free(const struct cfg_field *fields, void *target);
 
+/* Walk the table over two targets laid out by it and call changed(arg, path) for each key
+ * whose value differs ("listen", "policy.max_ttl", "proxy.listeners[0].allow"). A list of
+ * objects of different lengths is one change at the list's own path; otherwise its items
+ * are compared key by key. Returns the number of keys that differ. */
+size_t config_diff(const struct cfg_field *fields, const void *a, const void *b, const char *prefix,
+                   void (*changed)(void *arg, const char *path), void *arg);
+
 /* Replace a list's contents with a copy of items[0..count). */
 int cfg_strlist_set(struct cfg_strlist *list, const char *const *items, size_t count,
                     struct ac_err *err);

@@ -255,10 +255,10 @@ api_resolve_caller(struct api *api, struct MHD_Connection *conn, struct caller *
 		return 0;
 	}
 	if (c->peer.present) {
-		if (listed(api->admin_ids, c->peer.spiffe_id)) {
+		if (listed(atomic_load(&api->admin_ids), c->peer.spiffe_id)) {
 			c->role = CALLER_ADMIN;
 			snprintf(c->actor, sizeof(c->actor), "admin:%s", c->peer.spiffe_id);
-		} else if (listed(api->auditor_ids, c->peer.spiffe_id)) {
+		} else if (listed(atomic_load(&api->auditor_ids), c->peer.spiffe_id)) {
 			c->role = CALLER_AUDITOR;
 			snprintf(c->actor, sizeof(c->actor), "auditor:%s", c->peer.spiffe_id);
 		} else {
@@ -627,6 +627,14 @@ void
 api_set_front(struct api *api, struct front *front)
 {
 	api->front = front;
+}
+
+void
+api_set_role_ids(struct api *api, const struct cfg_strlist *admin_ids,
+                 const struct cfg_strlist *auditor_ids)
+{
+	atomic_store(&api->admin_ids, admin_ids);
+	atomic_store(&api->auditor_ids, auditor_ids);
 }
 
 void

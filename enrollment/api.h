@@ -84,6 +84,12 @@ void api_set_front(struct api *api, struct front *front);
  * clients are answered at once when it changed. */
 int api_reload_bundle(struct api *api, struct ac_err *err);
 
+/* New lists of the SPIFFE IDs whose certificates act as admins and auditors (a reloaded
+ * configuration); requests that start after this see them. The caller keeps both lists
+ * alive until api_free. */
+void api_set_role_ids(struct api *api, const struct cfg_strlist *admin_ids,
+                      const struct cfg_strlist *auditor_ids);
+
 /* 1 when the bundle now served carries the certificate with this SHA-256 fingerprint (hex),
  * else 0; *sequence gets the bundle's SPIFFE sequence number either way. */
 int api_bundle_carries(struct api *api, const char *fingerprint, int64_t *sequence);

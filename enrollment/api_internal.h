@@ -41,7 +41,8 @@ struct api {
 	struct token_verifier *bootstrap;
 	struct token_verifier *admin;
 	struct token_signer *minter;
-	const struct cfg_strlist *admin_ids, *auditor_ids;
+	/* replaced by api_set_role_ids on a reload; read with an atomic load */
+	const struct cfg_strlist *_Atomic admin_ids, *_Atomic auditor_ids;
 	int max_depth;
 	int64_t
 	    renew_grace; /* seconds; a peer expired_in_grace may renew within it, nothing else */

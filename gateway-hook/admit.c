@@ -25,6 +25,7 @@ const char *const proxy_reason_names[PR_COUNT] = {
     [PR_IDLE_TIMEOUT] = "idle_timeout",
     [PR_SESSION_REVOKED] = "certificate_revoked",
     [PR_SESSION_EXPIRED] = "certificate_expired",
+    [PR_SESSION_NOT_ALLOWED] = "identity_not_allowed",
     [PR_SHUTDOWN] = "shutdown",
 };
 

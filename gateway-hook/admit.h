@@ -41,6 +41,7 @@ enum proxy_reason {
 	PR_IDLE_TIMEOUT,
 	PR_SESSION_REVOKED,
 	PR_SESSION_EXPIRED,
+	PR_SESSION_NOT_ALLOWED, /* the listener's rules changed and no longer allow it */
 	PR_SHUTDOWN,
 	PR_COUNT
 };

@@ -107,6 +107,11 @@ struct endpoint {
 struct listener;
 struct worker;
 
+struct retired_rules {
+	struct allow_rules *rules;
+	struct retired_rules *next;
+};
+
 struct conn {
 	struct worker *w;
 	struct listener *l;
@@ -132,7 +137,7 @@ struct listener {
 	char *listen, *upstream, *upstream_name, *upstream_ca_file;
 	enum proxy_upstream_mode mode;
 	int proxy_protocol;
-	struct allow_rules allow;
+	struct allow_rules *_Atomic allow; /* replaced whole by proxy_set_allow */
 	struct sockaddr_storage listen_addr, upstream_addr;
 	socklen_t listen_len, upstream_len;
 	STACK_OF(X509) *upstream_roots; /* from upstream_ca_file, or NULL: the bundle */
@@ -161,6 +166,7 @@ struct worker {
 	int pool_count;
 	int64_t next_sweep_ms;
 	uint64_t revoke_seen;
+	uint64_t rules_seen;
 	int listening;
 };
 
@@ -179,6 +185,11 @@ struct proxy {
 	char **revoked;
 	size_t nrevoked, revoked_cap;
 	atomic_uint_fast64_t revoke_gen;
+	/* allow rules replaced by proxy_set_allow: kept until proxy_free, since a worker may
+	 * be admitting against them; rules_gen moves on each replacement */
+	pthread_mutex_t rules_lock;
+	struct retired_rules *retired_rules;
+	atomic_uint_fast64_t rules_gen;
 	/* material facts for metrics */
 	atomic_int_fast64_t cert_not_after;
 	atomic_uint_fast64_t bundle_sequence;
@@ -672,7 +683,8 @@ handshake(struct conn *c)
 	}
 	c->tls_version = SSL_get_version(c->cl.ssl);
 	c->cipher = SSL_get_cipher_name(c->cl.ssl);
-	verdict = proxy_admit(c->cl.ssl, &c->l->allow, revoked_cb, c->w->p, time_now(), &c->peer);
+	verdict = proxy_admit(c->cl.ssl, atomic_load(&c->l->allow), revoked_cb, c->w->p, time_now(),
+	                      &c->peer);
 	if (verdict != PR_ADMITTED) {
 		/* Say goodbye properly; nothing the client sent goes anywhere. */
 		ep_shut(&c->cl);
@@ -1032,11 +1044,14 @@ sweep(struct worker *w, int64_t now)
 {
 	struct proxy *p = w->p;
 	uint64_t gen = atomic_load(&p->revoke_gen);
+	uint64_t rules_gen = atomic_load(&p->rules_gen);
 	int check_revoked = gen != w->revoke_seen;
+	int check_rules = rules_gen != w->rules_seen;
 	int64_t now_s = now / 1000;
 	struct conn *c, *next;
 
 	w->revoke_seen = gen;
+	w->rules_seen = rules_gen;
 	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
 		int relaying = c->state == S_RELAY;
 
@@ -1051,6 +1066,12 @@ sweep(struct worker *w, int64_t now)
 			}
 			if (c->peer.not_after <= now_s) {
 				conn_close(c, relaying ? PR_SESSION_EXPIRED : PR_EXPIRED);
+				continue;
+			}
+			if (check_rules && allow_rules_match(atomic_load(&c->l->allow),
+			                                     SSL_get0_peer_certificate(c->cl.ssl),
+			                                     c->peer.spiffe_id) < 0) {
+				conn_close(c, relaying ? PR_SESSION_NOT_ALLOWED : PR_NOT_ALLOWED);
 				continue;
 			}
 		}
@@ -1339,6 +1360,36 @@ dup_or_null(const char *s)
 	return s != NULL ? strdup(s) : NULL;
 }
 
+/* Parsed rules for a listener, on the heap (so that they can be replaced whole). */
+static struct allow_rules *
+allow_rules_new(const char *listen, const char *const *patterns, size_t count, struct ac_err *err)
+{
+	struct allow_rules *rules = calloc(1, sizeof(*rules));
+
+	if (rules == NULL) {
+		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+		return NULL;
+	}
+	if (allow_rules_parse(patterns, count, rules, err) != 0) {
+		free(rules);
+		ac_err_wrap(err, "proxy listener %s", listen);
+		return NULL;
+	}
+	if (rules->count == 0)
+		log_warn("proxy_no_allow_rules",
+		         "listener %s has no allow rules: every client will be refused", listen);
+	return rules;
+}
+
+static void
+allow_rules_destroy(struct allow_rules *rules)
+{
+	if (rules != NULL) {
+		allow_rules_free(rules);
+		free(rules);
+	}
+}
+
 static int
 listener_init(struct listener *l, const struct proxy_listener_config *cfg, size_t index,
               struct ac_err *err)
@@ -1358,11 +1409,8 @@ listener_init(struct listener *l, const struct proxy_listener_config *cfg, size_
 	if (resolve(l->listen, &l->listen_addr, &l->listen_len, 1, err) != 0 ||
 	    resolve(l->upstream, &l->upstream_addr, &l->upstream_len, 0, err) != 0)
 		return ac_err_wrap(err, "proxy listener %s", l->listen);
-	if (allow_rules_parse(cfg->allow, cfg->allow_count, &l->allow, err) != 0)
-		return ac_err_wrap(err, "proxy listener %s", l->listen);
-	if (l->allow.count == 0)
-		log_warn("proxy_no_allow_rules",
-		         "listener %s has no allow rules: every client will be refused", l->listen);
+	if ((l->allow = allow_rules_new(l->listen, cfg->allow, cfg->allow_count, err)) == NULL)
+		return -1;
 	if (cfg->upstream_name != NULL) {
 		l->upstream_name = strdup(cfg->upstream_name);
 	} else {
@@ -1400,7 +1448,7 @@ listener_free(struct listener *l)
 	free(l->upstream);
 	free(l->upstream_name);
 	free(l->upstream_ca_file);
-	allow_rules_free(&l->allow);
+	allow_rules_destroy(atomic_load(&l->allow));
 	sk_X509_pop_free(l->upstream_roots, X509_free);
 	tls_slot_free(l->up_tls);
 }
@@ -1440,6 +1488,14 @@ proxy_free(struct proxy *p)
 		free(p->revoked[i]);
 	free(p->revoked);
 	pthread_mutex_destroy(&p->revoke_lock);
+	while (p->retired_rules != NULL) {
+		struct retired_rules *r = p->retired_rules;
+
+		p->retired_rules = r->next;
+		allow_rules_destroy(r->rules);
+		free(r);
+	}
+	pthread_mutex_destroy(&p->rules_lock);
 	free(p);
 }
 
@@ -1461,6 +1517,7 @@ proxy_start(const struct proxy_options *opts, const struct proxy_material *m, st
 		return NULL;
 	}
 	pthread_mutex_init(&p->revoke_lock, NULL);
+	pthread_mutex_init(&p->rules_lock, NULL);
 	p->o = *opts;
 	if (p->o.handshake_timeout_ms <= 0)
 		p->o.handshake_timeout_ms = 10000;
@@ -1536,6 +1593,33 @@ fail:
 	built_free(p, &b);
 	proxy_free(p);
 	return NULL;
+}
+
+int
+proxy_set_allow(struct proxy *p, size_t listener, const char *const *allow, size_t count,
+                struct ac_err *err)
+{
+	struct allow_rules *fresh, *old;
+	struct retired_rules *r;
+
+	if (listener >= p->nls)
+		return ac_err_set(err, AC_ERR_INVALID, "proxy_config_invalid",
+		                  "there is no proxy listener %zu", listener + 1);
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
+	if ((fresh = allow_rules_new(p->ls[listener].listen, allow, count, err)) == NULL) {
+		free(r);
+		return -1;
+	}
+	pthread_mutex_lock(&p->rules_lock);
+	old = atomic_exchange(&p->ls[listener].allow, fresh);
+	r->rules = old;
+	r->next = p->retired_rules;
+	p->retired_rules = r;
+	pthread_mutex_unlock(&p->rules_lock);
+	atomic_fetch_add(&p->rules_gen, 1);
+	wake_all(p);
+	return 0;
 }
 
 int

@@ -81,6 +81,12 @@ int proxy_update(struct proxy *p, const struct proxy_material *m, struct ac_err 
  * on. Returns the number of serials newly added (0 when already known), -1 out of memory. */
 int proxy_revoke_serial(struct proxy *p, const char *serial_hex);
 
+/* Replace listener i's allow rules (gateway-hook/allow.h). New connections are checked
+ * against the new rules; a live session whose identity they no longer allow is closed
+ * within PROXY_SWEEP_MS (reason identity_not_allowed). On failure the running rules stay. */
+int proxy_set_allow(struct proxy *p, size_t listener, const char *const *allow, size_t count,
+                    struct ac_err *err);
+
 /* The port bound for listener i (useful with port 0), or -1. */
 int proxy_bound_port(const struct proxy *p, size_t i);
 
