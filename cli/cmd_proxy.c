@@ -15,7 +15,8 @@
  *                       asked again every FEED_ABSENT_RETRY seconds; expiry still holds)
  *   every 5 s           DIR/proxy-metrics.prom (Prometheus text, for node_exporter's
  *                       textfile collector or a person with cat)
- *   SIGHUP              load DIR's files again now (after an external renewal)
+ *   SIGHUP              load DIR's files again now (after an external renewal); with
+ *                       --config also the file: listeners' allow rules apply at once
  *   SIGTERM, SIGINT     stop accepting, let sessions finish (drain), exit 0
  */
 #include <signal.h>
@@ -95,6 +96,13 @@ static const struct cfg_field standalone_fields[] = {
     CFG_END,
 };
 
+/* Changed keys a reload applies (config_diff paths). */
+static int
+standalone_path_is_live(const char *path)
+{
+	return proxy_settings_path_is_live("proxy", path);
+}
+
 /* The running standalone proxy. */
 struct standalone {
 	struct standalone_settings s;
@@ -104,6 +112,7 @@ struct standalone {
 	uint64_t revocation_sequence; /* of the CA's feed, for ?since= */
 	int feed_absent;              /* the CA answered 404: said once */
 	char *token;
+	const char *config_path; /* --config, read again on SIGHUP; NULL with flags */
 };
 
 /* The first line of a file, heap (a token file). */
@@ -186,6 +195,42 @@ reload_files(struct standalone *sa, const char *why)
 	sa->files = fresh;
 	log_info("proxy_material_swapped", "certificate %s, bundle %llu in use (%s)",
 	         sa->files.cert_serial, (unsigned long long)sa->bundle_sequence, why);
+}
+
+static void
+standalone_defaults(struct standalone_settings *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->bundle_interval = 30;
+	proxy_settings_defaults(&s->proxy);
+}
+
+/* SIGHUP with --config: the listeners' allow rules apply at once; every other changed key
+ * is named, and applies at the next start. A file that does not load changes nothing. */
+static void
+reload_config(struct standalone *sa)
+{
+	struct standalone_settings fresh;
+	struct cfg_restart_list restart;
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	standalone_defaults(&fresh);
+	if (config_load_file(sa->config_path, standalone_fields, &fresh, &err) != 0) {
+		log_error("config_reload_failed", "%s; keeping the running configuration", err.msg);
+		config_free(standalone_fields, &fresh);
+		return;
+	}
+	memset(&restart, 0, sizeof(restart));
+	restart.live = standalone_path_is_live;
+	config_diff(standalone_fields, &sa->s, &fresh, NULL, cfg_restart_list_add, &restart);
+	proxy_settings_apply_allow(sa->proxy, &sa->s.proxy, &fresh.proxy);
+	log_info("config_reloaded", "configuration reloaded");
+	if (restart.text[0] != '\0')
+		log_warn("config_restart_needed",
+		         "changed in the configuration, applied only when the proxy starts: %s",
+		         restart.text);
+	config_free(standalone_fields, &fresh);
 }
 
 static void
@@ -349,6 +394,7 @@ parse_args(int argc, char **argv, struct standalone *sa, int *exit_code)
 		*exit_code = EXIT_FAIL;
 		if (config_load_file(config, standalone_fields, &sa->s, &err) != 0)
 			goto fail_err;
+		sa->config_path = config;
 	} else {
 		if (l.listen == NULL || l.upstream == NULL) {
 			cli_usage_error("proxy",
@@ -417,8 +463,7 @@ cmd_proxy(int argc, char **argv)
 	memset(&sa, 0, sizeof(sa));
 	memset(&po, 0, sizeof(po));
 	ac_err_clear(&err);
-	sa.s.bundle_interval = 30;
-	proxy_settings_defaults(&sa.s.proxy);
+	standalone_defaults(&sa.s);
 	if (parse_args(argc, argv, &sa, &rc) != 0)
 		goto out;
 	rc = EXIT_FAIL;
@@ -474,8 +519,11 @@ cmd_proxy(int argc, char **argv)
 			         sig == SIGINT ? "SIGINT" : "SIGTERM");
 			break;
 		}
-		if (sig == SIGHUP)
+		if (sig == SIGHUP) {
+			if (sa.config_path != NULL)
+				reload_config(&sa);
 			reload_files(&sa, "SIGHUP");
+		}
 		if (now >= next_renew) {
 			ac_err_clear(&err);
 			if (agent_once(&sa, &err) != 0) {

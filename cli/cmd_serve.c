@@ -409,15 +409,8 @@ schedule(struct daemon *d, struct ac_err *err)
 	return 0;
 }
 
-/* What a reload found changed, key by key (settings_diff). */
-struct reload_changes {
-	struct daemon *d;
-	const struct agentca_settings *fresh;
-	char restart[512]; /* changed keys that only a restart applies, comma-separated */
-	int truncated;     /* restart ends with "..." */
-};
-
-/* Keys whose new value the running daemon takes at once (a trailing '.': a whole section). */
+/* Keys whose new value the running daemon takes at once (a trailing '.': a whole section);
+ * every other changed key waits for a restart and is named in the log. */
 static int
 applied_live(const char *path)
 {
@@ -431,44 +424,7 @@ applied_live(const char *path)
 		                          : strcmp(path, live[i]) == 0)
 			return 1;
 	}
-	return 0;
-}
-
-static void
-reload_change(void *arg, const char *path)
-{
-	struct reload_changes *rc = arg;
-	size_t listener, used;
-	char tail[8];
-	struct ac_err err;
-
-	if (applied_live(path))
-		return;
-	/* A listener's allow rules change in place; its address or upstream do not. */
-	if (rc->d->proxy != NULL &&
-	    sscanf(path, "proxy.listeners[%zu].%7s", &listener, tail) == 2 &&
-	    strcmp(tail, "allow") == 0) {
-		const struct proxy_listener_settings *l =
-		    (const struct proxy_listener_settings *)rc->fresh->proxy.listeners.items +
-		    listener;
-
-		ac_err_clear(&err);
-		if (serve_proxy_set_allow(rc->d->proxy, listener, &l->allow, &err) != 0)
-			log_error("proxy_reload_failed", "%s; listener %s keeps its running rules",
-			          err.msg, l->listen != NULL ? l->listen : "?");
-		else
-			log_info("proxy_rules_reloaded", "listener %s: %zu allow rules",
-			         l->listen != NULL ? l->listen : "?", l->allow.count);
-		return;
-	}
-	used = strlen(rc->restart);
-	if (used + strlen(path) + 3 < sizeof(rc->restart))
-		snprintf(rc->restart + used, sizeof(rc->restart) - used, "%s%s",
-		         used > 0 ? ", " : "", path);
-	else if (!rc->truncated && used + 6 < sizeof(rc->restart)) {
-		snprintf(rc->restart + used, sizeof(rc->restart) - used, ", ...");
-		rc->truncated = 1;
-	}
+	return proxy_settings_path_is_live("proxy", path);
 }
 
 /* SIGHUP: a new configuration, validated before it replaces the running one. */
@@ -477,11 +433,12 @@ reload(struct daemon *d)
 {
 	struct retired_settings *old;
 	struct agentca_settings *fresh;
-	struct reload_changes changes;
+	struct cfg_restart_list restart;
 	struct ac_err err;
 
 	ac_err_clear(&err);
-	memset(&changes, 0, sizeof(changes));
+	memset(&restart, 0, sizeof(restart));
+	restart.live = applied_live;
 	fresh = calloc(1, sizeof(*fresh));
 	old = calloc(1, sizeof(*old));
 	if (fresh == NULL || old == NULL ||
@@ -492,9 +449,9 @@ reload(struct daemon *d)
 		free(old);
 		return;
 	}
-	changes.d = d;
-	changes.fresh = fresh;
-	settings_diff(d->settings, fresh, reload_change, &changes);
+	settings_diff(d->settings, fresh, cfg_restart_list_add, &restart);
+	if (d->proxy != NULL)
+		serve_proxy_apply_allow(d->proxy, &d->settings->proxy, &fresh->proxy);
 	old->settings = d->settings;
 	old->next = d->retired;
 	d->retired = old;
@@ -506,10 +463,10 @@ reload(struct daemon *d)
 	__atomic_store_n(&d->prune_duty.settings, &fresh->rotation, __ATOMIC_RELEASE);
 	apply_log_level(fresh);
 	log_info("config_reloaded", "configuration reloaded");
-	if (changes.restart[0] != '\0')
+	if (restart.text[0] != '\0')
 		log_warn("config_restart_needed",
 		         "changed in the configuration, applied only when the daemon starts: %s",
-		         changes.restart);
+		         restart.text);
 	rotate_server_cert(d, "reload");
 	{
 		struct ac_err bundle_err;

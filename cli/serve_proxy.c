@@ -206,11 +206,11 @@ serve_proxy_tick(struct serve_proxy *sp)
 		         (long long)sp->revocation_interval);
 }
 
-int
-serve_proxy_set_allow(struct serve_proxy *sp, size_t i, const struct cfg_strlist *allow,
-                      struct ac_err *err)
+void
+serve_proxy_apply_allow(struct serve_proxy *sp, struct proxy_settings *running,
+                        const struct proxy_settings *fresh)
 {
-	return proxy_set_allow(sp->proxy, i, (const char *const *)allow->items, allow->count, err);
+	proxy_settings_apply_allow(sp->proxy, running, fresh);
 }
 
 void

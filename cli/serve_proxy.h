@@ -33,10 +33,10 @@ void serve_proxy_material_changed(struct serve_proxy *sp, const struct ca_author
  * sessions of revoked certificates. */
 void serve_proxy_tick(struct serve_proxy *sp);
 
-/* A reloaded configuration gave listener i new allow rules: new connections are checked
- * against them, and live sessions they no longer allow are closed. */
-int serve_proxy_set_allow(struct serve_proxy *sp, size_t i, const struct cfg_strlist *allow,
-                          struct ac_err *err);
+/* A reloaded configuration: the listeners' new allow rules apply at once (see
+ * proxy_settings_apply_allow); running is updated to match. */
+void serve_proxy_apply_allow(struct serve_proxy *sp, struct proxy_settings *running,
+                             const struct proxy_settings *fresh);
 
 /* Drain and stop (after api_stop: /metrics may read the proxy until then). */
 void serve_proxy_stop(struct serve_proxy *sp);

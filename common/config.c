@@ -359,8 +359,8 @@ strings_equal(const char *a, const char *b)
 	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-static int
-strlists_equal(const struct cfg_strlist *a, const struct cfg_strlist *b)
+int
+cfg_strlist_equal(const struct cfg_strlist *a, const struct cfg_strlist *b)
 {
 	if (a->count != b->count)
 		return 0;
@@ -398,8 +398,8 @@ config_diff(const struct cfg_field *fields, const void *a, const void *b, const 
 			same = *(const int *)(const void *)ma == *(const int *)(const void *)mb;
 			break;
 		case CFG_STRING_LIST:
-			same = strlists_equal((const struct cfg_strlist *)(const void *)ma,
-			                      (const struct cfg_strlist *)(const void *)mb);
+			same = cfg_strlist_equal((const struct cfg_strlist *)(const void *)ma,
+			                         (const struct cfg_strlist *)(const void *)mb);
 			break;
 		case CFG_OBJECT:
 			n += config_diff(fields->children, ma, mb, path, changed, arg);
@@ -430,6 +430,23 @@ config_diff(const struct cfg_field *fields, const void *a, const void *b, const 
 		}
 	}
 	return n;
+}
+
+void
+cfg_restart_list_add(void *list, const char *path)
+{
+	struct cfg_restart_list *rl = list;
+	size_t used = strlen(rl->text);
+
+	if (rl->live != NULL && rl->live(path))
+		return;
+	if (used + strlen(path) + 3 < sizeof(rl->text)) {
+		snprintf(rl->text + used, sizeof(rl->text) - used, "%s%s", used > 0 ? ", " : "",
+		         path);
+	} else if (!rl->truncated && used + 6 < sizeof(rl->text)) {
+		snprintf(rl->text + used, sizeof(rl->text) - used, ", ...");
+		rl->truncated = 1;
+	}
 }
 
 void

@@ -82,6 +82,18 @@ void config_free(const struct cfg_field *fields, void *target);
 size_t config_diff(const struct cfg_field *fields, const void *a, const void *b, const char *prefix,
                    void (*changed)(void *arg, const char *path), void *arg);
 
+/* For config_diff after a reload: collects the changed keys that the running process cannot
+ * apply (those live() says no to) as one comma-separated line for the log. */
+struct cfg_restart_list {
+	int (*live)(const char *path);
+	char text[512];
+	int truncated; /* text ends with "..." */
+};
+void cfg_restart_list_add(void *list, const char *path);
+
+/* Do two lists hold the same strings in the same order? */
+int cfg_strlist_equal(const struct cfg_strlist *a, const struct cfg_strlist *b);
+
 /* Replace a list's contents with a copy of items[0..count). */
 int cfg_strlist_set(struct cfg_strlist *list, const char *const *items, size_t count,
                     struct ac_err *err);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/fsutil.h"
+#include "common/log.h"
 
 static const struct cfg_field listener_fields[] = {
     {"listen", CFG_STRING, offsetof(struct proxy_listener_settings, listen), 0, 0, NULL,
@@ -175,4 +176,49 @@ proxy_options_release(struct proxy_options *o)
 	free((void *)o->listeners);
 	free((void *)o->session_log);
 	memset(o, 0, sizeof(*o));
+}
+
+size_t
+proxy_settings_apply_allow(struct proxy *p, struct proxy_settings *running,
+                           const struct proxy_settings *fresh)
+{
+	struct proxy_listener_settings *have = running->listeners.items;
+	const struct proxy_listener_settings *want = fresh->listeners.items;
+	size_t changed = 0;
+
+	if (running->listeners.count != fresh->listeners.count)
+		return 0;
+	for (size_t i = 0; i < fresh->listeners.count; i++) {
+		const char *name = have[i].listen != NULL ? have[i].listen : "?";
+		struct ac_err err;
+
+		if (cfg_strlist_equal(&have[i].allow, &want[i].allow))
+			continue;
+		ac_err_clear(&err);
+		if (proxy_set_allow(p, i, (const char *const *)want[i].allow.items,
+		                    want[i].allow.count, &err) != 0 ||
+		    cfg_strlist_set(&have[i].allow, (const char *const *)want[i].allow.items,
+		                    want[i].allow.count, &err) != 0) {
+			log_error("proxy_reload_failed", "%s; listener %s keeps its running rules",
+			          err.msg, name);
+			continue;
+		}
+		log_info("proxy_rules_reloaded", "listener %s: %zu allow rules", name,
+		         want[i].allow.count);
+		changed++;
+	}
+	return changed;
+}
+
+int
+proxy_settings_path_is_live(const char *prefix, const char *path)
+{
+	size_t n = strlen(prefix), index;
+	char tail[8];
+	int end = 0;
+
+	if (strncmp(path, prefix, n) != 0)
+		return 0;
+	return sscanf(path + n, ".listeners[%zu].%7[a-z]%n", &index, tail, &end) == 2 &&
+	       path[n + (size_t)end] == '\0' && strcmp(tail, "allow") == 0;
 }

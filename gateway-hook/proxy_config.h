@@ -55,4 +55,15 @@ int proxy_settings_options(const struct proxy_settings *s, const char *dir, stru
                            struct ac_err *err);
 void proxy_options_release(struct proxy_options *o);
 
+/* After a configuration reload: give the running proxy, started from `running`, the allow
+ * rules of `fresh` for every listener whose rules changed (proxy_set_allow), and copy them
+ * into `running`, which then describes the proxy again. Nothing when the listener list
+ * changed length (that needs a restart). Logs each listener. Returns how many changed. */
+size_t proxy_settings_apply_allow(struct proxy *p, struct proxy_settings *running,
+                                  const struct proxy_settings *fresh);
+
+/* Is this changed key (a config_diff path below `prefix`, such as "proxy") one that
+ * proxy_settings_apply_allow applies? */
+int proxy_settings_path_is_live(const char *prefix, const char *path);
+
 #endif

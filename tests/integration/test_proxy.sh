@@ -205,5 +205,20 @@ wait_for "$WORK/evil.rec" "tls_failed" "the untrusted upstream saw only a failed
 grep -q 'bytes=[1-9]' "$WORK/evil.rec" && fail "application bytes reached the untrusted upstream"
 pass "TLS upstream with a wrong CA: fails closed (upstream_tls_failed), no byte sent"
 
+# SIGHUP reads --config again: the first listener now allows only client/b, so client/a is
+# refused; a changed timeout is named as needing a restart.
+sed -i -e '0,/"allow": \["spiffe:\/\/corp.internal\/client\/\*\*"\]/s//"allow": ["spiffe:\/\/corp.internal\/client\/b"]/' \
+	-e 's/"bundle_interval": "1h"/"bundle_interval": "2h"/' "$WORK/proxy.json"
+kill -HUP "$PROXY"
+wait_for "$WORK/proxy2.log" '"event":"proxy_rules_reloaded"' "standalone proxy rules reloaded"
+grep '"event":"config_restart_needed"' "$WORK/proxy2.log" | grep -q 'bundle_interval' ||
+	fail "the standalone proxy did not name the restart-only change"
+if curl -sS --max-time 10 --resolve "proxy.corp.internal:$GOOD:127.0.0.1" --cacert "$WORK/a/bundle.pem" \
+	--cert "$WORK/a/cert.pem" --key "$WORK/a/key.pem" "https://proxy.corp.internal:$GOOD/" >/dev/null 2>&1; then
+	fail "client/a still passes after its rule was taken out"
+fi
+wait_for "$WORK/proxy2.log" 'refused: identity_not_allowed' "client/a refused after the reload"
+pass "the standalone proxy applies new allow rules on SIGHUP and names restart-only changes"
+
 kill -TERM "$PROXY"
 wait "$PROXY" || fail "proxy did not exit 0 on SIGTERM"

@@ -25,6 +25,7 @@
 #include "enrollment/tls.h"
 #include "gateway-hook/admit.h"
 #include "gateway-hook/allow.h"
+#include "gateway-hook/proxy_config.h"
 #include "gateway-hook/proxy_v2.h"
 #include "gateway-hook/revocation_feed.h"
 
@@ -569,11 +570,28 @@ test_revocation_feed_answers(void **state)
 	}
 }
 
+/* Which reloaded keys the proxy applies at once: a listener's allow rules, nothing else. */
+static void
+test_reload_live_paths(void **state)
+{
+	(void)state;
+	assert_true(proxy_settings_path_is_live("proxy", "proxy.listeners[0].allow"));
+	assert_true(proxy_settings_path_is_live("proxy", "proxy.listeners[12].allow"));
+	assert_false(proxy_settings_path_is_live("proxy", "proxy.listeners[0].allowed"));
+	assert_false(proxy_settings_path_is_live("proxy", "proxy.listeners[0].allow.x"));
+	assert_false(proxy_settings_path_is_live("proxy", "proxy.listeners[0].upstream"));
+	assert_false(proxy_settings_path_is_live("proxy", "proxy.listeners"));
+	assert_false(proxy_settings_path_is_live("proxy", "proxy.idle_timeout"));
+	assert_false(proxy_settings_path_is_live("proxy", "proxyx.listeners[0].allow"));
+	assert_false(proxy_settings_path_is_live("proxy", "listeners[0].allow"));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_spiffe_patterns),
+	    cmocka_unit_test(test_reload_live_paths),
 	    cmocka_unit_test(test_dns_patterns),
 	    cmocka_unit_test(test_rule_parsing),
 	    cmocka_unit_test(test_rules_against_certificates),
