@@ -1394,6 +1394,7 @@ static int
 listener_init(struct listener *l, const struct proxy_listener_config *cfg, size_t index,
               struct ac_err *err)
 {
+	struct allow_rules *rules;
 	char host[256];
 
 	l->index = index;
@@ -1409,8 +1410,9 @@ listener_init(struct listener *l, const struct proxy_listener_config *cfg, size_
 	if (resolve(l->listen, &l->listen_addr, &l->listen_len, 1, err) != 0 ||
 	    resolve(l->upstream, &l->upstream_addr, &l->upstream_len, 0, err) != 0)
 		return ac_err_wrap(err, "proxy listener %s", l->listen);
-	if ((l->allow = allow_rules_new(l->listen, cfg->allow, cfg->allow_count, err)) == NULL)
+	if ((rules = allow_rules_new(l->listen, cfg->allow, cfg->allow_count, err)) == NULL)
 		return -1;
+	atomic_store(&l->allow, rules);
 	if (cfg->upstream_name != NULL) {
 		l->upstream_name = strdup(cfg->upstream_name);
 	} else {
