@@ -37,7 +37,7 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 	const struct ca_authority *ca = issuer_authority(api->issuer);
 	struct front_stats fs;
 	struct store_stats ss;
-	char extra[4096];
+	char extra[8192];
 	size_t used;
 	int64_t now = time_now();
 
@@ -58,9 +58,12 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 	         "# TYPE agentca_log_commit_units_total counter\n"
 	         "agentca_log_commit_units_total %" PRIu64 "\n"
 	         "# TYPE agentca_log_commit_failures_total counter\n"
-	         "agentca_log_commit_failures_total %" PRIu64 "\n",
+	         "agentca_log_commit_failures_total %" PRIu64 "\n"
+	         "# HELP agentca_store_memory_bytes Memory the store holds (page caches).\n"
+	         "# TYPE agentca_store_memory_bytes gauge\n"
+	         "agentca_store_memory_bytes %" PRIu64 "\n",
 	         ss.commit_seconds, ss.transactions, ss.commit_seconds_max, ss.units,
-	         ss.transactions_failed);
+	         ss.transactions_failed, ss.memory_bytes);
 	used = strlen(extra);
 	snprintf(extra + used, sizeof(extra) - used,
 	         "# HELP agentca_ca_certificate_expiry_seconds Seconds until a CA certificate "
@@ -103,6 +106,8 @@ handle_metrics(struct api *api, struct MHD_Connection *conn, struct api_request 
 		         "agentca_ocsp_cache_hits_total %" PRIu64 "\n",
 		         os.signatures, os.cache_hits);
 	}
+	used = strlen(extra);
+	metrics_process(extra + used, sizeof(extra) - used);
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
 	{

@@ -9,6 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <dirent.h>
 
 /* Latency histogram bucket bounds, seconds. */
 static const double latency_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
@@ -226,4 +231,119 @@ metrics_render(struct metrics *m, const char *extra, char **out, size_t *len)
 	*out = t.data;
 	*len = t.len;
 	return 0;
+}
+
+/* Append to buf, keeping it a string when it is full. */
+static void append(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+append(char *buf, size_t len, const char *fmt, ...)
+{
+	size_t used = strlen(buf);
+	va_list ap;
+
+	if (used + 1 >= len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/* The process's start, unix seconds: field 22 of /proc/self/stat (clock ticks after boot)
+ * plus the boot time; -1 when unreadable. */
+static double
+process_start_time(void)
+{
+	char stat[1024], line[256], *p;
+	FILE *fp;
+	size_t n;
+	unsigned long long start_ticks = 0, btime = 0;
+	long hz = sysconf(_SC_CLK_TCK);
+	int field;
+
+	if (hz <= 0 || (fp = fopen("/proc/self/stat", "r")) == NULL)
+		return -1;
+	n = fread(stat, 1, sizeof(stat) - 1, fp);
+	fclose(fp);
+	stat[n] = '\0';
+	/* Fields after the command name, which is in parentheses and may hold spaces. */
+	if ((p = strrchr(stat, ')')) == NULL)
+		return -1;
+	for (field = 2; field < 22 && p != NULL; field++)
+		p = strchr(p + 1, ' ');
+	if (p == NULL || sscanf(p + 1, "%llu", &start_ticks) != 1)
+		return -1;
+	if ((fp = fopen("/proc/stat", "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), fp) != NULL)
+		if (sscanf(line, "btime %llu", &btime) == 1)
+			break;
+	fclose(fp);
+	if (btime == 0)
+		return -1;
+	return (double)btime + (double)start_ticks / (double)hz;
+}
+
+void
+metrics_process(char *buf, size_t len)
+{
+	struct rusage ru;
+	struct rlimit rl;
+	unsigned long long pages_virtual, pages_resident;
+	long page = sysconf(_SC_PAGESIZE);
+	double start = process_start_time();
+	FILE *fp;
+	DIR *dir;
+
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		append(buf, len,
+		       "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+		       "seconds.\n"
+		       "# TYPE process_cpu_seconds_total counter\n"
+		       "process_cpu_seconds_total %.3f\n",
+		       (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+	if (page > 0 && (fp = fopen("/proc/self/statm", "r")) != NULL) {
+		if (fscanf(fp, "%llu %llu", &pages_virtual, &pages_resident) == 2)
+			append(
+			    buf, len,
+			    "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+			    "# TYPE process_resident_memory_bytes gauge\n"
+			    "process_resident_memory_bytes %llu\n"
+			    "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+			    "# TYPE process_virtual_memory_bytes gauge\n"
+			    "process_virtual_memory_bytes %llu\n",
+			    pages_resident * (unsigned long long)page,
+			    pages_virtual * (unsigned long long)page);
+		fclose(fp);
+	}
+	if ((dir = opendir("/proc/self/fd")) != NULL) {
+		struct dirent *e;
+		long open_fds = -1; /* the directory's own descriptor is not counted */
+
+		while ((e = readdir(dir)) != NULL)
+			if (e->d_name[0] != '.')
+				open_fds++;
+		closedir(dir);
+		append(buf, len,
+		       "# HELP process_open_fds Number of open file descriptors.\n"
+		       "# TYPE process_open_fds gauge\n"
+		       "process_open_fds %ld\n",
+		       open_fds);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		append(buf, len,
+		       "# HELP process_max_fds Maximum number of open file descriptors.\n"
+		       "# TYPE process_max_fds gauge\n"
+		       "process_max_fds %llu\n",
+		       (unsigned long long)rl.rlim_cur);
+	if (start > 0)
+		append(
+		    buf, len,
+		    "# HELP process_start_time_seconds Start time of the process since unix epoch "
+		    "in seconds.\n"
+		    "# TYPE process_start_time_seconds gauge\n"
+		    "process_start_time_seconds %.2f\n",
+		    start);
 }

@@ -266,6 +266,7 @@ void
 store_stats(struct store *st, struct store_stats *out)
 {
 	group_commit_stats(st->gc, out);
+	out->memory_bytes = st->ops->memory_used != NULL ? st->ops->memory_used(st) : 0;
 }
 
 int

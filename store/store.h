@@ -208,6 +208,7 @@ struct store_stats {
 	uint64_t largest_batch;       /* most units in one transaction */
 	double commit_seconds;        /* time spent in transactions, summed (for a mean) */
 	double commit_seconds_max;    /* the slowest transaction */
+	uint64_t memory_bytes;        /* what the backend holds in memory now (its caches) */
 };
 
 void store_stats(struct store *st, struct store_stats *out);
@@ -290,6 +291,8 @@ struct store_ops {
 	                  struct ac_err *err);
 	int (*bundle_ack_get)(struct store *st, const char *identity, int64_t *sequence,
 	                      struct ac_err *err);
+	/* Bytes the backend holds in memory now (page caches, statements); NULL: unknown. */
+	uint64_t (*memory_used)(struct store *st);
 };
 
 #endif

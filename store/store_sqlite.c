@@ -1676,6 +1676,15 @@ store_sqlite_path(const struct store *st)
 	return st->ops == &sqlite_ops && s != NULL ? s->path : NULL;
 }
 
+/* SQLite's own count, for the whole process: every connection's page cache and statements
+ * (the ACME state's connection too). Bounded by each connection's cache_size. */
+static uint64_t
+sqlite_memory_used(struct store *st)
+{
+	(void)st;
+	return (uint64_t)sqlite3_memory_used();
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -1692,4 +1701,5 @@ static const struct store_ops sqlite_ops = {
     .prune = sqlite_prune,
     .bundle_ack = sqlite_bundle_ack,
     .bundle_ack_get = sqlite_bundle_ack_get,
+    .memory_used = sqlite_memory_used,
 };

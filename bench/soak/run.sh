@@ -116,7 +116,13 @@ done
 pids="$pids $!"
 
 count() { cat "$work"/"$1".* 2>/dev/null | wc -l; }
-echo "seconds rss_kb fds threads enrolled renewed proxied"
+# store_kb: SQLite's memory (its page caches, agentca_store_memory_bytes in /metrics), which
+# grows with the database up to each connection's cache_size; rss_kb less store_kb is the rest.
+store_kb() {
+	curl -sS --max-time 5 --cacert "$work/ca/root.pem" "$url/metrics" 2>/dev/null |
+		awk '/^agentca_store_memory_bytes / {printf "%d", $2 / 1024}'
+}
+echo "seconds rss_kb fds threads enrolled renewed proxied store_kb"
 start=$(date +%s)
 samples=$work/samples
 : >"$samples"
@@ -126,7 +132,8 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
 	rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$daemon/status")
 	threads=$(awk '/^Threads:/ {print $2}' "/proc/$daemon/status")
 	fds=$(ls "/proc/$daemon/fd" | wc -l)
-	line="$(($(date +%s) - start)) $rss $fds $threads $(count enrolled) $(count renewed) $(count proxied)"
+	store=$(store_kb)
+	line="$(($(date +%s) - start)) $rss $fds $threads $(count enrolled) $(count renewed) $(count proxied) ${store:-0}"
 	echo "$line"
 	echo "$line" >>"$samples"
 done
@@ -138,10 +145,14 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 rss_first=$(head -n "$fifth" "$samples" | awk '{print $2}' | median)
 rss_last=$(tail -n "$fifth" "$samples" | awk '{print $2}' | median)
 fds_first=$(head -n "$fifth" "$samples" | awk '{print $3}' | median)
+rest_first=$(head -n "$fifth" "$samples" | awk '{print $2 - $8}' | median)
+rest_last=$(tail -n "$fifth" "$samples" | awk '{print $2 - $8}' | median)
 fds_last=$(tail -n "$fifth" "$samples" | awk '{print $3}' | median)
 total=$(tail -n1 "$samples")
 echo "summary: seconds=$secs samples=$n enrolled=$(echo "$total" | cut -d' ' -f5)" \
 	"renewed=$(echo "$total" | cut -d' ' -f6)" "proxied=$(echo "$total" | cut -d' ' -f7)" \
 	"rss_kb first=$rss_first last=$rss_last" \
 	"growth=$(awk -v a="$rss_first" -v b="$rss_last" 'BEGIN {printf "%.1f%%", (b - a) * 100 / a}')" \
-	"fds first=$fds_first last=$fds_last"
+	"fds first=$fds_first last=$fds_last" \
+	"rss_less_store_kb first=$rest_first last=$rest_last" \
+	"growth=$(awk -v a="$rest_first" -v b="$rest_last" 'BEGIN {printf "%.1f%%", (b - a) * 100 / a}')"

@@ -189,6 +189,17 @@ has "$WORK/metrics" 'agentca_requests_denied_total{reason="token_used"}' "denial
 has "$WORK/metrics" 'agentca_ca_certificate_expiry_seconds{cert="intermediate"}' "expiry gauge"
 has "$WORK/metrics" 'agentca_tls_handshakes_total{result="plaintext_refused"}' "front counters"
 has "$WORK/metrics" "agentca_log_commit_seconds_count" "log commit latency"
+# The process metrics agree with what the kernel says about the daemon.
+rss=$(sed -n 's/^process_resident_memory_bytes \([0-9]*\)$/\1/p' "$WORK/metrics")
+kernel_rss=$(($(awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON/status") * 1024))
+[ -n "$rss" ] && [ "$rss" -gt $((kernel_rss / 2)) ] && [ "$rss" -lt $((kernel_rss * 2)) ] ||
+	fail "process_resident_memory_bytes $rss is not the daemon's RSS ($kernel_rss)"
+fds=$(sed -n 's/^process_open_fds \([0-9]*\)$/\1/p' "$WORK/metrics")
+[ -n "$fds" ] && [ "$fds" -ge 5 ] && [ "$fds" -le $(($(ls "/proc/$DAEMON/fd" | wc -l) + 5)) ] ||
+	fail "process_open_fds $fds is not the daemon's count"
+grep -Eq '^process_start_time_seconds [0-9]{10}' "$WORK/metrics" || fail "no process start time"
+grep -Eq '^process_cpu_seconds_total [0-9]' "$WORK/metrics" || fail "no process CPU time"
+grep -Eq '^agentca_store_memory_bytes [1-9][0-9]{4,}$' "$WORK/metrics" || fail "no store memory gauge"
 pass "metrics"
 
 # A restart does not make a used token good again.
