@@ -103,6 +103,14 @@ void ca_authority_free(struct ca_authority *ca);
  * passphrase. */
 int ca_show(const char *dir, FILE *out, struct ac_err *err);
 
+/* Append to bio the chain above a leaf signed by the intermediate whose fingerprint (hex
+ * SHA-256, as in its certificate row) is given: the current signer's ready-made chain_pem,
+ * or during a rotation the retiring or next intermediate from `rotating` followed by the
+ * upstream certificates, so that a leaf fetched after the switch still verifies. NULL or an
+ * intermediate no longer known gets chain_pem. */
+int ca_authority_write_chain(const struct ca_authority *ca, const char *issuer_fingerprint,
+                             BIO *bio);
+
 /* Hex SHA-256 of a certificate's DER. */
 int cert_fingerprint(X509 *cert, char out[65], struct ac_err *err);
 

@@ -233,3 +233,29 @@ ca_authority_free(struct ca_authority *ca)
 	free(ca->dir);
 	free(ca);
 }
+
+int
+ca_authority_write_chain(const struct ca_authority *ca, const char *issuer_fingerprint, BIO *bio)
+{
+	if (issuer_fingerprint != NULL &&
+	    strcmp(issuer_fingerprint, ca->intermediate_fingerprint) != 0) {
+		for (int i = 0; i < sk_X509_num(ca->rotating); i++) {
+			X509 *other = sk_X509_value(ca->rotating, i);
+			char fingerprint[65];
+			struct ac_err err;
+
+			ac_err_clear(&err);
+			if (cert_fingerprint(other, fingerprint, &err) != 0 ||
+			    strcmp(fingerprint, issuer_fingerprint) != 0)
+				continue;
+			if (PEM_write_bio_X509(bio, other) != 1)
+				return -1;
+			for (int j = 0; j < sk_X509_num(ca->upstream); j++)
+				if (PEM_write_bio_X509(bio, sk_X509_value(ca->upstream, j)) != 1)
+					return -1;
+			return 0;
+		}
+	}
+	return BIO_write(bio, ca->chain_pem, (int)ca->chain_pem_len) == (int)ca->chain_pem_len ? 0
+	                                                                                       : -1;
+}

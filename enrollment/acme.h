@@ -38,6 +38,10 @@ struct acme_options {
 	const struct cfg_strlist *ip_ranges;    /* the CA policy alone decides */
 	int64_t order_ttl;                      /* seconds an order and its authzs live; 0: 1 h */
 	int64_t ttl; /* certificate lifetime asked of ca_issue; 0: policy */
+	/* How long a challenge POST waits for its validation to finish so that the answer
+	 * carries the outcome; 0: 300 ms; negative: answer at once (a harness whose fake
+	 * validator finishes only when told). */
+	int challenge_wait_ms;
 	struct acme_validator_hooks validator;
 };
 

@@ -37,7 +37,7 @@
 #define ORDER_IDENTIFIERS_MAX 15 /* the certificate also carries the SPIFFE ID */
 #define ORDERS_LISTED_MAX 1000
 #define ARI_RETRY_AFTER 21600 /* six hours, RFC 9773 section 4.3 */
-#define CHALLENGE_WAIT_MS 300 /* a challenge POST waits this long for its validation */
+#define CHALLENGE_WAIT_MS 300 /* default wait of a challenge POST for its validation */
 
 static const char *
 str(const json_t *doc, const char *key)
@@ -847,11 +847,13 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 	}
 	/* Validations take milliseconds: wait a little for the outcome, so that the client
 	 * sees it in this answer instead of polling; else it comes back after Retry-After. */
-	if (idset_has(&c->s->validating, key)) {
+	if (c->s->opts.challenge_wait_ms >= 0 && idset_has(&c->s->validating, key)) {
+		long wait_ms = c->s->opts.challenge_wait_ms > 0 ? c->s->opts.challenge_wait_ms
+		                                                : CHALLENGE_WAIT_MS;
 		struct timespec deadline;
 
 		clock_gettime(CLOCK_REALTIME, &deadline);
-		deadline.tv_nsec += CHALLENGE_WAIT_MS * 1000000L;
+		deadline.tv_nsec += wait_ms * 1000000L;
 		deadline.tv_sec += deadline.tv_nsec / 1000000000L;
 		deadline.tv_nsec %= 1000000000L;
 		while (idset_has(&c->s->validating, key))
@@ -872,10 +874,10 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 				acme_problem(c, "serverInternal", "the challenge vanished", NULL);
 				goto out;
 			}
-		} else {
-			c->resp->retry_after = 1;
 		}
 	}
+	if (idset_has(&c->s->validating, key))
+		c->resp->retry_after = 1; /* still processing: poll again after a second */
 	mark_validating(c->s, aid, authz);
 	snprintf(up, sizeof(up), "<%s/acme/authz/%s>;rel=\"up\"", c->base, aid);
 	api_add_header(c->resp, "Link", up);
@@ -1131,8 +1133,8 @@ acme_certificate(struct acme_call *c, const char *serial)
 	p = row.der;
 	if ((cert = d2i_X509(NULL, &p, (long)row.der_len)) == NULL ||
 	    (bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, cert) != 1 ||
-	    BIO_write(bio, c->s->issuer->authority->chain_pem,
-	              (int)c->s->issuer->authority->chain_pem_len) <= 0) {
+	    ca_authority_write_chain(issuer_authority(c->s->issuer), row.issuer_fingerprint, bio) !=
+	        0) {
 		acme_problem(c, "serverInternal", "cannot encode the certificate", NULL);
 		goto out;
 	}

@@ -72,6 +72,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -485,6 +486,9 @@ accept_batch(struct worker *w, struct listener *l)
 			log_error("front_accept_failed", "%s: out of memory", f->names[l->index]);
 			continue;
 		}
+		/* An answer leaves as a few TLS records written one after another: without
+		 * NODELAY, Nagle holds the last one back until the client's delayed ACK (40 ms). */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 		c->w = w;
 		c->fd = fd;
 		c->local = c->mhd_fd = -1;

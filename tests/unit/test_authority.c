@@ -2,7 +2,8 @@
  * test_authority.c - the CA's own certificates: init (root mode, every key type, offline
  * root, name constraints, refusals), load (wrong passphrase, exposed keys), show, the
  * corporate path (init --csr, a corporate CA made here with OpenSSL signs the CSR, import,
- * and every way an import must be refused), and trust add.
+ * and every way an import must be refused), trust add, and the chain served above a leaf
+ * of the current, the retiring or an unknown intermediate.
  *
  * Certificates are checked with OpenSSL itself (X509_verify_cert, the extension API), not
  * with the code under test, and name constraints are checked by verifying leaves inside
@@ -1220,6 +1221,88 @@ test_trust_add(void **state)
 	test_rmdir(scratch);
 }
 
+/* The chain text ca_authority_write_chain appends for issuer_fingerprint. */
+static char *
+chain_for(const struct ca_authority *ca, const char *issuer_fingerprint)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	BUF_MEM *mem;
+	char *text;
+
+	assert_non_null(bio);
+	assert_int_equal(ca_authority_write_chain(ca, issuer_fingerprint, bio), 0);
+	BIO_get_mem_ptr(bio, &mem);
+	text = strndup(mem->data, mem->length);
+	assert_non_null(text);
+	BIO_free(bio);
+	return text;
+}
+
+static void
+test_chain_for_issuer(void **state)
+{
+	struct ca_init_options opts;
+	struct ca_init_report report;
+	struct ca_authority *ca, *other;
+	char *scratch, *scratch2, *dir, *dir2, *text, other_fp[65];
+	char *other_pem;
+	BIO *bio;
+	BUF_MEM *mem;
+	struct ac_err err;
+
+	(void)state;
+	setenv("AGENTCA_PASSWORD", "chain-test-passphrase", 1);
+	ca_init_options_defaults(&opts);
+	dir = init_ca(&opts, &report, &scratch);
+	ca_init_options_defaults(&opts);
+	dir2 = init_ca(&opts, &report, &scratch2);
+	ca = ca_authority_load(dir, NULL, NULL);
+	other = ca_authority_load(dir2, NULL, NULL);
+	assert_non_null(ca);
+	assert_non_null(other);
+	ac_err_clear(&err);
+	assert_int_equal(cert_fingerprint(other->intermediate, other_fp, &err), 0);
+	bio = BIO_new(BIO_s_mem());
+	assert_int_equal(PEM_write_bio_X509(bio, other->intermediate), 1);
+	BIO_get_mem_ptr(bio, &mem);
+	other_pem = strndup(mem->data, mem->length);
+	BIO_free(bio);
+
+	/* The current signer, no fingerprint, an unknown one: the ready-made chain. */
+	text = chain_for(ca, ca->intermediate_fingerprint);
+	assert_int_equal(strlen(text), ca->chain_pem_len);
+	assert_memory_equal(text, ca->chain_pem, ca->chain_pem_len);
+	free(text);
+	text = chain_for(ca, NULL);
+	assert_memory_equal(text, ca->chain_pem, ca->chain_pem_len);
+	free(text);
+	text = chain_for(ca, other_fp); /* not rotating yet: unknown */
+	assert_memory_equal(text, ca->chain_pem, ca->chain_pem_len);
+	free(text);
+
+	/* During a rotation, a leaf of the other intermediate gets that intermediate. */
+	if (ca->rotating == NULL)
+		ca->rotating = sk_X509_new_null();
+	assert_non_null(ca->rotating);
+	assert_int_equal(X509_up_ref(other->intermediate), 1);
+	assert_true(sk_X509_push(ca->rotating, other->intermediate) > 0);
+	text = chain_for(ca, other_fp);
+	assert_string_equal(text, other_pem);
+	free(text);
+	text = chain_for(ca, ca->intermediate_fingerprint);
+	assert_memory_equal(text, ca->chain_pem, ca->chain_pem_len);
+	free(text);
+
+	free(other_pem);
+	ca_authority_free(other);
+	ca_authority_free(ca);
+	unsetenv("AGENTCA_PASSWORD");
+	free(dir2);
+	free(dir);
+	test_rmdir(scratch2);
+	test_rmdir(scratch);
+}
+
 int
 main(void)
 {
@@ -1235,6 +1318,7 @@ main(void)
 	    cmocka_unit_test(test_corporate_import_with_upstream_and_key),
 	    cmocka_unit_test(test_corporate_import_refusals),
 	    cmocka_unit_test(test_trust_add),
+	    cmocka_unit_test(test_chain_for_issuer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
