@@ -9,6 +9,7 @@
 #   make fuzz    each libFuzzer target for FUZZ_SECONDS (default 60); FUZZ_TARGETS="fuzz_api ..."
 #                runs only those
 #   make soak    mixed traffic for SOAK_SECONDS (default 600), the daemon's RSS and fds
+#   make crash   the SIGKILL crash-safety test with CRASH_KILLS kills (default 200)
 #   make format  clang-format every C file in place
 
 BUILD      ?= build
@@ -19,6 +20,7 @@ FUZZ_SECONDS ?= 60
 CI_FUZZ_SECONDS ?= 30
 CI_SOAK_SECONDS ?= 30
 SOAK_SECONDS ?= 600
+CRASH_KILLS ?= 200
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 VAR        ?= var
 
@@ -43,7 +45,7 @@ TEST_PKGS += socat
 BENCH_PKGS = $(BUILD_PKGS) golang-cfssl iproute2 time pebble lego curl haproxy stunnel4 sqlite3
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test asan bench fuzz soak format deps-build deps-test deps-bench clean
+.PHONY: all build run test asan bench fuzz soak crash format deps-build deps-test deps-bench clean
 
 all: build
 
@@ -99,6 +101,10 @@ fuzz: deps-test
 
 soak: build
 	./bench/soak/run.sh $(BUILD) $(SOAK_SECONDS) 10
+
+crash: deps-test build
+	CRASH_KILLS=$(CRASH_KILLS) AGENTCA=$(BUILD)/agentca MKCSR=$(BUILD)/tests/mkcsr \
+	      SRCDIR=$(CURDIR) bash tests/integration/test_crash.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
