@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <dirent.h>
+#include <malloc.h>
 
 /* Latency histogram bucket bounds, seconds. */
 static const double latency_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
@@ -346,4 +347,21 @@ metrics_process(char *buf, size_t len)
 		    "# TYPE process_start_time_seconds gauge\n"
 		    "process_start_time_seconds %.2f\n",
 		    start);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+	{
+		/* The allocator's view: what the process holds in live allocations, and what
+		 * malloc keeps free inside its arenas (not returned to the kernel, so in the RSS).
+		 * A leak grows the first; fragmentation and per-thread arenas only the second. */
+		struct mallinfo2 heap = mallinfo2();
+
+		append(buf, len,
+		       "# HELP agentca_heap_in_use_bytes Bytes in live malloc allocations.\n"
+		       "# TYPE agentca_heap_in_use_bytes gauge\n"
+		       "agentca_heap_in_use_bytes %zu\n"
+		       "# HELP agentca_heap_free_bytes Bytes malloc holds free in its arenas.\n"
+		       "# TYPE agentca_heap_free_bytes gauge\n"
+		       "agentca_heap_free_bytes %zu\n",
+		       heap.uordblks + heap.hblkhd, heap.fordblks);
+	}
+#endif
 }

@@ -33,8 +33,9 @@ int metrics_render(struct metrics *m, const char *extra, char **out, size_t *len
 
 /* The standard process metrics of Prometheus clients (process_cpu_seconds_total,
  * process_resident_memory_bytes, process_virtual_memory_bytes, process_open_fds,
- * process_max_fds, process_start_time_seconds) from /proc/self, appended to buf (a
- * metric that cannot be read is left out). */
+ * process_max_fds, process_start_time_seconds) from /proc/self, and with glibc the
+ * allocator's agentca_heap_in_use_bytes and agentca_heap_free_bytes (mallinfo2), appended
+ * to buf (a metric that cannot be read is left out). */
 void metrics_process(char *buf, size_t len);
 
 #endif

@@ -4,7 +4,9 @@
 # HTTPS requests through an integrated proxy listener (mTLS, to a loopback upstream) run
 # together while the daemon's resident memory and open file descriptors are sampled. Prints
 # one line per sample and a summary comparing the first and the last fifth of the run: a daemon that
-# leaks shows a growing RSS or fd count, a healthy one stays flat after warm-up.
+# leaks shows a growing RSS or fd count, a healthy one stays flat after warm-up. The daemon's
+# own /metrics adds the allocator's view (live heap, free memory malloc keeps): a leak grows
+# the live heap; a creeping RSS over a flat live heap is the allocator's retention.
 #
 #   bench/soak/run.sh BUILD_DIR [SECONDS (600)] [SAMPLE_EVERY (10)]
 #
@@ -116,13 +118,18 @@ done
 pids="$pids $!"
 
 count() { cat "$work"/"$1".* 2>/dev/null | wc -l; }
-# store_kb: SQLite's memory (its page caches, agentca_store_memory_bytes in /metrics), which
-# grows with the database up to each connection's cache_size; rss_kb less store_kb is the rest.
-store_kb() {
+# memory_kb: from /metrics, "store_kb heap_kb heap_free_kb": SQLite's memory (its page
+# caches, agentca_store_memory_bytes), which grows with the database up to each connection's
+# cache_size; the bytes in live malloc allocations (agentca_heap_in_use_bytes), which a leak
+# grows; and what malloc keeps free in its arenas (agentca_heap_free_bytes), which is in the
+# RSS but only fragmentation and per-thread arenas grow. rss_kb less store_kb is the rest.
+memory_kb() {
 	curl -sS --max-time 5 --cacert "$work/ca/root.pem" "$url/metrics" 2>/dev/null |
-		awk '/^agentca_store_memory_bytes / {printf "%d", $2 / 1024}'
+		awk '/^agentca_store_memory_bytes / {s = $2} /^agentca_heap_in_use_bytes / {h = $2}
+		     /^agentca_heap_free_bytes / {f = $2}
+		     END {printf "%d %d %d", s / 1024, h / 1024, f / 1024}'
 }
-echo "seconds rss_kb fds threads enrolled renewed proxied store_kb"
+echo "seconds rss_kb fds threads enrolled renewed proxied store_kb heap_kb heap_free_kb"
 start=$(date +%s)
 samples=$work/samples
 : >"$samples"
@@ -132,8 +139,8 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
 	rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$daemon/status")
 	threads=$(awk '/^Threads:/ {print $2}' "/proc/$daemon/status")
 	fds=$(ls "/proc/$daemon/fd" | wc -l)
-	store=$(store_kb)
-	line="$(($(date +%s) - start)) $rss $fds $threads $(count enrolled) $(count renewed) $(count proxied) ${store:-0}"
+	memory=$(memory_kb)
+	line="$(($(date +%s) - start)) $rss $fds $threads $(count enrolled) $(count renewed) $(count proxied) ${memory:-0 0 0}"
 	echo "$line"
 	echo "$line" >>"$samples"
 done
@@ -148,6 +155,8 @@ fds_first=$(head -n "$fifth" "$samples" | awk '{print $3}' | median)
 rest_first=$(head -n "$fifth" "$samples" | awk '{print $2 - $8}' | median)
 rest_last=$(tail -n "$fifth" "$samples" | awk '{print $2 - $8}' | median)
 fds_last=$(tail -n "$fifth" "$samples" | awk '{print $3}' | median)
+heap_first=$(head -n "$fifth" "$samples" | awk '{print $9}' | median)
+heap_last=$(tail -n "$fifth" "$samples" | awk '{print $9}' | median)
 total=$(tail -n1 "$samples")
 echo "summary: seconds=$secs samples=$n enrolled=$(echo "$total" | cut -d' ' -f5)" \
 	"renewed=$(echo "$total" | cut -d' ' -f6)" "proxied=$(echo "$total" | cut -d' ' -f7)" \
@@ -155,4 +164,6 @@ echo "summary: seconds=$secs samples=$n enrolled=$(echo "$total" | cut -d' ' -f5
 	"growth=$(awk -v a="$rss_first" -v b="$rss_last" 'BEGIN {printf "%.1f%%", (b - a) * 100 / a}')" \
 	"fds first=$fds_first last=$fds_last" \
 	"rss_less_store_kb first=$rest_first last=$rest_last" \
-	"growth=$(awk -v a="$rest_first" -v b="$rest_last" 'BEGIN {printf "%.1f%%", (b - a) * 100 / a}')"
+	"growth=$(awk -v a="$rest_first" -v b="$rest_last" 'BEGIN {printf "%.1f%%", (b - a) * 100 / a}')" \
+	"heap_in_use_kb first=$heap_first last=$heap_last" \
+	"growth=$(awk -v a="$heap_first" -v b="$heap_last" 'BEGIN {if (a > 0) printf "%.1f%%", (b - a) * 100 / a; else print "n/a"}')"

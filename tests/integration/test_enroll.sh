@@ -200,6 +200,11 @@ fds=$(sed -n 's/^process_open_fds \([0-9]*\)$/\1/p' "$WORK/metrics")
 grep -Eq '^process_start_time_seconds [0-9]{10}' "$WORK/metrics" || fail "no process start time"
 grep -Eq '^process_cpu_seconds_total [0-9]' "$WORK/metrics" || fail "no process CPU time"
 grep -Eq '^agentca_store_memory_bytes [1-9][0-9]{4,}$' "$WORK/metrics" || fail "no store memory gauge"
+# The allocator's view: a live heap below the RSS, and the free bytes malloc keeps.
+heap=$(sed -n 's/^agentca_heap_in_use_bytes \([0-9]*\)$/\1/p' "$WORK/metrics")
+[ -n "$heap" ] && [ "$heap" -gt 100000 ] && [ "$heap" -lt "$kernel_rss" ] ||
+	fail "agentca_heap_in_use_bytes '$heap' is not a live heap below the RSS ($kernel_rss)"
+grep -Eq '^agentca_heap_free_bytes [0-9]+$' "$WORK/metrics" || fail "no heap free gauge"
 pass "metrics"
 
 # A restart does not make a used token good again.
