@@ -1,15 +1,28 @@
 /*
- * store_acme.c - SQL for the ACME server's objects (see store_acme.h). Two connections of
- * its own to the store's SQLite file, each used under a mutex: one writes (SQLite takes one
- * writer at a time anyway), one reads, so that reads never queue behind a write that waits
- * for the issuance committer's fsync.
+ * store_acme.c - SQL for the ACME server's objects (see store_acme.h), in a SQLite file of
+ * their own: agentca-acme.db next to agentca.db (DIR/agentca.db -> DIR/agentca-acme.db).
+ *
+ * Why a file of its own: in one file, every ACME write took SQLite's one write lock, which
+ * the issuance log's committer holds across its fsync, and each write by one connection made
+ * the other connections read their pages again. ACME protocol state needs less durability
+ * than a certificate (an order lost in a power cut is retried by its client), so its file
+ * commits to the WAL without an fsync, except for accounts and EAB keys; certificates and
+ * the issuance log stay in agentca.db, committed durably as before.
+ *
+ * Two connections, each used under a mutex: one writes (SQLite takes one writer at a time
+ * anyway), one reads (in WAL mode a reader never waits for the writer). At open the file is
+ * created 0600 with its schema, and rows an earlier agentca kept in agentca.db's
+ * acme_objects are moved here (migrate_from_main).
  */
 #include "store/store_acme.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -66,16 +79,16 @@ struct acme_conn {
 	sqlite3_stmt *stmt[A_N];
 };
 
-/* Writes on w; reads on r, which in WAL mode never waits for a writer (a write may wait
- * for the issuance committer's fsync, and reads must not queue behind it). */
+/* Writes on w; reads on r, which in WAL mode never waits for a writer. */
 struct store_acme {
 	char *path;
 	struct acme_conn w, r;
 };
 
-/* The write lock is shared with the issuance log's committer, which holds it across its
- * fsync: retry every 100 us for up to 5 s rather than SQLite's default back-off, whose
- * sleeps (up to 100 ms each) would outlast a commit many times over. */
+/* The write lock is shared with other processes (`agentca acme eab create` on the CA host)
+ * and, when accounts commit durably, held across an fsync: retry every 100 us for up to 5 s
+ * rather than SQLite's default back-off, whose sleeps (up to 100 ms each) would outlast a
+ * commit many times over. */
 static int
 busy_retry(void *arg, int count)
 {
@@ -130,11 +143,12 @@ conn_open(struct store_acme *a, struct acme_conn *c, int reader, struct ac_err *
 	pthread_mutex_init(&c->lock, NULL);
 	rc = sqlite3_open_v2(a->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK)
-		return db_fail(a, c->db, rc, "opening the database for ACME", err);
+		return db_fail(a, c->db, rc, "opening the ACME database", err);
 	sqlite3_extended_result_codes(c->db, 1);
 	sqlite3_busy_handler(c->db, busy_retry, NULL);
 	if ((rc = sqlite3_exec(c->db,
-	                       reader ? "PRAGMA query_only = ON" : "PRAGMA synchronous = FULL",
+	                       reader ? "PRAGMA query_only = ON"
+	                              : "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY",
 	                       NULL, NULL, NULL)) != SQLITE_OK)
 		return db_fail(a, c->db, rc, "setting up the ACME connection", err);
 	for (int i = 0; i < A_N; i++) {
@@ -146,23 +160,203 @@ conn_open(struct store_acme *a, struct acme_conn *c, int reader, struct ac_err *
 	return 0;
 }
 
+/* DIR/agentca.db -> DIR/agentca-acme.db (any other name: NAME-acme.db). Heap. */
+static char *
+acme_path_for(const char *main_path)
+{
+	size_t len = strlen(main_path);
+	char *out;
+
+	if (len >= 3 && strcmp(main_path + len - 3, ".db") == 0)
+		len -= 3;
+	if ((out = malloc(len + sizeof("-acme.db"))) == NULL)
+		return NULL;
+	memcpy(out, main_path, len);
+	memcpy(out + len, "-acme.db", sizeof("-acme.db"));
+	return out;
+}
+
+/* One integer from a one-row query on db. */
+static int
+query_int(struct store_acme *a, sqlite3 *db, const char *sql, int64_t *value, struct ac_err *err)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, ret = -1;
+
+	if ((rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_step(stmt)) != SQLITE_ROW) {
+		db_fail(a, db, rc, sql, err);
+		goto out;
+	}
+	*value = sqlite3_column_int64(stmt, 0);
+	ret = 0;
+out:
+	sqlite3_finalize(stmt);
+	return ret;
+}
+
+static int
+exec_sql(struct store_acme *a, sqlite3 *db, const char *sql, const char *what, struct ac_err *err)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : db_fail(a, db, rc, what, err);
+}
+
+#define ACME_SCHEMA_VERSION 1
+
+/* The schema of version 1: the columns of agentca.db's acme_objects (its migration 5). */
+static const char acme_schema[] =
+    "CREATE TABLE acme_objects ("
+    " kind TEXT NOT NULL,"
+    " id TEXT NOT NULL,"
+    " account TEXT,"
+    " lookup TEXT,"
+    " expires INTEGER NOT NULL DEFAULT 0,"
+    " doc TEXT NOT NULL,"
+    " PRIMARY KEY (kind, id)) WITHOUT ROWID;"
+    "CREATE INDEX acme_objects_account ON acme_objects(kind, account);"
+    "CREATE UNIQUE INDEX acme_objects_lookup ON acme_objects(kind, lookup)"
+    " WHERE lookup IS NOT NULL;"
+    "PRAGMA user_version = 1;";
+
+/* WAL mode and the schema, in one transaction (a crash leaves no file half made; another
+ * process opening at the same time waits for the lock and finds the schema made). */
+static int
+setup_schema(struct store_acme *a, sqlite3 *db, struct ac_err *err)
+{
+	int64_t version = 0;
+	int in_tx = 0, ret = -1;
+
+	if (exec_sql(a, db, "PRAGMA journal_mode = WAL", "switching to WAL mode", err) != 0 ||
+	    exec_sql(a, db, "BEGIN IMMEDIATE", "starting the ACME schema", err) != 0)
+		goto out;
+	in_tx = 1;
+	if (query_int(a, db, "PRAGMA user_version", &version, err) != 0)
+		goto out;
+	if (version > ACME_SCHEMA_VERSION) {
+		ac_err_set(err, AC_ERR_STORE, "store_schema_newer",
+		           "%s: schema version %lld is newer than this agentca knows (%d);"
+		           " run a newer agentca",
+		           a->path, (long long)version, ACME_SCHEMA_VERSION);
+		goto out;
+	}
+	if (version == 0 && exec_sql(a, db, acme_schema, "creating the ACME schema", err) != 0)
+		goto out;
+	if (exec_sql(a, db, "COMMIT", "committing the ACME schema", err) != 0)
+		goto out;
+	in_tx = 0;
+	ret = 0;
+out:
+	if (in_tx && !sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return ret;
+}
+
+/*
+ * Before this file existed, ACME objects lived in agentca.db's acme_objects (its migration
+ * 5). Move any found there: copy them here (a row already here is newer and wins) in one
+ * durable commit, then delete them there in a second. A crash between the two leaves rows
+ * in both files; the next open copies nothing new (INSERT OR IGNORE) and deletes them, so
+ * the move is done exactly once in effect and never loses a row.
+ */
+static int
+migrate_from_main(struct store_acme *a, sqlite3 *db, const char *main_path, struct ac_err *err)
+{
+	sqlite3_stmt *attach = NULL;
+	int64_t has_table = 0, has_rows = 0;
+	int rc, attached = 0, in_tx = 0, ret = -1;
+
+	if ((rc = sqlite3_prepare_v2(db, "ATTACH DATABASE ?1 AS old", -1, &attach, NULL)) !=
+	        SQLITE_OK ||
+	    (rc = sqlite3_bind_text(attach, 1, main_path, -1, SQLITE_STATIC)) != SQLITE_OK ||
+	    (rc = sqlite3_step(attach)) != SQLITE_DONE) {
+		db_fail(a, db, rc, "opening agentca.db to move its ACME objects", err);
+		goto out;
+	}
+	attached = 1;
+	if (query_int(a, db,
+	              "SELECT count(*) FROM old.sqlite_master"
+	              " WHERE type = 'table' AND name = 'acme_objects'",
+	              &has_table, err) != 0)
+		goto out;
+	if (has_table == 0) {
+		ret = 0;
+		goto out;
+	}
+	if (query_int(a, db, "SELECT EXISTS (SELECT 1 FROM old.acme_objects)", &has_rows, err) != 0)
+		goto out;
+	if (has_rows == 0) {
+		ret = 0;
+		goto out;
+	}
+	if (exec_sql(a, db, "PRAGMA main.synchronous = FULL; BEGIN IMMEDIATE",
+	             "starting to move the ACME objects", err) != 0)
+		goto out;
+	in_tx = 1;
+	if (exec_sql(a, db,
+	             "INSERT OR IGNORE INTO main.acme_objects"
+	             " (kind, id, account, lookup, expires, doc)"
+	             " SELECT kind, id, account, lookup, expires, doc FROM old.acme_objects;"
+	             "COMMIT",
+	             "copying the ACME objects out of agentca.db", err) != 0)
+		goto out;
+	if (exec_sql(a, db, "BEGIN IMMEDIATE; DELETE FROM old.acme_objects; COMMIT",
+	             "deleting the moved ACME objects from agentca.db", err) != 0)
+		goto out;
+	in_tx = 0;
+	ret = 0;
+out:
+	if (in_tx && !sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_finalize(attach);
+	if (attached)
+		sqlite3_exec(db, "DETACH DATABASE old", NULL, NULL, NULL);
+	return ret;
+}
+
+/* Create the file 0600 if need be, its schema, and move the objects of an older layout. */
+static int
+prepare_file(struct store_acme *a, const char *main_path, struct ac_err *err)
+{
+	sqlite3 *db = NULL;
+	int rc, ret = -1;
+
+	if (store_file_create_private(a->path, err) != 0)
+		goto out;
+	rc = sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		db_fail(a, db, rc, "opening the ACME database", err);
+		goto out;
+	}
+	sqlite3_extended_result_codes(db, 1);
+	sqlite3_busy_handler(db, busy_retry, NULL);
+	if (setup_schema(a, db, err) != 0 || migrate_from_main(a, db, main_path, err) != 0)
+		goto out;
+	ret = 0;
+out:
+	sqlite3_close(db);
+	return ret;
+}
+
 struct store_acme *
 store_acme_open(struct store *st, struct ac_err *err)
 {
-	const char *path = store_sqlite_path(st);
+	const char *main_path = store_sqlite_path(st);
 	struct store_acme *a = NULL;
 
-	if (path == NULL) {
+	if (main_path == NULL) {
 		ac_err_set(err, AC_ERR_INVALID, "store_unsupported",
 		           "the ACME server needs the SQLite store");
 		return NULL;
 	}
-	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(path)) == NULL) {
+	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = acme_path_for(main_path)) == NULL) {
 		free(a);
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		return NULL;
 	}
-	if (conn_open(a, &a->w, 0, err) != 0 || conn_open(a, &a->r, 1, err) != 0) {
+	if (prepare_file(a, main_path, err) != 0 || conn_open(a, &a->w, 0, err) != 0 ||
+	    conn_open(a, &a->r, 1, err) != 0) {
 		store_acme_close(a);
 		return NULL;
 	}

@@ -46,12 +46,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port: a loopback port nothing listens on (TCP or UDP) right now.
+# free_port: a loopback port no socket uses (TCP or UDP, listening or connected) right now,
+# below the kernel's ephemeral range, so that no outgoing connection takes it meanwhile.
+ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
 	local port
 	while :; do
-		port=$((20000 + RANDOM % 40000))
-		if ! ss -Hltun | awk '{print $5}' | grep -q ":$port\$"; then
+		port=$((10000 + RANDOM % (ephemeral_low - 10000)))
+		if ! ss -Htuan | awk '{print $5}' | grep ":$port\$" >/dev/null; then
 			echo "$port"
 			return
 		fi
@@ -121,7 +123,7 @@ pebble_dir="https://127.0.0.1:$pport/dir"
 status=0
 agentca_dir=""
 hport=$(free_port)
-if "$agentca" serve --help 2>&1 | grep -q -- "--acme-http-port"; then
+if "$agentca" serve --help 2>&1 | grep -- "--acme-http-port" >/dev/null; then
 	dport=$(free_port)
 	cmport=$(free_port)
 	pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
