@@ -81,6 +81,8 @@ struct acme_conn {
 	pthread_mutex_t lock;
 	sqlite3 *db;
 	sqlite3_stmt *stmt[A_N];
+	int sync_full; /* synchronous is FULL now (else NORMAL): the pragma runs only to change
+	                  it, as running it makes SQLite prepare it again every time */
 };
 
 /* The one connection (see the top of the file). */
@@ -152,6 +154,7 @@ conn_open(struct store_acme *a, struct acme_conn *c, struct ac_err *err)
 	if ((rc = sqlite3_exec(c->db, "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY", NULL,
 	                       NULL, NULL)) != SQLITE_OK)
 		return db_fail(a, c->db, rc, "setting up the ACME connection", err);
+	c->sync_full = 1;
 	for (int i = 0; i < A_N; i++) {
 		rc = sqlite3_prepare_v3(c->db, acme_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 		                        &c->stmt[i], NULL);
@@ -388,17 +391,18 @@ store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, i
 {
 	struct acme_conn *w = &a->conn;
 	sqlite3_stmt *ins = w->stmt[create ? A_INSERT : A_UPSERT];
-	int rc, ret = -1, in_tx = 0;
-
-	int durable = 0;
+	int rc, ret = -1, in_tx = 0, durable = 0;
 
 	for (size_t i = 0; i < n; i++)
 		durable |= kind_is_durable(objs[i].kind);
 	pthread_mutex_lock(&w->lock);
-	if ((rc = step_done(w->stmt[durable ? A_SYNC_FULL : A_SYNC_NORMAL])) != SQLITE_OK &&
-	    rc != SQLITE_ROW) {
-		db_fail(a, w->db, rc, "setting the ACME write's durability", err);
-		goto out;
+	if (durable != w->sync_full) {
+		if ((rc = step_done(w->stmt[durable ? A_SYNC_FULL : A_SYNC_NORMAL])) != SQLITE_OK &&
+		    rc != SQLITE_ROW) {
+			db_fail(a, w->db, rc, "setting the ACME write's durability", err);
+			goto out;
+		}
+		w->sync_full = durable;
 	}
 	if ((rc = step_done(w->stmt[A_BEGIN])) != SQLITE_OK) {
 		db_fail(a, w->db, rc, "starting an ACME write", err);
