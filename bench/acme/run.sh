@@ -218,6 +218,9 @@ if [ -n "$agentca_dir" ]; then
 		if (a > 0 && p > 0) printf "ratio pebble/agentca (lego median per certificate): %.2f\n", p / a
 		else print "ratio pebble/agentca (lego median per certificate): n/a" }'
 fi
+for side in $sides; do
+	echo "lego samples (ms, in order): $side $(tr '\n' ' ' <"$work/times-$side")"
+done
 
 # 2. The generator, orders per second, and each server's CPU per order.
 pout=$(gen_run pebble "$pebble_dir" "$work/pebble.pem" "$pebble_pid") || status=1
