@@ -14,6 +14,7 @@
  *   trust.pem          extra roots added with `trust add` (bundle only, never a signer)
  *   password           the generated passphrase, when none was supplied (0600)
  *   agentca.db         the store (store/)
+ *   agentca-acme.db    the ACME server's accounts, orders and authorizations (store/store_acme.c)
  *
  * Two modes: "root" (we made the root and signed the intermediate) and "corporate" (the
  * intermediate was signed by a corporate root that we only hold the certificate of).

@@ -173,7 +173,10 @@ check_request(const struct issuer *iss, const struct issue_request *req, struct 
 	struct csr *csr = NULL;
 	int rc = -1;
 
-	if (req->csr == NULL && req->renew_cert_der != NULL) {
+	if (req->parsed_csr != NULL) {
+		/* Borrowed: check_request's caller must not free it (see ca_issue). */
+		csr = (struct csr *)req->parsed_csr;
+	} else if (req->csr == NULL && req->renew_cert_der != NULL) {
 		if (csr_from_certificate(req->renew_cert_der, req->renew_cert_der_len, &csr, err) !=
 		    0)
 			goto out;
@@ -785,7 +788,8 @@ out:
 		ac_err_set(err, e.code, e.reason, "%s", e.msg);
 	free(plan.ip);
 	free(plan.dns);
-	csr_free(csr);
+	if (csr != req->parsed_csr)
+		csr_free(csr);
 	return rc;
 }
 

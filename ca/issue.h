@@ -42,9 +42,15 @@ issuer_authority(const struct issuer *iss)
 	return __atomic_load_n(&iss->authority, __ATOMIC_ACQUIRE);
 }
 
+struct csr;
+
 struct issue_request {
 	const unsigned char *csr; /* PEM or DER, from outside */
 	size_t csr_len;
+	/* Or the CSR already parsed and verified by csr_parse (borrowed; the caller frees it):
+	 * a caller that had to read the CSR's names first (ACME finalize) saves parsing and
+	 * verifying it twice. Every policy check still runs on it here. */
+	const struct csr *parsed_csr;
 	/* Without a CSR: renew the key of this certificate (DER, from the store). The caller has
 	 * proven possession of its key (mTLS). */
 	const unsigned char *renew_cert_der;

@@ -937,6 +937,8 @@ acme_server_new(const struct acme_options *opts, struct ac_err *err)
 	pthread_mutex_init(&s->pending_lock, NULL);
 	pthread_cond_init(&s->pending_done, NULL);
 	pthread_mutex_init(&s->keys_lock, NULL);
+	for (size_t i = 0; i < ACME_AUTHZ_LOCKS; i++)
+		pthread_mutex_init(&s->authz_locks[i], NULL);
 	if ((s->nonces = acme_nonces_new(err)) == NULL ||
 	    (s->db = store_acme_open(opts->issuer->store, err)) == NULL) {
 		acme_server_free(s);
@@ -964,6 +966,8 @@ acme_server_free(struct acme_server *s)
 		EVP_PKEY_free(s->keys[i].key);
 	}
 	pthread_mutex_destroy(&s->keys_lock);
+	for (size_t i = 0; i < ACME_AUTHZ_LOCKS; i++)
+		pthread_mutex_destroy(&s->authz_locks[i]);
 	pthread_cond_destroy(&s->pending_done);
 	pthread_mutex_destroy(&s->pending_lock);
 	pthread_cond_destroy(&s->validated);

@@ -26,6 +26,7 @@
 #define ACME_KEY_CACHE 1024 /* account keys kept decoded, direct-mapped */
 
 #define ACME_INFLIGHT_MAX 1024 /* validations, and finalizations, in flight at once */
+#define ACME_AUTHZ_LOCKS 64    /* authorization locks, picked by a hash of the id */
 
 /* A small set of ids, under acme_server.lock: what is in flight is kept in memory only (a
  * restart forgets it, and the client simply asks again), so that a certificate costs three
@@ -46,12 +47,17 @@ struct acme_server {
 	struct issuer *issuer;
 	struct store_acme *db;
 	struct acme_nonces *nonces;
-	/* Serializes read-modify-write of orders and authorizations (requests and validation
-	 * callbacks); never held across an issuance or a validation. */
+	/* Guards the in-memory sets below and nothing else: held for a few comparisons, never
+	 * across a store write, an issuance or a validation. */
 	pthread_mutex_t lock;
 	pthread_cond_t validated;     /* broadcast (under lock) when a validation is recorded */
 	struct acme_idset validating; /* challenges with a validation in flight */
-	struct acme_idset finalizing; /* orders being issued */
+	struct acme_idset finalizing; /* orders being issued (the claim that makes finalize
+	                                 run once per order) */
+	/* Serialize read-modify-write of one authorization (a challenge POST, the validation's
+	 * outcome, deactivation), so that unrelated orders never wait for each other's
+	 * writes. Taken before lock when both are held. */
+	pthread_mutex_t authz_locks[ACME_AUTHZ_LOCKS];
 	/* Validation callbacks in flight: acme_server_free waits for none. */
 	pthread_mutex_t pending_lock;
 	pthread_cond_t pending_done;

@@ -18,6 +18,7 @@
 #include "enrollment/api_acme_internal.h"
 
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,18 @@ idset_del(struct acme_idset *set, const char *id)
 			memcpy(set->ids[i], set->ids[--set->count], sizeof(set->ids[i]));
 			return;
 		}
+}
+
+/* The lock of one authorization (FNV-1a of its id): read-modify-writes of the same
+ * authorization take turns; those of others go on meanwhile. */
+static pthread_mutex_t *
+authz_lock_of(struct acme_server *s, const char *aid)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)aid; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return &s->authz_locks[h % ACME_AUTHZ_LOCKS];
 }
 
 /* The validating set's key of a challenge. */
@@ -649,13 +662,14 @@ own_authz(struct acme_call *c, const char *aid)
 void
 acme_authz(struct acme_call *c, const char *aid)
 {
+	/* Only a change needs the authorization's lock; a read sees one stored document whole. */
+	pthread_mutex_t *alock = c->payload != NULL ? authz_lock_of(c->s, aid) : NULL;
 	struct ac_err err;
 	json_t *authz;
 
 	ac_err_clear(&err);
-	/* Only a change needs the lock; a read sees one stored document whole. */
-	if (c->payload != NULL)
-		pthread_mutex_lock(&c->s->lock);
+	if (alock != NULL)
+		pthread_mutex_lock(alock);
 	authz = own_authz(c, aid);
 	if (authz == NULL)
 		goto out;
@@ -684,18 +698,16 @@ acme_authz(struct acme_call *c, const char *aid)
 			goto out;
 		}
 	}
-	if (c->payload == NULL)
-		pthread_mutex_lock(&c->s->lock);
+	pthread_mutex_lock(&c->s->lock);
 	mark_validating(c->s, aid, authz);
-	if (c->payload == NULL)
-		pthread_mutex_unlock(&c->s->lock);
+	pthread_mutex_unlock(&c->s->lock);
 	/* A pending authorization is polled: tell the client how soon to look again. */
 	if (strcmp(authz_status(authz), "pending") == 0)
 		c->resp->retry_after = 1;
 	acme_reply(c, 200, authz_view(c, aid, authz));
 out:
-	if (c->payload != NULL)
-		pthread_mutex_unlock(&c->s->lock);
+	if (alock != NULL)
+		pthread_mutex_unlock(alock);
 	json_decref(authz);
 }
 
@@ -713,16 +725,18 @@ validation_done(void *arg, const struct acme_validation_result *result)
 {
 	struct validation_ticket *t = arg;
 	struct acme_server *s = t->s;
+	pthread_mutex_t *alock = authz_lock_of(s, t->authz_id);
 	char key[ACME_ID_LEN + 8];
 	struct ac_err err;
 	json_t *authz, *ch;
 
+	/* The outcome is written under the authorization's lock; only then is the challenge
+	 * taken out of the validating set, so whoever sees it gone reads the outcome. */
 	ac_err_clear(&err);
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(alock);
 	authz = load_doc(s, "authz", t->authz_id, NULL, &err);
 	ch = authz != NULL ? json_array_get(json_object_get(authz, "challenges"), t->index) : NULL;
 	challenge_key(t->authz_id, t->index, key);
-	idset_del(&s->validating, key);
 	if (ch != NULL && strcmp(str(ch, "status"), "pending") == 0) {
 		/* An authorization deactivated or expired meanwhile stays so. */
 		int decides = strcmp(authz_status(authz), "pending") == 0;
@@ -757,8 +771,11 @@ validation_done(void *arg, const struct acme_validation_result *result)
 			         result->ok ? "valid" : "invalid", result->ok ? "" : ": ",
 			         result->ok ? "" : result->detail);
 	}
+	pthread_mutex_lock(&s->lock);
+	idset_del(&s->validating, key);
 	pthread_cond_broadcast(&s->validated);
 	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(alock);
 	json_decref(authz);
 	free(t);
 	pthread_mutex_lock(&s->pending_lock);
@@ -784,6 +801,8 @@ challenge_type(const char *name, enum acme_challenge_type *out)
 void
 acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 {
+	struct acme_server *s = c->s;
+	pthread_mutex_t *alock = authz_lock_of(s, aid);
 	struct validation_ticket *t = NULL;
 	struct acme_validation job;
 	struct ac_err err;
@@ -791,10 +810,11 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 	char tp[ACME_THUMBPRINT_LEN + 1], up[700], key[ACME_ID_LEN + 8];
 	char *end = NULL;
 	unsigned long index = strtoul(index_text, &end, 10);
+	int alocked = 1, reload = 0, still = 0;
 
 	memset(&job, 0, sizeof(job));
 	ac_err_clear(&err);
-	pthread_mutex_lock(&c->s->lock);
+	pthread_mutex_lock(alock);
 	authz = own_authz(c, aid);
 	if (authz == NULL)
 		goto out;
@@ -806,9 +826,12 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 	}
 	challenge_key(aid, index, key);
 	/* A POST with a payload ({}) asks for validation; POST-as-GET only reads. One
-	 * validation per authorization at a time; its state is in memory until the outcome. */
+	 * validation per authorization at a time; its state is in memory until the outcome,
+	 * which validation_done writes under this authorization's lock. */
 	if (c->payload != NULL && strcmp(str(ch, "status"), "pending") == 0 &&
-	    strcmp(authz_status(authz), "pending") == 0 && !authz_validating(c->s, aid, authz)) {
+	    strcmp(authz_status(authz), "pending") == 0) {
+		int submit_failed = 0;
+
 		ident = json_object_get(authz, "identifier");
 		if (challenge_type(str(ch, "type"), &job.type) != 0 ||
 		    acme_jwk_thumbprint(json_object_get(c->account, "jwk"), tp, &err) != 0) {
@@ -820,65 +843,83 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 		snprintf(job.token, sizeof(job.token), "%s", str(ch, "token"));
 		snprintf(job.key_authorization, sizeof(job.key_authorization), "%s.%s",
 		         str(ch, "token"), tp);
-		if (c->s->opts.validator.submit == NULL || (t = calloc(1, sizeof(*t))) == NULL ||
-		    idset_add(&c->s->validating, key) != 0) {
-			free(t);
-			ac_err_set(&err, AC_ERR_UNAVAILABLE, "serverInternal",
-			           "no validation can start now; retry shortly");
-			goto busy;
+		pthread_mutex_lock(&s->lock);
+		if (!authz_validating(s, aid, authz)) {
+			if (s->opts.validator.submit == NULL ||
+			    (t = calloc(1, sizeof(*t))) == NULL ||
+			    idset_add(&s->validating, key) != 0) {
+				free(t);
+				submit_failed = 1;
+			} else {
+				t->s = s;
+				memcpy(t->authz_id, aid, ACME_ID_LEN + 1);
+				memcpy(t->account_id, c->account_id, ACME_ID_LEN + 1);
+				t->index = index;
+				pthread_mutex_lock(&s->pending_lock);
+				s->pending++;
+				pthread_mutex_unlock(&s->pending_lock);
+				if (s->opts.validator.submit(s->opts.validator.validator, &job,
+				                             validation_done, t, &err) != 0) {
+					pthread_mutex_lock(&s->pending_lock);
+					if (--s->pending == 0)
+						pthread_cond_broadcast(&s->pending_done);
+					pthread_mutex_unlock(&s->pending_lock);
+					idset_del(&s->validating, key);
+					free(t);
+					submit_failed = 1;
+				}
+			}
 		}
-		t->s = c->s;
-		memcpy(t->authz_id, aid, ACME_ID_LEN + 1);
-		memcpy(t->account_id, c->account_id, ACME_ID_LEN + 1);
-		t->index = index;
-		pthread_mutex_lock(&c->s->pending_lock);
-		c->s->pending++;
-		pthread_mutex_unlock(&c->s->pending_lock);
-		if (c->s->opts.validator.submit(c->s->opts.validator.validator, &job,
-		                                validation_done, t, &err) != 0) {
-			pthread_mutex_lock(&c->s->pending_lock);
-			if (--c->s->pending == 0)
-				pthread_cond_broadcast(&c->s->pending_done);
-			pthread_mutex_unlock(&c->s->pending_lock);
-			idset_del(&c->s->validating, key);
-			free(t);
+		pthread_mutex_unlock(&s->lock);
+		if (submit_failed) {
+			if (err.code == AC_OK)
+				ac_err_set(&err, AC_ERR_UNAVAILABLE, "serverInternal",
+				           "no validation can start now; retry shortly");
 			goto busy;
 		}
 	}
+	pthread_mutex_unlock(alock);
+	alocked = 0;
 	/* Validations take milliseconds: wait a little for the outcome, so that the client
 	 * sees it in this answer instead of polling; else it comes back after Retry-After. */
-	if (c->s->opts.challenge_wait_ms >= 0 && idset_has(&c->s->validating, key)) {
-		long wait_ms = c->s->opts.challenge_wait_ms > 0 ? c->s->opts.challenge_wait_ms
-		                                                : CHALLENGE_WAIT_MS;
+	pthread_mutex_lock(&s->lock);
+	if (s->opts.challenge_wait_ms >= 0 && idset_has(&s->validating, key)) {
+		long wait_ms =
+		    s->opts.challenge_wait_ms > 0 ? s->opts.challenge_wait_ms : CHALLENGE_WAIT_MS;
 		struct timespec deadline;
 
 		clock_gettime(CLOCK_REALTIME, &deadline);
 		deadline.tv_nsec += wait_ms * 1000000L;
 		deadline.tv_sec += deadline.tv_nsec / 1000000000L;
 		deadline.tv_nsec %= 1000000000L;
-		while (idset_has(&c->s->validating, key))
-			if (pthread_cond_timedwait(&c->s->validated, &c->s->lock, &deadline) != 0)
+		while (idset_has(&s->validating, key))
+			if (pthread_cond_timedwait(&s->validated, &s->lock, &deadline) != 0)
 				break;
-		if (!idset_has(&c->s->validating, key)) {
-			json_t *fresh;
+		reload = !idset_has(&s->validating, key);
+	}
+	still = idset_has(&s->validating, key);
+	if (!reload)
+		mark_validating(s, aid, authz);
+	pthread_mutex_unlock(&s->lock);
+	if (reload) {
+		/* The outcome is stored (validation_done writes it before it clears the set). */
+		json_t *fresh;
 
-			ac_err_clear(&err);
-			if ((fresh = load_doc(c->s, "authz", aid, NULL, &err)) == NULL) {
-				acme_problem_err(c, &err);
-				goto out;
-			}
-			json_decref(authz);
-			authz = fresh;
-			ch = json_array_get(json_object_get(authz, "challenges"), index);
-			if (ch == NULL) {
-				acme_problem(c, "serverInternal", "the challenge vanished", NULL);
-				goto out;
-			}
+		ac_err_clear(&err);
+		if ((fresh = load_doc(s, "authz", aid, NULL, &err)) == NULL) {
+			acme_problem_err(c, &err);
+			goto out;
+		}
+		json_decref(authz);
+		authz = fresh;
+		ch = json_array_get(json_object_get(authz, "challenges"), index);
+		if (ch == NULL) {
+			acme_problem(c, "serverInternal", "the challenge vanished", NULL);
+			goto out;
 		}
 	}
-	if (idset_has(&c->s->validating, key))
+	if (still)
 		c->resp->retry_after = 1; /* still processing: poll again after a second */
-	mark_validating(c->s, aid, authz);
 	snprintf(up, sizeof(up), "<%s/acme/authz/%s>;rel=\"up\"", c->base, aid);
 	api_add_header(c->resp, "Link", up);
 	acme_reply(c, 200, challenge_view(c, aid, index, ch));
@@ -889,7 +930,8 @@ busy:
 	c->resp->status = 503;
 	c->resp->retry_after = 5;
 out:
-	pthread_mutex_unlock(&c->s->lock);
+	if (alocked)
+		pthread_mutex_unlock(alock);
 	json_decref(authz);
 }
 
@@ -976,7 +1018,7 @@ acme_finalize(struct acme_call *c, const char *id)
 	const char *csr_b64;
 	char subject[POLICY_SPIFFE_ID_MAX], actor[64];
 	json_t *order = NULL, *v;
-	int claimed = 0;
+	int claimed = 0, busy = 0;
 
 	memset(&res, 0, sizeof(res));
 	memset(&ir, 0, sizeof(ir));
@@ -986,41 +1028,51 @@ acme_finalize(struct acme_call *c, const char *id)
 		acme_problem(c, "malformed", "finalize needs {\"csr\": base64url(DER)}", NULL);
 		return;
 	}
+	/* Claimed in memory first (processing to readers): of two finalizes at once, one
+	 * issues and the other is orderNotReady. The order is read after the claim, so a
+	 * finalize that completed meanwhile (it saves, then lets go of its claim) is seen as
+	 * valid, never issued twice. Only the claim is under the lock. */
 	pthread_mutex_lock(&c->s->lock);
+	if (!idset_has(&c->s->finalizing, id)) {
+		if (idset_add(&c->s->finalizing, id) == 0)
+			claimed = 1;
+		else
+			busy = 1;
+	}
+	pthread_mutex_unlock(&c->s->lock);
 	order = own_order(c, id);
 	if (order == NULL)
-		goto unlock;
-	if (strcmp(str(order, "status"), "ready") != 0 || idset_has(&c->s->finalizing, id)) {
+		goto out;
+	if (busy) {
+		acme_problem(c, "serverInternal", "too many orders are being finalized; retry",
+		             NULL);
+		c->resp->status = 503;
+		c->resp->retry_after = 1;
+		goto out;
+	}
+	if (!claimed || strcmp(str(order, "status"), "ready") != 0) {
 		acme_problem(c, "orderNotReady",
 		             strcmp(str(order, "status"), "pending") == 0
 		                 ? "the order's authorizations are not all valid yet"
 		                 : "the order is not ready for finalization",
 		             NULL);
-		goto unlock;
+		goto out;
 	}
+	/* The CSR is parsed and verified once, here; ca_issue checks the policy on it. */
 	if (strlen(csr_b64) > CSR_MAX_BYTES * 4 / 3 + 4 ||
 	    base64url_decode_alloc(csr_b64, strlen(csr_b64), &der, &der_len) != 0) {
 		acme_problem(c, "badCSR", "\"csr\" is not base64url", NULL);
-		goto unlock;
+		goto out;
 	}
 	if (csr_parse(der, der_len, &csr, &err) != 0 ||
 	    csr_matches_order(csr, json_object_get(order, "identifiers"), &err) != 0 ||
 	    policy_check_key(csr->key, &err) != 0) {
 		acme_problem(c, "badCSR", err.msg, NULL);
-		goto unlock;
+		goto out;
 	}
-	/* Claimed in memory (processing to readers): a second finalize now is orderNotReady. */
-	if (idset_add(&c->s->finalizing, id) != 0) {
-		acme_problem(c, "serverInternal", "too many orders are being finalized; retry",
-		             NULL);
-		c->resp->status = 503;
-		c->resp->retry_after = 1;
-		goto unlock;
-	}
-	claimed = 1;
-	pthread_mutex_unlock(&c->s->lock);
 
-	/* Issue, off the lock: the certificate is in the log when ca_issue returns. */
+	/* Issue: the certificate and its log entry are committed durably in agentca.db
+	 * when ca_issue returns. */
 	json_array_foreach(json_object_get(order, "identifiers"), i, v)
 	{
 		if (strcmp(str(v, "type"), "dns") == 0 &&
@@ -1032,6 +1084,7 @@ acme_finalize(struct acme_call *c, const char *id)
 	snprintf(actor, sizeof(actor), "acme:%s", c->account_id);
 	ir.csr = der;
 	ir.csr_len = der_len;
+	ir.parsed_csr = csr;
 	ir.subject = subject;
 	ir.ttl = c->s->opts.ttl;
 	ir.allowed_dns = &dns;
@@ -1055,14 +1108,14 @@ acme_finalize(struct acme_call *c, const char *id)
 		json_object_set_new(order, "error",
 		                    json_pack("{s:s, s:s}", "type", type, "detail", err.msg));
 	}
-	pthread_mutex_lock(&c->s->lock);
+	/* The claim makes this the order's only writer: the save needs no lock. */
 	if (err.code != AC_ERR_UNAVAILABLE) {
 		struct ac_err save_err;
 
 		ac_err_clear(&save_err);
 		if (save_order(c->s, id, c->account_id, order, &save_err) != 0) {
 			acme_problem_err(c, &save_err);
-			goto unlock;
+			goto out;
 		}
 	}
 	if (err.code != AC_OK) {
@@ -1072,14 +1125,16 @@ acme_finalize(struct acme_call *c, const char *id)
 			c->resp->status = 503;
 			c->resp->retry_after = 5;
 		}
-		goto unlock;
+		goto out;
 	}
 	acme_location(c, "order", id);
 	acme_reply(c, 200, order_view(c, id, order));
-unlock:
-	if (claimed)
+out:
+	if (claimed) {
+		pthread_mutex_lock(&c->s->lock);
 		idset_del(&c->s->finalizing, id);
-	pthread_mutex_unlock(&c->s->lock);
+		pthread_mutex_unlock(&c->s->lock);
+	}
 	cfg_strlist_free(&dns);
 	issue_result_free(&res);
 	csr_free(csr);
@@ -1112,8 +1167,6 @@ acme_certificate(struct acme_call *c, const char *serial)
 {
 	struct cert_row row;
 	struct ac_err err;
-	const unsigned char *p;
-	X509 *cert = NULL;
 	BIO *bio = NULL;
 	BUF_MEM *mem = NULL;
 	int have_row = 0;
@@ -1130,9 +1183,9 @@ acme_certificate(struct acme_call *c, const char *serial)
 		return;
 	}
 	have_row = 1;
-	p = row.der;
-	if ((cert = d2i_X509(NULL, &p, (long)row.der_len)) == NULL ||
-	    (bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, cert) != 1 ||
+	/* The stored DER, PEM-armoured as it is: the CA wrote it, no need to decode it. */
+	if ((bio = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio(bio, PEM_STRING_X509, "", row.der, (long)row.der_len) <= 0 ||
 	    ca_authority_write_chain(issuer_authority(c->s->issuer), row.issuer_fingerprint, bio) !=
 	        0) {
 		acme_problem(c, "serverInternal", "cannot encode the certificate", NULL);
@@ -1149,7 +1202,6 @@ acme_certificate(struct acme_call *c, const char *serial)
 	c->resp->content_type = "application/pem-certificate-chain";
 out:
 	BIO_free(bio);
-	X509_free(cert);
 	if (have_row)
 		store_cert_row_free(&row);
 }

@@ -1,15 +1,39 @@
 /*
- * store_acme.c - SQL for the ACME server's objects (see store_acme.h). Two connections of
- * its own to the store's SQLite file, each used under a mutex: one writes (SQLite takes one
- * writer at a time anyway), one reads, so that reads never queue behind a write that waits
- * for the issuance committer's fsync.
+ * store_acme.c - SQL for the ACME server's objects (see store_acme.h), in a SQLite file of
+ * their own: agentca-acme.db next to agentca.db (DIR/agentca.db -> DIR/agentca-acme.db).
+ *
+ * Why a file of its own: in one file, every ACME write took SQLite's one write lock, which
+ * the issuance log's committer holds across its fsync, and each write by one connection made
+ * the other connections read their pages again. ACME protocol state needs less durability
+ * than a certificate (an order lost in a power cut is retried by its client), so its file
+ * commits to the WAL without an fsync, except for accounts and EAB keys; certificates and
+ * the issuance log stay in agentca.db, committed durably as before.
+ *
+ * One connection, used under a mutex, for reads and writes. A write here is an append to
+ * the WAL without an fsync (tens of microseconds), so reads lose little by taking turns with
+ * writes, and one connection keeps its page cache across its own writes: with a second
+ * connection for reads, every write made the reader fetch its pages again (about 50 preads
+ * per order). Only account and EAB writes wait for an fsync, and they are rare. Other
+ * processes (`agentca acme eab create`) open the file as usual.
+ *
+ * Checkpoints (copying the WAL back into the file, with two fsyncs) run on a thread of this
+ * module's with a connection of its own, never inside a write: SQLite's automatic
+ * checkpoint runs in the commit that crosses 1000 WAL pages, under the connection's mutex,
+ * and every ACME request queued behind its fsyncs (gdb samples under load: 12 request
+ * threads waiting on the mutex while one sat in sqlite3WalCheckpoint). A PASSIVE checkpoint
+ * takes no lock that writers or readers need. At open the file is created
+ * 0600 with its schema, and rows an earlier agentca kept in agentca.db's acme_objects are
+ * moved here (migrate_from_main).
  */
 #include "store/store_acme.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -64,18 +88,32 @@ struct acme_conn {
 	pthread_mutex_t lock;
 	sqlite3 *db;
 	sqlite3_stmt *stmt[A_N];
+	int sync_full; /* synchronous is FULL now (else NORMAL): the pragma runs only to change
+	                  it, as running it makes SQLite prepare it again every time */
 };
 
-/* Writes on w; reads on r, which in WAL mode never waits for a writer (a write may wait
- * for the issuance committer's fsync, and reads must not queue behind it). */
+/* The one connection (see the top of the file). */
+#define CHECKPOINT_PAGES 1000 /* WAL pages that call for a checkpoint (SQLite's default) */
+
+/* The checkpoint thread and its connection. due is set by the commit hook. */
+struct checkpointer {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pthread_t thread;
+	sqlite3 *db;
+	int ready, running, stop, due;
+};
+
 struct store_acme {
 	char *path;
-	struct acme_conn w, r;
+	struct acme_conn conn;
+	struct checkpointer ckpt;
 };
 
-/* The write lock is shared with the issuance log's committer, which holds it across its
- * fsync: retry every 100 us for up to 5 s rather than SQLite's default back-off, whose
- * sleeps (up to 100 ms each) would outlast a commit many times over. */
+/* The write lock is shared with other processes (`agentca acme eab create` on the CA host)
+ * and, when accounts commit durably, held across an fsync: retry every 100 us for up to 5 s
+ * rather than SQLite's default back-off, whose sleeps (up to 100 ms each) would outlast a
+ * commit many times over. */
 static int
 busy_retry(void *arg, int count)
 {
@@ -111,32 +149,119 @@ conn_close(struct acme_conn *c)
 	pthread_mutex_destroy(&c->lock);
 }
 
+/* After each commit on the request connection (under its mutex): a WAL past
+ * CHECKPOINT_PAGES wakes the checkpoint thread. Setting this hook turns off SQLite's own
+ * automatic checkpoint on that connection. */
+static int
+on_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct checkpointer *k = arg;
+
+	(void)db;
+	(void)name;
+	if (pages >= CHECKPOINT_PAGES) {
+		pthread_mutex_lock(&k->lock);
+		k->due = 1;
+		pthread_cond_signal(&k->wake);
+		pthread_mutex_unlock(&k->lock);
+	}
+	return SQLITE_OK;
+}
+
+/* The checkpoint thread: a PASSIVE checkpoint each time one is due. One that cannot finish
+ * (a reader still needs the WAL) is asked for again by the next commit; one that fails
+ * (a full disk) leaves the WAL to grow, and the writes report the store's state. */
+static void *
+checkpoint_main(void *arg)
+{
+	struct checkpointer *k = arg;
+
+	pthread_mutex_lock(&k->lock);
+	while (!k->stop) {
+		if (!k->due) {
+			pthread_cond_wait(&k->wake, &k->lock);
+			continue;
+		}
+		k->due = 0;
+		pthread_mutex_unlock(&k->lock);
+		sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		pthread_mutex_lock(&k->lock);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return NULL;
+}
+
+static int
+checkpointer_start(struct store_acme *a, struct ac_err *err)
+{
+	struct checkpointer *k = &a->ckpt;
+	int rc;
+
+	pthread_mutex_init(&k->lock, NULL);
+	pthread_cond_init(&k->wake, NULL);
+	k->ready = 1;
+	rc = sqlite3_open_v2(a->path, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return db_fail(a, k->db, rc, "opening the ACME database for checkpoints", err);
+	sqlite3_extended_result_codes(k->db, 1);
+	sqlite3_busy_handler(k->db, busy_retry, NULL);
+	/* A connection finds the file in WAL mode at its first read; until then a checkpoint
+	 * on it does nothing. */
+	if ((rc = sqlite3_exec(k->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL)) !=
+	    SQLITE_OK)
+		return db_fail(a, k->db, rc, "reading the ACME database for checkpoints", err);
+	if (pthread_create(&k->thread, NULL, checkpoint_main, k) != 0)
+		return ac_err_set(err, AC_ERR_INTERNAL, "thread_failed",
+		                  "%s: cannot start the checkpoint thread", a->path);
+	k->running = 1;
+	sqlite3_wal_hook(a->conn.db, on_commit, k);
+	return 0;
+}
+
+static void
+checkpointer_stop(struct checkpointer *k)
+{
+	if (!k->ready)
+		return;
+	if (k->running) {
+		pthread_mutex_lock(&k->lock);
+		k->stop = 1;
+		pthread_cond_signal(&k->wake);
+		pthread_mutex_unlock(&k->lock);
+		pthread_join(k->thread, NULL);
+	}
+	sqlite3_close(k->db);
+	pthread_cond_destroy(&k->wake);
+	pthread_mutex_destroy(&k->lock);
+}
+
 void
 store_acme_close(struct store_acme *a)
 {
 	if (a == NULL)
 		return;
-	conn_close(&a->w);
-	conn_close(&a->r);
+	checkpointer_stop(&a->ckpt);
+	/* The last connection to close checkpoints what is left and removes the WAL. */
+	conn_close(&a->conn);
 	free(a->path);
 	free(a);
 }
 
 static int
-conn_open(struct store_acme *a, struct acme_conn *c, int reader, struct ac_err *err)
+conn_open(struct store_acme *a, struct acme_conn *c, struct ac_err *err)
 {
 	int rc;
 
 	pthread_mutex_init(&c->lock, NULL);
 	rc = sqlite3_open_v2(a->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK)
-		return db_fail(a, c->db, rc, "opening the database for ACME", err);
+		return db_fail(a, c->db, rc, "opening the ACME database", err);
 	sqlite3_extended_result_codes(c->db, 1);
 	sqlite3_busy_handler(c->db, busy_retry, NULL);
-	if ((rc = sqlite3_exec(c->db,
-	                       reader ? "PRAGMA query_only = ON" : "PRAGMA synchronous = FULL",
-	                       NULL, NULL, NULL)) != SQLITE_OK)
+	if ((rc = sqlite3_exec(c->db, "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY", NULL,
+	                       NULL, NULL)) != SQLITE_OK)
 		return db_fail(a, c->db, rc, "setting up the ACME connection", err);
+	c->sync_full = 1;
 	for (int i = 0; i < A_N; i++) {
 		rc = sqlite3_prepare_v3(c->db, acme_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 		                        &c->stmt[i], NULL);
@@ -146,23 +271,203 @@ conn_open(struct store_acme *a, struct acme_conn *c, int reader, struct ac_err *
 	return 0;
 }
 
+/* DIR/agentca.db -> DIR/agentca-acme.db (any other name: NAME-acme.db). Heap. */
+static char *
+acme_path_for(const char *main_path)
+{
+	size_t len = strlen(main_path);
+	char *out;
+
+	if (len >= 3 && strcmp(main_path + len - 3, ".db") == 0)
+		len -= 3;
+	if ((out = malloc(len + sizeof("-acme.db"))) == NULL)
+		return NULL;
+	memcpy(out, main_path, len);
+	memcpy(out + len, "-acme.db", sizeof("-acme.db"));
+	return out;
+}
+
+/* One integer from a one-row query on db. */
+static int
+query_int(struct store_acme *a, sqlite3 *db, const char *sql, int64_t *value, struct ac_err *err)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, ret = -1;
+
+	if ((rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_step(stmt)) != SQLITE_ROW) {
+		db_fail(a, db, rc, sql, err);
+		goto out;
+	}
+	*value = sqlite3_column_int64(stmt, 0);
+	ret = 0;
+out:
+	sqlite3_finalize(stmt);
+	return ret;
+}
+
+static int
+exec_sql(struct store_acme *a, sqlite3 *db, const char *sql, const char *what, struct ac_err *err)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : db_fail(a, db, rc, what, err);
+}
+
+#define ACME_SCHEMA_VERSION 1
+
+/* The schema of version 1: the columns of agentca.db's acme_objects (its migration 5). */
+static const char acme_schema[] =
+    "CREATE TABLE acme_objects ("
+    " kind TEXT NOT NULL,"
+    " id TEXT NOT NULL,"
+    " account TEXT,"
+    " lookup TEXT,"
+    " expires INTEGER NOT NULL DEFAULT 0,"
+    " doc TEXT NOT NULL,"
+    " PRIMARY KEY (kind, id)) WITHOUT ROWID;"
+    "CREATE INDEX acme_objects_account ON acme_objects(kind, account);"
+    "CREATE UNIQUE INDEX acme_objects_lookup ON acme_objects(kind, lookup)"
+    " WHERE lookup IS NOT NULL;"
+    "PRAGMA user_version = 1;";
+
+/* WAL mode and the schema, in one transaction (a crash leaves no file half made; another
+ * process opening at the same time waits for the lock and finds the schema made). */
+static int
+setup_schema(struct store_acme *a, sqlite3 *db, struct ac_err *err)
+{
+	int64_t version = 0;
+	int in_tx = 0, ret = -1;
+
+	if (exec_sql(a, db, "PRAGMA journal_mode = WAL", "switching to WAL mode", err) != 0 ||
+	    exec_sql(a, db, "BEGIN IMMEDIATE", "starting the ACME schema", err) != 0)
+		goto out;
+	in_tx = 1;
+	if (query_int(a, db, "PRAGMA user_version", &version, err) != 0)
+		goto out;
+	if (version > ACME_SCHEMA_VERSION) {
+		ac_err_set(err, AC_ERR_STORE, "store_schema_newer",
+		           "%s: schema version %lld is newer than this agentca knows (%d);"
+		           " run a newer agentca",
+		           a->path, (long long)version, ACME_SCHEMA_VERSION);
+		goto out;
+	}
+	if (version == 0 && exec_sql(a, db, acme_schema, "creating the ACME schema", err) != 0)
+		goto out;
+	if (exec_sql(a, db, "COMMIT", "committing the ACME schema", err) != 0)
+		goto out;
+	in_tx = 0;
+	ret = 0;
+out:
+	if (in_tx && !sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return ret;
+}
+
+/*
+ * Before this file existed, ACME objects lived in agentca.db's acme_objects (its migration
+ * 5). Move any found there: copy them here (a row already here is newer and wins) in one
+ * durable commit, then delete them there in a second. A crash between the two leaves rows
+ * in both files; the next open copies nothing new (INSERT OR IGNORE) and deletes them, so
+ * the move is done exactly once in effect and never loses a row.
+ */
+static int
+migrate_from_main(struct store_acme *a, sqlite3 *db, const char *main_path, struct ac_err *err)
+{
+	sqlite3_stmt *attach = NULL;
+	int64_t has_table = 0, has_rows = 0;
+	int rc, attached = 0, in_tx = 0, ret = -1;
+
+	if ((rc = sqlite3_prepare_v2(db, "ATTACH DATABASE ?1 AS old", -1, &attach, NULL)) !=
+	        SQLITE_OK ||
+	    (rc = sqlite3_bind_text(attach, 1, main_path, -1, SQLITE_STATIC)) != SQLITE_OK ||
+	    (rc = sqlite3_step(attach)) != SQLITE_DONE) {
+		db_fail(a, db, rc, "opening agentca.db to move its ACME objects", err);
+		goto out;
+	}
+	attached = 1;
+	if (query_int(a, db,
+	              "SELECT count(*) FROM old.sqlite_master"
+	              " WHERE type = 'table' AND name = 'acme_objects'",
+	              &has_table, err) != 0)
+		goto out;
+	if (has_table == 0) {
+		ret = 0;
+		goto out;
+	}
+	if (query_int(a, db, "SELECT EXISTS (SELECT 1 FROM old.acme_objects)", &has_rows, err) != 0)
+		goto out;
+	if (has_rows == 0) {
+		ret = 0;
+		goto out;
+	}
+	if (exec_sql(a, db, "PRAGMA main.synchronous = FULL; BEGIN IMMEDIATE",
+	             "starting to move the ACME objects", err) != 0)
+		goto out;
+	in_tx = 1;
+	if (exec_sql(a, db,
+	             "INSERT OR IGNORE INTO main.acme_objects"
+	             " (kind, id, account, lookup, expires, doc)"
+	             " SELECT kind, id, account, lookup, expires, doc FROM old.acme_objects;"
+	             "COMMIT",
+	             "copying the ACME objects out of agentca.db", err) != 0)
+		goto out;
+	if (exec_sql(a, db, "BEGIN IMMEDIATE; DELETE FROM old.acme_objects; COMMIT",
+	             "deleting the moved ACME objects from agentca.db", err) != 0)
+		goto out;
+	in_tx = 0;
+	ret = 0;
+out:
+	if (in_tx && !sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_finalize(attach);
+	if (attached)
+		sqlite3_exec(db, "DETACH DATABASE old", NULL, NULL, NULL);
+	return ret;
+}
+
+/* Create the file 0600 if need be, its schema, and move the objects of an older layout. */
+static int
+prepare_file(struct store_acme *a, const char *main_path, struct ac_err *err)
+{
+	sqlite3 *db = NULL;
+	int rc, ret = -1;
+
+	if (store_file_create_private(a->path, err) != 0)
+		goto out;
+	rc = sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		db_fail(a, db, rc, "opening the ACME database", err);
+		goto out;
+	}
+	sqlite3_extended_result_codes(db, 1);
+	sqlite3_busy_handler(db, busy_retry, NULL);
+	if (setup_schema(a, db, err) != 0 || migrate_from_main(a, db, main_path, err) != 0)
+		goto out;
+	ret = 0;
+out:
+	sqlite3_close(db);
+	return ret;
+}
+
 struct store_acme *
 store_acme_open(struct store *st, struct ac_err *err)
 {
-	const char *path = store_sqlite_path(st);
+	const char *main_path = store_sqlite_path(st);
 	struct store_acme *a = NULL;
 
-	if (path == NULL) {
+	if (main_path == NULL) {
 		ac_err_set(err, AC_ERR_INVALID, "store_unsupported",
 		           "the ACME server needs the SQLite store");
 		return NULL;
 	}
-	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(path)) == NULL) {
+	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = acme_path_for(main_path)) == NULL) {
 		free(a);
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		return NULL;
 	}
-	if (conn_open(a, &a->w, 0, err) != 0 || conn_open(a, &a->r, 1, err) != 0) {
+	if (prepare_file(a, main_path, err) != 0 || conn_open(a, &a->conn, err) != 0 ||
+	    checkpointer_start(a, err) != 0) {
 		store_acme_close(a);
 		return NULL;
 	}
@@ -192,19 +497,20 @@ int
 store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, int create,
                struct ac_err *err)
 {
-	struct acme_conn *w = &a->w;
+	struct acme_conn *w = &a->conn;
 	sqlite3_stmt *ins = w->stmt[create ? A_INSERT : A_UPSERT];
-	int rc, ret = -1, in_tx = 0;
-
-	int durable = 0;
+	int rc, ret = -1, in_tx = 0, durable = 0;
 
 	for (size_t i = 0; i < n; i++)
 		durable |= kind_is_durable(objs[i].kind);
 	pthread_mutex_lock(&w->lock);
-	if ((rc = step_done(w->stmt[durable ? A_SYNC_FULL : A_SYNC_NORMAL])) != SQLITE_OK &&
-	    rc != SQLITE_ROW) {
-		db_fail(a, w->db, rc, "setting the ACME write's durability", err);
-		goto out;
+	if (durable != w->sync_full) {
+		if ((rc = step_done(w->stmt[durable ? A_SYNC_FULL : A_SYNC_NORMAL])) != SQLITE_OK &&
+		    rc != SQLITE_ROW) {
+			db_fail(a, w->db, rc, "setting the ACME write's durability", err);
+			goto out;
+		}
+		w->sync_full = durable;
 	}
 	if ((rc = step_done(w->stmt[A_BEGIN])) != SQLITE_OK) {
 		db_fail(a, w->db, rc, "starting an ACME write", err);
@@ -257,7 +563,7 @@ static int
 read_one(struct store_acme *a, enum acme_stmt which, const char *kind, const char *key,
          struct acme_object_row *out, struct ac_err *err)
 {
-	struct acme_conn *r = &a->r;
+	struct acme_conn *r = &a->conn;
 	sqlite3_stmt *stmt = r->stmt[which];
 	int rc, ret = -1;
 
@@ -312,7 +618,7 @@ int
 store_acme_list(struct store_acme *a, const char *kind, const char *account, const char *after,
                 int64_t limit, acme_id_fn fn, void *arg, struct ac_err *err)
 {
-	struct acme_conn *r = &a->r;
+	struct acme_conn *r = &a->conn;
 	sqlite3_stmt *stmt = r->stmt[A_LIST];
 	int rc, ret = -1;
 

@@ -7,13 +7,15 @@
  * account's JWK thumbprint, an order's certificate serial) and an expiry. Certificates are
  * not here: they go through ca_issue and the issuance log like every other.
  *
- * A write of several objects (an order and its authorizations) is one transaction on a
- * connection of this module's own, so ACME traffic never waits behind the issuance log's
- * group committer, nor the other way round for longer than one SQLite write lock. Writes
- * that touch an account or an EAB key are durable before they return (synchronous=FULL);
- * order and authorization changes are committed to the WAL and reach the disk with the next
+ * They live in a SQLite file of their own next to the store's (DIR/agentca-acme.db, created
+ * 0600; rows an older agentca kept in agentca.db are moved there at open), so that ACME
+ * traffic never waits behind the issuance log's group committer and its fsync. A write of
+ * several objects (an order and its authorizations) is one transaction. Writes that touch an
+ * account or an EAB key are durable before they return (synchronous=FULL); order and
+ * authorization changes are committed to the WAL and reach the disk with the next
  * checkpoint or durable commit (synchronous=NORMAL): a power loss may take the last of them
- * (the client retries its order), never a certificate or an account.
+ * (the client retries its order), never a certificate, which is in agentca.db and the
+ * issuance log, committed durably, before any client sees it. A process crash loses nothing.
  */
 #ifndef AGENTCA_STORE_STORE_ACME_H
 #define AGENTCA_STORE_STORE_ACME_H
@@ -42,6 +44,7 @@ struct acme_object_row {
 	int64_t expires;
 };
 
+/* Open (create, migrate) the ACME file that belongs to st's SQLite file. */
 struct store_acme *store_acme_open(struct store *st, struct ac_err *err);
 void store_acme_close(struct store_acme *a);
 

@@ -30,6 +30,10 @@ int store_sqlite_open(struct store *st, const struct store_options *opts, struct
  * connection to it). */
 const char *store_sqlite_path(const struct store *st);
 
+/* Create path 0600 (or narrow it to 0600) before SQLite opens it, so the file and its -wal
+ * and -shm never exist with a wider mode. A path that is not a regular file is refused. */
+int store_file_create_private(const char *path, struct ac_err *err);
+
 /* Set up group commit; at most max units go into one transaction. */
 struct group_commit *group_commit_start(struct store *st, size_t max, struct ac_err *err);
 

@@ -300,8 +300,8 @@ exec_sql(struct sqlite_store *s, sqlite3 *db, const char *sql, const char *what,
 
 /* Create the file 0600 before SQLite does, so it never exists with a wider mode; SQLite
  * gives the -wal and -shm files the mode of the database file. */
-static int
-create_file(const char *path, struct ac_err *err)
+int
+store_file_create_private(const char *path, struct ac_err *err)
 {
 	struct stat sb;
 	int fd = -1, rc = -1;
@@ -751,7 +751,7 @@ store_sqlite_open(struct store *st, const struct store_options *opts, struct ac_
 	s->fault = opts->fault;
 	s->fault_arg = opts->fault_arg;
 
-	if (create_file(s->path, err) != 0 || open_connection(s, &s->wdb, err) != 0 ||
+	if (store_file_create_private(s->path, err) != 0 || open_connection(s, &s->wdb, err) != 0 ||
 	    migrate(s, err) != 0 || prepare_all(s, s->wdb, write_sql, s->w, W_COUNT, err) != 0 ||
 	    read_head(s, &s->head_seq, s->head_hash, err) != 0 || merkle_catch_up(s, err) != 0)
 		goto out;

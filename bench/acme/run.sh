@@ -4,11 +4,16 @@
 #      certificate (new key, newOrder, http-01 answered by lego, finalize, download), the
 #      account made by a warm-up run and reused; against agentca and against Pebble with
 #      PEBBLE_VA_NOSLEEP=1 and PEBBLE_VA_ALWAYS_VALID=1 (no validation wait, no validation).
+#      The two servers take turns certificate by certificate (who goes first alternates), so
+#      a burst of load on this shared machine hits both alike; the median and the mean of
+#      each side, and the ratio of the medians.
 #   2. bench_acme, the project's generator: complete orders per second with C concurrent
-#      workers, one account, http-01 served by the generator (bench/acme/bench_acme.c).
+#      workers, one account, http-01 served by the generator (bench/acme/bench_acme.c);
+#      with each server's CPU time per order over the run (utime + stime of its process,
+#      /proc/PID/stat, divided by the orders completed).
 # Prints one line per measurement and the ratios, nothing else.
 #
-#   bench/acme/run.sh BUILD_DIR [SECONDS] [CONCURRENCY] [LEGO_CERTS]
+#   bench/acme/run.sh BUILD_DIR [SECONDS] [CONCURRENCY] [LEGO_CERTS_PER_SIDE]
 #
 # agentca really validates http-01: its resolver is pebble-challtestsrv's DNS (every name
 # is 127.0.0.1) and its http-01 port is where lego or the generator listens. Pebble's
@@ -19,7 +24,7 @@ set -euo pipefail
 build=${1:-build}
 secs=${2:-10}
 conc=${3:-8}
-certs=${4:-10}
+certs=${4:-20}
 agentca=$build/agentca
 gen=$build/bench/acme/bench_acme
 
@@ -46,12 +51,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port: a loopback port nothing listens on (TCP or UDP) right now.
+# free_port: a loopback port no socket uses (TCP or UDP, listening or connected) right now,
+# below the kernel's ephemeral range, so that no outgoing connection takes it meanwhile.
+ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
 	local port
 	while :; do
-		port=$((20000 + RANDOM % 40000))
-		if ! ss -Hltun | awk '{print $5}' | grep -q ":$port\$"; then
+		port=$((10000 + RANDOM % (ephemeral_low - 10000)))
+		if ! ss -Htuan | awk '{print $5}' | grep ":$port\$" >/dev/null; then
 			echo "$port"
 			return
 		fi
@@ -73,30 +80,58 @@ now_ms() {
 	echo $(($(date +%s%N) / 1000000))
 }
 
-# lego_per_cert NAME DIRECTORY CAFILE HTTP_PORT: one warm-up run (registers the account),
-# then $certs timed runs for new names; prints the mean wall time per certificate in ms.
-lego_per_cert() {
-	local name=$1 dir=$2 cafile=$3 hport=$4 path="$work/lego-$1" start end i
-	run_lego() {
-		LEGO_CA_CERTIFICATES=$cafile lego --server "$dir" --email bench@example.test \
-			--accept-tos --domains "$1" --http --http.port "127.0.0.1:$hport" \
-			--path "$path" run >>"$work/lego-$name.log" 2>&1
-	}
-	run_lego "warmup.lego.bench.internal" || {
+# run_lego NAME DIRECTORY CAFILE HTTP_PORT DOMAIN: one `lego run` for DOMAIN, with the
+# account of $work/lego-NAME (made by the first run, reused after); prints its wall time in
+# ms, or fails with lego's last lines on stderr.
+run_lego() {
+	local name=$1 dir=$2 cafile=$3 hport=$4 domain=$5 start end
+	start=$(now_ms)
+	if ! LEGO_CA_CERTIFICATES=$cafile lego --server "$dir" --email bench@example.test \
+		--accept-tos --domains "$domain" --http --http.port "127.0.0.1:$hport" \
+		--path "$work/lego-$name" run >>"$work/lego-$name.log" 2>&1; then
 		tail -n 5 "$work/lego-$name.log" >&2
 		echo "bench/acme: lego against $name failed" >&2
 		return 1
-	}
-	start=$(now_ms)
-	for i in $(seq "$certs"); do
-		run_lego "c$i.lego.bench.internal" || {
-			tail -n 5 "$work/lego-$name.log" >&2
-			echo "bench/acme: lego against $name failed" >&2
-			return 1
-		}
-	done
+	fi
 	end=$(now_ms)
-	awk -v t=$((end - start)) -v n="$certs" 'BEGIN { printf "%.1f\n", t / n }'
+	echo $((end - start))
+}
+
+# stats FILE: "median M ms, mean A ms" of the numbers in FILE, one a line.
+stats() {
+	sort -n "$1" | awk '{ v[NR] = $1; sum += $1 }
+		END { if (NR == 0) { print "n/a"; exit }
+		      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+		      printf "median %.1f ms, mean %.1f ms", m, sum / NR }'
+}
+
+median() {
+	sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR == 0) print 0;
+		else printf "%.1f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# cpu_ticks PID: the process's utime + stime so far, in clock ticks (fields 14 and 15 of
+# /proc/PID/stat; the command name, field 2, may hold spaces, so count after its ")").
+cpu_ticks() {
+	sed -E 's/^.*\) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# gen_run NAME DIRECTORY CAFILE PID: the generator against one server; prints its line and
+# then the server's CPU time per order over the run.
+gen_run() {
+	local name=$1 dir=$2 cafile=$3 pid=$4 line t0 t1 orders rc=0
+	t0=$(cpu_ticks "$pid")
+	line=$("$gen" --target "$name" --directory "$dir" --cacert "$cafile" --http-port "$hport" \
+		--concurrency "$conc" --seconds "$secs" --domain bench.internal) || rc=1
+	t1=$(cpu_ticks "$pid")
+	echo "$line"
+	[ -n "$line" ] || return 1
+	orders=$(echo "$line" | sed -E 's/.* orders=([0-9]+).*/\1/')
+	awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$orders" -v who="$name" 'BEGIN {
+		if (n > 0) printf "%s CPU per order: %.2f ms (%.2f s of CPU for %d orders, /proc/PID/stat utime+stime)\n",
+			who, t * 1000 / hz / n, t / hz, n
+		else printf "%s CPU per order: n/a\n", who }'
+	return $rc
 }
 
 # Pebble: a TLS certificate of its own for 127.0.0.1, no validation wait, always valid.
@@ -113,7 +148,8 @@ cat >"$work/pebble.json" <<JSON
 JSON
 PEBBLE_VA_NOSLEEP=1 PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_WFE_NONCEREJECT=0 \
 	pebble -config "$work/pebble.json" >"$work/pebble.log" 2>&1 &
-pids="$pids $!"
+pebble_pid=$!
+pids="$pids $pebble_pid"
 wait_for "$work/pebble.log" "Listening on" "pebble"
 pebble_dir="https://127.0.0.1:$pport/dir"
 
@@ -121,7 +157,7 @@ pebble_dir="https://127.0.0.1:$pport/dir"
 status=0
 agentca_dir=""
 hport=$(free_port)
-if "$agentca" serve --help 2>&1 | grep -q -- "--acme-http-port"; then
+if "$agentca" serve --help 2>&1 | grep -- "--acme-http-port" >/dev/null; then
 	dport=$(free_port)
 	cmport=$(free_port)
 	pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
@@ -134,7 +170,8 @@ if "$agentca" serve --help 2>&1 | grep -q -- "--acme-http-port"; then
 	"$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/serve.json" \
 		--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport" \
 		2>"$work/serve.log" &
-	pids="$pids $!"
+	agentca_pid=$!
+	pids="$pids $agentca_pid"
 	wait_for "$work/serve.log" '"event":"ca_ready"' "agentca serve"
 	aport=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
 	agentca_dir="https://127.0.0.1:$aport/acme/directory"
@@ -147,29 +184,53 @@ else
 fi
 [ -n "$agentca_dir" ] || status=1
 
-# 1. lego, per certificate.
-pms=$(lego_per_cert pebble "$pebble_dir" "$work/pebble.pem" "$hport") || status=1
-echo "lego per certificate: pebble ${pms:-n/a} ms ($certs certificates, http-01, account reused)"
-if [ -n "$agentca_dir" ]; then
-	ams=$(lego_per_cert agentca "$agentca_dir" "$work/ca/root.pem" "$hport") || status=1
-	echo "lego per certificate: agentca ${ams:-n/a} ms ($certs certificates, http-01 validated, account reused)"
-	awk -v a="${ams:-0}" -v p="${pms:-0}" 'BEGIN {
-		if (a > 0 && p > 0) printf "ratio pebble/agentca (lego time per certificate): %.2f\n", p / a
-		else print "ratio pebble/agentca (lego time per certificate): n/a" }'
+# 1. lego, per certificate: a warm-up run each (registers the account), then the two
+#    servers in turn, certificate by certificate.
+: >"$work/times-pebble"
+: >"$work/times-agentca"
+sides="pebble"
+[ -n "$agentca_dir" ] && sides="pebble agentca"
+lego_side() {
+	case $1 in
+	pebble) run_lego pebble "$pebble_dir" "$work/pebble.pem" "$hport" "$2" ;;
+	agentca) run_lego agentca "$agentca_dir" "$work/ca/root.pem" "$hport" "$2" ;;
+	esac
+}
+lego_ok=1
+for side in $sides; do
+	lego_side "$side" "warmup.lego.bench.internal" >/dev/null || lego_ok=0
+done
+if [ $lego_ok = 1 ]; then
+	for i in $(seq "$certs"); do
+		order=$sides
+		[ $((i % 2)) = 0 ] && order=$(echo "$sides" | awk '{ for (k = NF; k > 0; k--) printf "%s ", $k }')
+		for side in $order; do
+			ms=$(lego_side "$side" "c$i.lego.bench.internal") || { lego_ok=0; break 2; }
+			echo "$ms" >>"$work/times-$side"
+		done
+	done
 fi
-
-# 2. The generator, orders per second.
-pline=$("$gen" --target pebble --directory "$pebble_dir" --cacert "$work/pebble.pem" \
-	--http-port "$hport" --concurrency "$conc" --seconds "$secs" --domain bench.internal) || status=1
-echo "$pline"
+[ $lego_ok = 1 ] || status=1
+echo "lego per certificate: pebble $(stats "$work/times-pebble") ($(wc -l <"$work/times-pebble") certificates, http-01 not validated, account reused)"
 if [ -n "$agentca_dir" ]; then
-	aline=$("$gen" --target agentca --directory "$agentca_dir" --cacert "$work/ca/root.pem" \
-		--http-port "$hport" --concurrency "$conc" --seconds "$secs" --domain bench.internal) ||
-		status=1
-	echo "$aline"
-	arate=$(echo "$aline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
-	prate=$(echo "$pline" | sed -E 's/.* rate=([0-9.]+).*/\1/')
-	awk -v a="$arate" -v p="$prate" 'BEGIN {
+	echo "lego per certificate: agentca $(stats "$work/times-agentca") ($(wc -l <"$work/times-agentca") certificates, http-01 validated, account reused; taking turns with pebble)"
+	awk -v a="$(median "$work/times-agentca")" -v p="$(median "$work/times-pebble")" 'BEGIN {
+		if (a > 0 && p > 0) printf "ratio pebble/agentca (lego median per certificate): %.2f\n", p / a
+		else print "ratio pebble/agentca (lego median per certificate): n/a" }'
+fi
+for side in $sides; do
+	echo "lego samples (ms, in order): $side $(tr '\n' ' ' <"$work/times-$side")"
+done
+
+# 2. The generator, orders per second, and each server's CPU per order.
+pout=$(gen_run pebble "$pebble_dir" "$work/pebble.pem" "$pebble_pid") || status=1
+echo "$pout"
+if [ -n "$agentca_dir" ]; then
+	aout=$(gen_run agentca "$agentca_dir" "$work/ca/root.pem" "$agentca_pid") || status=1
+	echo "$aout"
+	arate=$(echo "$aout" | sed -nE 's/.* rate=([0-9.]+).*/\1/p')
+	prate=$(echo "$pout" | sed -nE 's/.* rate=([0-9.]+).*/\1/p')
+	awk -v a="${arate:-0}" -v p="${prate:-0}" 'BEGIN {
 		if (p > 0) printf "ratio agentca/pebble (orders per second): %.2f\n", a / p
 		else print "ratio agentca/pebble (orders per second): n/a" }'
 fi

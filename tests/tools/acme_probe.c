@@ -789,6 +789,21 @@ main(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/first.pem", argv[6]);
 	download(&a, order_url, path, certid);
 	ok("finalize and download: application/pem-certificate-chain");
+	/* A valid order is never finalized again: no second certificate, the same URL. */
+	{
+		json_t *was = get_json(&a, order_url, "order"), *now;
+
+		r = finalize(&a, order, names, 1);
+		expect_problem(&r, 403, "orderNotReady", "a second finalize: orderNotReady");
+		now = get_json(&a, order_url, "order");
+		if (!json_equal(json_object_get(was, "certificate"),
+		                json_object_get(now, "certificate")) ||
+		    strcmp(json_string_value(json_object_get(now, "status")), "valid") != 0)
+			die("a second finalize changed the order");
+		json_decref(was);
+		json_decref(now);
+		ok("the second finalize left the order valid with its one certificate");
+	}
 
 	/* Renewal information, then an order that replaces the certificate. */
 	doc = renewal_info(certid, &r);

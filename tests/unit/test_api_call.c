@@ -4,6 +4,7 @@
  * arguments and problem documents as a request over TLS; long-polls answered at once; a
  * streamed export read to its end. Also the regressions fuzz_api found.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -235,6 +236,83 @@ test_acme(void **state)
 	free(der);
 }
 
+/* Finalizes of one ready order racing each other: exactly one issues (the claim, and the
+ * order read after it), the others are orderNotReady; several rounds to give the race a
+ * chance. */
+#define FINALIZE_RACERS 4
+#define FINALIZE_ROUNDS 5
+
+struct finalize_racer {
+	struct api_fixture *f;
+	const char *path;
+	char payload[1024];
+	int status;
+	int valid;
+};
+
+static void *
+finalize_race(void *arg)
+{
+	struct finalize_racer *r = arg;
+	struct api_call_response resp;
+
+	if (api_fixture_acme_post(r->f, r->path, r->payload, strlen(r->payload), 1, &resp) != 0) {
+		r->status = -1;
+		return NULL;
+	}
+	r->status = resp.status;
+	r->valid = resp.body != NULL && strstr(resp.body, "\"status\":\"valid\"") != NULL;
+	if (resp.status != 200 && (resp.body == NULL || strstr(resp.body, "orderNotReady") == NULL))
+		r->status = -resp.status; /* any refusal but orderNotReady is a failure */
+	api_call_response_free(&resp);
+	return NULL;
+}
+
+static void
+test_acme_finalize_race(void **state)
+{
+	struct api_fixture *f = *state;
+	const char *dns[] = {AGENT_DNS};
+
+	assert_int_equal(api_fixture_acme_account(f), 0);
+	for (int round = 0; round < FINALIZE_ROUNDS; round++) {
+		struct finalize_racer racers[FINALIZE_RACERS];
+		pthread_t threads[FINALIZE_RACERS];
+		struct api_fixture_order order;
+		int issued = 0, refused = 0;
+
+		assert_int_equal(api_fixture_acme_ready_order(f, AGENT_DNS, &order), 0);
+		for (int i = 0; i < FINALIZE_RACERS; i++) {
+			char *der = NULL, *pem = api_fixture_csr(NULL, dns, 1, &der);
+
+			assert_non_null(pem);
+			racers[i].f = f;
+			racers[i].path = order.finalize;
+			racers[i].status = 0;
+			racers[i].valid = 0;
+			snprintf(racers[i].payload, sizeof(racers[i].payload), "{\"csr\":\"%s\"}",
+			         der);
+			free(pem);
+			free(der);
+		}
+		for (int i = 0; i < FINALIZE_RACERS; i++)
+			assert_int_equal(
+			    pthread_create(&threads[i], NULL, finalize_race, &racers[i]), 0);
+		for (int i = 0; i < FINALIZE_RACERS; i++) {
+			pthread_join(threads[i], NULL);
+			if (racers[i].status == 200 && racers[i].valid)
+				issued++;
+			else if (racers[i].status == 403)
+				refused++;
+			else
+				fail_msg("round %d: a finalize answered %d", round,
+				         racers[i].status);
+		}
+		assert_int_equal(issued, 1);
+		assert_int_equal(refused, FINALIZE_RACERS - 1);
+	}
+}
+
 int
 main(void)
 {
@@ -242,6 +320,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_routing_and_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enroll_and_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acme, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_acme_finalize_race, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

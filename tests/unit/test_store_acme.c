@@ -2,7 +2,10 @@
  * test_store_acme.c - store/store_acme.c: ACME objects written in one transaction, read by
  * id and by lookup key, listed per account in id order; a second object with the same id or
  * lookup (an account key already in use) is a conflict that writes nothing of its batch;
- * objects survive closing and reopening the store.
+ * objects survive closing and reopening the store. They live in agentca-acme.db (0600),
+ * not agentca.db; rows an older agentca left in agentca.db's acme_objects are moved there
+ * once, and a move interrupted between its copy and its delete completes at the next open
+ * without overwriting what is newer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "store/store.h"
 #include "store/store_acme.h"
@@ -167,6 +174,99 @@ test_survives_reopen(void **state)
 	store_acme_row_free(&row);
 }
 
+/* Run SQL on agentca.db directly, as an older agentca would have written it. */
+static void
+main_db_exec(struct fixture *f, const char *sql)
+{
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg != NULL ? msg : "?");
+	sqlite3_close(db);
+}
+
+static int64_t
+main_db_count(struct fixture *f)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *stmt = NULL;
+	int64_t n;
+
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_prepare_v2(db, "SELECT count(*) FROM acme_objects", -1, &stmt, NULL),
+	    SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	n = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return n;
+}
+
+static void
+test_own_file(void **state)
+{
+	struct fixture *f = *state;
+	const struct acme_object acct = {"account", "acct-1", NULL, "thumb-1", 0, "{}"};
+	char acme_path[4200];
+	struct stat sb;
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	assert_int_equal(store_acme_put(f->acme, &acct, 1, 1, &err), 0);
+	snprintf(acme_path, sizeof(acme_path), "%s/agentca-acme.db", f->dir);
+	assert_int_equal(stat(acme_path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(main_db_count(f), 0);
+}
+
+static void
+test_moves_rows_from_main(void **state)
+{
+	struct fixture *f = *state;
+	struct acme_object_row row;
+	struct ac_err err;
+	char acme_path[4200];
+
+	ac_err_clear(&err);
+	/* An agentca.db of the old layout: ACME rows in it, no agentca-acme.db yet. */
+	close_all(f);
+	snprintf(acme_path, sizeof(acme_path), "%s/agentca-acme.db", f->dir);
+	assert_int_equal(unlink(acme_path), 0);
+	main_db_exec(f, "INSERT INTO acme_objects (kind, id, account, lookup, expires, doc) VALUES"
+	                " ('account', 'acct-1', NULL, 'thumb-1', 0, '{\"old\":1}'),"
+	                " ('order', 'o1', 'acct-1', 'serial-1', 100, '{\"status\":\"valid\"}')");
+	open_all(f);
+	assert_int_equal(store_acme_get(f->acme, "account", "acct-1", &row, &err), 0);
+	assert_string_equal(row.doc, "{\"old\":1}");
+	store_acme_row_free(&row);
+	assert_int_equal(store_acme_find(f->acme, "order", "serial-1", &row, &err), 0);
+	assert_string_equal(row.id, "o1");
+	assert_string_equal(row.account, "acct-1");
+	assert_int_equal(row.expires, 100);
+	store_acme_row_free(&row);
+	assert_int_equal(main_db_count(f), 0);
+
+	/* A move cut short after its copy: the rows are in both files, this file's newer. The
+	 * next open keeps the newer row and empties agentca.db's table. */
+	{
+		const struct acme_object upd = {"account", "acct-1", NULL,
+		                                "thumb-1", 0,        "{\"new\":1}"};
+
+		assert_int_equal(store_acme_put(f->acme, &upd, 1, 0, &err), 0);
+	}
+	close_all(f);
+	main_db_exec(f, "INSERT INTO acme_objects (kind, id, account, lookup, expires, doc) VALUES"
+	                " ('account', 'acct-1', NULL, 'thumb-1', 0, '{\"old\":1}')");
+	open_all(f);
+	assert_int_equal(store_acme_get(f->acme, "account", "acct-1", &row, &err), 0);
+	assert_string_equal(row.doc, "{\"new\":1}");
+	store_acme_row_free(&row);
+	assert_int_equal(main_db_count(f), 0);
+}
+
 int
 main(void)
 {
@@ -174,6 +274,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_put_get_find_list, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_conflict_writes_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_own_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_moves_rows_from_main, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
