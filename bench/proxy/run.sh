@@ -73,10 +73,10 @@ free_port() {
 		ss -ltnH "sport = :$p" | grep -q . || { echo "$p"; return; }
 	done
 }
-# wait_port PORT: until something listens there.
+# wait_port PORT WHAT: until something listens there (30 s: the machine may be busy).
 wait_port() {
-	for _ in $(seq 100); do ss -ltnH "sport = :$1" | grep -q . && return; sleep 0.1; done
-	echo "bench/proxy: nothing listens on $1" >&2
+	for _ in $(seq 300); do ss -ltnH "sport = :$1" | grep -q . && return; sleep 0.1; done
+	echo "bench/proxy: $2 does not listen on $1 after 30 s" >&2
 	exit 1
 }
 # rss_kb PID...: resident memory of the processes together, in KiB.
@@ -245,10 +245,10 @@ CFG
 	vpids="$vpids $pid_stunnel"
 	pids="$pids $pid_stunnel"
 
-	wait_port "$pa"
-	wait_port "$ph"
-	wait_port "$ps_"
-	[ -z "$pid_stunnel2" ] || wait_port "$pm"
+	wait_port "$pa" "agentca ($variant, log $work/agentca-$variant.log)"
+	wait_port "$ph" "haproxy ($variant)"
+	wait_port "$ps_" "stunnel ($variant)"
+	[ -z "$pid_stunnel2" ] || wait_port "$pm" "the second stunnel ($variant)"
 
 	for peer in agentca haproxy stunnel; do
 		case $peer in
