@@ -26,7 +26,7 @@
 #
 #   bench/proxy/run.sh BUILD_DIR [SECONDS] [IDLE_CONNECTIONS] [VARIANTS]
 #
-# VARIANTS defaults to "tcp tls".
+# VARIANTS defaults to "tcp tls". BENCH_PROXY_KEEP=1 keeps the work directory (configs, logs).
 #
 # Everything listens on 127.0.0.1; every process started here is stopped and every
 # temporary file removed on exit. Needs haproxy, stunnel4 and ss (`make bench` installs
@@ -66,17 +66,21 @@ cleanup() {
 trap cleanup EXIT
 export AGENTCA_PASSWORD=bench-proxy-passphrase
 
-# free_port: a loopback port nobody listens on.
+# free_port: a loopback port nobody uses, below the ephemeral range (the idle phase leaves
+# thousands of ephemeral ports in use or in TIME_WAIT).
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range
 free_port() {
+	local p
 	while :; do
-		p=$((20000 + RANDOM % 30000))
-		ss -ltnH "sport = :$p" | grep -q . || { echo "$p"; return; }
+		p=$((10000 + RANDOM % (ephemeral_low - 10000)))
+		ss -tanH "sport = :$p" | grep -q . || { echo "$p"; return; }
 	done
 }
-# wait_port PORT WHAT: until something listens there (30 s: the machine may be busy).
+# wait_port PORT WHAT LOG: until something listens there (30 s: the machine may be busy).
 wait_port() {
 	for _ in $(seq 300); do ss -ltnH "sport = :$1" | grep -q . && return; sleep 0.1; done
-	echo "bench/proxy: $2 does not listen on $1 after 30 s" >&2
+	echo "bench/proxy: $2 does not listen on $1 after 30 s; its log:" >&2
+	tail -5 "$3" >&2 || true
 	exit 1
 }
 # rss_kb PID...: resident memory of the processes together, in KiB.
@@ -245,10 +249,10 @@ CFG
 	vpids="$vpids $pid_stunnel"
 	pids="$pids $pid_stunnel"
 
-	wait_port "$pa" "agentca ($variant, log $work/agentca-$variant.log)"
-	wait_port "$ph" "haproxy ($variant)"
-	wait_port "$ps_" "stunnel ($variant)"
-	[ -z "$pid_stunnel2" ] || wait_port "$pm" "the second stunnel ($variant)"
+	wait_port "$pa" "agentca ($variant)" "$work/agentca-$variant.log"
+	wait_port "$ph" "haproxy ($variant)" "$work/haproxy-$variant.log"
+	wait_port "$ps_" "stunnel ($variant)" "$work/stunnel-$variant.log"
+	[ -z "$pid_stunnel2" ] || wait_port "$pm" "the second stunnel ($variant)" "$work/stunnel-up-$variant.log"
 
 	for peer in agentca haproxy stunnel; do
 		case $peer in
