@@ -289,7 +289,7 @@ run_upstream(const char *port_file, const char *cert, const char *key, const cha
 	struct sockaddr_in sin;
 	socklen_t len = sizeof(sin);
 	int one = 1;
-	pthread_t t[UP_THREADS];
+	pthread_t t[UP_THREADS - 1];
 	char stats[4096];
 	FILE *fp;
 
@@ -311,7 +311,8 @@ run_upstream(const char *port_file, const char *cert, const char *key, const cha
 		die(port_file);
 	fprintf(fp, "%d\n", ntohs(sin.sin_port));
 	fclose(fp);
-	for (int i = 1; i < UP_THREADS; i++)
+	/* UP_THREADS - 1 more loops; this thread runs the last one. */
+	for (int i = 0; i < UP_THREADS - 1; i++)
 		if (pthread_create(&t[i], NULL, upstream_loop, NULL) != 0)
 			die("upstream thread");
 	upstream_loop(NULL);
