@@ -139,7 +139,9 @@ TAILQ_HEAD(conn_list, conn);
  * handshake saves the proxy a certificate verification and a signature. They are only
  * offered under the client context they came from (held here by reference, so the pointer
  * cannot be reused by another context): a new certificate or bundle means new full
- * handshakes. Each ticket is used once (RFC 8446, C.4); the newest first.
+ * handshakes. Each ticket is used once (RFC 8446, C.4); the newest first. A ticket that
+ * arrives on a session still running under the previous context replaces the kept ones
+ * with its own; that costs full handshakes for a while, never a wrong resumption.
  */
 struct up_tickets {
 	pthread_mutex_t lock;
