@@ -15,7 +15,9 @@
  *   CONNECT       the peer is checked (revoked? allowed?) and only then the upstream
  *                 connect starts, non-blocking. The client is not read meanwhile.
  *   UP_HANDSHAKE  TLS upstreams: SSL_connect with the listener's client context, the
- *                 upstream's name checked and sent as SNI. Fails closed.
+ *                 upstream's name checked and sent as SNI. Fails closed. A session ticket
+ *                 the upstream gave an earlier connection of the same listener, under the
+ *                 same client context, is offered for resumption (each ticket once).
  *   RELAY         bytes both ways.
  *
  * The relay: each direction has one fixed-size buffer taken from the worker's pool when
@@ -73,6 +75,7 @@
 #define PUMP_ROUNDS 16
 #define ACCEPT_BATCH 64
 #define MAX_EVENTS 128
+#define UP_TICKETS 8 /* upstream session tickets a listener keeps for resumption */
 
 enum handle_kind { H_WAKE, H_LISTEN, H_CLIENT, H_UPSTREAM };
 
@@ -131,6 +134,22 @@ struct conn {
 };
 TAILQ_HEAD(conn_list, conn);
 
+/*
+ * TLS upstreams: sessions (tickets) the upstream issued, for resumption: each resumed
+ * handshake saves the proxy a certificate verification and a signature. They are only
+ * offered under the client context they came from (held here by reference, so the pointer
+ * cannot be reused by another context): a new certificate or bundle means new full
+ * handshakes. Each ticket is used once (RFC 8446, C.4); the newest first. A ticket that
+ * arrives on a session still running under the previous context replaces the kept ones
+ * with its own; that costs full handshakes for a while, never a wrong resumption.
+ */
+struct up_tickets {
+	pthread_mutex_t lock;
+	SSL_CTX *ctx;               /* the context s[] came from, a reference; or NULL */
+	SSL_SESSION *s[UP_TICKETS]; /* oldest first */
+	int n;
+};
+
 /* One configured listener (shared by all workers). */
 struct listener {
 	size_t index;
@@ -142,6 +161,7 @@ struct listener {
 	socklen_t listen_len, upstream_len;
 	STACK_OF(X509) *upstream_roots; /* from upstream_ca_file, or NULL: the bundle */
 	struct tls_ctx_slot *up_tls;    /* TLS upstreams: our client context */
+	struct up_tickets tickets;      /* TLS upstreams: sessions to resume */
 	int port;                       /* bound port */
 };
 
@@ -761,6 +781,62 @@ relay_begin(struct conn *c)
 	relay_run(c);
 }
 
+/* Drop every kept ticket and the context reference. Called with t->lock held. */
+static void
+tickets_clear(struct up_tickets *t)
+{
+	for (int i = 0; i < t->n; i++)
+		SSL_SESSION_free(t->s[i]);
+	t->n = 0;
+	SSL_CTX_free(t->ctx);
+	t->ctx = NULL;
+}
+
+/* Keep sess (the reference passes to the listener), issued on a connection made with ctx. */
+static void
+tickets_put(struct up_tickets *t, SSL_CTX *ctx, SSL_SESSION *sess)
+{
+	pthread_mutex_lock(&t->lock);
+	if (t->ctx != ctx) {
+		tickets_clear(t);
+		SSL_CTX_up_ref(ctx);
+		t->ctx = ctx;
+	}
+	if (t->n == UP_TICKETS) {
+		SSL_SESSION_free(t->s[0]);
+		memmove(t->s, t->s + 1, (UP_TICKETS - 1) * sizeof(t->s[0]));
+		t->n--;
+	}
+	t->s[t->n++] = sess;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* The newest ticket issued under ctx, taken out (the caller frees it), or NULL. */
+static SSL_SESSION *
+tickets_take(struct up_tickets *t, SSL_CTX *ctx)
+{
+	SSL_SESSION *sess = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	if (t->ctx == ctx && t->n > 0)
+		sess = t->s[--t->n];
+	pthread_mutex_unlock(&t->lock);
+	return sess;
+}
+
+/* OpenSSL's new-session callback on the upstream client contexts: a ticket arrived on an
+ * upstream connection (app data: its conn). Returns 1: the session is ours now. */
+static int
+upstream_ticket_new(SSL *ssl, SSL_SESSION *sess)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+
+	if (c == NULL || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	tickets_put(&c->l->tickets, SSL_get_SSL_CTX(ssl), sess);
+	return 1;
+}
+
 static void
 upstream_connected(struct conn *c)
 {
@@ -792,6 +868,16 @@ upstream_connected(struct conn *c)
 			         err.msg[0] != '\0' ? err.msg : "cannot set up TLS");
 			conn_close(c, PR_UP_TLS);
 			return;
+		}
+		SSL_set_app_data(c->up.ssl, c);
+		{
+			SSL_SESSION *sess =
+			    tickets_take(&c->l->tickets, SSL_get_SSL_CTX(c->up.ssl));
+
+			if (sess != NULL) {
+				SSL_set_session(c->up.ssl, sess); /* a failure: a full handshake */
+				SSL_SESSION_free(sess);
+			}
 		}
 		SSL_set_mode(c->up.ssl,
 		             SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -1318,6 +1404,10 @@ build_contexts(struct proxy *p, const struct proxy_material *m, struct built *b,
 			ac_err_wrap(err, "listener %s upstream", p->ls[i].listen);
 			goto fail;
 		}
+		/* Tickets go to the listener's up_tickets, not to OpenSSL's cache. */
+		SSL_CTX_set_session_cache_mode(b->up[i], SSL_SESS_CACHE_CLIENT |
+		                                             SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(b->up[i], upstream_ticket_new);
 	}
 	return 0;
 fail:
@@ -1453,6 +1543,8 @@ listener_free(struct listener *l)
 	allow_rules_destroy(atomic_load(&l->allow));
 	sk_X509_pop_free(l->upstream_roots, X509_free);
 	tls_slot_free(l->up_tls);
+	tickets_clear(&l->tickets);
+	pthread_mutex_destroy(&l->tickets.lock);
 }
 
 static void
@@ -1537,6 +1629,8 @@ proxy_start(const struct proxy_options *opts, const struct proxy_material *m, st
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		goto fail;
 	}
+	for (size_t i = 0; i < p->nls; i++) /* before any can fail: listener_free destroys it */
+		pthread_mutex_init(&p->ls[i].tickets.lock, NULL);
 	for (size_t i = 0; i < p->nls; i++)
 		if (listener_init(&p->ls[i], &opts->listeners[i], i, err) != 0)
 			goto fail;

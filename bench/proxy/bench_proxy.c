@@ -2,14 +2,18 @@
  * bench_proxy.c - load for bench/proxy: the same client against agentca's proxy, HAProxy and
  * stunnel, and the upstream behind all three.
  *
- *   bench_proxy upstream PORT_FILE
- *       an epoll TCP upstream on 127.0.0.1: a connection whose first byte is 'D' is
- *       discarded (bulk), any other is echoed (handshake checks, ping-pong, idle)
+ *   bench_proxy upstream PORT_FILE [CERT KEY CA]
+ *       an epoll upstream on 127.0.0.1 (two threads): a connection whose first byte is 'D'
+ *       is discarded (bulk), any other is echoed (handshake checks, ping-pong, idle). With
+ *       CERT (leaf and chain), KEY and CA it speaks TLS 1.3 and requires a client
+ *       certificate from CA (the re-encrypting variant); SIGUSR1 then writes the TLS
+ *       handshakes it has seen, "full N resumed M group G", to PORT_FILE.stats.
  *   bench_proxy handshakes PORT CA CERT KEY SECONDS THREADS
  *       new mTLS connections (TLS 1.3, no resumption), each: handshake, 1 byte through the
- *       upstream and back, close. Prints "handshakes_per_s N".
+ *       upstream and back, close. Prints "handshakes_per_s N handshakes COUNT".
  *   bench_proxy bulk PORT CA CERT KEY SECONDS CONNECTIONS
- *       each connection writes 16 KiB blocks to the discarding upstream. "bulk_mb_s N"
+ *       each connection writes 16 KiB blocks to the discarding upstream.
+ *       "bulk_mb_s N bytes COUNT"
  *   bench_proxy pingpong PORT CA CERT KEY COUNT
  *       1 KiB written, 1 KiB echoed back, COUNT times on one connection. "p50_us N p99_us N"
  *   bench_proxy idle PORT CA CERT KEY COUNT
@@ -63,41 +67,140 @@ die(const char *what)
 
 /* ---- the upstream ---- */
 
+/*
+ * Plain TCP, or TLS 1.3 with a client certificate required (the re-encrypting variant).
+ * Two threads share the listening socket (EPOLLEXCLUSIVE), so that a TLS upstream's own
+ * handshakes are not the one-core bottleneck all three proxies queue behind.
+ */
+#define UP_THREADS 2
+
 struct up_conn {
 	int fd;
+	SSL *ssl; /* NULL: plain TCP */
+	int handshaken;
 	int mode; /* 0: unknown, 1: echo, 2: discard */
 	size_t r, w;
 	unsigned char buf[BLOCK];
 };
 
+static int up_lfd;
+static SSL_CTX *up_ctx; /* NULL: plain TCP */
+static const char *up_stats_path;
+static atomic_ullong up_full, up_resumed;
+static _Atomic int up_group; /* NID of the last negotiated key exchange group */
+static volatile sig_atomic_t up_stats_wanted;
+
+static void
+on_sigusr1(int sig)
+{
+	(void)sig;
+	up_stats_wanted = 1;
+}
+
+/* "full N resumed M group G" into PORT_FILE.stats: the TLS handshakes the upstream saw. */
+static void
+up_stats_write(void)
+{
+	char tmp[4096];
+	int nid = atomic_load(&up_group);
+	const char *group = nid != 0 ? OBJ_nid2sn(nid) : "-";
+	FILE *fp;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", up_stats_path);
+	fp = fopen(tmp, "w");
+	if (fp == NULL)
+		return;
+	fprintf(fp, "full %llu resumed %llu group %s\n", atomic_load(&up_full),
+	        atomic_load(&up_resumed), group != NULL ? group : "?");
+	fclose(fp);
+	rename(tmp, up_stats_path);
+}
+
+static void
+up_watch(int ep, struct up_conn *c, uint32_t ev)
+{
+	struct epoll_event ee = {.events = ev, .data.ptr = c};
+
+	epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ee);
+}
+
+/* >0 bytes, 0 would block (*want: the epoll event it waits for), -1 end or error. */
+static ssize_t
+up_io(struct up_conn *c, int writing, void *p, size_t n, uint32_t *want)
+{
+	if (c->ssl != NULL) {
+		size_t done = 0;
+		int ok;
+		int code;
+
+		ERR_clear_error(); /* SSL_get_error reads this thread's queue: no stale entries */
+		ok = writing ? SSL_write_ex(c->ssl, p, n, &done) : SSL_read_ex(c->ssl, p, n, &done);
+		if (ok == 1)
+			return (ssize_t)done;
+		code = SSL_get_error(c->ssl, ok);
+		if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE) {
+			*want = code == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+			return 0;
+		}
+		return -1;
+	}
+	{
+		ssize_t r = writing ? send(c->fd, p, n, MSG_NOSIGNAL) : read(c->fd, p, n);
+
+		if (r > 0)
+			return r;
+		if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+			*want = writing ? EPOLLOUT : EPOLLIN;
+			return 0;
+		}
+		return -1;
+	}
+}
+
 static void
 up_pump(int ep, struct up_conn *c)
 {
+	uint32_t want = EPOLLIN;
+
 	for (;;) {
 		ssize_t n;
 
-		if (c->w > c->r) { /* echo what is pending first */
-			n = send(c->fd, c->buf + c->r, c->w - c->r, MSG_NOSIGNAL);
-			if (n < 0 && errno == EAGAIN) {
-				struct epoll_event ee = {.events = EPOLLOUT, .data.ptr = c};
+		if (c->ssl != NULL && !c->handshaken) {
+			int rc, code;
 
-				epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ee);
+			ERR_clear_error();
+			rc = SSL_do_handshake(c->ssl);
+
+			if (rc != 1) {
+				code = SSL_get_error(c->ssl, rc);
+				if (code != SSL_ERROR_WANT_READ && code != SSL_ERROR_WANT_WRITE)
+					goto gone;
+				up_watch(ep, c, code == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN);
 				return;
 			}
-			if (n <= 0)
+			c->handshaken = 1;
+			atomic_fetch_add(SSL_session_reused(c->ssl) ? &up_resumed : &up_full, 1);
+			atomic_store(&up_group, SSL_get_negotiated_group(c->ssl));
+			continue;
+		}
+		if (c->w > c->r) { /* echo what is pending first */
+			n = up_io(c, 1, c->buf + c->r, c->w - c->r, &want);
+			if (n == 0) {
+				up_watch(ep, c, want);
+				return;
+			}
+			if (n < 0)
 				goto gone;
 			c->r += (size_t)n;
 			continue;
 		}
 		c->r = c->w = 0;
-		n = read(c->fd, c->buf, sizeof(c->buf));
-		if (n < 0 && errno == EAGAIN) {
-			struct epoll_event ee = {.events = EPOLLIN, .data.ptr = c};
-
-			epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ee);
+		n = up_io(c, 0, c->buf, sizeof(c->buf), &want);
+		if (n == 0) {
+			up_watch(ep, c, want);
 			return;
 		}
-		if (n <= 0)
+		if (n < 0)
 			goto gone;
 		if (c->mode == 0)
 			c->mode = c->buf[0] == 'D' ? 2 : 1;
@@ -105,51 +208,50 @@ up_pump(int ep, struct up_conn *c)
 			c->w = (size_t)n;
 	}
 gone:
+	SSL_free(c->ssl);
 	close(c->fd);
 	free(c);
 }
 
-static _Noreturn void
-run_upstream(const char *port_file)
+static void *
+upstream_loop(void *arg)
 {
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int lfd, ep, one = 1;
+	int ep = epoll_create1(0), one = 1;
 	struct epoll_event ee, events[256];
-	FILE *fp;
 
-	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(lfd, 4096) != 0 ||
-	    getsockname(lfd, (struct sockaddr *)&sin, &len) != 0)
-		die("upstream listen");
-	fp = fopen(port_file, "w");
-	if (fp == NULL)
-		die(port_file);
-	fprintf(fp, "%d\n", ntohs(sin.sin_port));
-	fclose(fp);
-	ep = epoll_create1(0);
-	ee.events = EPOLLIN;
+	(void)arg;
+	if (ep < 0)
+		die("upstream epoll");
+	ee.events = EPOLLIN | EPOLLEXCLUSIVE;
 	ee.data.ptr = NULL;
-	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ee);
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, up_lfd, &ee) != 0)
+		die("upstream epoll add");
 	for (;;) {
-		int n = epoll_wait(ep, events, 256, -1);
+		/* A timeout, so that a SIGUSR1 that landed in another thread is still seen. */
+		int n = epoll_wait(ep, events, 256, 100);
 
+		if (up_stats_wanted) {
+			up_stats_wanted = 0;
+			up_stats_write();
+		}
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.ptr == NULL) {
 				int fd;
 
-				while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+				while ((fd = accept4(up_lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
 					struct up_conn *c = calloc(1, sizeof(*c));
 
-					if (c == NULL) {
+					if (c == NULL || (up_ctx != NULL &&
+					                  (c->ssl = SSL_new(up_ctx)) == NULL)) {
+						free(c);
 						close(fd);
 						continue;
 					}
 					c->fd = fd;
+					if (c->ssl != NULL) {
+						SSL_set_fd(c->ssl, fd);
+						SSL_set_accept_state(c->ssl);
+					}
 					setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 					ee.events = EPOLLIN;
 					ee.data.ptr = c;
@@ -160,6 +262,61 @@ run_upstream(const char *port_file)
 			up_pump(ep, events[i].data.ptr);
 		}
 	}
+	return NULL;
+}
+
+/* The TLS upstream's context: CERT (leaf and chain) and KEY; clients must prove a
+ * certificate from CA. Session tickets stay on (OpenSSL's default), as a real server's. */
+static SSL_CTX *
+upstream_tls_ctx(const char *cert, const char *key, const char *ca)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
+		die("upstream TLS context");
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"bench", 5);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	return ctx;
+}
+
+static _Noreturn void
+run_upstream(const char *port_file, const char *cert, const char *key, const char *ca)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int one = 1;
+	pthread_t t[UP_THREADS - 1];
+	char stats[4096];
+	FILE *fp;
+
+	if (cert != NULL)
+		up_ctx = upstream_tls_ctx(cert, key, ca);
+	snprintf(stats, sizeof(stats), "%s.stats", port_file);
+	up_stats_path = stats;
+	signal(SIGUSR1, on_sigusr1);
+	up_lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	setsockopt(up_lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(up_lfd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(up_lfd, 4096) != 0 ||
+	    getsockname(up_lfd, (struct sockaddr *)&sin, &len) != 0)
+		die("upstream listen");
+	fp = fopen(port_file, "w");
+	if (fp == NULL)
+		die(port_file);
+	fprintf(fp, "%d\n", ntohs(sin.sin_port));
+	fclose(fp);
+	/* UP_THREADS - 1 more loops; this thread runs the last one. */
+	for (int i = 0; i < UP_THREADS - 1; i++)
+		if (pthread_create(&t[i], NULL, upstream_loop, NULL) != 0)
+			die("upstream thread");
+	upstream_loop(NULL);
+	exit(0);
 }
 
 /* ---- clients ---- */
@@ -297,13 +454,14 @@ main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 3) {
-		fprintf(stderr, "usage: bench_proxy upstream PORT_FILE | "
+		fprintf(stderr, "usage: bench_proxy upstream PORT_FILE [CERT KEY CA] | "
 		                "handshakes|bulk|pingpong|idle PORT CA CERT KEY ...\n");
 		return 2;
 	}
 	cmd = argv[1];
 	if (strcmp(cmd, "upstream") == 0)
-		run_upstream(argv[2]);
+		run_upstream(argv[2], argc >= 6 ? argv[3] : NULL, argc >= 6 ? argv[4] : NULL,
+		             argc >= 6 ? argv[5] : NULL);
 	if (argc < 7)
 		return 2;
 	port = atoi(argv[2]);
@@ -325,11 +483,13 @@ main(int argc, char **argv)
 		run_until = start + secs;
 		run_threads(strcmp(cmd, "bulk") == 0 ? bulk_worker : handshake_worker, n);
 		if (strcmp(cmd, "bulk") == 0)
-			printf("bulk_mb_s %.1f\n",
-			       (double)atomic_load(&done_bytes) / 1e6 / (now_s() - start));
+			printf("bulk_mb_s %.1f bytes %llu\n",
+			       (double)atomic_load(&done_bytes) / 1e6 / (now_s() - start),
+			       atomic_load(&done_bytes));
 		else
-			printf("handshakes_per_s %.0f\n",
-			       (double)atomic_load(&done_count) / (now_s() - start));
+			printf("handshakes_per_s %.0f handshakes %llu\n",
+			       (double)atomic_load(&done_count) / (now_s() - start),
+			       atomic_load(&done_count));
 		return 0;
 	}
 	if (strcmp(cmd, "pingpong") == 0) {

@@ -196,6 +196,26 @@ head -c 12 "$WORK/good.dump/conn-1.bin" | od -An -tx1 | tr -d ' \n' | grep -q '^
 	fail "the upstream's first bytes are not the PROXY v2 signature"
 pass "TLS upstream verified by name against the bundle; PROXY v2 header with the client's identity"
 
+# Upstream resumption: the next connection offers the ticket the upstream gave the first one;
+# after the proxy's certificate is renewed (a new client context), a full handshake again.
+good_curl() {
+	curl -sS --max-time 10 --resolve "proxy.corp.internal:$GOOD:127.0.0.1" --cacert "$WORK/a/bundle.pem" \
+		--cert "$WORK/a/cert.pem" --key "$WORK/a/key.pem" "https://proxy.corp.internal:$GOOD/" >"$WORK/good.out" ||
+		fail "curl through the TLS upstream"
+	has "$WORK/good.out" "hello from upstream" "answer through the TLS upstream"
+}
+grep -q '^conn=1 .*tls=full$' "$WORK/good.rec" || { cat "$WORK/good.rec"; fail "the first upstream handshake was not a full one"; }
+good_curl
+wait_for "$WORK/good.rec" "conn=2 " "second connection through the TLS upstream"
+grep -q '^conn=2 .*tls=resumed$' "$WORK/good.rec" || { cat "$WORK/good.rec"; fail "the proxy did not resume its upstream session"; }
+expect_exit 0 "renew the proxy's certificate" "$AGENTCA" agent --ca "$URL" --out "$PX" --once --force
+kill -HUP "$PROXY"
+wait_for "$WORK/proxy2.log" '"event":"proxy_material_swapped"' "renewed certificate swapped in"
+good_curl
+wait_for "$WORK/good.rec" "conn=3 " "third connection through the TLS upstream"
+grep -q '^conn=3 .*tls=full$' "$WORK/good.rec" || { cat "$WORK/good.rec"; fail "a session from the old certificate was resumed after the swap"; }
+pass "TLS upstream sessions are resumed from the upstream's tickets, and not across a certificate swap"
+
 if curl -sS --max-time 10 --resolve "proxy.corp.internal:$EVIL:127.0.0.1" --cacert "$WORK/a/bundle.pem" \
 	--cert "$WORK/a/cert.pem" --key "$WORK/a/key.pem" "https://proxy.corp.internal:$EVIL/" >"$WORK/evil.out" 2>&1; then
 	fail "the proxy forwarded to an upstream the bundle does not trust"

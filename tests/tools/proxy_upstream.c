@@ -3,7 +3,8 @@
  * 127.0.0.1 (port 0, written to --port-file), optionally speaks TLS (--tls CERT KEY), and
  * records every connection it gets: one line "conn=N bytes=B" in --record when it ends, the
  * first bytes in DIR/conn-N.bin with --dump DIR. A test that must show "no byte reached the
- * upstream" looks for an empty record file.
+ * upstream" looks for an empty record file. With --tls the line ends in "tls=full", or in
+ * "tls=resumed" when the client resumed a session from a ticket this upstream issued.
  *
  *   proxy_upstream --port-file F --record F [--dump DIR] [--tls CERT KEY] MODE
  *     echo          send back everything, until EOF
@@ -111,6 +112,7 @@ serve(void *arg)
 			record(p->id, 0, "tls_failed");
 			goto out;
 		}
+		note = SSL_session_reused(p->ssl) ? "tls=resumed" : "tls=full";
 	}
 	while ((n = peer_read(p, buf, sizeof(buf))) > 0) {
 		if (dumped < DUMP_MAX) {
