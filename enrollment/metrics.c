@@ -349,13 +349,16 @@ metrics_process(char *buf, size_t len)
 		    start);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
 	{
-		/* The allocator's view: what the process holds in live allocations, and what
-		 * malloc keeps free inside its arenas (not returned to the kernel, so in the RSS).
-		 * A leak grows the first; fragmentation and per-thread arenas only the second. */
+		/* The allocator's view: what malloc counts as in use (live allocations, and the
+		 * freed chunks its per-thread caches hold, which it does not count as free), and
+		 * what it keeps free inside its arenas (not returned to the kernel, so in the RSS).
+		 * A leak grows the first without bound; fragmentation and per-thread arenas grow
+		 * the second up to a plateau. heaptrack gives the exact live bytes. */
 		struct mallinfo2 heap = mallinfo2();
 
 		append(buf, len,
-		       "# HELP agentca_heap_in_use_bytes Bytes in live malloc allocations.\n"
+		       "# HELP agentca_heap_in_use_bytes Bytes malloc counts as in use (live "
+		       "allocations and per-thread caches).\n"
 		       "# TYPE agentca_heap_in_use_bytes gauge\n"
 		       "agentca_heap_in_use_bytes %zu\n"
 		       "# HELP agentca_heap_free_bytes Bytes malloc holds free in its arenas.\n"

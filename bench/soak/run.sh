@@ -5,8 +5,9 @@
 # together while the daemon's resident memory and open file descriptors are sampled. Prints
 # one line per sample and a summary comparing the first and the last fifth of the run: a daemon that
 # leaks shows a growing RSS or fd count, a healthy one stays flat after warm-up. The daemon's
-# own /metrics adds the allocator's view (live heap, free memory malloc keeps): a leak grows
-# the live heap; a creeping RSS over a flat live heap is the allocator's retention.
+# own /metrics adds the allocator's view (heap in use, free memory malloc keeps): a leak grows
+# the heap in use without bound; a creeping RSS over a levelling heap is the allocator's
+# retention.
 #
 #   bench/soak/run.sh BUILD_DIR [SECONDS (600)] [SAMPLE_EVERY (10)]
 #
@@ -120,9 +121,11 @@ pids="$pids $!"
 count() { cat "$work"/"$1".* 2>/dev/null | wc -l; }
 # memory_kb: from /metrics, "store_kb heap_kb heap_free_kb": SQLite's memory (its page
 # caches, agentca_store_memory_bytes), which grows with the database up to each connection's
-# cache_size; the bytes in live malloc allocations (agentca_heap_in_use_bytes), which a leak
-# grows; and what malloc keeps free in its arenas (agentca_heap_free_bytes), which is in the
-# RSS but only fragmentation and per-thread arenas grow. rss_kb less store_kb is the rest.
+# cache_size; the bytes malloc counts as in use (agentca_heap_in_use_bytes: live allocations
+# and the chunks its per-thread caches hold), which a leak grows without bound; and what
+# malloc keeps free in its arenas (agentca_heap_free_bytes), which is in the RSS but only
+# fragmentation and per-thread arenas grow. rss_kb less store_kb is the rest. For the exact
+# live bytes over time, run the daemon under heaptrack (docs/SECURITY.md says how).
 memory_kb() {
 	curl -sS --max-time 5 --cacert "$work/ca/root.pem" "$url/metrics" 2>/dev/null |
 		awk '/^agentca_store_memory_bytes / {s = $2} /^agentca_heap_in_use_bytes / {h = $2}
