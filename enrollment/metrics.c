@@ -356,15 +356,20 @@ metrics_process(char *buf, size_t len)
 		 * the second up to a plateau. heaptrack gives the exact live bytes. */
 		struct mallinfo2 heap = mallinfo2();
 
-		append(buf, len,
-		       "# HELP agentca_heap_in_use_bytes Bytes malloc counts as in use (live "
-		       "allocations and per-thread caches).\n"
-		       "# TYPE agentca_heap_in_use_bytes gauge\n"
-		       "agentca_heap_in_use_bytes %zu\n"
-		       "# HELP agentca_heap_free_bytes Bytes malloc holds free in its arenas.\n"
-		       "# TYPE agentca_heap_free_bytes gauge\n"
-		       "agentca_heap_free_bytes %zu\n",
-		       heap.uordblks + heap.hblkhd, heap.fordblks);
+		/* All zeros: another allocator answers malloc (AddressSanitizer's, a preloaded
+		 * jemalloc), and glibc's counters say nothing about it. */
+		if (heap.uordblks + heap.hblkhd + heap.fordblks > 0)
+			append(
+			    buf, len,
+			    "# HELP agentca_heap_in_use_bytes Bytes malloc counts as in use (live "
+			    "allocations and per-thread caches).\n"
+			    "# TYPE agentca_heap_in_use_bytes gauge\n"
+			    "agentca_heap_in_use_bytes %zu\n"
+			    "# HELP agentca_heap_free_bytes Bytes malloc holds free in its "
+			    "arenas.\n"
+			    "# TYPE agentca_heap_free_bytes gauge\n"
+			    "agentca_heap_free_bytes %zu\n",
+			    heap.uordblks + heap.hblkhd, heap.fordblks);
 	}
 #endif
 }
