@@ -25,7 +25,6 @@
  *   prune         1h     certificates expired for longer than rotation.retention leave the
  *                        hot tables (the log keeps everything)
  */
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,7 +57,6 @@
 
 /* How often the main loop wakes to run the scheduler. */
 #define TICK_SECONDS 1
-#define MEMORY_TRIM_SECONDS 60 /* malloc_trim: see duty_memory_trim */
 #define ROTATION_CHECK_SECONDS 5
 #define PRUNE_SECONDS 3600
 
@@ -332,25 +330,6 @@ duty_server_cert(void *arg, int64_t now, struct duty_report *rep, struct ac_err 
 	return 0;
 }
 
-/* Give the free memory malloc keeps inside its arenas back to the kernel. Request threads
- * allocate from up to 8 arenas per core and free in bursts; glibc returns only the top of
- * each heap, so without this the free space left between live chunks stays resident and
- * the RSS creeps up to a plateau well above the live heap (bench/soak: 7 MB free in arenas
- * after an hour against a 9 MB live heap under heaptrack). One pass over the arenas a
- * minute. */
-static int
-duty_memory_trim(void *arg, int64_t now, struct duty_report *rep, struct ac_err *err)
-{
-	(void)arg;
-	(void)now;
-	(void)rep;
-	(void)err;
-#ifdef __GLIBC__
-	malloc_trim(0);
-#endif
-	return 0;
-}
-
 static int
 bundle_probe(void *arg, const char *fingerprint, int64_t *sequence)
 {
@@ -425,9 +404,7 @@ schedule(struct daemon *d, struct ac_err *err)
 	    scheduler_add(&d->scheduler, "tree_head", TICK_SECONDS, 0, duty_tree_head,
 	                  &d->tree_head_duty, err) != 0 ||
 	    scheduler_add(&d->scheduler, "prune", PRUNE_SECONDS, 0, duty_prune, &d->prune_duty,
-	                  err) != 0 ||
-	    scheduler_add(&d->scheduler, "memory_trim", MEMORY_TRIM_SECONDS, 0, duty_memory_trim,
-	                  NULL, err) != 0)
+	                  err) != 0)
 		return -1;
 	return 0;
 }
