@@ -100,9 +100,13 @@ grep -Eq '^agentca_proxy_certificate_expiry_seconds [1-9]' "$WORK/metrics" || fa
 pass "the proxy's metrics come with the API's /metrics"
 
 # Revocation closes a live session.
-(sleep 60) | s_client_to "$HOLD" "$WORK/c" >/dev/null 2>"$WORK/hold.err" &
+# The client's input is held open by a sleeper on a FIFO; the cleanup stops both (a
+# `sleep | s_client` pipeline would leave the sleeper holding the test's output open).
+mkfifo "$WORK/hold.fifo"
+s_client_to "$HOLD" "$WORK/c" <"$WORK/hold.fifo" >/dev/null 2>"$WORK/hold.err" &
 HOLDER=$!
-PIDS="$PIDS $HOLDER"
+sleep 60 >"$WORK/hold.fifo" &
+PIDS="$PIDS $HOLDER $!"
 sleep 1
 kill -0 "$HOLDER" 2>/dev/null || { cat "$WORK/hold.err"; fail "the held session did not start"; }
 SERIAL=$(openssl x509 -in "$WORK/c/cert.pem" -noout -serial | cut -d= -f2)
