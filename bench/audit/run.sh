@@ -41,11 +41,9 @@ fi
 small=$((entries / 10))
 [ "$small" -gt 100000 ] && small=100000
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-audit.XXXXXX")
-cleanup() {
-	rm -rf "$work"
-}
-trap cleanup EXIT
+BENCH_NAME=audit
+. "$(dirname "$0")/../lib.sh"
+bench_begin
 
 export AGENTCA_PASSWORD=bench-audit-passphrase
 ca=$work/ca

@@ -20,45 +20,11 @@ conns=${3:-16}
 agentca=$build/agentca
 gen=$build/bench/enroll/bench_enroll
 
-if ! command -v cfssl >/dev/null 2>&1; then
-	echo "bench/enroll: cfssl is not installed; install it with: apt-get install -y golang-cfssl" >&2
-	exit 1
-fi
-if ! command -v sqlite3 >/dev/null 2>&1; then
-	echo "bench/enroll: sqlite3 is not installed; install it with: apt-get install -y sqlite3" >&2
-	exit 1
-fi
-if ! command -v ss >/dev/null 2>&1; then
-	echo "bench/enroll: ss is not installed; install it with: apt-get install -y iproute2" >&2
-	exit 1
-fi
-for f in "$agentca" "$gen"; do
-	[ -x "$f" ] || { echo "bench/enroll: $f not built (cmake --build $build)" >&2; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-enroll.XXXXXX")
-pids=""
-cleanup() {
-	for pid in $pids; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in $pids; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-# wait_for FILE PATTERN WHAT: until FILE has a line matching PATTERN (10 s at most).
-wait_for() {
-	for _ in $(seq 100); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	cat "$1" >&2
-	echo "bench/enroll: $3 never became ready" >&2
-	exit 1
-}
+BENCH_NAME=enroll
+. "$(dirname "$0")/../lib.sh"
+bench_need_tools "golang-cfssl sqlite3 iproute2" cfssl sqlite3 ss
+bench_need_built "$agentca" "$gen"
+bench_begin
 
 # agentca: a fresh CA (P-256 root and intermediate) served on a free loopback port.
 export AGENTCA_PASSWORD=bench-enroll-passphrase
@@ -66,12 +32,9 @@ export AGENTCA_PASSWORD=bench-enroll-passphrase
 # Rate limits are off: every request comes from one address for one identity, and cfssl has
 # none. The token check and the durable log stay on.
 echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
-"$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/serve.json" \
-	2>"$work/serve.log" &
-apid=$!
-pids="$pids $apid"
-wait_for "$work/serve.log" '"event":"ca_ready"' "agentca serve"
-aport=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+bench_agentca_serve "$agentca" "$work/ca" "$work/serve.log" --config "$work/serve.json"
+apid=$daemon
+aport=$daemon_port
 
 # cfssl: a P-256 CA of its own (cfssl wants an unencrypted key) and a 24 h signing profile.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 30 \
@@ -91,13 +54,13 @@ start_cfssl() {
 	cfssl serve -address 127.0.0.1 -port 0 -ca "$work/cfssl-ca.pem" -ca-key "$work/cfssl-ca.key" \
 		-config "$work/cfssl.json" "$@" 2>"$work/$name.log" &
 	pid=$!
-	pids="$pids $pid"
+	bench_track "$pid"
 	for _ in $(seq 100); do
 		port=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," 'index($0, p) { sub(/.*:/, "", $4); print $4; exit }' || true)
 		[ -n "$port" ] && break
 		sleep 0.1
 	done
-	[ -n "$port" ] || { cat "$work/$name.log" >&2; echo "bench/enroll: $name never listened" >&2; exit 1; }
+	[ -n "$port" ] || { cat "$work/$name.log" >&2; bench_fail "$name never listened"; }
 	cfssl_pid=$pid
 	cfssl_port=$port
 }
@@ -156,17 +119,12 @@ start_cfssl cfssl-tls-db -tls-cert "$work/cfssl-tls/server.pem" \
 dpid=$cfssl_pid
 dport=$cfssl_port
 
-# cpu_ticks PID: user + system CPU time the process has used, in clock ticks.
-cpu_ticks() {
-	awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
-
 # server_cpu LINE PID TICKS_BEFORE: the server's CPU microseconds per successful request
 # over the run (the generator runs in its own process and is not counted).
 server_cpu() {
 	local ok after hz
 	ok=$(echo "$1" | sed -E 's/.* ok=([0-9]+).*/\1/')
-	after=$(cpu_ticks "$2")
+	after=$(bench_cpu_ticks "$2")
 	hz=$(getconf CLK_TCK)
 	awk -v t="$((after - $3))" -v hz="$hz" -v ok="$ok" 'BEGIN {
 		if (ok > 0) printf "server_cpu_us_per_request=%.0f", t * 1e6 / hz / ok; else printf "server_cpu_us_per_request=n/a" }'
@@ -176,21 +134,21 @@ server_cpu() {
 # make the script fail at the end. Each line ends with the server's CPU per request: on a
 # shared machine that is steadier than the rate.
 status=0
-before=$(cpu_ticks "$apid")
+before=$(bench_cpu_ticks "$apid")
 aline=$("$gen" --target agentca --url "https://127.0.0.1:$aport" --ca-dir "$work/ca" \
 	--subject spiffe://bench.internal/agent --dns agent.bench.internal \
 	--connections "$conns" --seconds "$secs") || status=1
 echo "$aline $(server_cpu "$aline" "$apid" "$before")"
-before=$(cpu_ticks "$cpid")
+before=$(bench_cpu_ticks "$cpid")
 cline=$("$gen" --target cfssl --url "http://127.0.0.1:$cport" --dns agent.bench.internal \
 	--connections "$conns" --seconds "$secs") || status=1
 echo "$cline $(server_cpu "$cline" "$cpid" "$before")"
-before=$(cpu_ticks "$tpid")
+before=$(bench_cpu_ticks "$tpid")
 tline=$("$gen" --target cfssl --url "https://127.0.0.1:$tport" --ca-dir "$work/cfssl-tls" \
 	--dns agent.bench.internal --connections "$conns" --seconds "$secs") || status=1
 tline=${tline/target=cfssl /target=cfssl-tls }
 echo "$tline $(server_cpu "$tline" "$tpid" "$before")"
-before=$(cpu_ticks "$dpid")
+before=$(bench_cpu_ticks "$dpid")
 dline=$("$gen" --target cfssl --url "https://127.0.0.1:$dport" --ca-dir "$work/cfssl-tls" \
 	--dns agent.bench.internal --connections "$conns" --seconds "$secs") || status=1
 dline=${dline/target=cfssl /target=cfssl-tls-db }

@@ -20,49 +20,28 @@ secs=${2:-600}
 every=${3:-10}
 agentca=$(cd "$(dirname "$build/agentca")" && pwd)/agentca
 upstream_tool=$(dirname "$agentca")/tests/proxy_upstream
-for f in "$agentca" "$upstream_tool"; do
-	[ -x "$f" ] || { echo "bench/soak: $f not built (cmake --build $build)" >&2; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-soak.XXXXXX")
-pids=""
-cleanup() {
-	for pid in $pids; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in $pids; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
+BENCH_NAME=soak
+. "$(dirname "$0")/../lib.sh"
+bench_need_built "$agentca" "$upstream_tool"
+bench_begin
 
 export AGENTCA_PASSWORD=soak-passphrase
 "$agentca" init --dir "$work/ca" --name Soak --trust-domain soak.internal >/dev/null
 # One client address makes all the traffic: lift the per-address and per-identity limits.
 # The upstream behind the proxy: answers each HTTP request on its own connection.
-"$upstream_tool" --port-file "$work/upstream.port" --record "$work/upstream.rec" http &
-pids="$pids $!"
+bench_spawn "$upstream_tool" --port-file "$work/upstream.port" --record "$work/upstream.rec" http
 for _ in $(seq 50); do [ -s "$work/upstream.port" ] && break; sleep 0.1; done
-[ -s "$work/upstream.port" ] || { echo "bench/soak: the upstream did not start" >&2; exit 1; }
+[ -s "$work/upstream.port" ] || bench_fail "the upstream did not start"
 cat >"$work/config.json" <<JSON
 {"rate_limits": {"address_per_second": 0, "identity_per_second": 0},
  "proxy": {"listeners": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:$(cat "$work/upstream.port")",
                           "allow": ["spiffe://soak.internal/**"]}]}}
 JSON
-"$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/config.json" \
-	2>"$work/serve.log" &
-daemon=$!
-pids="$pids $daemon"
-for _ in $(seq 100); do
-	grep -q '"event":"ca_ready"' "$work/serve.log" && break
-	sleep 0.1
-done
-port=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
-[ -n "$port" ] || { cat "$work/serve.log" >&2; echo "bench/soak: the daemon did not start" >&2; exit 1; }
+bench_agentca_serve "$agentca" "$work/ca" "$work/serve.log" --config "$work/config.json"
+port=$daemon_port
 url="https://127.0.0.1:$port"
-proxy_port=$(grep '"event":"proxy_listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
-[ -n "$proxy_port" ] || { cat "$work/serve.log" >&2; echo "bench/soak: no proxy listener" >&2; exit 1; }
+proxy_port=$(bench_log_port "$work/serve.log" proxy_listening)
+[ -n "$proxy_port" ] || { cat "$work/serve.log" >&2; bench_fail "no proxy listener"; }
 fp=$(openssl x509 -in "$work/ca/root.pem" -outform DER | sha256sum | cut -d' ' -f1)
 deadline=$(($(date +%s) + secs))
 
@@ -106,17 +85,13 @@ proxy_stream() {
 }
 
 mkdir -p "$work/agents"
-proxy_stream 1 &
-pids="$pids $!"
+bench_spawn proxy_stream 1
 for n in 1 2; do
-	enroll_stream "$n" &
-	pids="$pids $!"
-	renew_stream "$n" &
-	pids="$pids $!"
+	bench_spawn enroll_stream "$n"
+	bench_spawn renew_stream "$n"
 done
-"$agentca" bundle watch --ca "$url" --fingerprint "$fp" --out "$work/bundle.pem" \
-	>/dev/null 2>&1 &
-pids="$pids $!"
+bench_spawn "$agentca" bundle watch --ca "$url" --fingerprint "$fp" --out "$work/bundle.pem" \
+	>/dev/null 2>&1
 
 count() { cat "$work"/"$1".* 2>/dev/null | wc -l; }
 # memory_kb: from /metrics, "store_kb heap_kb heap_free_kb": SQLite's memory (its page
@@ -138,7 +113,7 @@ samples=$work/samples
 : >"$samples"
 while [ "$(date +%s)" -lt "$deadline" ]; do
 	sleep "$every"
-	kill -0 "$daemon" 2>/dev/null || { echo "bench/soak: the daemon died" >&2; exit 1; }
+	kill -0 "$daemon" 2>/dev/null || bench_fail "the daemon died"
 	rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$daemon/status")
 	threads=$(awk '/^Threads:/ {print $2}' "/proc/$daemon/status")
 	fds=$(ls "/proc/$daemon/fd" | wc -l)
