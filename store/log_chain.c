@@ -22,6 +22,7 @@
  */
 #include "store/log_chain.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +315,17 @@ out:
 	return rc;
 }
 
+/* SHA-256, fetched once: EVP_sha256() would be looked up in the provider's method store (a
+ * global lock) on every digest. */
+static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
+static EVP_MD *hash_md;
+
+static void
+hash_init_once(void)
+{
+	hash_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
 /* SHA-256 over bytes in lowercase hex. EVP_Digest with the built-in SHA-256 cannot fail
  * short of memory exhaustion, which this API has no way to report; abort() then, rather
  * than hand back a hash that would silently break the chain. */
@@ -323,7 +335,9 @@ log_chain_hash(const char *bytes, size_t len, char out[LOG_HASH_HEX_LEN + 1])
 	unsigned char md[32];
 	unsigned int md_len = 0;
 
-	if (EVP_Digest(bytes, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != sizeof(md))
+	pthread_once(&hash_once, hash_init_once);
+	if (hash_md == NULL || EVP_Digest(bytes, len, md, &md_len, hash_md, NULL) != 1 ||
+	    md_len != sizeof(md))
 		abort();
 	hex_encode(md, sizeof(md), out);
 }
