@@ -26,6 +26,19 @@
  * checks it is on the curve as the decoder would. Any other key is decoded by one decoder
  * per thread, made once and reused. The request's signed bytes are kept as they arrived
  * (ASN1_SEQUENCE_enc), so the signature is checked over exactly what was signed.
+ *
+ * Reusable EC verifiers: even the copied parameters cost a new EC_GROUP per request (copied,
+ * then freed with the key), and OpenSSL 3.0 types every new key by walking its name table
+ * under a global lock, then fetches the signature and digest again to check the request. So
+ * each thread keeps, per fast curve, a spare "verifier": a key that holds the curve's
+ * parameters and a verify context bound to that key, both made once. A request takes the
+ * thread's spare (or makes one), sets its point into the key (checked on the curve, as
+ * always), and when it is signed with ecdsa-with-SHA256/384/512 in the usual form, the
+ * request info is hashed and checked with EVP_PKEY_verify on that context. csr_free gives
+ * the verifier back to the thread that frees the request, or frees it when that thread
+ * has a spare already. A verifier belongs to one request at a time, so nothing is shared
+ * between threads and a request's key never changes under it. Any other signature form
+ * (RSA, Ed25519, an unusual algorithm encoding) goes through ASN1_item_verify as before.
  */
 #include "ca/csr.h"
 
@@ -94,13 +107,29 @@ ASN1_SEQUENCE(CSR_DER) = {
 
 /*
  * Shared, made once: the SHA-256 implementation, a parameters-only key for each named curve
- * with a fast path, and, per thread, a key decoder for every other key.
+ * with a fast path, the digests of the ECDSA signatures checked without ASN1_item_verify,
+ * and, per thread, a key decoder for every other key and a spare verifier per curve.
  */
 
 static pthread_once_t csr_once = PTHREAD_ONCE_INIT;
 /* clang-format on */
 static pthread_key_t decoder_key;
+static pthread_key_t verifier_key;
 static EVP_MD *spki_md;
+
+/* ecdsa-with-SHA* signature algorithms and their digests (NULL: not fetched, use the slow
+ * path). */
+static struct ecdsa_alg {
+	int nid;
+	const char *md_name;
+	EVP_MD *md;
+} ecdsa_algs[] = {
+    {NID_ecdsa_with_SHA256, "SHA2-256", NULL},
+    {NID_ecdsa_with_SHA384, "SHA2-384", NULL},
+    {NID_ecdsa_with_SHA512, "SHA2-512", NULL},
+};
+
+#define ECDSA_ALGS (sizeof(ecdsa_algs) / sizeof(ecdsa_algs[0]))
 
 static struct ec_curve {
 	int nid;          /* the namedCurve in the SubjectPublicKeyInfo */
@@ -112,6 +141,18 @@ static struct ec_curve {
 };
 
 #define EC_CURVES (sizeof(ec_curves) / sizeof(ec_curves[0]))
+
+/* A key on one curve whose point is set per request, and a verify context bound to it. */
+struct ec_verifier {
+	const struct ec_curve *curve;
+	EVP_PKEY *key;
+	EVP_PKEY_CTX *ctx; /* EVP_PKEY_verify with key; made on first use */
+};
+
+/* A thread's spare verifiers, one per curve at most (index as in ec_curves). */
+struct verifier_spares {
+	struct ec_verifier *spare[EC_CURVES];
+};
 
 struct spki_decoder {
 	OSSL_DECODER_CTX *ctx;
@@ -152,6 +193,28 @@ ec_params_make(const char *name)
 	return key;
 }
 
+static void
+ec_verifier_free(struct ec_verifier *v)
+{
+	if (v == NULL)
+		return;
+	EVP_PKEY_CTX_free(v->ctx);
+	EVP_PKEY_free(v->key);
+	free(v);
+}
+
+static void
+verifier_spares_free(void *arg)
+{
+	struct verifier_spares *spares = arg;
+
+	if (spares == NULL)
+		return;
+	for (size_t i = 0; i < EC_CURVES; i++)
+		ec_verifier_free(spares->spare[i]);
+	free(spares);
+}
+
 /* Made once per process and kept for its life, like OpenSSL's own tables. */
 static void
 csr_init_once(void)
@@ -159,7 +222,11 @@ csr_init_once(void)
 	spki_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
 	for (size_t i = 0; i < EC_CURVES; i++)
 		ec_curves[i].params = ec_params_make(ec_curves[i].name);
-	if (pthread_key_create(&decoder_key, spki_decoder_free) != 0)
+	for (size_t i = 0; i < ECDSA_ALGS; i++)
+		ecdsa_algs[i].md = EVP_MD_fetch(NULL, ecdsa_algs[i].md_name, NULL);
+	ERR_clear_error();
+	if (pthread_key_create(&decoder_key, spki_decoder_free) != 0 ||
+	    pthread_key_create(&verifier_key, verifier_spares_free) != 0)
 		abort(); /* only when the process is out of keys: a bug */
 }
 
@@ -182,20 +249,70 @@ ec_fast_curve(const CSR_SPKI *spki)
 	return NULL;
 }
 
-/* The public key of an EC SubjectPublicKeyInfo on curve: the curve's parameters, copied,
- * and the point, which must be on the curve. NULL when it is not a valid point. */
-static EVP_PKEY *
-ec_key_make(const struct ec_curve *curve, const ASN1_BIT_STRING *point)
+/* This thread's spare verifier for curve, or a new one (its key holding only the curve's
+ * parameters); NULL when out of memory. The caller owns it. */
+static struct ec_verifier *
+ec_verifier_take(const struct ec_curve *curve)
 {
-	EVP_PKEY *key = EVP_PKEY_new();
+	struct verifier_spares *spares = pthread_getspecific(verifier_key);
+	size_t i = (size_t)(curve - ec_curves);
+	struct ec_verifier *v;
 
-	if (key == NULL || EVP_PKEY_copy_parameters(key, curve->params) != 1 ||
-	    EVP_PKEY_set1_encoded_public_key(key, ASN1_STRING_get0_data(point),
-	                                     (size_t)ASN1_STRING_length(point)) != 1) {
-		EVP_PKEY_free(key);
-		key = NULL;
+	if (spares != NULL && spares->spare[i] != NULL) {
+		v = spares->spare[i];
+		spares->spare[i] = NULL;
+		return v;
 	}
-	return key;
+	if ((v = calloc(1, sizeof(*v))) == NULL)
+		return NULL;
+	v->curve = curve;
+	if ((v->key = EVP_PKEY_new()) == NULL ||
+	    EVP_PKEY_copy_parameters(v->key, curve->params) != 1) {
+		ec_verifier_free(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* Give v back as this thread's spare for its curve, or free it when there is one. */
+static void
+ec_verifier_give_back(struct ec_verifier *v)
+{
+	struct verifier_spares *spares = pthread_getspecific(verifier_key);
+	size_t i = (size_t)(v->curve - ec_curves);
+
+	if (spares == NULL) {
+		spares = calloc(1, sizeof(*spares));
+		if (spares == NULL || pthread_setspecific(verifier_key, spares) != 0) {
+			free(spares);
+			ec_verifier_free(v);
+			return;
+		}
+	}
+	if (spares->spare[i] != NULL) {
+		ec_verifier_free(v);
+		return;
+	}
+	spares->spare[i] = v;
+}
+
+/* The public key of an EC SubjectPublicKeyInfo on curve, in a verifier's key: the curve's
+ * parameters and the point, which must be on the curve. Fills csr->key and csr->verifier;
+ * -1 when the point is not valid (or out of memory). */
+static int
+ec_key_make(struct csr *csr, const struct ec_curve *curve, const ASN1_BIT_STRING *point)
+{
+	struct ec_verifier *v = ec_verifier_take(curve);
+
+	/* A failed set may leave the key's point half written: that verifier is not reused. */
+	if (v == NULL || EVP_PKEY_set1_encoded_public_key(v->key, ASN1_STRING_get0_data(point),
+	                                                  (size_t)ASN1_STRING_length(point)) != 1) {
+		ec_verifier_free(v);
+		return -1;
+	}
+	csr->key = v->key;
+	csr->verifier = v;
+	return 0;
 }
 
 /* Decode a SubjectPublicKeyInfo with this thread's decoder (made on first use). */
@@ -446,7 +563,7 @@ csr_read_key(struct csr *csr, const CSR_DER *req, struct ac_err *err)
 		goto out;
 	}
 	if ((curve = ec_fast_curve(req->info->spki)) != NULL)
-		csr->key = ec_key_make(curve, req->info->spki->public_key);
+		(void)ec_key_make(csr, curve, req->info->spki->public_key);
 	else
 		csr->key = spki_decode(spki, (size_t)spki_len);
 	if (csr->key == NULL) {
@@ -471,14 +588,68 @@ out:
 	return rc;
 }
 
+/* The digest of an ECDSA signature in its usual form (ecdsa-with-SHA256/384/512, no
+ * parameters, a whole number of bytes) over request info kept as received; NULL for
+ * anything else, which ASN1_item_verify then checks. */
+static const EVP_MD *
+ecdsa_fast_md(const CSR_DER *req)
+{
+	const ASN1_OBJECT *alg;
+	int ptype, nid;
+
+	if (req->info->enc.enc == NULL || req->info->enc.modified ||
+	    (req->signature->flags & 0x07) != 0)
+		return NULL;
+	X509_ALGOR_get0(&alg, &ptype, NULL, req->sig_alg);
+	if (ptype != V_ASN1_UNDEF)
+		return NULL;
+	nid = OBJ_obj2nid(alg);
+	for (size_t i = 0; i < ECDSA_ALGS; i++)
+		if (ecdsa_algs[i].nid == nid)
+			return ecdsa_algs[i].md;
+	return NULL;
+}
+
+/* The ECDSA check with the verifier's context: 1 good, 0 bad, -1 when it cannot be done
+ * this way. The context is bound to the verifier's key, whose point is this request's. */
+static int
+ecdsa_fast_verify(struct ec_verifier *v, const EVP_MD *md, const CSR_DER *req)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int digest_len = 0;
+
+	if (v->ctx == NULL) {
+		v->ctx = EVP_PKEY_CTX_new_from_pkey(NULL, v->key, NULL);
+		if (v->ctx == NULL || EVP_PKEY_verify_init(v->ctx) != 1) {
+			EVP_PKEY_CTX_free(v->ctx);
+			v->ctx = NULL;
+			return -1;
+		}
+	}
+	if (EVP_Digest(req->info->enc.enc, (size_t)req->info->enc.len, digest, &digest_len, md,
+	               NULL) != 1)
+		return -1;
+	return EVP_PKEY_verify(v->ctx, ASN1_STRING_get0_data(req->signature),
+	                       (size_t)ASN1_STRING_length(req->signature), digest, digest_len) == 1
+	           ? 1
+	           : 0;
+}
+
 /* The self-signature, over the request info exactly as received. */
 static int
 csr_verify(const struct csr *csr, const CSR_DER *req, struct ac_err *err)
 {
+	const EVP_MD *md = csr->verifier != NULL ? ecdsa_fast_md(req) : NULL;
+	int ok = -1;
+
+	if (md != NULL)
+		ok = ecdsa_fast_verify(csr->verifier, md, req);
 	/* 1: good; 0 or -1: a wrong or unusable signature. OpenSSL's queue adds nothing a
 	 * requester can act on ("EVP lib"), so it is dropped. */
-	if (ASN1_item_verify(ASN1_ITEM_rptr(CSR_INFO), req->sig_alg, req->signature, req->info,
-	                     csr->key) != 1) {
+	if (ok < 0)
+		ok = ASN1_item_verify(ASN1_ITEM_rptr(CSR_INFO), req->sig_alg, req->signature,
+		                      req->info, csr->key) == 1;
+	if (ok != 1) {
 		ERR_clear_error();
 		return ac_err_set(err, AC_ERR_INVALID, "csr_bad_signature",
 		                  "CSR signature does not verify with its own key");
@@ -739,7 +910,10 @@ csr_free(struct csr *csr)
 	for (size_t i = 0; i < csr->san_count; i++)
 		free(csr->sans[i].value);
 	free(csr->sans);
-	EVP_PKEY_free(csr->key);
+	if (csr->verifier != NULL)
+		ec_verifier_give_back(csr->verifier);
+	else
+		EVP_PKEY_free(csr->key);
 	OPENSSL_free(csr->spki_der);
 	ASN1_item_free(csr->parsed, ASN1_ITEM_rptr(CSR_DER));
 	free(csr);

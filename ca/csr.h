@@ -31,7 +31,9 @@ struct csr_san {
 
 struct csr {
 	void *parsed;            /* private to csr.c: the decoded request */
-	EVP_PKEY *key;           /* the requester's public key; owned by the csr */
+	void *verifier;          /* private to csr.c: the reusable EC key key belongs to, if any */
+	EVP_PKEY *key;           /* the requester's public key; owned by the csr (do not keep a
+	                          * reference past csr_free: it may be reused for another request) */
 	char spki_sha256[65];    /* hex SHA-256 of its SubjectPublicKeyInfo DER */
 	unsigned char *spki_der; /* that SubjectPublicKeyInfo, DER: what the leaf carries */
 	size_t spki_der_len;

@@ -37,6 +37,65 @@
 #define PEM_FILE_MAX (1024 * 1024)
 
 /*
+ * Serials come from a per-thread buffer of DRBG output, refilled SERIAL_POOL_BYTES at a time:
+ * each RAND_bytes call costs several times the bytes it makes (the thread's DRBG looked up,
+ * a fork check, the generate call), and a busy CA wants one serial per certificate. The
+ * bytes are the same DRBG's; each is used once and wiped when taken. A child process made
+ * by fork() after the parent drew serials would hold a copy of the parent's buffer, so a
+ * fork handler bumps a generation number and a buffer from an older generation is dropped.
+ */
+#define SERIAL_POOL_BYTES (32 * X509_SERIAL_BYTES)
+
+struct serial_pool {
+	unsigned char bytes[SERIAL_POOL_BYTES];
+	size_t left;         /* unused bytes at the end of bytes[] */
+	unsigned generation; /* serial_generation when filled */
+};
+
+static _Thread_local struct serial_pool serial_pool;
+static unsigned serial_generation;
+static pthread_once_t serial_once = PTHREAD_ONCE_INIT;
+
+static void
+serial_after_fork(void)
+{
+	__atomic_add_fetch(&serial_generation, 1, __ATOMIC_RELAXED);
+}
+
+static void
+serial_init_once(void)
+{
+	/* Without the handler a forked child could repeat serials: then do not pool at all. */
+	if (pthread_atfork(NULL, NULL, serial_after_fork) != 0)
+		serial_generation = ~0u;
+}
+
+/* n <= X509_SERIAL_BYTES fresh random bytes into out; -1 when the DRBG fails. */
+static int
+serial_random_bytes(unsigned char *out, size_t n)
+{
+	struct serial_pool *pool = &serial_pool;
+	unsigned gen;
+
+	pthread_once(&serial_once, serial_init_once);
+	gen = __atomic_load_n(&serial_generation, __ATOMIC_RELAXED);
+	if (gen == ~0u)
+		return RAND_bytes(out, (int)n) == 1 ? 0 : -1;
+	if (pool->generation != gen || pool->left < n) {
+		if (RAND_bytes(pool->bytes, sizeof(pool->bytes)) != 1) {
+			pool->left = 0;
+			return -1;
+		}
+		pool->left = sizeof(pool->bytes);
+		pool->generation = gen;
+	}
+	pool->left -= n;
+	memcpy(out, pool->bytes + pool->left, n);
+	memset(pool->bytes + pool->left, 0, n);
+	return 0;
+}
+
+/*
  * A fresh 128-bit serial. The top bit is cleared so the DER INTEGER is positive without a
  * leading zero byte, and the top byte is drawn again until it is non-zero, so the serial is
  * always exactly 16 bytes (32 hex digits, lowercase) and never zero.
@@ -46,7 +105,7 @@ x509_random_serial(unsigned char serial[X509_SERIAL_BYTES], char serial_hex[41],
 {
 	serial_hex[0] = '\0';
 	do {
-		if (RAND_bytes(serial, X509_SERIAL_BYTES) != 1)
+		if (serial_random_bytes(serial, X509_SERIAL_BYTES) != 0)
 			return ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed",
 			                  "serial: RAND_bytes failed");
 		serial[0] &= 0x7f;

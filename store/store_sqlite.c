@@ -10,7 +10,9 @@
  *
  *   wdb  the committer's. Only the group commit leader of the moment uses it
  *        (commit_batch, one batch at a time under group_commit.c's lock), so it needs no
- *        lock of its own. Each batch is BEGIN IMMEDIATE, one SAVEPOINT per unit, COMMIT.
+ *        lock of its own. Each batch is BEGIN IMMEDIATE, its units, COMMIT; when a unit
+ *        fails on its own, the batch is rolled back and run again with one SAVEPOINT per
+ *        unit (sqlite_commit_batch).
  *   rdb  point reads (cert_get, cert_count), one caller at a time under rlock. In WAL mode
  *        readers never wait for the writer.
  *
@@ -957,14 +959,16 @@ upsert_intermediate(struct sqlite_store *s, const struct intermediate_record *r,
 }
 
 /*
- * One unit inside the open transaction, in its own savepoint: certificate, used token, log
- * entry chained onto (*seq, head). Returns 0 when the unit is in (and advances *seq and
- * head), 1 when the unit alone failed (w->result says why; its savepoint is undone), or -1
- * when the transaction as a whole cannot go on (err says why).
+ * One unit inside the open transaction: certificate, used token, log entry chained onto
+ * (*seq, head). Returns 0 when the unit is in (and advances *seq and head), 1 when the unit
+ * alone failed (w->result says why), or -1 when the transaction as a whole cannot go on (err
+ * says why). With isolated set the unit runs in its own savepoint, undone when the unit
+ * fails; without, a failed unit may leave part of its writes in the transaction, which the
+ * caller must then roll back as a whole (see sqlite_commit_batch).
  */
 static int
 commit_unit(struct sqlite_store *s, struct store_write *w, uint64_t *seq,
-            char head[LOG_HASH_HEX_LEN + 1], struct ac_err *err)
+            char head[LOG_HASH_HEX_LEN + 1], int isolated, struct ac_err *err)
 {
 	char serial[SERIAL_HEX_MAX + 1], revoke[SERIAL_HEX_MAX + 1];
 	char hash[LOG_HASH_HEX_LEN + 1], what[128];
@@ -978,11 +982,13 @@ commit_unit(struct sqlite_store *s, struct store_write *w, uint64_t *seq,
 		ret = 1;
 		goto out;
 	}
-	if ((rc = finish(s->w[W_SAVEPOINT], SQLITE_OK)) != SQLITE_OK) {
-		db_error(s, s->wdb, rc, "opening a savepoint", err);
-		goto out;
+	if (isolated) {
+		if ((rc = finish(s->w[W_SAVEPOINT], SQLITE_OK)) != SQLITE_OK) {
+			db_error(s, s->wdb, rc, "opening a savepoint", err);
+			goto out;
+		}
+		in_savepoint = 1;
 	}
-	in_savepoint = 1;
 
 	if (w->cert != NULL) {
 		if ((rc = fault(s, "cert")) == SQLITE_OK)
@@ -1066,7 +1072,7 @@ commit_unit(struct sqlite_store *s, struct store_write *w, uint64_t *seq,
 		}
 	}
 
-	if ((rc = finish(s->w[W_RELEASE], SQLITE_OK)) != SQLITE_OK) {
+	if (in_savepoint && (rc = finish(s->w[W_RELEASE], SQLITE_OK)) != SQLITE_OK) {
 		db_error(s, s->wdb, rc, "releasing a savepoint", err);
 		goto out;
 	}
@@ -1088,7 +1094,16 @@ out:
 	return ret;
 }
 
-/* One transaction over w[0..n); see struct store_ops. */
+/*
+ * One transaction over w[0..n); see struct store_ops.
+ *
+ * Units almost never fail on their own (a serial or token already stored, a revocation of
+ * an unknown serial), so the batch first runs without a savepoint per unit: a savepoint
+ * costs two more statements per unit and a copy of every page the unit touches into the
+ * statement journal (about 50k instructions a unit). When a unit does fail, that attempt is
+ * rolled back whole and the batch runs again with each unit in its own savepoint, which
+ * records the failure on that unit alone, as before: the outcome is the same either way.
+ */
 static int
 sqlite_commit_batch(struct store *st, struct store_write **w, size_t n, struct ac_err *err)
 {
@@ -1097,9 +1112,10 @@ sqlite_commit_batch(struct store *st, struct store_write **w, size_t n, struct a
 	struct ac_err txerr;
 	uint64_t seq;
 	size_t i;
-	int in_tx = 0, rc, ret = -1;
+	int in_tx = 0, isolated = 0, unit_failed, rc, ret = -1;
 
 	ac_err_clear(&txerr);
+again:
 	for (i = 0; i < n; i++) {
 		ac_err_clear(&w[i]->result);
 		w[i]->seq = 0;
@@ -1115,9 +1131,23 @@ sqlite_commit_batch(struct store *st, struct store_write **w, size_t n, struct a
 	/* Chain onto what the file holds now, under the write lock. */
 	if (read_head(s, &seq, head, &txerr) != 0)
 		goto out;
-	for (i = 0; i < n; i++)
-		if (commit_unit(s, w[i], &seq, head, &txerr) < 0)
+	unit_failed = 0;
+	for (i = 0; i < n && !unit_failed; i++) {
+		rc = commit_unit(s, w[i], &seq, head, isolated, &txerr);
+		if (rc < 0)
 			goto out;
+		unit_failed = rc > 0 && !isolated;
+	}
+	if (unit_failed) {
+		if ((rc = finish(s->w[W_ROLLBACK], SQLITE_OK)) != SQLITE_OK) {
+			db_error(s, s->wdb, rc, "rolling back to retry a batch unit by unit",
+			         &txerr);
+			goto out;
+		}
+		in_tx = 0;
+		isolated = 1;
+		goto again;
+	}
 	if ((rc = fault(s, "commit")) == SQLITE_OK)
 		rc = finish(s->w[W_COMMIT], SQLITE_OK);
 	if (rc != SQLITE_OK) {

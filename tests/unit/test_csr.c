@@ -509,6 +509,66 @@ test_signed_by_another_key(void **state)
 	EVP_PKEY_free(other);
 }
 
+/* The EC keys and verify contexts a thread reuses from one request to the next: requests
+ * from different keys and curves, good and badly signed, in turn on one thread, each
+ * decided on its own key; two requests alive at once each keep their own key. */
+static void
+test_reused_verifiers(void **state)
+{
+	static const char *const curves[] = {"P-256", "P-384"};
+	struct csr *kept = NULL, *csr = NULL;
+	EVP_PKEY *first = NULL;
+	struct ac_err err;
+
+	(void)state;
+	for (int round = 0; round < 12; round++) {
+		EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curves[round % 2]);
+		EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curves[round % 2]);
+		X509_REQ *req;
+		unsigned char *der;
+		size_t len;
+
+		assert_non_null(key);
+		assert_non_null(other);
+		req = make_req(key, NULL, 0);
+		der = req_der(req, &len);
+		ac_err_clear(&err);
+		assert_int_equal(csr_parse(der, len, &csr, &err), 0);
+		assert_int_equal(EVP_PKEY_eq(csr->key, key), 1);
+		if (round == 0) {
+			kept = csr; /* stays alive while the others are parsed */
+			first = EVP_PKEY_dup(key);
+			assert_non_null(first);
+		} else {
+			csr_free(csr);
+		}
+		csr = NULL;
+		OPENSSL_free(der);
+
+		/* Signed by key, carrying other's public key: refused. */
+		assert_int_equal(X509_REQ_set_pubkey(req, other), 1);
+		der = req_der(req, &len);
+		expect_refused(der, len, "csr_bad_signature", NULL);
+		OPENSSL_free(der);
+
+		/* A flipped signature byte: refused. */
+		X509_REQ_free(req);
+		req = make_req(other, NULL, 0);
+		der = req_der(req, &len);
+		der[len - 1] ^= 0x01;
+		expect_refused(der, len, "csr_bad_signature", NULL);
+		OPENSSL_free(der);
+
+		X509_REQ_free(req);
+		EVP_PKEY_free(other);
+		EVP_PKEY_free(key);
+	}
+	assert_non_null(kept);
+	assert_int_equal(EVP_PKEY_eq(kept->key, first), 1);
+	csr_free(kept);
+	EVP_PKEY_free(first);
+}
+
 int
 main(void)
 {
@@ -522,6 +582,7 @@ main(void)
 	    cmocka_unit_test(test_two_san_extensions),
 	    cmocka_unit_test(test_key_hash_and_copy),
 	    cmocka_unit_test(test_signed_by_another_key),
+	    cmocka_unit_test(test_reused_verifiers),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

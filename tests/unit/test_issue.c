@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -904,6 +906,44 @@ test_thousand_distinct_serials(void **state)
 	free(csr);
 }
 
+/* Serials come from a per-thread buffer of DRBG output (x509_build.c): a child made by
+ * fork() must not hand out the serials its parent's buffer holds next. */
+static void
+test_serials_after_fork(void **state)
+{
+	unsigned char bytes[X509_SERIAL_BYTES];
+	char first[41], parent[41], child[41] = "";
+	struct ac_err err;
+	int fds[2], status = 0;
+	pid_t pid;
+
+	(void)state;
+	ac_err_clear(&err);
+	/* Fill the buffer, so the next serials are already in memory when the child forks. */
+	assert_int_equal(x509_random_serial(bytes, first, &err), 0);
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char mine[41];
+
+		close(fds[0]);
+		if (x509_random_serial(bytes, mine, &err) != 0 ||
+		    write(fds[1], mine, sizeof(mine)) != (ssize_t)sizeof(mine))
+			_exit(1);
+		_exit(0);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], child, sizeof(child)), (ssize_t)sizeof(child));
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(x509_random_serial(bytes, parent, &err), 0);
+	assert_int_equal(strlen(child), 32);
+	assert_string_not_equal(child, parent);
+	assert_string_not_equal(child, first);
+}
+
 /*
  * The leaf is encoded by hand (ca/issue.c, step 7). Its TBSCertificate must be the very bytes
  * OpenSSL's typed API makes from the same values: the reference below is built with X509
@@ -1119,6 +1159,7 @@ main(void)
 	    cmocka_unit_test(test_token_used_twice),
 	    cmocka_unit_test(test_failed_commit_hands_out_nothing),
 	    cmocka_unit_test(test_thousand_distinct_serials),
+	    cmocka_unit_test(test_serials_after_fork),
 	    cmocka_unit_test(test_leaf_der_matches_openssl),
 	};
 
