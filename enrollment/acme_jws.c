@@ -12,6 +12,7 @@
  */
 #include "enrollment/acme_jws.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -560,6 +561,56 @@ ecdsa_raw_to_der(const unsigned char *raw, size_t n, int *der_len)
 	return der;
 }
 
+/* SHA-256 and SHA-384 fetched once: EVP_sha256() and a digest-verify context fetch the
+ * algorithm again on every use. */
+static EVP_MD *fetched_sha256, *fetched_sha384;
+static pthread_once_t fetched_once = PTHREAD_ONCE_INIT;
+
+static void
+fetch_digests(void)
+{
+	fetched_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	fetched_sha384 = EVP_MD_fetch(NULL, "SHA384", NULL);
+}
+
+/* ES256/ES384: hash the signing input with the digest fetched once, then verify the DER
+ * signature over the hash (ECDSA signs the hash; no padding or digest parameter to set).
+ * This is what EVP_DigestVerify does, without setting up a digest context inside the
+ * signature provider for every request. */
+static int
+ecdsa_verify_prehashed(const struct acme_jws *jws, EVP_PKEY *key, size_t half,
+                       const unsigned char *der, size_t der_len, struct ac_err *err)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int digest_len = 0;
+	EVP_PKEY_CTX *pctx = NULL;
+	const EVP_MD *md;
+	int rc = -1;
+
+	pthread_once(&fetched_once, fetch_digests);
+	md = half == 48 ? fetched_sha384 : fetched_sha256;
+	if (md == NULL || EVP_Digest(jws->signing_input, jws->signing_input_len, digest,
+	                             &digest_len, md, NULL) != 1) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "serverInternal", "cannot hash the JWS");
+		goto out;
+	}
+	if ((pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL)) == NULL ||
+	    EVP_PKEY_verify_init(pctx) != 1) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "serverInternal", "cannot set up verification");
+		goto out;
+	}
+	if (EVP_PKEY_verify(pctx, der, der_len, digest, digest_len) != 1) {
+		ERR_clear_error();
+		ac_err_set(err, AC_ERR_INVALID, "malformed",
+		           "the JWS signature does not verify with the account key");
+		goto out;
+	}
+	rc = 0;
+out:
+	EVP_PKEY_CTX_free(pctx);
+	return rc;
+}
+
 int
 acme_jws_verify(const struct acme_jws *jws, EVP_PKEY *key, struct ac_err *err)
 {
@@ -575,15 +626,12 @@ acme_jws_verify(const struct acme_jws *jws, EVP_PKEY *key, struct ac_err *err)
 		           "the algorithm is not one of " ACME_ALGS);
 		goto out;
 	}
-	if (strcmp(jws->alg, "ES256") == 0) {
-		md = EVP_sha256();
+	if (strcmp(jws->alg, "ES256") == 0)
 		half = 32;
-	} else if (strcmp(jws->alg, "ES384") == 0) {
-		md = EVP_sha384();
+	else if (strcmp(jws->alg, "ES384") == 0)
 		half = 48;
-	} else if (strcmp(jws->alg, "RS256") == 0) {
+	else if (strcmp(jws->alg, "RS256") == 0)
 		md = EVP_sha256();
-	}
 	if ((strcmp(jws->alg, "ES256") == 0 && !EVP_PKEY_is_a(key, "EC")) ||
 	    (strcmp(jws->alg, "ES384") == 0 && !EVP_PKEY_is_a(key, "EC")) ||
 	    (strcmp(jws->alg, "RS256") == 0 && !EVP_PKEY_is_a(key, "RSA")) ||
@@ -607,8 +655,8 @@ acme_jws_verify(const struct acme_jws *jws, EVP_PKEY *key, struct ac_err *err)
 			ac_err_ssl(err, AC_ERR_INTERNAL, "serverInternal", "out of memory");
 			goto out;
 		}
-		sig = der;
-		sig_len = (size_t)der_len;
+		rc = ecdsa_verify_prehashed(jws, key, half, der, (size_t)der_len, err);
+		goto out;
 	}
 	if ((ctx = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestVerifyInit(ctx, NULL, md, NULL, key) != 1) {
