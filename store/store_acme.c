@@ -156,6 +156,21 @@ busy_retry(void *arg, int count)
 	return 1;
 }
 
+/* The checkpoint connection's RESTART holds writers back while it waits for the WAL's
+ * readers: it gives up after 20 ms (the WAL then restarts after a later checkpoint), so a
+ * slow reader in another process never stalls the ACME writes for long. */
+#define CHECKPOINT_WAIT_TRIES 200 /* of 100 us */
+
+static int
+checkpoint_busy_retry(void *arg, int count)
+{
+	(void)arg;
+	if (count >= CHECKPOINT_WAIT_TRIES)
+		return 0;
+	usleep(100);
+	return 1;
+}
+
 static int
 db_fail(struct store_acme *a, sqlite3 *db, int rc, const char *what, struct ac_err *err)
 {
@@ -211,11 +226,11 @@ on_commit(void *arg, sqlite3 *db, const char *name, int pages)
 /* The checkpoint thread, each time one is due: a PASSIVE checkpoint copies the bulk without
  * taking any lock that writers or readers need; then a RESTART checkpoint copies what
  * commits added meanwhile (a few frames) while holding writers back (they retry every
- * 100 us, see busy_retry; readers go on) and waits for readers to leave the WAL, so that the
- * next write starts the WAL again from its beginning. A PASSIVE checkpoint alone never
- * caught up under steady load (commits land while it runs), and the WAL grew past 16 MB in
- * 600 orders without restarting. One that fails (a full disk, a reader that stays) leaves
- * the WAL to grow until the next one; the writes report the store's state. */
+ * 100 us, see busy_retry; readers go on; at most CHECKPOINT_WAIT_TRIES waits) and waits for
+ * readers to leave the WAL, so that the next write starts the WAL again from its beginning. A
+ * PASSIVE checkpoint alone never caught up under steady load (commits land while it runs), and the
+ * WAL grew past 16 MB in 600 orders without restarting. One that fails (a full disk, a reader that
+ * stays) leaves the WAL to grow until the next one; the writes report the store's state. */
 static void *
 checkpoint_main(void *arg)
 {
@@ -265,6 +280,7 @@ checkpointer_start(struct store_acme *a, struct ac_err *err)
 	if ((rc = sqlite3_exec(k->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL)) !=
 	    SQLITE_OK)
 		return db_fail(a, k->db, rc, "reading the ACME database for checkpoints", err);
+	sqlite3_busy_handler(k->db, checkpoint_busy_retry, NULL);
 	if (pthread_create(&k->thread, NULL, checkpoint_main, k) != 0)
 		return ac_err_set(err, AC_ERR_INTERNAL, "thread_failed",
 		                  "%s: cannot start the checkpoint thread", a->path);
