@@ -229,7 +229,7 @@ on_commit(void *arg, sqlite3 *db, const char *name, int pages)
  * 100 us, see busy_retry; readers go on; at most CHECKPOINT_WAIT_TRIES waits) and waits for
  * readers to leave the WAL, so that the next write starts the WAL again from its beginning. A
  * PASSIVE checkpoint alone never caught up under steady load (commits land while it runs), and the
- * WAL grew past 16 MB in 600 orders without restarting. One that fails (a full disk, a reader that
+ * WAL grew past 16 MB in 300 orders without restarting. One that fails (a full disk, a reader that
  * stays) leaves the WAL to grow until the next one; the writes report the store's state. */
 static void *
 checkpoint_main(void *arg)
