@@ -9,9 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include "common/base64url.h"
@@ -22,6 +23,11 @@
 struct acme_nonces {
 	pthread_mutex_t lock;
 	unsigned char key[32];
+	/* HMAC-SHA256 keyed once; each MAC works on a copy of it (EVP_MAC_CTX_dup only reads
+	 * the template, so threads share it without a lock). A one-shot HMAC() per nonce
+	 * fetched the algorithm and hashed the key pads every time. */
+	EVP_MAC *mac;
+	EVP_MAC_CTX *keyed;
 	uint64_t next; /* the next counter to hand out; starts at 1 */
 	uint8_t redeemed[ACME_NONCE_WINDOW / 8];
 };
@@ -35,14 +41,29 @@ acme_nonces_new(struct ac_err *err)
 		ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory", "out of memory");
 		return NULL;
 	}
-	if (RAND_bytes(n->key, sizeof(n->key)) != 1) {
-		free(n);
-		ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed", "cannot draw the nonce key");
-		return NULL;
-	}
 	pthread_mutex_init(&n->lock, NULL);
 	n->next = 1;
+	if (RAND_bytes(n->key, sizeof(n->key)) != 1) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed", "cannot draw the nonce key");
+		goto fail;
+	}
+	{
+		OSSL_PARAM params[] = {
+		    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		    OSSL_PARAM_construct_end()};
+
+		if ((n->mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
+		    (n->keyed = EVP_MAC_CTX_new(n->mac)) == NULL ||
+		    EVP_MAC_init(n->keyed, n->key, sizeof(n->key), params) != 1) {
+			ac_err_ssl(err, AC_ERR_CRYPTO, "mac_failed",
+			           "cannot set up HMAC-SHA256 for the nonces");
+			goto fail;
+		}
+	}
 	return n;
+fail:
+	acme_nonces_free(n);
+	return NULL;
 }
 
 void
@@ -50,6 +71,8 @@ acme_nonces_free(struct acme_nonces *n)
 {
 	if (n == NULL)
 		return;
+	EVP_MAC_CTX_free(n->keyed);
+	EVP_MAC_free(n->mac);
 	OPENSSL_cleanse(n->key, sizeof(n->key));
 	pthread_mutex_destroy(&n->lock);
 	free(n);
@@ -60,10 +83,13 @@ mac_of(const struct acme_nonces *n, const unsigned char counter[COUNTER_LEN],
        unsigned char out[MAC_LEN])
 {
 	unsigned char full[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
+	size_t len = 0;
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(n->keyed);
 
-	if (HMAC(EVP_sha256(), n->key, sizeof(n->key), counter, COUNTER_LEN, full, &len) == NULL)
+	if (ctx == NULL || EVP_MAC_update(ctx, counter, COUNTER_LEN) != 1 ||
+	    EVP_MAC_final(ctx, full, &len, sizeof(full)) != 1 || len < MAC_LEN)
 		memset(full, 0, sizeof(full)); /* then no nonce verifies: safe */
+	EVP_MAC_CTX_free(ctx);
 	memcpy(out, full, MAC_LEN);
 }
 

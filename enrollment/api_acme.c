@@ -194,6 +194,8 @@ acme_load(struct acme_call *c, const char *kind, const char *id, char **account)
 	return doc;
 }
 
+static void account_cache_forget(struct acme_server *s, const char *id);
+
 int
 acme_save(struct acme_server *s, const char *kind, const char *id, const char *account,
           const char *lookup, int64_t expires, json_t *doc, int create, struct ac_err *err)
@@ -205,6 +207,10 @@ acme_save(struct acme_server *s, const char *kind, const char *id, const char *a
 	if (text == NULL)
 		return ac_err_set(err, AC_ERR_INTERNAL, "serverInternal", "cannot encode %s", kind);
 	rc = store_acme_put(s->db, &o, 1, create, err);
+	/* After the write (even a failed one: the store may hold either version now), so
+	 * that the next request reads the account again. */
+	if (strcmp(kind, "account") == 0)
+		account_cache_forget(s, id);
 	free(text);
 	return rc;
 }
@@ -507,6 +513,22 @@ out:
 	store_acme_row_free(&row);
 }
 
+/* c->account may be the account cache's document, which nobody changes: a handler about to
+ * change the account takes a copy of its own first. 0, or -1 with the problem set. */
+static int
+account_own_copy(struct acme_call *c)
+{
+	json_t *copy = json_deep_copy(c->account);
+
+	if (copy == NULL) {
+		acme_problem(c, "serverInternal", "out of memory", NULL);
+		return -1;
+	}
+	json_decref(c->account);
+	c->account = copy;
+	return 0;
+}
+
 /* POST acct/<id>: POST-as-GET, a contact update, or deactivation. */
 static void
 account_update(struct acme_call *c, const char *id)
@@ -532,6 +554,8 @@ account_update(struct acme_call *c, const char *id)
 			return;
 		}
 		if (!contacts_valid(c, contact))
+			return;
+		if (account_own_copy(c) != 0)
 			return;
 		if (contact != NULL)
 			json_object_set(c->account, "contact", (json_t *)contact);
@@ -595,6 +619,8 @@ key_change(struct acme_call *c)
 		goto fail;
 	}
 	ac_err_clear(&err);
+	if (account_own_copy(c) != 0)
+		goto out;
 	json_object_set(c->account, "jwk", inner.jwk);
 	if (acme_save(c->s, "account", c->account_id, NULL, tp, 0, c->account, 0, &err) != 0)
 		goto fail;
@@ -653,6 +679,80 @@ out:
 	return key;
 }
 
+/* The account cache's slot of an account id. */
+static struct acme_cached_account *
+account_slot(struct acme_server *s, const char *id)
+{
+	uint32_t h = 2166136261u; /* FNV-1a: the slot only, not a security boundary */
+
+	for (const char *p = id; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return &s->accounts[h % ACME_ACCOUNT_CACHE];
+}
+
+/* An account from the cache: 1 with *doc and *key set (the caller owns one reference of
+ * each), or 0 with *generation the slot's, for account_cache_fill after reading the
+ * store. */
+static int
+account_cache_get(struct acme_server *s, const char *id, json_t **doc, EVP_PKEY **key,
+                  uint64_t *generation)
+{
+	struct acme_cached_account *slot = account_slot(s, id);
+	int hit = 0;
+
+	pthread_mutex_lock(&s->accounts_lock);
+	if (slot->doc != NULL && strcmp(slot->id, id) == 0 && EVP_PKEY_up_ref(slot->key) == 1) {
+		*doc = json_incref(slot->doc);
+		*key = slot->key;
+		hit = 1;
+	}
+	*generation = slot->generation;
+	pthread_mutex_unlock(&s->accounts_lock);
+	return hit;
+}
+
+/* Keep an account read from the store, unless its slot was invalidated since generation
+ * was taken (a write may have landed after our read). The cache takes its own references. */
+static void
+account_cache_fill(struct acme_server *s, const char *id, json_t *doc, EVP_PKEY *key,
+                   uint64_t generation)
+{
+	struct acme_cached_account *slot = account_slot(s, id);
+
+	pthread_mutex_lock(&s->accounts_lock);
+	if (slot->generation == generation && EVP_PKEY_up_ref(key) == 1) {
+		json_decref(slot->doc);
+		EVP_PKEY_free(slot->key);
+		snprintf(slot->id, sizeof(slot->id), "%s", id);
+		slot->doc = json_incref(doc);
+		slot->key = key;
+	}
+	pthread_mutex_unlock(&s->accounts_lock);
+}
+
+/* The account was written: drop it, and move its slot on so that no read that started
+ * before the write can fill it. */
+static void
+account_cache_forget(struct acme_server *s, const char *id)
+{
+	struct acme_cached_account *slot = account_slot(s, id);
+	json_t *doc = NULL;
+	EVP_PKEY *key = NULL;
+
+	pthread_mutex_lock(&s->accounts_lock);
+	slot->generation++;
+	if (slot->doc != NULL && strcmp(slot->id, id) == 0) {
+		doc = slot->doc;
+		key = slot->key;
+		slot->doc = NULL;
+		slot->key = NULL;
+		slot->id[0] = '\0';
+	}
+	pthread_mutex_unlock(&s->accounts_lock);
+	json_decref(doc);
+	EVP_PKEY_free(key);
+}
+
 /* "https://" + Host, the Host checked as a host[:port] of sane characters. */
 static int
 base_url(struct acme_call *c, struct MHD_Connection *conn)
@@ -696,6 +796,7 @@ authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, 
 	char url[640], prefix[400];
 	struct ac_err err;
 	char *account_of = NULL;
+	uint64_t generation = 0;
 
 	ac_err_clear(&err);
 	if (c->req->too_large) {
@@ -739,12 +840,20 @@ authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, 
 			return -1;
 		}
 		memcpy(c->account_id, c->jws.kid + strlen(prefix), ACME_ID_LEN + 1);
-		c->account = acme_load(c, "account", c->account_id, &account_of);
-		free(account_of);
-		if (c->account == NULL) {
-			if (c->resp->status == 404)
-				acme_problem(c, "accountDoesNotExist", "no such account", NULL);
-			return -1;
+		if (!account_cache_get(c->s, c->account_id, &c->account, &c->key, &generation)) {
+			c->account = acme_load(c, "account", c->account_id, &account_of);
+			free(account_of);
+			if (c->account == NULL) {
+				if (c->resp->status == 404)
+					acme_problem(c, "accountDoesNotExist", "no such account",
+					             NULL);
+				return -1;
+			}
+			c->key =
+			    account_key(c->s, json_object_get(c->account, "jwk"), c->jws.alg, &err);
+			if (c->key != NULL)
+				account_cache_fill(c->s, c->account_id, c->account, c->key,
+				                   generation);
 		}
 		if (!json_is_string(json_object_get(c->account, "status")) ||
 		    strcmp(json_string_value(json_object_get(c->account, "status")), "valid") !=
@@ -752,7 +861,6 @@ authenticate(struct acme_call *c, struct MHD_Connection *conn, int jwk_allowed, 
 			acme_problem(c, "unauthorized", "this account is deactivated", NULL);
 			return -1;
 		}
-		c->key = account_key(c->s, json_object_get(c->account, "jwk"), c->jws.alg, &err);
 	} else {
 		c->key = account_key(c->s, c->jws.jwk, c->jws.alg, &err);
 	}
@@ -937,6 +1045,7 @@ acme_server_new(const struct acme_options *opts, struct ac_err *err)
 	pthread_mutex_init(&s->pending_lock, NULL);
 	pthread_cond_init(&s->pending_done, NULL);
 	pthread_mutex_init(&s->keys_lock, NULL);
+	pthread_mutex_init(&s->accounts_lock, NULL);
 	for (size_t i = 0; i < ACME_AUTHZ_LOCKS; i++)
 		pthread_mutex_init(&s->authz_locks[i], NULL);
 	if ((s->nonces = acme_nonces_new(err)) == NULL ||
@@ -966,6 +1075,11 @@ acme_server_free(struct acme_server *s)
 		EVP_PKEY_free(s->keys[i].key);
 	}
 	pthread_mutex_destroy(&s->keys_lock);
+	for (size_t i = 0; i < ACME_ACCOUNT_CACHE; i++) {
+		json_decref(s->accounts[i].doc);
+		EVP_PKEY_free(s->accounts[i].key);
+	}
+	pthread_mutex_destroy(&s->accounts_lock);
 	for (size_t i = 0; i < ACME_AUTHZ_LOCKS; i++)
 		pthread_mutex_destroy(&s->authz_locks[i]);
 	pthread_cond_destroy(&s->pending_done);

@@ -22,8 +22,9 @@
 #include "enrollment/api_internal.h"
 #include "store/store_acme.h"
 
-#define ACME_ID_LEN 22      /* base64url of 16 random bytes */
-#define ACME_KEY_CACHE 1024 /* account keys kept decoded, direct-mapped */
+#define ACME_ID_LEN 22          /* base64url of 16 random bytes */
+#define ACME_KEY_CACHE 1024     /* account keys kept decoded, direct-mapped */
+#define ACME_ACCOUNT_CACHE 1024 /* account documents kept parsed, direct-mapped by id */
 
 #define ACME_INFLIGHT_MAX 1024 /* validations, and finalizations, in flight at once */
 #define ACME_AUTHZ_LOCKS 64    /* authorization locks, picked by a hash of the id */
@@ -40,6 +41,18 @@ struct acme_idset {
 struct acme_cached_key {
 	char *canonical;
 	EVP_PKEY *key;
+};
+
+/* One account as authenticate() last read it from the store: the parsed document (never
+ * modified once here: handlers that change an account change a copy) and its decoded key.
+ * generation counts the slot's invalidations: a reader that missed remembers it before
+ * reading the store and may fill the slot only if it has not moved meanwhile, so a write
+ * that lands between the read and the fill is never hidden by a stale copy. */
+struct acme_cached_account {
+	char id[ACME_ID_LEN + 1];
+	json_t *doc;
+	EVP_PKEY *key;
+	uint64_t generation;
 };
 
 struct acme_server {
@@ -66,6 +79,12 @@ struct acme_server {
 	 * and re-check the curve point every time). */
 	pthread_mutex_t keys_lock;
 	struct acme_cached_key keys[ACME_KEY_CACHE];
+	/* Account documents are parsed once and reused until the account is written again
+	 * (contact update, deactivation, key rollover: acme_save drops the entry after the
+	 * store write), so a kid-signed request reads neither the store nor JSON for its
+	 * account. Only this process writes accounts. */
+	pthread_mutex_t accounts_lock;
+	struct acme_cached_account accounts[ACME_ACCOUNT_CACHE];
 };
 
 /* One request. */
@@ -80,7 +99,8 @@ struct acme_call {
 	struct acme_jws jws;
 	json_t *payload;                  /* the payload as JSON, NULL for POST-as-GET */
 	char account_id[ACME_ID_LEN + 1]; /* "" when the JWS carried a jwk */
-	json_t *account;                  /* the account document, when kid */
+	json_t *account;                  /* the account document, when kid (shared with the
+	                                     account cache: copy it before changing it) */
 	EVP_PKEY *key;                    /* the key that signed */
 };
 

@@ -43,7 +43,7 @@ KID=$(sed -n 's/^kid=//p' "$WORK/stdout")
 HMAC=$(sed -n 's/^hmac=//p' "$WORK/stdout")
 [ -n "$KID" ] && [ -n "$HMAC" ] || fail "eab create printed no key"
 CB=$WORK/cb
-run_certbot "$CB" register --agree-tos -m ops@corp.internal --eab-kid "$KID" --eab-hmac-key "$HMAC" \
+run_certbot "$CB" register --agree-tos -m ops@corp.internal --eab-kid="$KID" --eab-hmac-key="$HMAC" \
 	>"$WORK/register.log" 2>&1 || { cat "$WORK/register.log"; fail "certbot register with EAB"; }
 pass "certbot registered with the EAB key"
 

@@ -937,6 +937,12 @@ main(int argc, char **argv)
 	if (strstr(r.body, "mailto:pki@corp.internal") == NULL)
 		die("the contact update is not in the account: %s", r.body);
 	free(r.body);
+	/* The daemon keeps accounts parsed in memory: a later read must see the update. */
+	r = post(&a, a.kid, NULL);
+	expect_status(&r, 200, "the account read after a contact update");
+	if (strstr(r.body, "mailto:pki@corp.internal") == NULL)
+		die("a read after the contact update shows the old contact: %s", r.body);
+	free(r.body);
 	r = post(&a, a.kid, "{\"contact\":[\"tel:+1555\"]}");
 	expect_problem(&r, 400, "unsupportedContact", "a tel: contact: unsupportedContact");
 	ok("contact update");

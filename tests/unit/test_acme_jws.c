@@ -206,6 +206,88 @@ test_shape_refusals(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* body with its first occurrence of from replaced by to; heap. */
+static char *
+replaced(const char *body, const char *from, const char *to)
+{
+	const char *at = strstr(body, from);
+	size_t head, len;
+	char *out;
+
+	assert_non_null(at);
+	head = (size_t)(at - body);
+	len = strlen(body) - strlen(from) + strlen(to);
+	out = malloc(len + 1);
+	assert_non_null(out);
+	memcpy(out, body, head);
+	memcpy(out + head, to, strlen(to));
+	strcpy(out + head + strlen(to), at + strlen(from));
+	return out;
+}
+
+/* A body parses, and means the same as the compact original. */
+static void
+expect_same_parse(const char *body, const struct acme_jws *want)
+{
+	struct acme_jws jws;
+	struct ac_err err;
+
+	ac_err_clear(&err);
+	assert_int_equal(acme_jws_parse(body, strlen(body), &jws, &err), 0);
+	assert_string_equal(jws.signing_input, want->signing_input);
+	assert_int_equal(jws.signature_len, want->signature_len);
+	assert_memory_equal(jws.signature, want->signature, want->signature_len);
+	assert_int_equal(jws.payload_len, want->payload_len);
+	assert_string_equal(jws.url, want->url);
+	acme_jws_free(&jws);
+}
+
+/* acme_jws_parse takes the usual body apart in place and hands every other shape to
+ * jansson: both must accept and refuse the same bodies. */
+static void
+test_flat_and_full_parsers_agree(void **state)
+{
+	EVP_PKEY *key = make_key("P-256");
+	char *body = signed_body(key, NULL, "{}"), *other;
+	struct acme_jws want;
+	struct ac_err err;
+
+	(void)state;
+	ac_err_clear(&err);
+	assert_int_equal(acme_jws_parse(body, strlen(body), &want, &err), 0);
+	/* Whitespace between tokens and around the object (fast path). */
+	other = replaced(body, "\",\"", "\" ,\n\t\"");
+	expect_same_parse(other, &want);
+	free(other);
+	/* An escaped character inside a member (full parser): the same JWS. */
+	other = replaced(body, "\"protected\":\"e", "\"protected\":\"\\u0065");
+	expect_same_parse(other, &want);
+	free(other);
+	/* An extra member is ignored, as jansson's path always did. */
+	other = replaced(body, "{", "{\"extra\":1,");
+	expect_same_parse(other, &want);
+	free(other);
+	/* A duplicate member, an unprotected header, text after the object: refused. */
+	other = replaced(body, "{", "{\"payload\":\"\",");
+	expect_parse_refusal(other, "malformed");
+	free(other);
+	other = replaced(body, "{", "{\"header\":{},");
+	expect_parse_refusal(other, "malformed");
+	free(other);
+	other = replaced(body, "}", "}x");
+	expect_parse_refusal(other, "malformed");
+	free(other);
+	/* A member that is not base64url; a missing member. */
+	other = replaced(body, "\"signature\":\"", "\"signature\":\"*");
+	expect_parse_refusal(other, "malformed");
+	free(other);
+	expect_parse_refusal("{\"protected\":\"e30\",\"payload\":\"\",\"payload\":\"\"}",
+	                     "malformed");
+	acme_jws_free(&want);
+	free(body);
+	EVP_PKEY_free(key);
+}
+
 static void
 test_eab_hmac(void **state)
 {
@@ -283,10 +365,15 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_round_trips),       cmocka_unit_test(test_thumbprint_vector),
-	    cmocka_unit_test(test_other_key_refused), cmocka_unit_test(test_alg_refusals),
-	    cmocka_unit_test(test_shape_refusals),    cmocka_unit_test(test_eab_hmac),
-	    cmocka_unit_test(test_nonces_once),       cmocka_unit_test(test_base64url),
+	    cmocka_unit_test(test_round_trips),
+	    cmocka_unit_test(test_thumbprint_vector),
+	    cmocka_unit_test(test_other_key_refused),
+	    cmocka_unit_test(test_alg_refusals),
+	    cmocka_unit_test(test_shape_refusals),
+	    cmocka_unit_test(test_flat_and_full_parsers_agree),
+	    cmocka_unit_test(test_eab_hmac),
+	    cmocka_unit_test(test_nonces_once),
+	    cmocka_unit_test(test_base64url),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
