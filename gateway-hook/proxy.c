@@ -69,6 +69,7 @@
 #include "gateway-hook/allow.h"
 #include "gateway-hook/proxy_v2.h"
 #include "gateway-hook/session_log.h"
+#include "gateway-hook/verify_cache.h"
 
 #define RELAY_BUF (16 * 1024) /* per direction, only while it holds bytes */
 #define POOL_KEEP 256         /* free buffers a worker keeps for reuse */
@@ -184,6 +185,7 @@ struct worker {
 	struct conn_list dead; /* closed in this batch of events, freed after it */
 	struct pbuf *pool;
 	int pool_count;
+	struct verify_cache *vcache; /* this worker's verified client chains, or NULL (off) */
 	int64_t next_sweep_ms;
 	uint64_t revoke_seen;
 	uint64_t rules_seen;
@@ -339,10 +341,12 @@ serial_normalize(const char *in, char *out, size_t len)
 static int
 is_revoked(struct proxy *p, const char *serial)
 {
-	const char *key = serial;
+	char norm[64];
+	const char *key = norm;
 	int hit;
 
-	if (serial[0] == '\0')
+	/* tls_peer keeps a leading zero digit (0x0a... is "0a..."); the set has none. */
+	if (serial[0] == '\0' || serial_normalize(serial, norm, sizeof(norm)) != 0)
 		return 0;
 	pthread_mutex_lock(&p->revoke_lock);
 	hit = p->nrevoked > 0 &&
@@ -666,7 +670,8 @@ first_byte(struct conn *c)
 	ctx = tls_slot_acquire(c->w->p->server_tls);
 	c->cl.ssl = ctx != NULL ? SSL_new(ctx) : NULL;
 	SSL_CTX_free(ctx); /* the SSL holds its own reference */
-	if (c->cl.ssl == NULL || SSL_set_fd(c->cl.ssl, c->cl.fd) != 1) {
+	if (c->cl.ssl == NULL || SSL_set_fd(c->cl.ssl, c->cl.fd) != 1 ||
+	    (c->w->vcache != NULL && verify_cache_attach(c->cl.ssl, c->w->vcache) != 0)) {
 		conn_close(c, PR_HANDSHAKE_FAILED);
 		return;
 	}
@@ -1317,6 +1322,10 @@ worker_init(struct proxy *p, struct worker *w, struct ac_err *err)
 	if (w->epfd < 0 || w->wakefd < 0 || w->ls == NULL)
 		return ac_err_set(err, AC_ERR_INTERNAL, "proxy_start_failed",
 		                  "cannot create a proxy worker: %s", strerror(errno));
+	if (p->o.verify_cache >= 0 &&
+	    (w->vcache = verify_cache_new((size_t)p->o.verify_cache, revoked_cb, p)) == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory",
+		                  "cannot create a proxy worker's verify cache: out of memory");
 	w->h_wake.kind = H_WAKE;
 	w->h_wake.ptr = w;
 	memset(&ee, 0, sizeof(ee));
@@ -1380,6 +1389,9 @@ build_contexts(struct proxy *p, const struct proxy_material *m, struct built *b,
 	sc.client_auth = TLS_CLIENT_AUTH_REQUIRED;
 	b->server = tls_server_ctx_new(&sc, err);
 	if (b->server == NULL)
+		goto fail;
+	/* Client chains verified once per certificate and worker, then taken from the cache. */
+	if (p->o.verify_cache >= 0 && verify_cache_install(b->server, m->chain, err) != 0)
 		goto fail;
 	/* One TLS 1.3 ticket per handshake instead of OpenSSL's two: each one is the session
 	 * (with the client's certificate) encoded and encrypted, and a client resumes with one. */
@@ -1571,6 +1583,7 @@ proxy_free(struct proxy *p)
 			close(w->epfd);
 		if (w->wakefd >= 0)
 			close(w->wakefd);
+		verify_cache_free(w->vcache);
 	}
 	free(p->workers);
 	for (size_t i = 0; p->ls != NULL && i < p->nls; i++)
@@ -1621,6 +1634,8 @@ proxy_start(const struct proxy_options *opts, const struct proxy_material *m, st
 		p->o.max_connections = 10000;
 	if (p->o.drain_ms <= 0)
 		p->o.drain_ms = 10000;
+	if (p->o.verify_cache == 0)
+		p->o.verify_cache = VERIFY_CACHE_DEFAULT_ENTRIES;
 	cores = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nworkers = p->o.workers > 0 ? p->o.workers : (cores > 0 ? (int)cores : 1);
 	p->nls = opts->listener_count;
@@ -1819,6 +1834,27 @@ proxy_metrics_render(struct proxy *p, char **out, size_t *outlen)
 	    (long long)(atomic_load(&p->cert_not_after) - time_now()),
 	    (unsigned long long)atomic_load(&p->bundle_sequence),
 	    (unsigned long long)session_log_dropped(p->slog));
+	{
+		struct verify_cache_stats sum, one;
+
+		memset(&sum, 0, sizeof(sum));
+		for (int i = 0; i < p->nworkers; i++) {
+			verify_cache_stats(p->workers[i].vcache, &one);
+			sum.hits += one.hits;
+			sum.misses += one.misses;
+			sum.stale += one.stale;
+		}
+		rc |= appendf(&buf, &len, &cap,
+		              "# HELP agentca_proxy_verify_cache_total Client chain verifications: "
+		              "taken from the cache (hit), done in full (miss), cached entries "
+		              "refused as expired, not yet valid or revoked (stale).\n"
+		              "# TYPE agentca_proxy_verify_cache_total counter\n"
+		              "agentca_proxy_verify_cache_total{result=\"hit\"} %llu\n"
+		              "agentca_proxy_verify_cache_total{result=\"miss\"} %llu\n"
+		              "agentca_proxy_verify_cache_total{result=\"stale\"} %llu\n",
+		              (unsigned long long)sum.hits, (unsigned long long)sum.misses,
+		              (unsigned long long)sum.stale);
+	}
 	if (rc != 0) {
 		free(buf);
 		return -1;
