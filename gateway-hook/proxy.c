@@ -106,6 +106,8 @@ struct endpoint {
 	unsigned eof : 1;    /* no more bytes will come from it */
 	unsigned shut : 1;   /* we have closed our writing direction towards it */
 	unsigned broken : 1; /* an error: no SSL_shutdown */
+	unsigned quiet : 1;  /* its last read would block and epoll has not said "readable"
+	                      * since: reading again now would only cost a syscall */
 };
 
 struct listener;
@@ -677,6 +679,9 @@ first_byte(struct conn *c)
 	}
 	SSL_set_mode(c->cl.ssl,
 	             SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Read what the socket has (up to a record buffer) in one read(), not a record's
+	 * header and then its body in two. */
+	SSL_set_read_ahead(c->cl.ssl, 1);
 	SSL_set_accept_state(c->cl.ssl);
 	c->state = S_HANDSHAKE;
 }
@@ -886,6 +891,7 @@ upstream_connected(struct conn *c)
 		}
 		SSL_set_mode(c->up.ssl,
 		             SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		SSL_set_read_ahead(c->up.ssl, 1);
 		SSL_set_connect_state(c->up.ssl);
 		c->state = S_UP_HANDSHAKE;
 		upstream_handshake(c);
@@ -935,7 +941,7 @@ transfer(struct conn *c, struct endpoint *src, struct pbuf **bp, struct endpoint
 	int progress = 0;
 	ssize_t n;
 
-	if (!src->eof && pbuf_len(*bp) < RELAY_BUF) {
+	if (!src->eof && !src->quiet && pbuf_len(*bp) < RELAY_BUF) {
 		if (*bp == NULL && (*bp = pbuf_get(w)) == NULL)
 			return -1;
 		if ((*bp)->w == RELAY_BUF && (*bp)->r > 0) {
@@ -959,6 +965,10 @@ transfer(struct conn *c, struct endpoint *src, struct pbuf **bp, struct endpoint
 				progress = 1;
 			} else if (n == -2) {
 				return -1;
+			} else if (src->rd_want == SSL_ERROR_WANT_READ) {
+				/* Nothing buffered in OpenSSL either (SSL_read would have returned
+				 * it): only the socket can bring more, and epoll will say so. */
+				src->quiet = 1;
 			}
 		}
 	}
@@ -1045,6 +1055,8 @@ conn_event(struct conn *c, int upstream_side, uint32_t events)
 
 	if (c->dead)
 		return;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		side->quiet = 0;
 	if (hangup && c->state != S_RELAY && !(upstream_side && c->state == S_CONNECT)) {
 		/* Gone before the session started (a failed connect is seen by SO_ERROR). */
 		conn_close(c, !upstream_side               ? PR_HANDSHAKE_FAILED
