@@ -27,6 +27,8 @@
 #   CPU-second, proxy CPU ms per MB of bulk
 #   and, for tls, how the upstream's handshakes went: full, or resumed from a ticket (each
 #   proxy resumes its upstream sessions or not, by its own default)
+#   and at the end the server side of a handshake alone, in process, with the verify cache
+#   off and on (bench/proxy/handshake_cpu: no sockets, no client, no kernel in the figure)
 #
 #   bench/proxy/run.sh BUILD_DIR [SECONDS] [IDLE_CONNECTIONS] [VARIANTS]
 #
@@ -381,3 +383,10 @@ for variant in $variants; do
 	*) echo "bench/proxy: unknown variant $variant (tcp, tls)" >&2; exit 2 ;;
 	esac
 done
+# The verify cache without sockets, the client or the kernel in the figure: the server side
+# of the handshake alone, in process (bench/proxy/handshake_cpu.c).
+if [ -x "$build/bench/proxy/handshake_cpu" ]; then
+	echo
+	echo "server side of a new mTLS handshake, in process (handshake_cpu, thread CPU time):"
+	"$build/bench/proxy/handshake_cpu" "$work" 500
+fi
