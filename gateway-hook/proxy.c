@@ -3,8 +3,9 @@
  *
  * Shape (after Redis ae.c and the API front): N worker threads, each with its own epoll
  * loop, its own listening socket per listener (SO_REUSEPORT spreads accepts across
- * workers) and its own connections. Workers share the TLS context slots, the revoked-serial
- * set and the counters (atomics), nothing else.
+ * workers), its own connections and its own cache of verified client chains (gateway-hook/
+ * verify_cache.h). Workers share the TLS context slots, the revoked-serial set and the
+ * counters (atomics), nothing else.
  *
  * A connection walks through these states:
  *
@@ -31,7 +32,10 @@
  * The pump is level-triggered: it moves bytes until no transfer makes progress (or
  * PUMP_ROUNDS, so that one bulk transfer cannot starve the other sessions of the worker),
  * then registers interest in exactly what each blocked operation waits for (OpenSSL may
- * need to read in order to write and the reverse).
+ * need to read in order to write and the reverse). Both TLS sides read ahead (one read(2)
+ * takes what the socket has, not a record header and then its body), and a side whose last
+ * read would block is "quiet": not read again until epoll reports it readable, so a one-way
+ * stream costs one read and one write per record, not a failed read on the silent side too.
  *
  * Timers are a sweep every PROXY_SWEEP_MS over the worker's connections: deadlines,
  * certificate expiry and, when the revocation generation moved, revoked serials.
