@@ -3,8 +3,9 @@
  *
  * Shape (after Redis ae.c and the API front): N worker threads, each with its own epoll
  * loop, its own listening socket per listener (SO_REUSEPORT spreads accepts across
- * workers) and its own connections. Workers share the TLS context slots, the revoked-serial
- * set and the counters (atomics), nothing else.
+ * workers), its own connections and its own cache of verified client chains (gateway-hook/
+ * verify_cache.h). Workers share the TLS context slots, the revoked-serial set and the
+ * counters (atomics), nothing else.
  *
  * A connection walks through these states:
  *
@@ -31,7 +32,10 @@
  * The pump is level-triggered: it moves bytes until no transfer makes progress (or
  * PUMP_ROUNDS, so that one bulk transfer cannot starve the other sessions of the worker),
  * then registers interest in exactly what each blocked operation waits for (OpenSSL may
- * need to read in order to write and the reverse).
+ * need to read in order to write and the reverse). Both TLS sides read ahead (one read(2)
+ * takes what the socket has, not a record header and then its body), and a side whose last
+ * read would block is "quiet": not read again until epoll reports it readable, so a one-way
+ * stream costs one read and one write per record, not a failed read on the silent side too.
  *
  * Timers are a sweep every PROXY_SWEEP_MS over the worker's connections: deadlines,
  * certificate expiry and, when the revocation generation moved, revoked serials.
@@ -69,6 +73,7 @@
 #include "gateway-hook/allow.h"
 #include "gateway-hook/proxy_v2.h"
 #include "gateway-hook/session_log.h"
+#include "gateway-hook/verify_cache.h"
 
 #define RELAY_BUF (16 * 1024) /* per direction, only while it holds bytes */
 #define POOL_KEEP 256         /* free buffers a worker keeps for reuse */
@@ -105,6 +110,8 @@ struct endpoint {
 	unsigned eof : 1;    /* no more bytes will come from it */
 	unsigned shut : 1;   /* we have closed our writing direction towards it */
 	unsigned broken : 1; /* an error: no SSL_shutdown */
+	unsigned quiet : 1;  /* its last read would block and epoll has not said "readable"
+	                      * since: reading again now would only cost a syscall */
 };
 
 struct listener;
@@ -184,6 +191,7 @@ struct worker {
 	struct conn_list dead; /* closed in this batch of events, freed after it */
 	struct pbuf *pool;
 	int pool_count;
+	struct verify_cache *vcache; /* this worker's verified client chains, or NULL (off) */
 	int64_t next_sweep_ms;
 	uint64_t revoke_seen;
 	uint64_t rules_seen;
@@ -339,10 +347,12 @@ serial_normalize(const char *in, char *out, size_t len)
 static int
 is_revoked(struct proxy *p, const char *serial)
 {
-	const char *key = serial;
+	char norm[64];
+	const char *key = norm;
 	int hit;
 
-	if (serial[0] == '\0')
+	/* tls_peer keeps a leading zero digit (0x0a... is "0a..."); the set has none. */
+	if (serial[0] == '\0' || serial_normalize(serial, norm, sizeof(norm)) != 0)
 		return 0;
 	pthread_mutex_lock(&p->revoke_lock);
 	hit = p->nrevoked > 0 &&
@@ -666,12 +676,16 @@ first_byte(struct conn *c)
 	ctx = tls_slot_acquire(c->w->p->server_tls);
 	c->cl.ssl = ctx != NULL ? SSL_new(ctx) : NULL;
 	SSL_CTX_free(ctx); /* the SSL holds its own reference */
-	if (c->cl.ssl == NULL || SSL_set_fd(c->cl.ssl, c->cl.fd) != 1) {
+	if (c->cl.ssl == NULL || SSL_set_fd(c->cl.ssl, c->cl.fd) != 1 ||
+	    (c->w->vcache != NULL && verify_cache_attach(c->cl.ssl, c->w->vcache) != 0)) {
 		conn_close(c, PR_HANDSHAKE_FAILED);
 		return;
 	}
 	SSL_set_mode(c->cl.ssl,
 	             SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Read what the socket has (up to a record buffer) in one read(), not a record's
+	 * header and then its body in two. */
+	SSL_set_read_ahead(c->cl.ssl, 1);
 	SSL_set_accept_state(c->cl.ssl);
 	c->state = S_HANDSHAKE;
 }
@@ -881,6 +895,7 @@ upstream_connected(struct conn *c)
 		}
 		SSL_set_mode(c->up.ssl,
 		             SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		SSL_set_read_ahead(c->up.ssl, 1);
 		SSL_set_connect_state(c->up.ssl);
 		c->state = S_UP_HANDSHAKE;
 		upstream_handshake(c);
@@ -930,7 +945,7 @@ transfer(struct conn *c, struct endpoint *src, struct pbuf **bp, struct endpoint
 	int progress = 0;
 	ssize_t n;
 
-	if (!src->eof && pbuf_len(*bp) < RELAY_BUF) {
+	if (!src->eof && !src->quiet && pbuf_len(*bp) < RELAY_BUF) {
 		if (*bp == NULL && (*bp = pbuf_get(w)) == NULL)
 			return -1;
 		if ((*bp)->w == RELAY_BUF && (*bp)->r > 0) {
@@ -954,6 +969,10 @@ transfer(struct conn *c, struct endpoint *src, struct pbuf **bp, struct endpoint
 				progress = 1;
 			} else if (n == -2) {
 				return -1;
+			} else if (src->rd_want == SSL_ERROR_WANT_READ) {
+				/* Nothing buffered in OpenSSL either (SSL_read would have returned
+				 * it): only the socket can bring more, and epoll will say so. */
+				src->quiet = 1;
 			}
 		}
 	}
@@ -1040,6 +1059,8 @@ conn_event(struct conn *c, int upstream_side, uint32_t events)
 
 	if (c->dead)
 		return;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		side->quiet = 0;
 	if (hangup && c->state != S_RELAY && !(upstream_side && c->state == S_CONNECT)) {
 		/* Gone before the session started (a failed connect is seen by SO_ERROR). */
 		conn_close(c, !upstream_side               ? PR_HANDSHAKE_FAILED
@@ -1317,6 +1338,10 @@ worker_init(struct proxy *p, struct worker *w, struct ac_err *err)
 	if (w->epfd < 0 || w->wakefd < 0 || w->ls == NULL)
 		return ac_err_set(err, AC_ERR_INTERNAL, "proxy_start_failed",
 		                  "cannot create a proxy worker: %s", strerror(errno));
+	if (p->o.verify_cache >= 0 &&
+	    (w->vcache = verify_cache_new((size_t)p->o.verify_cache, revoked_cb, p)) == NULL)
+		return ac_err_set(err, AC_ERR_INTERNAL, "out_of_memory",
+		                  "cannot create a proxy worker's verify cache: out of memory");
 	w->h_wake.kind = H_WAKE;
 	w->h_wake.ptr = w;
 	memset(&ee, 0, sizeof(ee));
@@ -1380,6 +1405,9 @@ build_contexts(struct proxy *p, const struct proxy_material *m, struct built *b,
 	sc.client_auth = TLS_CLIENT_AUTH_REQUIRED;
 	b->server = tls_server_ctx_new(&sc, err);
 	if (b->server == NULL)
+		goto fail;
+	/* Client chains verified once per certificate and worker, then taken from the cache. */
+	if (p->o.verify_cache >= 0 && verify_cache_install(b->server, m->chain, err) != 0)
 		goto fail;
 	/* One TLS 1.3 ticket per handshake instead of OpenSSL's two: each one is the session
 	 * (with the client's certificate) encoded and encrypted, and a client resumes with one. */
@@ -1571,6 +1599,7 @@ proxy_free(struct proxy *p)
 			close(w->epfd);
 		if (w->wakefd >= 0)
 			close(w->wakefd);
+		verify_cache_free(w->vcache);
 	}
 	free(p->workers);
 	for (size_t i = 0; p->ls != NULL && i < p->nls; i++)
@@ -1621,6 +1650,8 @@ proxy_start(const struct proxy_options *opts, const struct proxy_material *m, st
 		p->o.max_connections = 10000;
 	if (p->o.drain_ms <= 0)
 		p->o.drain_ms = 10000;
+	if (p->o.verify_cache == 0)
+		p->o.verify_cache = VERIFY_CACHE_DEFAULT_ENTRIES;
 	cores = sysconf(_SC_NPROCESSORS_ONLN);
 	p->nworkers = p->o.workers > 0 ? p->o.workers : (cores > 0 ? (int)cores : 1);
 	p->nls = opts->listener_count;
@@ -1819,6 +1850,27 @@ proxy_metrics_render(struct proxy *p, char **out, size_t *outlen)
 	    (long long)(atomic_load(&p->cert_not_after) - time_now()),
 	    (unsigned long long)atomic_load(&p->bundle_sequence),
 	    (unsigned long long)session_log_dropped(p->slog));
+	{
+		struct verify_cache_stats sum, one;
+
+		memset(&sum, 0, sizeof(sum));
+		for (int i = 0; i < p->nworkers; i++) {
+			verify_cache_stats(p->workers[i].vcache, &one);
+			sum.hits += one.hits;
+			sum.misses += one.misses;
+			sum.stale += one.stale;
+		}
+		rc |= appendf(&buf, &len, &cap,
+		              "# HELP agentca_proxy_verify_cache_total Client chain verifications: "
+		              "taken from the cache (hit), done in full (miss), cached entries "
+		              "refused as expired, not yet valid or revoked (stale).\n"
+		              "# TYPE agentca_proxy_verify_cache_total counter\n"
+		              "agentca_proxy_verify_cache_total{result=\"hit\"} %llu\n"
+		              "agentca_proxy_verify_cache_total{result=\"miss\"} %llu\n"
+		              "agentca_proxy_verify_cache_total{result=\"stale\"} %llu\n",
+		              (unsigned long long)sum.hits, (unsigned long long)sum.misses,
+		              (unsigned long long)sum.stale);
+	}
 	if (rc != 0) {
 		free(buf);
 		return -1;

@@ -66,6 +66,8 @@ struct proxy_options {
 	int max_connections;      /* default 10000, across listeners and workers */
 	int drain_ms;             /* default 10000: how long proxy_stop lets sessions finish */
 	const char *session_log;  /* JSON-lines session log path, or NULL for none */
+	int verify_cache;         /* verified client chains cached per worker (gateway-hook/
+	                           * verify_cache.h); 0: 1024; -1: off, every chain verified */
 };
 
 struct proxy;

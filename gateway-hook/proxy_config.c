@@ -49,6 +49,9 @@ const struct cfg_field proxy_settings_fields[] = {
      "certificate close within this (default 5s)"},
     {"session_log", CFG_STRING, offsetof(struct proxy_settings, session_log), 0, 0, NULL,
      "JSON-lines session log (default proxy-sessions.jsonl in the directory)"},
+    {"verify_cache", CFG_INT, offsetof(struct proxy_settings, verify_cache), 0, 1000000, NULL,
+     "verified client chains each worker keeps, so a returning certificate skips the chain "
+     "signatures; 0 turns the cache off (default 1024)"},
     CFG_END,
 };
 
@@ -61,6 +64,7 @@ proxy_settings_defaults(struct proxy_settings *s)
 	s->idle_timeout = 300;
 	s->drain = 10;
 	s->revocation_interval = 5;
+	s->verify_cache = 1024;
 }
 
 void
@@ -162,6 +166,7 @@ proxy_settings_options(const struct proxy_settings *s, const char *dir, struct p
 	o->idle_timeout_ms = (int)(s->idle_timeout * 1000);
 	o->max_connections = (int)s->max_connections;
 	o->drain_ms = (int)(s->drain * 1000);
+	o->verify_cache = s->verify_cache > 0 ? (int)s->verify_cache : -1;
 	o->session_log = log_path;
 	return 0;
 fail:

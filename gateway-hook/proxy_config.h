@@ -13,7 +13,7 @@
  *     ],
  *     "workers": 0, "handshake_timeout": "10s", "idle_timeout": "5m",
  *     "max_connections": 10000, "drain": "10s", "revocation_interval": "5s",
- *     "session_log": "proxy-sessions.jsonl"
+ *     "session_log": "proxy-sessions.jsonl", "verify_cache": 1024
  *   }
  *
  * The table (proxy_settings_fields) is walked by the loader, by `--help` and by the README.
@@ -36,6 +36,7 @@ struct proxy_listener_settings {
 struct proxy_settings {
 	struct cfg_objlist listeners; /* of struct proxy_listener_settings */
 	int64_t workers, max_connections;
+	int64_t verify_cache; /* verified client chains cached per worker; 0: off */
 	int64_t handshake_timeout, idle_timeout, drain, revocation_interval; /* seconds */
 	char *session_log; /* relative paths are under the proxy's directory */
 };

@@ -14,7 +14,11 @@
 # For each variant it prints, side by side with the ratios agentca/HAProxy and
 # agentca/stunnel:
 #
-#   new mTLS handshakes per second (no resumption; each carries one byte through and back)
+#   new mTLS handshakes per second (no resumption; each carries one byte through and back;
+#   every client presents the same certificate, as an agent does for its certificate's
+#   lifetime). agentca's handshakes are measured twice: with its verified-chain cache (the
+#   default) and with a second agentca proxy started with "verify_cache": 0, which verifies
+#   every chain in full as HAProxy and stunnel do (they have no such cache): both rows print
 #   bulk MB/s over 1 connection and over 16
 #   p50 and p99 round trip of a 1 KiB ping-pong
 #   memory per idle connection (proxy RSS growth / N, N sessions open, default 10,000)
@@ -23,6 +27,8 @@
 #   CPU-second, proxy CPU ms per MB of bulk
 #   and, for tls, how the upstream's handshakes went: full, or resumed from a ticket (each
 #   proxy resumes its upstream sessions or not, by its own default)
+#   and at the end the server side of a handshake alone, in process, with the verify cache
+#   off and on (bench/proxy/handshake_cpu: no sockets, no client, no kernel in the figure)
 #
 #   bench/proxy/run.sh BUILD_DIR [SECONDS] [IDLE_CONNECTIONS] [VARIANTS]
 #
@@ -178,6 +184,16 @@ JSON
 	local pid_agentca=$!
 	vpids="$vpids $pid_agentca"
 	pids="$pids $pid_agentca"
+	# The same, with the verified-chain cache off (handshakes only).
+	local pn
+	pn=$(free_port)
+	sed -e "s/127.0.0.1:$pa\"/127.0.0.1:$pn\"/" -e "s|\"workers\": 2,|\"workers\": 2, \"verify_cache\": 0, \"session_log\": \"$work/px/nocache-sessions.jsonl\",|" \
+		"$work/agentca.json" >"$work/agentca-nocache.json"
+	AGENTCA_LOG_LEVEL=warn "$agentca" proxy --config "$work/agentca-nocache.json" \
+		2>"$work/agentca-nocache-$variant.log" &
+	local pid_agentca_nc=$!
+	vpids="$vpids $pid_agentca_nc"
+	pids="$pids $pid_agentca_nc"
 
 	# HAProxy, two threads, the same policy: TLS 1.3, client certificate required.
 	ph=$(free_port)
@@ -250,13 +266,15 @@ CFG
 	pids="$pids $pid_stunnel"
 
 	wait_port "$pa" "agentca ($variant)" "$work/agentca-$variant.log"
+	wait_port "$pn" "agentca without cache ($variant)" "$work/agentca-nocache-$variant.log"
 	wait_port "$ph" "haproxy ($variant)" "$work/haproxy-$variant.log"
 	wait_port "$ps_" "stunnel ($variant)" "$work/stunnel-$variant.log"
 	[ -z "$pid_stunnel2" ] || wait_port "$pm" "the second stunnel ($variant)" "$work/stunnel-up-$variant.log"
 
-	for peer in agentca haproxy stunnel; do
+	for peer in agentca agentca_nc haproxy stunnel; do
 		case $peer in
 		agentca) port=$pa pids_peer=$pid_agentca ;;
+		agentca_nc) port=$pn pids_peer=$pid_agentca_nc ;;
 		haproxy) port=$ph pids_peer=$pid_haproxy ;;
 		stunnel) port=$ps_ pids_peer="$pid_stunnel $pid_stunnel2" ;;
 		esac
@@ -278,6 +296,7 @@ CFG
 				R[$peer.up_resumed]=$((r1 - r0))
 				R[$peer.up_group]=$g
 			fi
+			[ "$peer" != agentca_nc ] || continue # handshakes only
 			for conns in 1 16; do
 				t0=$(cpu_ticks $pids_peer)
 				out=$(client bulk "$port" "$secs" "$conns")
@@ -324,6 +343,15 @@ CFG
 	row "bytes per idle connection ($idle)" mem
 	row "proxy CPU us per handshake" hs_cpu
 	row "handshakes per proxy CPU-second" hs_per_cpu
+	# agentca with its verify cache off: the figure a peer without such a cache compares to.
+	row_nc() {
+		printf '%-38s %10s %10s %10s %10s %10s\n' "$1" "${R[agentca_nc.$2]}" "${R[haproxy.$2]}" \
+			"${R[stunnel.$2]}" "$(ratio "${R[agentca_nc.$2]}" "${R[haproxy.$2]}")" \
+			"$(ratio "${R[agentca_nc.$2]}" "${R[stunnel.$2]}")"
+	}
+	row_nc "  cache off: mTLS handshakes/s" hs
+	row_nc "  cache off: CPU us per handshake" hs_cpu
+	row_nc "  cache off: handshakes per CPU-second" hs_per_cpu
 	row "proxy CPU ms per MB, bulk 1 conn" bulk1_cpu
 	row "proxy CPU ms per MB, bulk 16 conns" bulk16_cpu
 	if [ "$variant" = tls ]; then
@@ -334,8 +362,8 @@ CFG
 			up_resumed) label="upstream handshakes: resumed" ;;
 			up_group) label="upstream key exchange group" ;;
 			esac
-			printf '%-38s %10s %10s %10s\n' "$label" "${R[agentca.$k]}" "${R[haproxy.$k]}" \
-				"${R[stunnel.$k]}"
+			printf '%-38s %10s %10s %10s  (cache off: %s)\n' "$label" "${R[agentca.$k]}" \
+				"${R[haproxy.$k]}" "${R[stunnel.$k]}" "${R[agentca_nc.$k]}"
 		done
 	fi
 	echo "(rates: higher is better; us, bytes and CPU per unit: lower is better)"
@@ -355,3 +383,10 @@ for variant in $variants; do
 	*) echo "bench/proxy: unknown variant $variant (tcp, tls)" >&2; exit 2 ;;
 	esac
 done
+# The verify cache without sockets, the client or the kernel in the figure: the server side
+# of the handshake alone, in process (bench/proxy/handshake_cpu.c).
+if [ -x "$build/bench/proxy/handshake_cpu" ]; then
+	echo
+	echo "server side of a new mTLS handshake, in process (handshake_cpu, thread CPU time):"
+	"$build/bench/proxy/handshake_cpu" "$work" 500
+fi

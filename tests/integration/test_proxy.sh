@@ -134,6 +134,23 @@ grep -Eq '^agentca_proxy_bytes_total\{direction="down"\} [1-9]' "$PX/proxy-metri
 	fail "no bytes counted"
 pass "metrics: refusals by reason, bytes, certificate expiry"
 
+# The verified-chain cache, end to end: client a comes back once per worker (with its first
+# connection above, one more connection than there are workers, so some worker sees the
+# certificate twice and takes its chain from its cache); each passes, and hits are counted.
+for i in $(seq "$(nproc)"); do
+	curl -sS --max-time 10 --resolve "$RESOLVE" --cacert "$WORK/a/bundle.pem" \
+		--cert "$WORK/a/cert.pem" --key "$WORK/a/key.pem" "$PURL" >"$WORK/again.out" 2>&1 ||
+		{ cat "$WORK/again.out"; fail "client a, back for the ${i}th time, was refused"; }
+	has "$WORK/again.out" "hello from upstream" "client a, back again"
+done
+for _ in $(seq 80); do
+	grep -Eq '^agentca_proxy_verify_cache_total\{result="hit"\} [1-9]' "$PX/proxy-metrics.prom" && break
+	sleep 0.1
+done
+grep -Eq '^agentca_proxy_verify_cache_total\{result="hit"\} [1-9]' "$PX/proxy-metrics.prom" ||
+	{ grep verify_cache "$PX/proxy-metrics.prom"; fail "no verify cache hit counted"; }
+pass "a returning client certificate is taken from the verify cache and passes (curl)"
+
 # A renewal of the proxy's certificate (here forced from outside, then SIGHUP; the proxy's
 # own loop does the same when it is due) is swapped in for new connections.
 presented() {

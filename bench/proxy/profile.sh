@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# bench/proxy/profile.sh: where agentca's proxy spends its work, next to HAProxy, in figures
+# that do not depend on how busy the machine is (bench/proxy/run.sh's rates do):
+#
+#   profile.sh BUILD instructions [SECONDS]
+#       callgrind: instructions executed in the proxy process (user space, all threads) per
+#       new mTLS handshake (tcp upstream; agentca with its verify cache, without it, and
+#       HAProxy) and per MB relayed TLS to TLS (one bulk connection, re-encrypting upstream).
+#       Each proxy runs one worker thread under valgrind for SECONDS (default 20) of load.
+#   profile.sh BUILD syscalls [SECONDS]
+#       strace -c: system calls per handshake and per MB, the same phases, no valgrind.
+#   profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS]
+#       proxy CPU ms per MB (utime+stime, /proc/PID/stat) of TLS-to-TLS bulk for this build,
+#       OLD_BUILD and HAProxy (2 threads each), measured in turn, ROUNDS times (default 4),
+#       so that the machine's mood hits all three alike.
+#
+# The same certificates, client (bench_proxy) and upstream as run.sh; everything on
+# 127.0.0.1; every process started here is stopped and the work directory removed on exit.
+# Needs valgrind, strace, haproxy and ss.
+set -euo pipefail
+build=$(cd "${1:?usage: profile.sh BUILD instructions|syscalls|cpu ...}" && pwd)
+what=${2:-instructions}
+agentca=$build/agentca
+load=$build/bench/proxy/bench_proxy
+for f in "$agentca" "$load"; do
+	[ -x "$f" ] || { echo "profile.sh: $f not built" >&2; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-profile.XXXXXX")
+pids=""
+cleanup() {
+	for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in $pids; do wait "$pid" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+export AGENTCA_PASSWORD=bench-proxy-passphrase
+
+# Certificates as in run.sh: one CA, the proxies' certificate, a client, the upstream's.
+"$agentca" init --dir "$work/ca" --name Bench --trust-domain bench >/dev/null
+(
+	cd "$work"
+	for who in server:proxy.bench client:client upstream:upstream.bench; do
+		name=${who%%:*} cn=${who#*:}
+		san=()
+		[ "$name" = client ] || san=(-addext "subjectAltName=DNS:$cn")
+		openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$name.key" -subj "/CN=$cn" "${san[@]}" -out "$name.csr" 2>/dev/null
+		"$agentca" issue --dir ca --csr "$name.csr" --subject "spiffe://bench/$name" \
+			>"$name-full.pem"
+	done
+	awk '/BEGIN CERT/{n++} n==1' server-full.pem >server.pem
+	awk '/BEGIN CERT/{n++} n>=2' server-full.pem >chain.pem
+	cp ca/root.pem root.pem
+	chmod 600 ./*.key
+	mkdir -p px
+	cp server.key px/key.pem
+	cp server.pem px/cert.pem
+	cp chain.pem px/chain.pem
+	cp root.pem px/bundle.pem
+	chmod 700 px
+	cat server.pem chain.pem server.key >haproxy.pem
+)
+
+port_seq=0
+new_port() {
+	local p
+	while :; do
+		p=$((10000 + RANDOM % 20000))
+		ss -tanH "sport = :$p" | grep -q . || { echo "$p"; return; }
+	done
+}
+wait_port() {
+	for _ in $(seq 600); do ss -ltnH "sport = :$1" | grep -q . && return; sleep 0.1; done
+	echo "profile.sh: nothing listens on $1 after 60 s" >&2
+	exit 1
+}
+
+# start_upstream tcp|tls: the bench upstream; sets $up_port and $up_pid.
+start_upstream() {
+	local f="$work/up.$((port_seq += 1))"
+	if [ "$1" = tls ]; then
+		"$load" upstream "$f" "$work/upstream-full.pem" "$work/upstream.key" "$work/root.pem" &
+	else
+		"$load" upstream "$f" &
+	fi
+	up_pid=$!
+	pids="$pids $up_pid"
+	for _ in $(seq 50); do [ -s "$f" ] && break; sleep 0.1; done
+	up_port=$(cat "$f")
+}
+
+# config_agentca PORT MODE CACHE WORKERS FILE: a standalone proxy's config (CACHE "": default).
+config_agentca() {
+	local extra="" cache=""
+	[ "$2" = tls ] && extra=', "upstream_mode": "tls", "upstream_name": "upstream.bench", "upstream_ca_file": "'$work/root.pem'"'
+	[ -z "$3" ] || cache="\"verify_cache\": $3, "
+	cat >"$5" <<JSON
+{"ca": "https://127.0.0.1:1", "out": "$work/px", "bundle_interval": "24h",
+ "proxy": {"workers": $4, ${cache}"session_log": "$5.sessions", "max_connections": 100000, "idle_timeout": "1h",
+   "listeners": [{"listen": "127.0.0.1:$1", "upstream": "127.0.0.1:$up_port", "allow": ["spiffe://bench/**"]$extra}]}}
+JSON
+}
+
+# config_haproxy PORT MODE THREADS FILE
+config_haproxy() {
+	local uptls=""
+	[ "$2" = tls ] && uptls=" ssl verify required ca-file $work/root.pem crt $work/haproxy.pem sni str(upstream.bench) verifyhost upstream.bench ssl-min-ver TLSv1.3"
+	cat >"$4" <<CFG
+global
+  nbthread $3
+  maxconn 5000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend mtls
+  bind 127.0.0.1:$1 ssl crt $work/haproxy.pem ca-file $work/root.pem verify required ssl-min-ver TLSv1.3
+  default_backend up
+backend up
+  server u 127.0.0.1:$up_port$uptls
+CFG
+}
+
+# start_proxy PEER MODE WRAPPER...: agentca (cache on), agentca-nocache or haproxy, one
+# worker thread, under WRAPPER (may be empty); sets $px_port and $px_pid.
+start_proxy() {
+	local peer=$1 mode=$2
+	shift 2
+	px_port=$(new_port)
+	case $peer in
+	agentca | agentca-nocache)
+		local cache=""
+		[ "$peer" = agentca ] || cache=0
+		config_agentca "$px_port" "$mode" "$cache" 1 "$work/$peer.json"
+		AGENTCA_LOG_LEVEL=warn "$@" "$agentca" proxy --config "$work/$peer.json" \
+			2>"$work/$peer.log" &
+		;;
+	haproxy)
+		config_haproxy "$px_port" "$mode" 1 "$work/haproxy.cfg"
+		"$@" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+		;;
+	esac
+	px_pid=$!
+	pids="$pids $px_pid"
+	wait_port "$px_port"
+	sleep 1
+}
+
+stop_all() {
+	for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in $pids; do wait "$pid" 2>/dev/null || true; done
+	pids=""
+}
+
+# drive PHASE PORT SECONDS: handshakes (2 client threads) or bulk (1 connection); prints
+# the count (handshakes, or bytes).
+drive() {
+	local out
+	if [ "$1" = handshakes ]; then
+		out=$("$load" handshakes "$2" "$work/root.pem" "$work/client-full.pem" "$work/client.key" "$3" 2)
+	else
+		out=$("$load" bulk "$2" "$work/root.pem" "$work/client-full.pem" "$work/client.key" "$3" 1)
+	fi
+	awk '{print $4}' <<<"$out"
+}
+
+secs=${3:-20}
+case $what in
+instructions)
+	command -v valgrind >/dev/null || { echo "profile.sh: needs valgrind" >&2; exit 1; }
+	printf '%-34s %-16s %14s %10s %16s\n' phase proxy instructions count "per unit"
+	for run in "handshakes tcp agentca" "handshakes tcp agentca-nocache" \
+		"handshakes tcp haproxy" "bulk tls agentca" "bulk tls haproxy"; do
+		read -r phase mode peer <<<"$run"
+		start_upstream "$mode"
+		start_proxy "$peer" "$mode" valgrind --tool=callgrind \
+			--callgrind-out-file="$work/cg.$peer.$phase"
+		callgrind_control -z "$px_pid" >/dev/null 2>&1
+		n=$(drive "$phase" "$px_port" "$secs")
+		callgrind_control -d "$px_pid" >/dev/null 2>&1
+		sleep 1
+		f=$(find "$work" -name "cg.$peer.$phase*" | sort | tail -1)
+		ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
+		stop_all
+		if [ "$phase" = handshakes ]; then
+			unit=$(awk -v a="$ir" -v n="$n" 'BEGIN { if (n > 0) printf "%.2fM/handshake", a / n / 1e6 }')
+			label="new mTLS handshake, tcp upstream"
+		else
+			unit=$(awk -v a="$ir" -v n="$n" 'BEGIN { if (n > 0) printf "%.2fM/MB", a / (n / 1e6) / 1e6 }')
+			label="bulk, TLS to TLS, 1 connection"
+		fi
+		printf '%-34s %-16s %14s %10s %16s\n' "$label" "$peer" "$ir" "$n" "$unit"
+	done
+	echo "(one proxy worker thread under callgrind, ${secs}s of load each; bulk counts in bytes and"
+	echo " includes that connection's handshake)"
+	;;
+syscalls)
+	command -v strace >/dev/null || { echo "profile.sh: needs strace" >&2; exit 1; }
+	for run in "handshakes tcp agentca" "handshakes tcp haproxy" "bulk tls agentca" \
+		"bulk tls haproxy"; do
+		read -r phase mode peer <<<"$run"
+		start_upstream "$mode"
+		start_proxy "$peer" "$mode"
+		strace -c -f -p "$px_pid" -o "$work/strace.txt" 2>/dev/null &
+		st=$!
+		sleep 0.5
+		n=$(drive "$phase" "$px_port" "$secs")
+		kill -INT "$st"
+		wait "$st" 2>/dev/null || true
+		stop_all
+		if [ "$phase" = handshakes ]; then per=$n unit=handshake; else per=$(awk -v b="$n" 'BEGIN{print b/16384}') unit="16 KiB record"; fi
+		echo "== $peer, $phase ($mode upstream): $n $([ "$phase" = handshakes ] && echo handshakes || echo bytes); calls per $unit"
+		awk -v per="$per" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
+			errs = NF == 6 ? $5 : 0
+			if ($4 / per >= 0.01) printf "  %-14s %8.2f  (failed %.2f)\n", $NF, $4 / per, errs / per }' "$work/strace.txt" |
+			sort -k2 -rn | head -12
+	done
+	;;
+cpu)
+	old=$(cd "${3:?profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS]}" && pwd)
+	secs=${4:-5} rounds=${5:-4} conns=${6:-1}
+	hz=$(getconf CLK_TCK)
+	start_upstream tls
+	declare -A PORT PID
+	for v in new old; do
+		PORT[$v]=$(new_port)
+		config_agentca "${PORT[$v]}" tls "" 2 "$work/$v.json"
+		bin=$agentca
+		[ "$v" = new ] || bin=$old/agentca
+		AGENTCA_LOG_LEVEL=warn "$bin" proxy --config "$work/$v.json" 2>"$work/$v.log" &
+		PID[$v]=$!
+		pids="$pids $!"
+	done
+	PORT[haproxy]=$(new_port)
+	config_haproxy "${PORT[haproxy]}" tls 2 "$work/haproxy.cfg"
+	haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+	PID[haproxy]=$!
+	pids="$pids $!"
+	for v in new old haproxy; do wait_port "${PORT[$v]}"; done
+	ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+	echo "proxy CPU ms per MB, TLS to TLS bulk, $conns connection(s), ${secs}s each: new=$build old=$old"
+	for r in $(seq "$rounds"); do
+		line="round $r:"
+		for v in new old haproxy; do
+			t0=$(ticks "${PID[$v]}")
+			out=$("$load" bulk "${PORT[$v]}" "$work/root.pem" "$work/client-full.pem" \
+				"$work/client.key" "$secs" "$conns")
+			t1=$(ticks "${PID[$v]}")
+			line="$line $v $(awk -v t=$((t1 - t0)) -v hz="$hz" -v b="$(awk '{print $4}' <<<"$out")" \
+				'BEGIN { printf "%.3f", t * 1e3 / hz / (b / 1e6) }')"
+		done
+		echo "$line"
+	done
+	;;
+*)
+	echo "profile.sh: unknown mode $what (instructions, syscalls, cpu)" >&2
+	exit 2
+	;;
+esac
