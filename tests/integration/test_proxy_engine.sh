@@ -55,9 +55,13 @@ exec 3>&- 4>&-
 pass "a silent client and a stalled handshake are closed at the handshake timeout"
 
 # Idle timeout: a session with no byte either way for 2 s is closed.
-(sleep 30) | socat -t 1 - "OPENSSL:127.0.0.1:$HOLD,$TLSOPTS" >/dev/null 2>&1 &
+# Its input held open by a sleeper on a FIFO, both stopped by the cleanup (a `sleep |
+# socat` pipeline would leave the sleeper holding the test's output open for 30 s).
+mkfifo "$WORK/idle.fifo"
+socat -t 1 - "OPENSSL:127.0.0.1:$HOLD,$TLSOPTS" <"$WORK/idle.fifo" >/dev/null 2>&1 &
 IDLER=$!
-PIDS="$PIDS $IDLER"
+sleep 30 >"$WORK/idle.fifo" &
+PIDS="$PIDS $IDLER $!"
 wait_for "$SLOG" '"reason":"idle_timeout"' "idle session closed" 80
 for _ in $(seq 40); do kill -0 "$IDLER" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$IDLER" 2>/dev/null && fail "the idle client was not disconnected"
