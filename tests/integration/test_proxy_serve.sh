@@ -121,6 +121,39 @@ printf 'x' | s_client_to "$HOLD" "$WORK/c" >/dev/null 2>&1 || true
 wait_for "$WORK/serve.log" 'refused: certificate_revoked' "a new connection with the revoked certificate refused"
 pass "revoking the client's certificate closed its live session and refuses it afterwards"
 
+# A serial whose hex spelling starts with a zero digit (its first byte below 0x10: one
+# certificate in sixteen) is revoked all the same: the proxy compares serials without
+# leading zeros on both sides.
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/z.key" \
+	-subj "/CN=z" -out "$WORK/z.csr" 2>/dev/null
+ZSERIAL=""
+for _ in $(seq 300); do
+	"$AGENTCA" issue --dir "$CA" --csr "$WORK/z.csr" --subject spiffe://corp.internal/client/z \
+		>"$WORK/z-full.pem" 2>/dev/null || fail "issue for client/z"
+	serial=$(openssl x509 -in "$WORK/z-full.pem" -noout -serial | cut -d= -f2)
+	case $serial in 0*) ZSERIAL=$serial && break ;; esac
+done
+[ -n "$ZSERIAL" ] || fail "no serial starting with 0 in 300 certificates"
+z_client() {
+	printf 'x' | timeout 10 openssl s_client -connect "127.0.0.1:$HOLD" -CAfile "$CA/root.pem" \
+		-cert "$WORK/z-full.pem" -key "$WORK/z.key" -quiet -no_ign_eof >/dev/null 2>&1 || true
+}
+z_client
+wait_for "$SLOG" "\"serial\":\"$(echo "$ZSERIAL" | tr 'A-F' 'a-f')\"" "client/z (serial $ZSERIAL) admitted before its revocation" 50
+expect_exit 0 "revoke client/z" "$AGENTCA" revoke --dir "$CA" --serial "$ZSERIAL"
+for _ in $(seq 100); do
+	grep -q "certificate $(echo "$ZSERIAL" | sed 's/^0*//' | tr 'A-F' 'a-f') is revoked" "$WORK/serve.log" && break
+	sleep 0.1
+done
+z_client
+for _ in $(seq 50); do
+	grep '"reason":"certificate_revoked"' "$SLOG" | grep -q '"identity":"spiffe://corp.internal/client/z"' && break
+	sleep 0.1
+done
+grep '"reason":"certificate_revoked"' "$SLOG" | grep -q '"identity":"spiffe://corp.internal/client/z"' ||
+	fail "client/z (serial $ZSERIAL, leading zero digit) was not refused after its revocation"
+pass "a revoked serial with a leading zero digit ($ZSERIAL) is refused"
+
 kill -TERM "$DAEMON"
 wait "$DAEMON" || fail "serve did not exit 0 on SIGTERM"
 pass "serve with proxy listeners stops cleanly"
