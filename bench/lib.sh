@@ -60,6 +60,13 @@ bench_track() {
 	bench_pids="$bench_pids $1"
 }
 
+# bench_stop PID: stop PID now and forget it (the cleanup must not signal a reused pid).
+bench_stop() {
+	kill -TERM "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	bench_pids=${bench_pids/ $1/}
+}
+
 # bench_wait_for FILE PATTERN WHAT: until FILE has a line matching PATTERN (10 s at most).
 bench_wait_for() {
 	for _ in $(seq 100); do

@@ -20,85 +20,34 @@ secs=${4:-10}
 conc=${5:-8}
 gen=$build_b/bench/acme/bench_acme
 
-for tool in pebble-challtestsrv ss curl; do
-	if ! command -v "$tool" >/dev/null 2>&1; then
-		echo "bench/acme/compare: $tool is not installed; install with: apt-get install -y pebble iproute2 curl" >&2
-		exit 1
-	fi
-done
-for f in "$build_a/agentca" "$build_b/agentca" "$gen"; do
-	[ -x "$f" ] || { echo "bench/acme/compare: $f not built" >&2; exit 1; }
-done
+BENCH_NAME=acme-compare
+. "$(dirname "$0")/../lib.sh"
+bench_need_tools "pebble iproute2 curl" pebble-challtestsrv ss curl
+bench_need_built "$build_a/agentca" "$build_b/agentca" "$gen"
+bench_begin
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-acme-compare.XXXXXX")
-pids=""
-cleanup() {
-	for pid in $pids; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in $pids; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-# As in run.sh: a port no socket uses, below the kernel's ephemeral range.
-ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-	local port
-	while :; do
-		port=$((10000 + RANDOM % (ephemeral_low - 10000)))
-		if ! ss -Htuan | awk '{print $5}' | grep ":$port\$" >/dev/null; then
-			echo "$port"
-			return
-		fi
-	done
-}
-
-wait_for() {
-	for _ in $(seq 100); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	cat "$1" >&2
-	echo "bench/acme/compare: $3 never became ready" >&2
-	exit 1
-}
-
-cpu_ticks() {
-	sed -E 's/^.*\) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
-dport=$(free_port)
-cmport=$(free_port)
-hport=$(free_port)
-pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
-	-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1 &
-pids="$pids $!"
-wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+dport=$(bench_free_port)
+cmport=$(bench_free_port)
+hport=$(bench_free_port)
+bench_spawn pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
+	-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1
+bench_wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
 export AGENTCA_PASSWORD=bench-acme-passphrase
 echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
 
 # one_run LABEL BUILD: a fresh CA and daemon of BUILD, the generator against it, stopped.
 one_run() {
-	local label=$1 build=$2 dir pid port line t0 t1 orders status=0
+	local label=$1 build=$2 dir line t0 t1 orders status=0
 	dir=$(mktemp -d "$work/ca.XXXXXX")
 	"$build/agentca" init --dir "$dir/ca" --name Bench --trust-domain bench.internal >/dev/null
-	"$build/agentca" serve --dir "$dir/ca" --listen 127.0.0.1:0 --config "$work/serve.json" \
-		--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport" 2>"$dir/serve.log" &
-	pid=$!
-	pids="$pids $pid"
-	wait_for "$dir/serve.log" '"event":"ca_ready"' "agentca serve ($label)"
-	port=$(grep '"event":"listening"' "$dir/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
-	t0=$(cpu_ticks "$pid")
-	line=$("$gen" --target "$label" --directory "https://127.0.0.1:$port/acme/directory" \
+	bench_agentca_serve "$build/agentca" "$dir/ca" "$dir/serve.log" --config "$work/serve.json" \
+		--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport"
+	t0=$(bench_cpu_ticks "$daemon")
+	line=$("$gen" --target "$label" --directory "https://127.0.0.1:$daemon_port/acme/directory" \
 		--cacert "$dir/ca/root.pem" --http-port "$hport" --concurrency "$conc" \
 		--seconds "$secs" --domain bench.internal) || status=1
-	t1=$(cpu_ticks "$pid")
-	kill -TERM "$pid"
-	wait "$pid" 2>/dev/null || true
-	pids=${pids/ $pid/} # stopped: cleanup must not signal a reused pid
+	t1=$(bench_cpu_ticks "$daemon")
+	bench_stop "$daemon"
 	orders=$(echo "$line" | sed -nE 's/.* orders=([0-9]+).*/\1/p')
 	awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="${orders:-0}" -v line="$line" 'BEGIN {
 		if (n > 0) printf "%s cpu_per_order_ms=%.2f\n", line, t * 1000 / hz / n

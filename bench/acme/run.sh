@@ -28,53 +28,11 @@ certs=${4:-20}
 agentca=$build/agentca
 gen=$build/bench/acme/bench_acme
 
-for tool in pebble pebble-challtestsrv lego ss curl openssl; do
-	if ! command -v "$tool" >/dev/null 2>&1; then
-		echo "bench/acme: $tool is not installed; install with: apt-get install -y pebble lego iproute2 curl openssl" >&2
-		exit 1
-	fi
-done
-for f in "$agentca" "$gen"; do
-	[ -x "$f" ] || { echo "bench/acme: $f not built (cmake --build $build)" >&2; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-acme.XXXXXX")
-pids=""
-cleanup() {
-	for pid in $pids; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in $pids; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-# free_port: a loopback port no socket uses (TCP or UDP, listening or connected) right now,
-# below the kernel's ephemeral range, so that no outgoing connection takes it meanwhile.
-ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-	local port
-	while :; do
-		port=$((10000 + RANDOM % (ephemeral_low - 10000)))
-		if ! ss -Htuan | awk '{print $5}' | grep ":$port\$" >/dev/null; then
-			echo "$port"
-			return
-		fi
-	done
-}
-
-# wait_for FILE PATTERN WHAT: until FILE has a line matching PATTERN (10 s at most).
-wait_for() {
-	for _ in $(seq 100); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	cat "$1" >&2
-	echo "bench/acme: $3 never became ready" >&2
-	exit 1
-}
+BENCH_NAME=acme
+. "$(dirname "$0")/../lib.sh"
+bench_need_tools "pebble lego iproute2 curl openssl" pebble pebble-challtestsrv lego ss curl openssl
+bench_need_built "$agentca" "$gen"
+bench_begin
 
 now_ms() {
 	echo $(($(date +%s%N) / 1000000))
@@ -110,20 +68,14 @@ median() {
 		else printf "%.1f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-# cpu_ticks PID: the process's utime + stime so far, in clock ticks (fields 14 and 15 of
-# /proc/PID/stat; the command name, field 2, may hold spaces, so count after its ")").
-cpu_ticks() {
-	sed -E 's/^.*\) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
 # gen_run NAME DIRECTORY CAFILE PID: the generator against one server; prints its line and
 # then the server's CPU time per order over the run.
 gen_run() {
 	local name=$1 dir=$2 cafile=$3 pid=$4 line t0 t1 orders rc=0
-	t0=$(cpu_ticks "$pid")
+	t0=$(bench_cpu_ticks "$pid")
 	line=$("$gen" --target "$name" --directory "$dir" --cacert "$cafile" --http-port "$hport" \
 		--concurrency "$conc" --seconds "$secs" --domain bench.internal) || rc=1
-	t1=$(cpu_ticks "$pid")
+	t1=$(bench_cpu_ticks "$pid")
 	echo "$line"
 	[ -n "$line" ] || return 1
 	orders=$(echo "$line" | sed -E 's/.* orders=([0-9]+).*/\1/')
@@ -138,8 +90,8 @@ gen_run() {
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 30 \
 	-subj "/CN=pebble bench" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
 	-keyout "$work/pebble.key" -out "$work/pebble.pem" 2>/dev/null
-pport=$(free_port)
-pmport=$(free_port)
+pport=$(bench_free_port)
+pmport=$(bench_free_port)
 cat >"$work/pebble.json" <<JSON
 {"pebble": {"listenAddress": "127.0.0.1:$pport", "managementListenAddress": "127.0.0.1:$pmport",
   "certificate": "$work/pebble.pem", "privateKey": "$work/pebble.key",
@@ -147,33 +99,28 @@ cat >"$work/pebble.json" <<JSON
   "externalAccountBindingRequired": false}}
 JSON
 PEBBLE_VA_NOSLEEP=1 PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_WFE_NONCEREJECT=0 \
-	pebble -config "$work/pebble.json" >"$work/pebble.log" 2>&1 &
-pebble_pid=$!
-pids="$pids $pebble_pid"
-wait_for "$work/pebble.log" "Listening on" "pebble"
+	bench_spawn pebble -config "$work/pebble.json" >"$work/pebble.log" 2>&1
+pebble_pid=$spawned
+bench_wait_for "$work/pebble.log" "Listening on" "pebble"
 pebble_dir="https://127.0.0.1:$pport/dir"
 
 # agentca: a fresh CA, ACME validation through challtestsrv's DNS to the http-01 port.
 status=0
 agentca_dir=""
-hport=$(free_port)
+hport=$(bench_free_port)
 if "$agentca" serve --help 2>&1 | grep -- "--acme-http-port" >/dev/null; then
-	dport=$(free_port)
-	cmport=$(free_port)
-	pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
-		-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1 &
-	pids="$pids $!"
-	wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+	dport=$(bench_free_port)
+	cmport=$(bench_free_port)
+	bench_spawn pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
+		-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1
+	bench_wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
 	export AGENTCA_PASSWORD=bench-acme-passphrase
 	"$agentca" init --dir "$work/ca" --name Bench --trust-domain bench.internal >/dev/null
 	echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
-	"$agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/serve.json" \
-		--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport" \
-		2>"$work/serve.log" &
-	agentca_pid=$!
-	pids="$pids $agentca_pid"
-	wait_for "$work/serve.log" '"event":"ca_ready"' "agentca serve"
-	aport=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+	bench_agentca_serve "$agentca" "$work/ca" "$work/serve.log" --config "$work/serve.json" \
+		--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport"
+	agentca_pid=$daemon
+	aport=$daemon_port
 	agentca_dir="https://127.0.0.1:$aport/acme/directory"
 	if ! curl -fsS --cacert "$work/ca/root.pem" "$agentca_dir" >/dev/null 2>&1; then
 		echo "bench/acme: agentca answers no ACME directory at $agentca_dir" >&2
