@@ -17,19 +17,147 @@
 #include "common/timefmt.h"
 #include "enrollment/api_internal.h"
 
-/* The issued certificate as the API returns it. */
-static json_t *
-issue_result_json(const struct issue_result *res)
+/*
+ * The JSON string escape of src (len bytes) written to out (when out is not NULL); returns
+ * the escaped length without the quotes, or (size_t)-1 for a byte above 0x7f (the caller
+ * then leaves the encoding to jansson, which checks UTF-8). PEM is ASCII, so in practice
+ * only the newlines are escaped.
+ */
+static size_t
+json_escape_ascii(const char *src, size_t len, char *out)
 {
-	char nb[32], na[32], ra[32];
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
 
-	time_format_rfc3339(res->not_before, nb, sizeof(nb));
-	time_format_rfc3339(res->not_after, na, sizeof(na));
-	time_format_rfc3339(res->renew_after, ra, sizeof(ra));
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)src[i];
+		char short_form = 0;
+
+		if (c > 0x7f)
+			return (size_t)-1;
+		switch (c) {
+		case '"':
+			short_form = '"';
+			break;
+		case '\\':
+			short_form = '\\';
+			break;
+		case '\n':
+			short_form = 'n';
+			break;
+		case '\r':
+			short_form = 'r';
+			break;
+		case '\t':
+			short_form = 't';
+			break;
+		case '\b':
+			short_form = 'b';
+			break;
+		case '\f':
+			short_form = 'f';
+			break;
+		default:
+			break;
+		}
+		if (short_form != 0) {
+			if (out != NULL) {
+				out[n] = '\\';
+				out[n + 1] = short_form;
+			}
+			n += 2;
+		} else if (c < 0x20) {
+			if (out != NULL)
+				memcpy(out + n,
+				       (char[6]){'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]}, 6);
+			n += 6;
+		} else {
+			if (out != NULL)
+				out[n] = (char)c;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* The issued certificate as jansson encodes it: the slow path for non-ASCII input. */
+static json_t *
+issue_result_json(const struct issue_result *res, const char *nb, const char *na, const char *ra)
+{
 	return json_pack("{s:s%, s:s%, s:s, s:s, s:s, s:s}", "certificate", res->cert_pem,
 	                 res->cert_pem_len, "chain", (const char *)res->chain_pem,
 	                 res->chain_pem_len, "serial", res->serial, "not_before", nb, "not_after",
 	                 na, "renew_after", ra);
+}
+
+/*
+ * resp = the issued certificate as the API returns it, a compact JSON object
+ * {certificate, chain, serial, not_before, not_after, renew_after}, the same bytes as
+ * jansson's JSON_COMPACT encoding. Written by hand (one measured pass, one allocation): the
+ * values are ours (PEM, hex, RFC 3339), and jansson's per-character encoder was about 6% of
+ * the daemon's instructions per enrollment.
+ */
+void
+api_issue_result_response(struct api_response *resp, int status, const struct issue_result *res)
+{
+	char nb[32], na[32], ra[32];
+	const char *keys[6] = {"certificate", "chain",     "serial",
+	                       "not_before",  "not_after", "renew_after"};
+	const char *vals[6];
+	size_t lens[6], esc[6], total = 2; /* the braces */
+	char *body, *p;
+
+	time_format_rfc3339(res->not_before, nb, sizeof(nb));
+	time_format_rfc3339(res->not_after, na, sizeof(na));
+	time_format_rfc3339(res->renew_after, ra, sizeof(ra));
+	vals[0] = res->cert_pem;
+	lens[0] = res->cert_pem_len;
+	vals[1] = (const char *)res->chain_pem;
+	lens[1] = res->chain_pem_len;
+	vals[2] = res->serial;
+	vals[3] = nb;
+	vals[4] = na;
+	vals[5] = ra;
+	for (int i = 2; i < 6; i++)
+		lens[i] = strlen(vals[i]);
+	for (int i = 0; i < 6; i++) {
+		esc[i] = json_escape_ascii(vals[i] != NULL ? vals[i] : "",
+		                           vals[i] != NULL ? lens[i] : 0, NULL);
+		if (esc[i] == (size_t)-1) {
+			api_json_response(resp, status, issue_result_json(res, nb, na, ra));
+			return;
+		}
+		/* "key":"value" and a comma (or the closing brace's place for the last) */
+		total += strlen(keys[i]) + esc[i] + 6;
+	}
+	body = malloc(total + 1);
+	if (body == NULL) {
+		api_problem(resp, 500, "internal_error", "out of memory encoding the response");
+		return;
+	}
+	p = body;
+	*p++ = '{';
+	for (int i = 0; i < 6; i++) {
+		size_t klen = strlen(keys[i]);
+
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		memcpy(p, keys[i], klen);
+		p += klen;
+		*p++ = '"';
+		*p++ = ':';
+		*p++ = '"';
+		p += json_escape_ascii(vals[i] != NULL ? vals[i] : "",
+		                       vals[i] != NULL ? lens[i] : 0, p);
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body = body;
+	resp->len = (size_t)(p - body);
 }
 
 /* Status for a refused issuance: bad tokens are 401, a used token 409, policy 403. */
@@ -110,7 +238,7 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *
 	metrics_issued(api->metrics, "issued");
 	log_info("enrolled", "%s enrolled with token %s: serial %s", grant.subject, grant.jti,
 	         res.serial);
-	api_json_response(resp, 201, issue_result_json(&res));
+	api_issue_result_response(resp, 201, &res);
 out:
 	issue_result_free(&res);
 	token_grant_free(&grant);
@@ -248,7 +376,7 @@ handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *r
 	metrics_issued(api->metrics, "renewed");
 	log_info("renewed", "%s renewed: serial %s replaces %s", peer.spiffe_id, res.serial,
 	         peer.serial);
-	api_json_response(resp, 200, issue_result_json(&res));
+	api_issue_result_response(resp, 200, &res);
 	goto out;
 refuse:
 	issue_record_denial(api->issuer, &ir, &err);

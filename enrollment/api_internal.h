@@ -133,6 +133,11 @@ void api_problem(struct api_response *resp, int status, const char *reason, cons
 /* Set resp to a JSON document (takes the reference). */
 void api_json_response(struct api_response *resp, int status, json_t *doc);
 
+/* Set resp to the issued certificate (api_enroll.c): {certificate, chain, serial,
+ * not_before, not_after, renew_after}, encoded by hand as jansson's JSON_COMPACT would. */
+void api_issue_result_response(struct api_response *resp, int status,
+                               const struct issue_result *res);
+
 /* The body as a JSON object, or NULL with a 400 problem in resp. */
 json_t *api_parse_body(struct api_request *req, struct api_response *resp);
 
