@@ -17,11 +17,22 @@
 #include "common/timefmt.h"
 #include "enrollment/api_internal.h"
 
+/* How json_escape_ascii writes each ASCII byte: 0 as itself, 'u' as \u00XX, any other as a
+ * backslash and that character (jansson's choices: only '"', '\\' and controls escaped). */
+static const char json_escape_class[128] = {
+    ['\0'] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u',  [0x04] = 'u', [0x05] = 'u',
+    [0x06] = 'u', [0x07] = 'u', ['\b'] = 'b', ['\t'] = 't',  ['\n'] = 'n', [0x0b] = 'u',
+    ['\f'] = 'f', ['\r'] = 'r', [0x0e] = 'u', [0x0f] = 'u',  [0x10] = 'u', [0x11] = 'u',
+    [0x12] = 'u', [0x13] = 'u', [0x14] = 'u', [0x15] = 'u',  [0x16] = 'u', [0x17] = 'u',
+    [0x18] = 'u', [0x19] = 'u', [0x1a] = 'u', [0x1b] = 'u',  [0x1c] = 'u', [0x1d] = 'u',
+    [0x1e] = 'u', [0x1f] = 'u', ['"'] = '"',  ['\\'] = '\\',
+};
+
 /*
- * The JSON string escape of src (len bytes) written to out (when out is not NULL); returns
- * the escaped length without the quotes, or (size_t)-1 for a byte above 0x7f (the caller
- * then leaves the encoding to jansson, which checks UTF-8). PEM is ASCII, so in practice
- * only the newlines are escaped.
+ * The JSON string escape of src (len bytes) into out, which has room for 6 * len bytes;
+ * returns the escaped length without the quotes, or (size_t)-1 for a byte above 0x7f (the
+ * caller then leaves the encoding to jansson, which checks UTF-8). PEM is ASCII, so in
+ * practice only the newlines are escaped.
  */
 static size_t
 json_escape_ascii(const char *src, size_t len, char *out)
@@ -31,50 +42,22 @@ json_escape_ascii(const char *src, size_t len, char *out)
 
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)src[i];
-		char short_form = 0;
+		char cls;
 
 		if (c > 0x7f)
 			return (size_t)-1;
-		switch (c) {
-		case '"':
-			short_form = '"';
-			break;
-		case '\\':
-			short_form = '\\';
-			break;
-		case '\n':
-			short_form = 'n';
-			break;
-		case '\r':
-			short_form = 'r';
-			break;
-		case '\t':
-			short_form = 't';
-			break;
-		case '\b':
-			short_form = 'b';
-			break;
-		case '\f':
-			short_form = 'f';
-			break;
-		default:
-			break;
-		}
-		if (short_form != 0) {
-			if (out != NULL) {
-				out[n] = '\\';
-				out[n + 1] = short_form;
-			}
-			n += 2;
-		} else if (c < 0x20) {
-			if (out != NULL)
-				memcpy(out + n,
-				       (char[6]){'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]}, 6);
+		cls = json_escape_class[c];
+		if (cls == 0) {
+			out[n++] = (char)c;
+		} else if (cls == 'u') {
+			memcpy(out + n, "\\u00", 4);
+			out[n + 4] = hex[c >> 4];
+			out[n + 5] = hex[c & 15];
 			n += 6;
 		} else {
-			if (out != NULL)
-				out[n] = (char)c;
-			n++;
+			out[n] = '\\';
+			out[n + 1] = cls;
+			n += 2;
 		}
 	}
 	return n;
@@ -104,33 +87,26 @@ api_issue_result_response(struct api_response *resp, int status, const struct is
 	const char *keys[6] = {"certificate", "chain",     "serial",
 	                       "not_before",  "not_after", "renew_after"};
 	const char *vals[6];
-	size_t lens[6], esc[6], total = 2; /* the braces */
-	char *body, *p;
+	size_t lens[6], room = 2; /* the braces */
+	char *body, *p, *smaller;
 
 	time_format_rfc3339(res->not_before, nb, sizeof(nb));
 	time_format_rfc3339(res->not_after, na, sizeof(na));
 	time_format_rfc3339(res->renew_after, ra, sizeof(ra));
-	vals[0] = res->cert_pem;
-	lens[0] = res->cert_pem_len;
-	vals[1] = (const char *)res->chain_pem;
-	lens[1] = res->chain_pem_len;
+	vals[0] = res->cert_pem != NULL ? res->cert_pem : "";
+	lens[0] = res->cert_pem != NULL ? res->cert_pem_len : 0;
+	vals[1] = res->chain_pem != NULL ? (const char *)res->chain_pem : "";
+	lens[1] = res->chain_pem != NULL ? res->chain_pem_len : 0;
 	vals[2] = res->serial;
 	vals[3] = nb;
 	vals[4] = na;
 	vals[5] = ra;
 	for (int i = 2; i < 6; i++)
 		lens[i] = strlen(vals[i]);
-	for (int i = 0; i < 6; i++) {
-		esc[i] = json_escape_ascii(vals[i] != NULL ? vals[i] : "",
-		                           vals[i] != NULL ? lens[i] : 0, NULL);
-		if (esc[i] == (size_t)-1) {
-			api_json_response(resp, status, issue_result_json(res, nb, na, ra));
-			return;
-		}
-		/* "key":"value" and a comma (or the closing brace's place for the last) */
-		total += strlen(keys[i]) + esc[i] + 6;
-	}
-	body = malloc(total + 1);
+	/* Room for the worst case (every byte a \u00XX), given back after one pass. */
+	for (int i = 0; i < 6; i++)
+		room += strlen(keys[i]) + 6 * lens[i] + 6; /* ,"key":"value" */
+	body = malloc(room + 1);
 	if (body == NULL) {
 		api_problem(resp, 500, "internal_error", "out of memory encoding the response");
 		return;
@@ -138,7 +114,7 @@ api_issue_result_response(struct api_response *resp, int status, const struct is
 	p = body;
 	*p++ = '{';
 	for (int i = 0; i < 6; i++) {
-		size_t klen = strlen(keys[i]);
+		size_t klen = strlen(keys[i]), n;
 
 		if (i > 0)
 			*p++ = ',';
@@ -148,16 +124,24 @@ api_issue_result_response(struct api_response *resp, int status, const struct is
 		*p++ = '"';
 		*p++ = ':';
 		*p++ = '"';
-		p += json_escape_ascii(vals[i] != NULL ? vals[i] : "",
-		                       vals[i] != NULL ? lens[i] : 0, p);
+		n = json_escape_ascii(vals[i], lens[i], p);
+		if (n == (size_t)-1) {
+			free(body);
+			api_json_response(resp, status, issue_result_json(res, nb, na, ra));
+			return;
+		}
+		p += n;
 		*p++ = '"';
 	}
 	*p++ = '}';
 	*p = '\0';
+	resp->len = (size_t)(p - body);
+	smaller = realloc(body, resp->len + 1);
+	if (smaller != NULL)
+		body = smaller;
 	resp->status = status;
 	resp->content_type = "application/json";
 	resp->body = body;
-	resp->len = (size_t)(p - body);
 }
 
 /* Status for a refused issuance: bad tokens are 401, a used token 409, policy 403. */
