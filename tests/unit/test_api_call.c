@@ -366,11 +366,50 @@ test_issue_result_encoding(void **state)
 	}
 }
 
+/* The enrollment body's fast path takes the usual shapes, with what jansson would parse, and
+ * declines everything else (which then goes to jansson, errors included). */
+static void
+test_enroll_body_fast(void **state)
+{
+	static const char *const declined[] = {
+	    "",
+	    "{}",
+	    "[]",
+	    "{\"token\":\"a\"}",
+	    "{\"token\":\"a\",\"token\":\"b\"}",
+	    "{\"token\":\"a\",\"csr\":\"b\",\"x\":1}",
+	    "{\"token\":\"a\\n\",\"csr\":\"b\"}",
+	    "{\"token\":\"a\",\"csr\":\"\\u0041\"}",
+	    "{\"token\":\"a\",\"csr\":\"b\"}x",
+	    "{\"token\":\"a\",\"csr\":\"b\\\"}",
+	    "{\"token\":1,\"csr\":\"b\"}",
+	    "{\"token\":\"a\",\"csr\":\"\xc3\xa9\"}",
+	    "{\"token\":\"a\",\"csr\":\"b\"",
+	};
+	const char *body =
+	    " {\n \"csr\" : \"-----BEGIN\\nX\\/Y\\r\\t\\n\", \"token\":\"h.p.s\"}\r\n";
+	struct enroll_body fast;
+
+	(void)state;
+	assert_int_equal(enroll_body_fast(body, strlen(body), &fast), 1);
+	assert_string_equal(fast.token, "h.p.s");
+	assert_int_equal(fast.token_len, 5);
+	assert_string_equal(fast.csr, "-----BEGIN\nX/Y\r\t\n");
+	assert_int_equal(fast.csr_len, 17);
+	free(fast.block);
+	for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++) {
+		if (enroll_body_fast(declined[i], strlen(declined[i]), &fast) != 0)
+			fail_msg("taken: %s", declined[i]);
+		assert_null(fast.block);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_issue_result_encoding),
+	    cmocka_unit_test(test_enroll_body_fast),
 	    cmocka_unit_test_setup_teardown(test_routing_and_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enroll_and_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acme, setup, teardown),
