@@ -8,8 +8,7 @@
 #       (not start-up): prints the instructions per enrollment and the top functions
 #       (inclusive and self) per enrollment; keeps callgrind.out in OUT_DIR if given.
 #   bench/enroll/profile.sh BUILD_DIR perf [REQUESTS] [CONNECTIONS] [OUT_DIR]
-#       the daemon at full speed with `perf record -g` attached once the generator has
-#       minted its tokens: prints the samples by object (the kernel's share) and the top
+#       the daemon at full speed with `perf record -g` attached while the load runs: prints the samples by object (the kernel's share) and the top
 #       symbols; keeps perf.data in OUT_DIR if given. (The daemon's CPU per enrollment is
 #       run.sh's server_cpu_us_per_request.)
 #
@@ -80,21 +79,19 @@ if [ "$mode" = callgrind ]; then
 	callgrind_annotate "$dump" 2>/dev/null |
 		awk -v n="$ok" '/^[ 0-9,]+ \(/ { v = $1; gsub(",", "", v); $1 = ""; printf "%10.0f %s\n", v / n, $0 }' | head -n 60
 else
-	"$gen" --target agentca --url "https://127.0.0.1:$port" --ca-dir "$work/ca" \
-		--connections "$conns" --requests "$requests" >"$work/line" &
-	genpid=$!
-	bench_track "$genpid"
-	# Let the generator mint its tokens first (about 1.5 ms each over 2 cores).
-	sleep "$(awk -v n="$requests" 'BEGIN { printf "%.1f", n * 0.0009 + 0.5 }')"
-	perf record -q -g -o "$work/perf.data" -p "$daemon" 2>/dev/null &
+	# Recorded from before the generator starts: it mints its tokens in its own process while
+	# the daemon idles, so the daemon's samples are the load's.
+	perf record -q -g -o "$work/perf.data" -p "$daemon" 2>"$work/perf.log" &
 	perfpid=$!
 	bench_track "$perfpid"
-	wait "$genpid" || true
+	sleep 1
+	"$gen" --target agentca --url "https://127.0.0.1:$port" --ca-dir "$work/ca" \
+		--connections "$conns" --requests "$requests" >"$work/line" || true
 	kill -INT "$perfpid"
 	wait "$perfpid" || true
 	cat "$work/line"
 	[ -n "$out" ] && cp "$work/perf.data" "$out/perf.data"
 	set +o pipefail # head closes the pipe early
-	perf report -i "$work/perf.data" --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 15
-	perf report -i "$work/perf.data" --no-children --sort sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 40
+	perf report -i "$work/perf.data" --no-children -g none --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 15
+	perf report -i "$work/perf.data" --no-children -g none --sort sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 40
 fi
