@@ -579,18 +579,31 @@ out:
  */
 
 /* The subject keys we accept. An EC rule names its curve by OpenSSL's name and its NIST
- * name; an RSA rule bounds the modulus. Anything matching no rule is key_type_not_allowed. */
+ * name; an RSA rule bounds the modulus. Anything matching no rule is key_type_not_allowed.
+ * A key is matched by its EVP_PKEY_get_id (a field read) and only by name for a key whose
+ * type has no id (a provider-only algorithm): EVP_PKEY_is_a takes OpenSSL's name-table lock
+ * on every call, and it was called for each rule on every issuance. */
 static const struct {
-	const char *type;  /* EVP_PKEY_is_a name */
+	int id;            /* EVP_PKEY_get_id */
+	const char *type;  /* EVP_PKEY_is_a name, for keys without an id */
 	const char *group; /* EC only */
 	const char *nist;  /* EC only */
 	int min_bits, max_bits;
 } key_rules[] = {
-    {"EC", "prime256v1", "P-256", 0, 0},
-    {"EC", "secp384r1", "P-384", 0, 0},
-    {"ED25519", NULL, NULL, 0, 0},
-    {"RSA", NULL, NULL, 2048, 8192},
+    {EVP_PKEY_EC, "EC", "prime256v1", "P-256", 0, 0},
+    {EVP_PKEY_EC, "EC", "secp384r1", "P-384", 0, 0},
+    {EVP_PKEY_ED25519, "ED25519", NULL, NULL, 0, 0},
+    {EVP_PKEY_RSA, "RSA", NULL, NULL, 2048, 8192},
 };
+
+/* Whether key (of id, from EVP_PKEY_get_id) is of the type of key_rules[rule]. */
+static int
+key_rule_type_matches(EVP_PKEY *key, int id, size_t rule)
+{
+	if (id > 0)
+		return id == key_rules[rule].id;
+	return EVP_PKEY_is_a(key, key_rules[rule].type);
+}
 
 #define KEY_ALLOWED_TEXT "EC P-256 or P-384, Ed25519, or RSA 2048 to 8192 bits"
 
@@ -601,21 +614,22 @@ policy_check_key(EVP_PKEY *key, struct ac_err *err)
 	char group[64] = "";
 	const char *type;
 	size_t glen = 0;
-	int bits, rc = -1;
+	int id, bits, rc = -1;
 
 	if (key == NULL) {
 		ac_err_set(err, AC_ERR_INVALID, "key_type_not_allowed", "no public key was given");
 		goto out;
 	}
+	id = EVP_PKEY_get_id(key);
 	type = EVP_PKEY_get0_type_name(key);
 	if (type == NULL)
 		type = "unknown";
-	if (EVP_PKEY_is_a(key, "EC") &&
+	if ((id > 0 ? id == EVP_PKEY_EC : EVP_PKEY_is_a(key, "EC")) &&
 	    EVP_PKEY_get_group_name(key, group, sizeof(group), &glen) != 1)
 		snprintf(group, sizeof(group), "explicit parameters");
 	bits = EVP_PKEY_get_bits(key);
 	for (size_t i = 0; i < ARRAY_LEN(key_rules); i++) {
-		if (!EVP_PKEY_is_a(key, key_rules[i].type))
+		if (!key_rule_type_matches(key, id, i))
 			continue;
 		if (key_rules[i].group != NULL && strcmp(group, key_rules[i].group) != 0 &&
 		    strcmp(group, key_rules[i].nist) != 0)

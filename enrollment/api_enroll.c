@@ -17,19 +17,256 @@
 #include "common/timefmt.h"
 #include "enrollment/api_internal.h"
 
-/* The issued certificate as the API returns it. */
-static json_t *
-issue_result_json(const struct issue_result *res)
-{
-	char nb[32], na[32], ra[32];
+/* How json_escape_ascii writes each ASCII byte: 0 as itself, 'u' as \u00XX, any other as a
+ * backslash and that character (jansson's choices: only '"', '\\' and controls escaped). */
+static const char json_escape_class[128] = {
+    ['\0'] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u',  [0x04] = 'u', [0x05] = 'u',
+    [0x06] = 'u', [0x07] = 'u', ['\b'] = 'b', ['\t'] = 't',  ['\n'] = 'n', [0x0b] = 'u',
+    ['\f'] = 'f', ['\r'] = 'r', [0x0e] = 'u', [0x0f] = 'u',  [0x10] = 'u', [0x11] = 'u',
+    [0x12] = 'u', [0x13] = 'u', [0x14] = 'u', [0x15] = 'u',  [0x16] = 'u', [0x17] = 'u',
+    [0x18] = 'u', [0x19] = 'u', [0x1a] = 'u', [0x1b] = 'u',  [0x1c] = 'u', [0x1d] = 'u',
+    [0x1e] = 'u', [0x1f] = 'u', ['"'] = '"',  ['\\'] = '\\',
+};
 
-	time_format_rfc3339(res->not_before, nb, sizeof(nb));
-	time_format_rfc3339(res->not_after, na, sizeof(na));
-	time_format_rfc3339(res->renew_after, ra, sizeof(ra));
+/*
+ * The JSON string escape of src (len bytes) into out, which has room for 6 * len bytes;
+ * returns the escaped length without the quotes, or (size_t)-1 for a byte above 0x7f (the
+ * caller then leaves the encoding to jansson, which checks UTF-8). PEM is ASCII, so in
+ * practice only the newlines are escaped.
+ */
+static size_t
+json_escape_ascii(const char *src, size_t len, char *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)src[i];
+		char cls;
+
+		if (c > 0x7f)
+			return (size_t)-1;
+		cls = json_escape_class[c];
+		if (cls == 0) {
+			out[n++] = (char)c;
+		} else if (cls == 'u') {
+			memcpy(out + n, "\\u00", 4);
+			out[n + 4] = hex[c >> 4];
+			out[n + 5] = hex[c & 15];
+			n += 6;
+		} else {
+			out[n] = '\\';
+			out[n + 1] = cls;
+			n += 2;
+		}
+	}
+	return n;
+}
+
+/* The issued certificate as jansson encodes it: the slow path for non-ASCII input. */
+static json_t *
+issue_result_json(const struct issue_result *res, const char *nb, const char *na, const char *ra)
+{
 	return json_pack("{s:s%, s:s%, s:s, s:s, s:s, s:s}", "certificate", res->cert_pem,
 	                 res->cert_pem_len, "chain", (const char *)res->chain_pem,
 	                 res->chain_pem_len, "serial", res->serial, "not_before", nb, "not_after",
 	                 na, "renew_after", ra);
+}
+
+/*
+ * resp = the issued certificate as the API returns it, a compact JSON object
+ * {certificate, chain, serial, not_before, not_after, renew_after}, the same bytes as
+ * jansson's JSON_COMPACT encoding. Written by hand (one measured pass, one allocation): the
+ * values are ours (PEM, hex, RFC 3339), and jansson's per-character encoder was about 6% of
+ * the daemon's instructions per enrollment.
+ */
+void
+api_issue_result_response(struct api_response *resp, int status, const struct issue_result *res)
+{
+	char nb[32], na[32], ra[32];
+	const char *keys[6] = {"certificate", "chain",     "serial",
+	                       "not_before",  "not_after", "renew_after"};
+	const char *vals[6];
+	size_t lens[6], room = 2; /* the braces */
+	char *body, *p, *smaller;
+
+	time_format_rfc3339(res->not_before, nb, sizeof(nb));
+	time_format_rfc3339(res->not_after, na, sizeof(na));
+	time_format_rfc3339(res->renew_after, ra, sizeof(ra));
+	vals[0] = res->cert_pem != NULL ? res->cert_pem : "";
+	lens[0] = res->cert_pem != NULL ? res->cert_pem_len : 0;
+	vals[1] = res->chain_pem != NULL ? (const char *)res->chain_pem : "";
+	lens[1] = res->chain_pem != NULL ? res->chain_pem_len : 0;
+	vals[2] = res->serial;
+	vals[3] = nb;
+	vals[4] = na;
+	vals[5] = ra;
+	for (int i = 2; i < 6; i++)
+		lens[i] = strlen(vals[i]);
+	/* Room for the worst case (every byte a \u00XX), given back after one pass. */
+	for (int i = 0; i < 6; i++)
+		room += strlen(keys[i]) + 6 * lens[i] + 6; /* ,"key":"value" */
+	body = malloc(room + 1);
+	if (body == NULL) {
+		api_problem(resp, 500, "internal_error", "out of memory encoding the response");
+		return;
+	}
+	p = body;
+	*p++ = '{';
+	for (int i = 0; i < 6; i++) {
+		size_t klen = strlen(keys[i]), n;
+
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		memcpy(p, keys[i], klen);
+		p += klen;
+		*p++ = '"';
+		*p++ = ':';
+		*p++ = '"';
+		n = json_escape_ascii(vals[i], lens[i], p);
+		if (n == (size_t)-1) {
+			free(body);
+			api_json_response(resp, status, issue_result_json(res, nb, na, ra));
+			return;
+		}
+		p += n;
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	resp->len = (size_t)(p - body);
+	smaller = realloc(body, resp->len + 1);
+	if (smaller != NULL)
+		body = smaller;
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body = body;
+}
+
+/* JSON whitespace. */
+static int
+json_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * One member of the fast path's object at body[*pos]: "token" or "csr", a colon and a string
+ * of printable ASCII; the csr may hold the escapes \n, \r, \t and \/, the token none.
+ * Sets *key (0 token, 1 csr), *value and *value_len (the raw bytes between the quotes) and
+ * advances *pos past the closing quote. 0 when the member is not of that shape.
+ */
+static int
+enroll_body_member(const char *body, size_t len, size_t *pos, int *key, const char **value,
+                   size_t *value_len)
+{
+	size_t i = *pos;
+
+	if (len - i >= 7 && memcmp(body + i, "\"token\"", 7) == 0) {
+		*key = 0;
+		i += 7;
+	} else if (len - i >= 5 && memcmp(body + i, "\"csr\"", 5) == 0) {
+		*key = 1;
+		i += 5;
+	} else {
+		return 0;
+	}
+	while (i < len && json_ws(body[i]))
+		i++;
+	if (i >= len || body[i] != ':')
+		return 0;
+	i++;
+	while (i < len && json_ws(body[i]))
+		i++;
+	if (i >= len || body[i] != '"')
+		return 0;
+	*value = body + ++i;
+	for (; i < len && body[i] != '"'; i++) {
+		unsigned char c = (unsigned char)body[i];
+
+		if (c < 0x20 || c > 0x7e)
+			return 0;
+		if (c == '\\') {
+			if (*key == 0 || i + 1 >= len ||
+			    (body[i + 1] != 'n' && body[i + 1] != 'r' && body[i + 1] != 't' &&
+			     body[i + 1] != '/'))
+				return 0;
+			i++;
+		}
+	}
+	if (i >= len)
+		return 0;
+	*value_len = (size_t)(body + i - *value);
+	*pos = i + 1;
+	return 1;
+}
+
+/* The raw string bytes src (src_len, checked by enroll_body_member) decoded into out; the
+ * decoded length. */
+static size_t
+enroll_body_unescape(const char *src, size_t src_len, char *out)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < src_len; i++) {
+		if (src[i] != '\\') {
+			out[n++] = src[i];
+			continue;
+		}
+		i++;
+		out[n++] = src[i] == 'n' ? '\n' : src[i] == 'r' ? '\r' : src[i] == 't' ? '\t' : '/';
+	}
+	return n;
+}
+
+int
+enroll_body_fast(const char *body, size_t len, struct enroll_body *out)
+{
+	const char *value[2] = {NULL, NULL};
+	size_t value_len[2] = {0, 0}, i = 0;
+	int key;
+
+	memset(out, 0, sizeof(*out));
+	if (body == NULL)
+		return 0;
+	while (i < len && json_ws(body[i]))
+		i++;
+	if (i >= len || body[i] != '{')
+		return 0;
+	i++;
+	for (int member = 0; member < 2; member++) {
+		const char *v;
+		size_t vlen;
+
+		while (i < len && json_ws(body[i]))
+			i++;
+		if (!enroll_body_member(body, len, &i, &key, &v, &vlen) || value[key] != NULL)
+			return 0;
+		value[key] = v;
+		value_len[key] = vlen;
+		while (i < len && json_ws(body[i]))
+			i++;
+		if (i >= len || body[i] != (member == 0 ? ',' : '}'))
+			return 0;
+		i++;
+	}
+	while (i < len && json_ws(body[i]))
+		i++;
+	if (i != len)
+		return 0;
+	/* One block: the token, a NUL, the decoded csr, a NUL (as jansson's strings are). */
+	out->block = malloc(value_len[0] + value_len[1] + 2);
+	if (out->block == NULL)
+		return 0;
+	memcpy(out->block, value[0], value_len[0]);
+	out->block[value_len[0]] = '\0';
+	out->token = out->block;
+	out->token_len = value_len[0];
+	out->csr = out->block + value_len[0] + 1;
+	out->csr_len = enroll_body_unescape(value[1], value_len[1], out->csr);
+	out->csr[out->csr_len] = '\0';
+	return 1;
 }
 
 /* Status for a refused issuance: bad tokens are 401, a used token 409, policy 403. */
@@ -54,23 +291,32 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *
 	struct token_grant grant;
 	struct issue_request ir;
 	struct issue_result res;
+	struct enroll_body fast;
 	struct ac_err err;
 	const char *token, *csr;
 	size_t token_len = 0, csr_len = 0;
 	char actor[64];
-	json_t *doc;
+	json_t *doc = NULL;
 
 	(void)conn;
 	memset(&grant, 0, sizeof(grant));
 	memset(&res, 0, sizeof(res));
 	ac_err_clear(&err);
-	doc = api_parse_body(req, resp);
-	if (doc == NULL)
-		return;
-	token = api_body_string(doc, "token", 1, &token_len, resp);
-	csr = token != NULL ? api_body_string(doc, "csr", 1, &csr_len, resp) : NULL;
-	if (token == NULL || csr == NULL)
-		goto out;
+	/* The usual body without jansson; anything else (and every error) through jansson. */
+	if (enroll_body_fast(req->body, req->len, &fast)) {
+		token = fast.token;
+		token_len = fast.token_len;
+		csr = fast.csr;
+		csr_len = fast.csr_len;
+	} else {
+		doc = api_parse_body(req, resp);
+		if (doc == NULL)
+			return;
+		token = api_body_string(doc, "token", 1, &token_len, resp);
+		csr = token != NULL ? api_body_string(doc, "csr", 1, &csr_len, resp) : NULL;
+		if (token == NULL || csr == NULL)
+			goto out;
+	}
 
 	if (token_verify(api->bootstrap, token, token_len, time_now(), &grant, &err) != 0) {
 		struct issue_request denied;
@@ -110,10 +356,11 @@ handle_enroll(struct api *api, struct MHD_Connection *conn, struct api_request *
 	metrics_issued(api->metrics, "issued");
 	log_info("enrolled", "%s enrolled with token %s: serial %s", grant.subject, grant.jti,
 	         res.serial);
-	api_json_response(resp, 201, issue_result_json(&res));
+	api_issue_result_response(resp, 201, &res);
 out:
 	issue_result_free(&res);
 	token_grant_free(&grant);
+	free(fast.block);
 	json_decref(doc);
 }
 
@@ -248,7 +495,7 @@ handle_renew(struct api *api, struct MHD_Connection *conn, struct api_request *r
 	metrics_issued(api->metrics, "renewed");
 	log_info("renewed", "%s renewed: serial %s replaces %s", peer.spiffe_id, res.serial,
 	         peer.serial);
-	api_json_response(resp, 200, issue_result_json(&res));
+	api_issue_result_response(resp, 200, &res);
 	goto out;
 refuse:
 	issue_record_denial(api->issuer, &ir, &err);

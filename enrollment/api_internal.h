@@ -133,6 +133,27 @@ void api_problem(struct api_response *resp, int status, const char *reason, cons
 /* Set resp to a JSON document (takes the reference). */
 void api_json_response(struct api_response *resp, int status, json_t *doc);
 
+/* Set resp to the issued certificate (api_enroll.c): {certificate, chain, serial,
+ * not_before, not_after, renew_after}, encoded by hand as jansson's JSON_COMPACT would. */
+void api_issue_result_response(struct api_response *resp, int status,
+                               const struct issue_result *res);
+
+/*
+ * The enrollment body's fast path (api_enroll.c): when body is exactly {"token":"T","csr":"C"}
+ * (either order, JSON whitespace between tokens, printable ASCII strings, no escapes in T and
+ * only \n \r \t \/ in C), 1 with out set to what jansson would have parsed (both strings
+ * NUL-terminated in out->block, which the caller frees); else 0 with out->block NULL, and the
+ * caller parses the body with jansson. fuzz_enroll_body checks the two agree.
+ */
+struct enroll_body {
+	char *block;
+	const char *token;
+	size_t token_len;
+	char *csr;
+	size_t csr_len;
+};
+int enroll_body_fast(const char *body, size_t len, struct enroll_body *out);
+
 /* The body as a JSON object, or NULL with a 400 problem in resp. */
 json_t *api_parse_body(struct api_request *req, struct api_response *resp);
 

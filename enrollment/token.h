@@ -86,4 +86,10 @@ void token_verifier_free(struct token_verifier *v);
 int token_verify(struct token_verifier *v, const char *jwt, size_t len, int64_t now,
                  struct token_grant *grant, struct ac_err *err);
 
+/* Whether a JWT's header part (base64url, len bytes) is byte for byte one of the usual ES256
+ * headers (token_plain_es256_headers), which token_verify then accepts without parsing it. */
+#define TOKEN_PLAIN_ES256_HEADERS 3
+extern const char *const token_plain_es256_headers[TOKEN_PLAIN_ES256_HEADERS];
+int token_header_is_plain_es256(const char *part, size_t len);
+
 #endif

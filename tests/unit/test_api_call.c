@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "common/timefmt.h"
+#include "enrollment/api_internal.h"
 #include "fuzz/api_fixture.h"
 
 #define AGENT_ID "spiffe://" API_FIXTURE_TRUST_DOMAIN "/agent/one"
@@ -313,10 +315,101 @@ test_acme_finalize_race(void **state)
 	}
 }
 
+/* The issued certificate's response, encoded by hand, is byte for byte what jansson's
+ * JSON_COMPACT makes of the same values, for every class of character it escapes; a value
+ * with a byte above 0x7f falls back to jansson. */
+static void
+test_issue_result_encoding(void **state)
+{
+	static const char *const pems[] = {
+	    "-----BEGIN CERTIFICATE-----\nMIIB+zCCAaGgAwIBAgIU/ab=\n-----END CERTIFICATE-----\n",
+	    "quote \" backslash \\ slash / tab \t cr \r bs \b ff \f del \x7f ctl \x01\x1f end",
+	    "",
+	    "caf\xc3\xa9 (UTF-8, the jansson path)",
+	};
+	char chain[] = "chain\n\"x\"\n";
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(pems) / sizeof(pems[0]); i++) {
+		struct issue_result res;
+		struct api_response resp;
+		char nb[32], na[32], ra[32];
+		json_t *doc;
+		char *want;
+
+		memset(&res, 0, sizeof(res));
+		memset(&resp, 0, sizeof(resp));
+		res.cert_pem = (char *)pems[i];
+		res.cert_pem_len = strlen(pems[i]);
+		res.chain_pem = (const unsigned char *)chain;
+		res.chain_pem_len = strlen(chain);
+		snprintf(res.serial, sizeof(res.serial), "0a1b2c3d4e5f");
+		res.not_before = 1796601600;
+		res.not_after = 1796688000;
+		res.renew_after = 1796659200;
+		time_format_rfc3339(res.not_before, nb, sizeof(nb));
+		time_format_rfc3339(res.not_after, na, sizeof(na));
+		time_format_rfc3339(res.renew_after, ra, sizeof(ra));
+		doc = json_pack("{s:s%, s:s%, s:s, s:s, s:s, s:s}", "certificate", res.cert_pem,
+		                res.cert_pem_len, "chain", chain, res.chain_pem_len, "serial",
+		                res.serial, "not_before", nb, "not_after", na, "renew_after", ra);
+		assert_non_null(doc);
+		want = json_dumps(doc, JSON_COMPACT);
+		api_issue_result_response(&resp, 201, &res);
+		assert_int_equal(resp.status, 201);
+		assert_string_equal(resp.content_type, "application/json");
+		assert_int_equal(resp.len, strlen(want));
+		assert_memory_equal(resp.body, want, resp.len);
+		free(resp.body);
+		free(want);
+		json_decref(doc);
+	}
+}
+
+/* The enrollment body's fast path takes the usual shapes, with what jansson would parse, and
+ * declines everything else (which then goes to jansson, errors included). */
+static void
+test_enroll_body_fast(void **state)
+{
+	static const char *const declined[] = {
+	    "",
+	    "{}",
+	    "[]",
+	    "{\"token\":\"a\"}",
+	    "{\"token\":\"a\",\"token\":\"b\"}",
+	    "{\"token\":\"a\",\"csr\":\"b\",\"x\":1}",
+	    "{\"token\":\"a\\n\",\"csr\":\"b\"}",
+	    "{\"token\":\"a\",\"csr\":\"\\u0041\"}",
+	    "{\"token\":\"a\",\"csr\":\"b\"}x",
+	    "{\"token\":\"a\",\"csr\":\"b\\\"}",
+	    "{\"token\":1,\"csr\":\"b\"}",
+	    "{\"token\":\"a\",\"csr\":\"\xc3\xa9\"}",
+	    "{\"token\":\"a\",\"csr\":\"b\"",
+	};
+	const char *body =
+	    " {\n \"csr\" : \"-----BEGIN\\nX\\/Y\\r\\t\\n\", \"token\":\"h.p.s\"}\r\n";
+	struct enroll_body fast;
+
+	(void)state;
+	assert_int_equal(enroll_body_fast(body, strlen(body), &fast), 1);
+	assert_string_equal(fast.token, "h.p.s");
+	assert_int_equal(fast.token_len, 5);
+	assert_string_equal(fast.csr, "-----BEGIN\nX/Y\r\t\n");
+	assert_int_equal(fast.csr_len, 17);
+	free(fast.block);
+	for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++) {
+		if (enroll_body_fast(declined[i], strlen(declined[i]), &fast) != 0)
+			fail_msg("taken: %s", declined[i]);
+		assert_null(fast.block);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_issue_result_encoding),
+	    cmocka_unit_test(test_enroll_body_fast),
 	    cmocka_unit_test_setup_teardown(test_routing_and_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enroll_and_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acme, setup, teardown),

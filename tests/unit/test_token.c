@@ -26,6 +26,7 @@
 #include <openssl/pem.h>
 
 #include "ca/keys.h"
+#include "common/base64url.h"
 #include "common/fsutil.h"
 #include "enrollment/token.h"
 #include "testutil.h"
@@ -848,10 +849,41 @@ test_length_and_nul(void **state)
 	free(jwt);
 }
 
+/* Each header token_verify accepts without parsing means what the parsed check accepts: a
+ * JSON object with alg ES256, typ JWT or none, and nothing else (so no crit). Near misses
+ * are not taken for one. */
+static void
+test_plain_es256_headers(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < TOKEN_PLAIN_ES256_HEADERS; i++) {
+		const char *h = token_plain_es256_headers[i];
+		unsigned char *text = NULL;
+		size_t text_len = 0;
+		json_t *doc, *typ;
+
+		assert_int_equal(base64url_decode_alloc(h, strlen(h), &text, &text_len), 0);
+		doc = json_loadb((const char *)text, text_len, JSON_REJECT_DUPLICATES, NULL);
+		assert_true(json_is_object(doc));
+		assert_string_equal(json_string_value(json_object_get(doc, "alg")), "ES256");
+		typ = json_object_get(doc, "typ");
+		assert_true(typ == NULL || strcmp(json_string_value(typ), "JWT") == 0);
+		assert_int_equal(json_object_size(doc), typ == NULL ? 1 : 2);
+		assert_true(token_header_is_plain_es256(h, strlen(h)));
+		assert_false(token_header_is_plain_es256(h, strlen(h) - 1));
+		json_decref(doc);
+		free(text);
+	}
+	/* {"alg":"ES384","typ":"JWT"} and {"alg":"ES256","crit":["x"]} */
+	assert_false(token_header_is_plain_es256("eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCJ9", 36));
+	assert_false(token_header_is_plain_es256("eyJhbGciOiJFUzI1NiIsImNyaXQiOlsieCJdfQ", 38));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_plain_es256_headers),
 	    cmocka_unit_test_setup_teardown(test_keys_on_disk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_keys_repair_and_passphrase, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bootstrap_round_trip, setup, teardown),
