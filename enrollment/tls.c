@@ -315,24 +315,12 @@ grace_verify_cb(int ok, X509_STORE_CTX *sctx)
 	return 1;
 }
 
-/*
- * Certificate verification for client chains: the peer's chain plus our extra
- * intermediates, all untrusted, then the ordinary X509_verify_cert() against the store.
- * With a renewal grace, grace_verify_cb lets a just-expired leaf through and the connection
- * is marked (grace_index) so that tls_peer_from_ssl never calls it present.
- */
-static int
-client_verify_cb(X509_STORE_CTX *sctx, void *arg)
+int
+tls_verify_chain_with(X509_STORE_CTX *sctx, STACK_OF(X509) *extra)
 {
-	struct tls_extra *x = arg;
-	STACK_OF(X509) *extra = x != NULL ? x->untrusted : NULL, *orig = NULL, *both = NULL;
-	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	STACK_OF(X509) *orig = NULL, *both = NULL;
 	int rc;
 
-	if (ssl != NULL)
-		SSL_set_ex_data(ssl, grace_index, NULL);
-	if (x != NULL && x->client_grace > 0)
-		X509_STORE_CTX_set_verify_cb(sctx, grace_verify_cb);
 	if (extra != NULL && sk_X509_num(extra) > 0) {
 		orig = X509_STORE_CTX_get0_untrusted(sctx);
 		both = orig != NULL ? sk_X509_dup(orig) : sk_X509_new_null();
@@ -354,6 +342,27 @@ client_verify_cb(X509_STORE_CTX *sctx, void *arg)
 		X509_STORE_CTX_set0_untrusted(sctx, orig);
 		sk_X509_free(both); /* the certificates themselves are borrowed */
 	}
+	return rc;
+}
+
+/*
+ * Certificate verification for client chains: the peer's chain plus our extra
+ * intermediates, all untrusted, then the ordinary X509_verify_cert() against the store.
+ * With a renewal grace, grace_verify_cb lets a just-expired leaf through and the connection
+ * is marked (grace_index) so that tls_peer_from_ssl never calls it present.
+ */
+static int
+client_verify_cb(X509_STORE_CTX *sctx, void *arg)
+{
+	struct tls_extra *x = arg;
+	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	int rc;
+
+	if (ssl != NULL)
+		SSL_set_ex_data(ssl, grace_index, NULL);
+	if (x != NULL && x->client_grace > 0)
+		X509_STORE_CTX_set_verify_cb(sctx, grace_verify_cb);
+	rc = tls_verify_chain_with(sctx, x != NULL ? x->untrusted : NULL);
 	/* Verified with a fault left standing: only grace_verify_cb lets one through. */
 	if (rc == 1 && ssl != NULL && X509_STORE_CTX_get_error(sctx) == X509_V_ERR_CERT_HAS_EXPIRED)
 		SSL_set_ex_data(ssl, grace_index, (void *)1);

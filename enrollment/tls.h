@@ -50,6 +50,12 @@ struct tls_server_config {
 /* A server context per the policy above. */
 SSL_CTX *tls_server_ctx_new(const struct tls_server_config *cfg, struct ac_err *err);
 
+/* X509_verify_cert() on sctx with extra (may be NULL) added to the peer's chain as untrusted
+ * intermediates for the duration of the call; they never become trust anchors. What the
+ * server contexts' certificate verify callback does (also gateway-hook/verify_cache.c's miss
+ * path). 1 when verified; else 0 with the reason in sctx. */
+int tls_verify_chain_with(X509_STORE_CTX *sctx, STACK_OF(X509) *extra);
+
 struct tls_client_config {
 	STACK_OF(X509) *roots; /* trust anchors for the server (borrowed) */
 	X509 *cert;            /* client certificate, or NULL */

@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "ca/x509_build.h"
+#include "enrollment/tls.h"
 
 #define VC_WAYS 4
 #define DER_STACK_BUF 4096 /* a certificate's DER up to this size is hashed without malloc */
@@ -311,37 +312,6 @@ serve_hit(struct verify_cache *c, struct vc_entry *e, X509_STORE_CTX *sctx, X509
 	return 0;
 }
 
-/* The full verification: enrollment/tls.c's for a context without a renewal grace. */
-static int
-verify_full(X509_STORE_CTX *sctx, struct vc_ctx *v)
-{
-	STACK_OF(X509) *orig = NULL, *both = NULL;
-	int rc;
-
-	if (v != NULL && sk_X509_num(v->untrusted) > 0) {
-		orig = X509_STORE_CTX_get0_untrusted(sctx);
-		both = orig != NULL ? sk_X509_dup(orig) : sk_X509_new_null();
-		if (both == NULL) {
-			X509_STORE_CTX_set_error(sctx, X509_V_ERR_OUT_OF_MEM);
-			return 0;
-		}
-		for (int i = 0; i < sk_X509_num(v->untrusted); i++) {
-			if (!sk_X509_push(both, sk_X509_value(v->untrusted, i))) {
-				sk_X509_free(both);
-				X509_STORE_CTX_set_error(sctx, X509_V_ERR_OUT_OF_MEM);
-				return 0;
-			}
-		}
-		X509_STORE_CTX_set0_untrusted(sctx, both);
-	}
-	rc = X509_verify_cert(sctx);
-	if (both != NULL) {
-		X509_STORE_CTX_set0_untrusted(sctx, orig);
-		sk_X509_free(both); /* the certificates themselves are borrowed */
-	}
-	return rc;
-}
-
 /* OpenSSL's certificate verify callback on the proxy's server contexts. */
 static int
 cached_verify_cb(X509_STORE_CTX *sctx, void *arg)
@@ -378,7 +348,7 @@ cached_verify_cb(X509_STORE_CTX *sctx, void *arg)
 		}
 		count(&c->misses);
 	}
-	rc = verify_full(sctx, v);
+	rc = tls_verify_chain_with(sctx, v != NULL ? v->untrusted : NULL);
 	if (rc == 1 && have_key && X509_STORE_CTX_get_error(sctx) == X509_V_OK)
 		insert(c, key, X509_STORE_CTX_get0_chain(sctx));
 	return rc;

@@ -21,10 +21,11 @@
  * Per worker, no locks: each worker thread owns one cache (verify_cache_attach hangs it on
  * the connections it handshakes); it is bounded (4-way sets, least recently used out).
  *
- * verify_cache_install replaces the context's certificate verify callback with one that
- * does, on a miss, what enrollment/tls.c's does for a context without a renewal grace:
- * the peer's chain plus the context's extra intermediates as untrusted helpers, then
- * X509_verify_cert() against the context's store. Only for the proxy's contexts.
+ * verify_cache_install replaces the context's certificate verify callback with one that,
+ * on a miss, calls tls_verify_chain_with (enrollment/tls.h) as enrollment/tls.c's own
+ * callback does for a context without a renewal grace: the peer's chain plus the
+ * context's extra intermediates as untrusted helpers, then X509_verify_cert() against the
+ * context's store. Only for the proxy's contexts.
  */
 #ifndef AGENTCA_GATEWAY_HOOK_VERIFY_CACHE_H
 #define AGENTCA_GATEWAY_HOOK_VERIFY_CACHE_H
