@@ -67,9 +67,10 @@ bench_stop() {
 	bench_pids=${bench_pids/ $1/}
 }
 
-# bench_wait_for FILE PATTERN WHAT: until FILE has a line matching PATTERN (10 s at most).
+# bench_wait_for FILE PATTERN WHAT [TENTHS]: until FILE has a line matching PATTERN (TENTHS
+# tenths of a second at most, 100 by default; a daemon under valgrind needs far more).
 bench_wait_for() {
-	for _ in $(seq 100); do
+	for _ in $(seq "${4:-100}"); do
 		grep -q "$2" "$1" 2>/dev/null && return 0
 		sleep 0.1
 	done

@@ -19,71 +19,29 @@ conc=${3:-4}
 outdir=${4:-}
 gen=$build/bench/acme/bench_acme
 
-for tool in valgrind callgrind_control pebble-challtestsrv ss; do
-	if ! command -v "$tool" >/dev/null 2>&1; then
-		echo "bench/acme/callgrind: $tool is not installed; install with: apt-get install -y valgrind pebble iproute2" >&2
-		exit 1
-	fi
-done
-for f in "$build/agentca" "$gen"; do
-	[ -x "$f" ] || { echo "bench/acme/callgrind: $f not built" >&2; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-acme-callgrind.XXXXXX")
+BENCH_NAME=acme-callgrind
+. "$(dirname "$0")/../lib.sh"
+bench_need_tools "valgrind pebble iproute2" valgrind callgrind_control pebble-challtestsrv ss
+bench_need_built "$build/agentca" "$gen"
+bench_begin
 [ -n "$outdir" ] || outdir=$work/out
 mkdir -p "$outdir"
-pids=""
-cleanup() {
-	for pid in $pids; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in $pids; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
 
-ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-	local port
-	while :; do
-		port=$((10000 + RANDOM % (ephemeral_low - 10000)))
-		if ! ss -Htuan | awk '{print $5}' | grep ":$port\$" >/dev/null; then
-			echo "$port"
-			return
-		fi
-	done
-}
-
-# wait_for FILE PATTERN WHAT [TENTHS]
-wait_for() {
-	for _ in $(seq "${4:-100}"); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	cat "$1" >&2
-	echo "bench/acme/callgrind: $3 never became ready" >&2
-	exit 1
-}
-
-dport=$(free_port)
-cmport=$(free_port)
-hport=$(free_port)
-pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
-	-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1 &
-pids="$pids $!"
-wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+dport=$(bench_free_port)
+cmport=$(bench_free_port)
+hport=$(bench_free_port)
+bench_spawn pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
+	-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1
+bench_wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
 export AGENTCA_PASSWORD=bench-acme-passphrase
 echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
 "$build/agentca" init --dir "$work/ca" --name Bench --trust-domain bench.internal >/dev/null
-valgrind --tool=callgrind --callgrind-out-file="$outdir/callgrind.out.%p" \
+bench_spawn valgrind --tool=callgrind --callgrind-out-file="$outdir/callgrind.out.%p" \
 	"$build/agentca" serve --dir "$work/ca" --listen 127.0.0.1:0 --config "$work/serve.json" \
-	--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport" 2>"$work/serve.log" &
-pid=$!
-pids="$pids $pid"
-wait_for "$work/serve.log" '"event":"ca_ready"' "agentca serve under callgrind" 1200
-port=$(grep '"event":"listening"' "$work/serve.log" | tail -n1 | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+	--acme-resolver "127.0.0.1:$dport" --acme-http-port "$hport" 2>"$work/serve.log"
+pid=$spawned
+bench_wait_for "$work/serve.log" '"event":"ca_ready"' "agentca serve under callgrind" 1200
+port=$(bench_log_port "$work/serve.log" listening)
 run_gen() {
 	"$gen" --target agentca --directory "https://127.0.0.1:$port/acme/directory" \
 		--cacert "$work/ca/root.pem" --http-port "$hport" --concurrency "$1" \

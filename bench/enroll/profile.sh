@@ -46,12 +46,8 @@ else
 		--config "$work/serve.json" 2>"$log"
 fi
 daemon=$spawned
-# Under valgrind start-up takes far longer than bench_wait_for's 10 s.
-for _ in $(seq 600); do
-	grep -q '"event":"ca_ready"' "$log" 2>/dev/null && break
-	sleep 0.1
-done
-grep -q '"event":"ca_ready"' "$log" || { cat "$log" >&2; bench_fail "agentca serve never became ready"; }
+# Under valgrind start-up takes far longer than the default 10 s.
+bench_wait_for "$log" '"event":"ca_ready"' "agentca serve" 600
 port=$(bench_log_port "$log" listening)
 [ -n "$port" ] || { cat "$log" >&2; bench_fail "agentca serve names no port"; }
 
