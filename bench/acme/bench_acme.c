@@ -23,6 +23,7 @@
  * Prints one line:
  *
  *   target=NAME concurrency=C seconds=S orders=N failed=N rate=R p50_ms=X p99_ms=Y
+ *       requests_per_order=Q
  *
  * and the first failure on stderr. Exit 0 when every order completed, 1 otherwise, 2 on
  * usage errors. bench/acme/run.sh runs it against agentca and Pebble in one run.
@@ -85,6 +86,7 @@ static struct {
 	char new_account[URL_MAX];
 	char new_order[URL_MAX];
 	atomic_long next_order, ok, failed, latency_count;
+	atomic_long requests; /* HTTP requests sent by the workers (the account's not counted) */
 	atomic_int stop;
 	double *latencies_ms;
 	double deadline;
@@ -103,6 +105,7 @@ struct conn {
 	char nonce[NONCE_MAX];
 	char location[URL_MAX];
 	char errbuf[CURL_ERROR_SIZE];
+	int counted; /* a worker's connection: its requests go into g.requests */
 };
 
 static double
@@ -206,6 +209,8 @@ http(struct conn *c, const char *url, const char *body, int head)
 		if (head)
 			curl_easy_setopt(c->curl, CURLOPT_NOBODY, 1L);
 	}
+	if (c->counted)
+		atomic_fetch_add(&g.requests, 1);
 	code = curl_easy_perform(c->curl);
 	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(headers);
@@ -560,6 +565,7 @@ worker_main(void *arg)
 		atomic_fetch_add(&g.failed, 1);
 		goto out;
 	}
+	c.counted = 1;
 	while (!atomic_load(&g.stop)) {
 		long serial = atomic_fetch_add(&g.next_order, 1);
 		double start;
@@ -840,9 +846,12 @@ main(int argc, char **argv)
 		p99 = g.latencies_ms[(size_t)((double)n * 0.99)];
 	}
 	printf("target=%s concurrency=%d seconds=%.2f orders=%ld failed=%ld rate=%.1f p50_ms=%.1f "
-	       "p99_ms=%.1f\n",
+	       "p99_ms=%.1f requests_per_order=%.2f\n",
 	       g.o.target, g.o.concurrency, elapsed, atomic_load(&g.ok), atomic_load(&g.failed),
-	       elapsed > 0 ? (double)atomic_load(&g.ok) / elapsed : 0.0, p50, p99);
+	       elapsed > 0 ? (double)atomic_load(&g.ok) / elapsed : 0.0, p50, p99,
+	       atomic_load(&g.ok) > 0
+	           ? (double)atomic_load(&g.requests) / (double)atomic_load(&g.ok)
+	           : 0.0);
 	fflush(stdout);
 	if (g.first_error[0] != '\0')
 		fprintf(stderr, "bench_acme: first failure: %s\n", g.first_error);
