@@ -79,6 +79,7 @@ struct options {
 static struct {
 	struct options o;
 	EVP_PKEY *account_key;
+	EVP_MD *sha256;      /* fetched once, for every JWS */
 	char jwk[256];       /* {"crv":"P-256","kty":"EC","x":"..","y":".."} */
 	char thumbprint[64]; /* base64url(SHA-256(jwk)) */
 	char kid[URL_MAX];   /* the account URL */
@@ -105,7 +106,8 @@ struct conn {
 	char nonce[NONCE_MAX];
 	char location[URL_MAX];
 	char errbuf[CURL_ERROR_SIZE];
-	int counted; /* a worker's connection: its requests go into g.requests */
+	int counted;            /* a worker's connection: its requests go into g.requests */
+	EVP_PKEY_CTX *sign_ctx; /* the account key, initialized for signing once */
 };
 
 static double
@@ -229,7 +231,9 @@ conn_open(struct conn *c)
 	memset(c, 0, sizeof(*c));
 	c->body = malloc(BODY_MAX + 1);
 	c->curl = curl_easy_init();
-	if (c->body == NULL || c->curl == NULL)
+	c->sign_ctx = EVP_PKEY_CTX_new_from_pkey(NULL, g.account_key, NULL);
+	if (c->body == NULL || c->curl == NULL || c->sign_ctx == NULL ||
+	    EVP_PKEY_sign_init(c->sign_ctx) != 1)
 		return -1;
 	curl_easy_setopt(c->curl, CURLOPT_CAINFO, g.o.cacert);
 	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
@@ -247,26 +251,28 @@ conn_open(struct conn *c)
 static void
 conn_close(struct conn *c)
 {
+	EVP_PKEY_CTX_free(c->sign_ctx);
 	curl_easy_cleanup(c->curl);
 	free(c->body);
 }
 
 /* ---- JWS ---- */
 
-/* ES256 over input: r || s, 32 bytes each, as base64url. */
+/* ES256 over input with the connection's signing context: SHA-256 (fetched once) of the
+ * input, ECDSA over the digest, r || s, 32 bytes each, as base64url. */
 static int
-sign_es256(const char *input, char out[100])
+sign_es256(struct conn *c, const char *input, char out[100])
 {
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned char der[80], raw[64];
+	unsigned char digest[32], der[80], raw[64];
 	const unsigned char *p = der;
 	size_t der_len = sizeof(der);
+	unsigned int digest_len = 0;
 	ECDSA_SIG *sig = NULL;
 	const BIGNUM *r, *s;
 	int rc = -1;
 
-	if (md == NULL || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, g.account_key) != 1 ||
-	    EVP_DigestSign(md, der, &der_len, (const unsigned char *)input, strlen(input)) != 1)
+	if (EVP_Digest(input, strlen(input), digest, &digest_len, g.sha256, NULL) != 1 ||
+	    EVP_PKEY_sign(c->sign_ctx, der, &der_len, digest, digest_len) != 1)
 		goto out;
 	sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
 	if (sig == NULL)
@@ -278,7 +284,6 @@ sign_es256(const char *input, char out[100])
 	rc = 0;
 out:
 	ECDSA_SIG_free(sig);
-	EVP_MD_CTX_free(md);
 	return rc;
 }
 
@@ -327,7 +332,7 @@ jws_post(struct conn *c, const char *url, const char *payload, int use_jwk)
 		if (input == NULL)
 			goto next;
 		sprintf(input, "%s.%s", prot_b64, payload_b64);
-		if (sign_es256(input, sig) != 0) {
+		if (sign_es256(c, input, sig) != 0) {
 			record_error("ES256 signing failed");
 			goto next;
 		}
@@ -413,44 +418,87 @@ poll_until(struct conn *c, const char *url, const char *what, const char *want)
 	}
 }
 
-/* A DER CSR for name (CN and one DNS SAN) signed by key, as base64url. */
-static char *
-make_csr(EVP_PKEY *key, const char *name)
-{
-	X509_REQ *req = X509_REQ_new();
-	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
-	X509_EXTENSION *san = NULL;
-	unsigned char *der = NULL;
-	char san_text[300], *out = NULL;
-	int der_len;
+/* A worker's CSRs: one request object whose public key (the worker's P-256 key) is set
+ * once; each order replaces its subject and extensions and signs it again. Setting the
+ * key is the costly part of a CSR in OpenSSL 3 (an encoder and a decoder per call). */
+struct csr_maker {
+	EVP_PKEY *key;
+	X509_REQ *req;
+};
 
-	snprintf(san_text, sizeof(san_text), "DNS:%s", name);
-	if (req == NULL || exts == NULL || X509_REQ_set_version(req, 0) != 1 ||
-	    X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC,
-	                               (const unsigned char *)name, -1, -1, 0) != 1 ||
-	    X509_REQ_set_pubkey(req, key) != 1)
+static int
+csr_maker_open(struct csr_maker *m)
+{
+	m->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	m->req = X509_REQ_new();
+	if (m->key == NULL || m->req == NULL || X509_REQ_set_version(m->req, 0) != 1 ||
+	    X509_REQ_set_pubkey(m->req, m->key) != 1)
+		return -1;
+	return 0;
+}
+
+static void
+csr_maker_close(struct csr_maker *m)
+{
+	X509_REQ_free(m->req);
+	EVP_PKEY_free(m->key);
+}
+
+/* A fresh DER CSR for name (CN and one DNS SAN) signed by the worker's key, as base64url. */
+static char *
+make_csr(struct csr_maker *m, const char *name)
+{
+	X509_NAME *subject = X509_NAME_new();
+	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+	GENERAL_NAMES *sans = GENERAL_NAMES_new();
+	GENERAL_NAME *san = GENERAL_NAME_new();
+	ASN1_IA5STRING *dns = ASN1_IA5STRING_new();
+	X509_EXTENSION *ext = NULL;
+	X509_ATTRIBUTE *old;
+	unsigned char *der = NULL;
+	char *out = NULL;
+	int der_len, at;
+
+	if (subject == NULL || exts == NULL || sans == NULL || san == NULL || dns == NULL ||
+	    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, (const unsigned char *)name, -1,
+	                               -1, 0) != 1 ||
+	    X509_REQ_set_subject_name(m->req, subject) != 1 || ASN1_STRING_set(dns, name, -1) != 1)
 		goto out;
-	san = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san_text);
-	if (san == NULL || sk_X509_EXTENSION_push(exts, san) == 0)
+	GENERAL_NAME_set0_value(san, GEN_DNS, dns);
+	dns = NULL;
+	if (sk_GENERAL_NAME_push(sans, san) == 0)
 		goto out;
 	san = NULL;
-	if (X509_REQ_add_extensions(req, exts) != 1 || X509_REQ_sign(req, key, EVP_sha256()) <= 0)
+	ext = X509V3_EXT_i2d(NID_subject_alt_name, 0, sans);
+	if (ext == NULL || sk_X509_EXTENSION_push(exts, ext) == 0)
 		goto out;
-	der_len = i2d_X509_REQ(req, &der);
+	ext = NULL;
+	/* The previous order's extensions out, this one's in. */
+	while ((at = X509_REQ_get_attr_by_NID(m->req, NID_ext_req, -1)) >= 0) {
+		old = X509_REQ_delete_attr(m->req, at);
+		X509_ATTRIBUTE_free(old);
+	}
+	if (X509_REQ_add_extensions(m->req, exts) != 1 ||
+	    X509_REQ_sign(m->req, m->key, EVP_sha256()) <= 0)
+		goto out;
+	der_len = i2d_X509_REQ(m->req, &der);
 	if (der_len <= 0)
 		goto out;
 	out = base64url_encode_alloc(der, (size_t)der_len);
 out:
 	OPENSSL_free(der);
-	X509_EXTENSION_free(san);
+	X509_EXTENSION_free(ext);
+	ASN1_IA5STRING_free(dns);
+	GENERAL_NAME_free(san);
+	GENERAL_NAMES_free(sans);
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-	X509_REQ_free(req);
+	X509_NAME_free(subject);
 	return out;
 }
 
 /* One order from newOrder to the downloaded certificate. */
 static int
-complete_order(struct conn *c, EVP_PKEY *csr_key, long serial, int worker)
+complete_order(struct conn *c, struct csr_maker *csrs, long serial, int worker)
 {
 	char name[256], payload[2048], order_url[URL_MAX], authz_url[URL_MAX];
 	char challenge_url[URL_MAX], finalize_url[URL_MAX], cert_url[URL_MAX];
@@ -511,7 +559,7 @@ complete_order(struct conn *c, EVP_PKEY *csr_key, long serial, int worker)
 		done = NULL;
 	}
 
-	csr = make_csr(csr_key, name);
+	csr = make_csr(csrs, name);
 	if (csr == NULL) {
 		record_error("cannot make a CSR for %s", name);
 		goto out;
@@ -558,9 +606,9 @@ worker_main(void *arg)
 {
 	int worker = (int)(intptr_t)arg;
 	struct conn c;
-	EVP_PKEY *csr_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	struct csr_maker csrs = {0};
 
-	if (conn_open(&c) != 0 || csr_key == NULL) {
+	if (conn_open(&c) != 0 || csr_maker_open(&csrs) != 0) {
 		record_error("worker %d: out of memory", worker);
 		atomic_fetch_add(&g.failed, 1);
 		goto out;
@@ -575,7 +623,7 @@ worker_main(void *arg)
 		if (g.o.orders == 0 && now_seconds() >= g.deadline)
 			break;
 		start = now_seconds();
-		if (complete_order(&c, csr_key, serial, worker) == 0) {
+		if (complete_order(&c, &csrs, serial, worker) == 0) {
 			long slot = atomic_fetch_add(&g.latency_count, 1);
 
 			if (slot < MAX_LATENCIES)
@@ -586,7 +634,7 @@ worker_main(void *arg)
 		}
 	}
 out:
-	EVP_PKEY_free(csr_key);
+	csr_maker_close(&csrs);
 	conn_close(&c);
 	return NULL;
 }
@@ -682,7 +730,8 @@ make_account_key(void)
 	int rc = -1;
 
 	g.account_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-	if (g.account_key == NULL ||
+	g.sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (g.account_key == NULL || g.sha256 == NULL ||
 	    EVP_PKEY_get_bn_param(g.account_key, OSSL_PKEY_PARAM_EC_PUB_X, &x) != 1 ||
 	    EVP_PKEY_get_bn_param(g.account_key, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1 ||
 	    BN_bn2binpad(x, xb, 32) != 32 || BN_bn2binpad(y, yb, 32) != 32)
@@ -692,7 +741,7 @@ make_account_key(void)
 	/* RFC 7638: the required members in lexical order, no white space. */
 	snprintf(g.jwk, sizeof(g.jwk),
 	         "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", xs, ys);
-	if (EVP_Digest(g.jwk, strlen(g.jwk), digest, &dlen, EVP_sha256(), NULL) != 1)
+	if (EVP_Digest(g.jwk, strlen(g.jwk), digest, &dlen, g.sha256, NULL) != 1)
 		goto out;
 	base64url_encode(digest, 32, g.thumbprint, sizeof(g.thumbprint));
 	rc = 0;
@@ -865,6 +914,7 @@ out:
 	if (g.http_fd > 0)
 		close(g.http_fd);
 	EVP_PKEY_free(g.account_key);
+	EVP_MD_free(g.sha256);
 	free(threads);
 	free(g.latencies_ms);
 	curl_global_cleanup();
