@@ -11,10 +11,10 @@
  * which answers GET /.well-known/acme-challenge/TOKEN with TOKEN "." thumbprint: the key
  * authorization of any token of this account, so no table is shared with the workers.
  *
- * Each of the C workers is a thread with one keep-alive libcurl handle (TLS verified against
- * ROOT.pem) and its own nonce, and completes orders one after another: newOrder for one DNS
- * name (o<N>-w<W>.SUFFIX), the authorization (POST-as-GET), POST {} to its http-01
- * challenge; when that answer says the challenge is valid, the authorization and so the
+ * Each of the C workers is a thread with one keep-alive HTTPS connection (TLS 1.2+, the
+ * server's certificate verified against ROOT.pem and for the URL's host) and its own nonce,
+ * and completes orders one after another: newOrder for one DNS name (o<N>-w<W>.SUFFIX), the
+ * authorization (POST-as-GET), POST {} to its http-01 challenge; when that answer says the challenge is valid, the authorization and so the
  * order are ready (RFC 8555 7.1.6) and finalize comes next, as lego does; otherwise the
  * order is polled until ready (and polled after finalize too if the server answers
  * orderNotReady). Finalize sends a fresh CSR for the name (the worker's P-256 key, CN and
@@ -26,8 +26,13 @@
  * counts when its certificate is a PEM certificate chain. Against agentca, which holds a
  * challenge POST until its validation is done, an order takes 5 requests.
  *
- * Kept cheap, so that the CPU it takes from a server on the same machine is small: OpenSSL
- * objects (signing context, SHA-256, each worker's CSR object with its key) made once.
+ * Kept cheap, like wrk against a web server, so that the CPU it takes from a server on the
+ * same machine is small: HTTP/1.1 is spoken directly over OpenSSL with blocking sockets (one
+ * write per request, a read or two per answer; Content-Length, chunked or close-delimited
+ * bodies), where libcurl's easy interface polled three to four times per request; OpenSSL
+ * objects (TLS context, signing context, SHA-256, each worker's CSR object with its key)
+ * are made once; the responder blocks in accept instead of polling.
+ *
  * Prints one line:
  *
  *   target=NAME concurrency=C seconds=S orders=N failed=N rate=R p50_ms=X p99_ms=Y
@@ -39,8 +44,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -54,17 +60,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "common/base64url.h"
 
 #define BODY_MAX (1 << 20)
+#define IN_MAX (BODY_MAX + 65536) /* an answer's bytes as they come: headers, chunks */
+#define REQ_MAX 65536
 #define URL_MAX 1024
 #define NONCE_MAX 256
 #define MAX_LATENCIES (1 << 20)
@@ -88,6 +96,7 @@ static struct {
 	struct options o;
 	EVP_PKEY *account_key;
 	EVP_MD *sha256;      /* fetched once, for every JWS */
+	SSL_CTX *tls;        /* client TLS: TLS 1.2+, the server verified against --cacert */
 	char jwk[256];       /* {"crv":"P-256","kty":"EC","x":"..","y":".."} */
 	char thumbprint[64]; /* base64url(SHA-256(jwk)) */
 	char kid[URL_MAX];   /* the account URL */
@@ -104,16 +113,19 @@ static struct {
 	int http_fd;
 } g;
 
-/* One worker's connection: a libcurl handle, the last answer and the next nonce. */
+/* One worker's connection: a keep-alive TLS session, the last answer and the next nonce. */
 struct conn {
-	CURL *curl;
-	char *body;
+	int fd;
+	SSL *ssl;
+	char authority[256]; /* host:port of the open connection, "" when none */
+	char *in;            /* what the server sent and was not yet taken apart */
+	size_t in_len;
+	char *req;  /* the request being sent */
+	char *body; /* the last answer's body, NUL-terminated */
 	size_t body_len;
-	int body_overflow;
 	long status;
 	char nonce[NONCE_MAX];
 	char location[URL_MAX];
-	char errbuf[CURL_ERROR_SIZE];
 	int counted;            /* a worker's connection: its requests go into g.requests */
 	EVP_PKEY_CTX *sign_ctx; /* the account key, initialized for signing once */
 };
@@ -143,124 +155,399 @@ record_error(const char *fmt, ...)
 	pthread_mutex_unlock(&g.error_lock);
 }
 
-/* ---- HTTP ---- */
+/* ---- HTTPS: a small HTTP/1.1 client on OpenSSL ---- */
 
-static size_t
-on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	struct conn *c = userdata;
-	size_t n = size * nmemb;
-
-	if (n > BODY_MAX - c->body_len) {
-		c->body_overflow = 1;
-		return 0;
-	}
-	memcpy(c->body + c->body_len, ptr, n);
-	c->body_len += n;
-	c->body[c->body_len] = '\0';
-	return n;
-}
-
-/* Copy the value of header line "Name: value\r\n" into out if the name matches. */
-static void
-header_value(const char *line, size_t len, const char *name, char *out, size_t out_len)
+/* Where the value of header line "Name: value" (len bytes, no CRLF) starts and how long it
+ * is, trimmed; 0 when the line is another header. */
+static int
+header_match(const char *line, size_t len, const char *name, const char **value, size_t *value_len)
 {
 	size_t nlen = strlen(name), vlen;
 	const char *v;
 
-	if (len <= nlen + 1 || strncasecmp(line, name, nlen) != 0 || line[nlen] != ':')
-		return;
+	if (len < nlen + 1 || strncasecmp(line, name, nlen) != 0 || line[nlen] != ':')
+		return 0;
 	v = line + nlen + 1;
 	vlen = len - nlen - 1;
 	while (vlen > 0 && (*v == ' ' || *v == '\t')) {
 		v++;
 		vlen--;
 	}
-	while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+	while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
 		vlen--;
+	*value = v;
+	*value_len = vlen;
+	return 1;
+}
+
+/* Copy a header value into out when it fits (it is left as it was otherwise). */
+static void
+copy_value(const char *v, size_t vlen, char *out, size_t out_len)
+{
 	if (vlen >= out_len)
 		return;
 	memcpy(out, v, vlen);
 	out[vlen] = '\0';
 }
 
-static size_t
-on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+static void
+conn_disconnect(struct conn *c)
 {
-	struct conn *c = userdata;
-	size_t n = size * nmemb;
-
-	header_value(ptr, n, "Replay-Nonce", c->nonce, sizeof(c->nonce));
-	header_value(ptr, n, "Location", c->location, sizeof(c->location));
-	return n;
+	if (c->ssl != NULL)
+		SSL_free(c->ssl);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->ssl = NULL;
+	c->fd = -1;
+	c->authority[0] = '\0';
+	c->in_len = 0;
 }
 
-/* One request: GET (body NULL, head 0), HEAD (head 1) or POST of a JOSE body. */
+/* A TCP connection to authority (host[:port], host possibly [IPv6]) and a TLS session on
+ * it, the server's certificate verified against ROOT.pem and for the host's name or IP. */
+static int
+conn_connect(struct conn *c, const char *authority)
+{
+	char host[256], port[8] = "443";
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
+	struct timeval tv = {.tv_sec = 30};
+	unsigned char ip[16];
+	const char *colon;
+	size_t hlen;
+	int one = 1, rc = -1, gai;
+	long verify;
+
+	conn_disconnect(c);
+	if (authority[0] == '[') {
+		const char *close_bracket = strchr(authority, ']');
+
+		if (close_bracket == NULL)
+			goto bad_authority;
+		hlen = (size_t)(close_bracket - authority - 1);
+		memcpy(host, authority + 1, hlen < sizeof(host) ? hlen : 0);
+		colon = close_bracket[1] == ':' ? close_bracket + 1 : NULL;
+	} else {
+		colon = strrchr(authority, ':');
+		hlen = colon != NULL ? (size_t)(colon - authority) : strlen(authority);
+		memcpy(host, authority, hlen < sizeof(host) ? hlen : 0);
+	}
+	if (hlen == 0 || hlen >= sizeof(host) ||
+	    (colon != NULL && strlen(colon + 1) >= sizeof(port)))
+		goto bad_authority;
+	host[hlen] = '\0';
+	if (colon != NULL)
+		snprintf(port, sizeof(port), "%s", colon + 1);
+	gai = getaddrinfo(host, port, &hints, &res);
+	if (gai != 0) {
+		record_error("%s: %s", authority, gai_strerror(gai));
+		goto out;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (c->fd < 0)
+			continue;
+		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (c->fd < 0) {
+		record_error("connect to %s: %s", authority, strerror(errno));
+		goto out;
+	}
+	/* Requests go out whole in one write; a stuck server fails the request after 30 s. */
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	c->ssl = SSL_new(g.tls);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+		goto tls_failed;
+	if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1) {
+		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1)
+			goto tls_failed;
+	} else if (SSL_set_tlsext_host_name(c->ssl, host) != 1 ||
+	           SSL_set1_host(c->ssl, host) != 1) {
+		goto tls_failed;
+	}
+	if (SSL_connect(c->ssl) != 1) {
+		verify = SSL_get_verify_result(c->ssl);
+		if (verify != X509_V_OK) {
+			record_error("TLS with %s: certificate not verified against the --cacert "
+			             "root: %s",
+			             authority, X509_verify_cert_error_string(verify));
+			goto out;
+		}
+		goto tls_failed;
+	}
+	snprintf(c->authority, sizeof(c->authority), "%s", authority);
+	rc = 0;
+	goto out;
+bad_authority:
+	record_error("%s: not a host[:port] this client can connect to", authority);
+	goto out;
+tls_failed:
+	record_error("TLS with %s: %s", authority,
+	             ERR_peek_last_error() != 0 ? ERR_reason_error_string(ERR_peek_last_error())
+	                                        : "handshake failed");
+out:
+	ERR_clear_error();
+	if (res != NULL)
+		freeaddrinfo(res);
+	if (rc != 0)
+		conn_disconnect(c);
+	return rc;
+}
+
+/* More of the answer from the TLS session into c->in; -1 on close, error, timeout or a
+ * full buffer. */
+static int
+conn_fill(struct conn *c)
+{
+	int n;
+
+	if (c->in_len >= IN_MAX)
+		return -1;
+	n = SSL_read(c->ssl, c->in + c->in_len, (int)(IN_MAX - c->in_len));
+	if (n <= 0) {
+		ERR_clear_error();
+		return -1;
+	}
+	c->in_len += (size_t)n;
+	return 0;
+}
+
+/* Until c->in holds at least want bytes. */
+static int
+conn_want(struct conn *c, size_t want)
+{
+	while (c->in_len < want)
+		if (want > IN_MAX || conn_fill(c) != 0)
+			return -1;
+	return 0;
+}
+
+/* The offset just past the next CRLF at or after from, reading more as needed. */
+static int
+conn_line(struct conn *c, size_t from, size_t *next)
+{
+	for (;;) {
+		const char *crlf =
+		    c->in_len > from ? memmem(c->in + from, c->in_len - from, "\r\n", 2) : NULL;
+
+		if (crlf != NULL) {
+			*next = (size_t)(crlf - c->in) + 2;
+			return 0;
+		}
+		if (conn_fill(c) != 0)
+			return -1;
+	}
+}
+
+static int
+body_append(struct conn *c, const char *data, size_t n)
+{
+	if (n > BODY_MAX - c->body_len)
+		return -1;
+	memcpy(c->body + c->body_len, data, n);
+	c->body_len += n;
+	c->body[c->body_len] = '\0';
+	return 0;
+}
+
+/* One answer: the status line, the headers (Replay-Nonce and Location kept), and the body
+ * by Content-Length, chunked, or up to the close. Bytes past it stay in c->in. */
+static int
+read_answer(struct conn *c, int head, const char **why)
+{
+	size_t header_end = 0, pos, line_end, used, content_length = 0;
+	int chunked = 0, has_length = 0, close_after = 0;
+	const char *v;
+	size_t vlen;
+
+	*why = "the connection closed or timed out before a whole answer";
+	for (;;) {
+		const char *end = c->in_len >= 4 ? memmem(c->in, c->in_len, "\r\n\r\n", 4) : NULL;
+
+		if (end != NULL) {
+			header_end = (size_t)(end - c->in) + 4;
+			break;
+		}
+		if (conn_fill(c) != 0)
+			return -1;
+	}
+	if (c->in_len < 12 || strncmp(c->in, "HTTP/1.", 7) != 0 ||
+	    sscanf(c->in + 8, " %3ld", &c->status) != 1) {
+		*why = "the answer is not HTTP/1.x";
+		return -1;
+	}
+	for (pos = (size_t)((char *)memmem(c->in, header_end, "\r\n", 2) - c->in) + 2;
+	     pos + 2 < header_end; pos = line_end + 2) {
+		const char *line = c->in + pos;
+		size_t len;
+
+		line_end = (size_t)((char *)memmem(line, header_end - pos, "\r\n", 2) - c->in);
+		len = line_end - pos;
+		if (header_match(line, len, "Replay-Nonce", &v, &vlen))
+			copy_value(v, vlen, c->nonce, sizeof(c->nonce));
+		else if (header_match(line, len, "Location", &v, &vlen))
+			copy_value(v, vlen, c->location, sizeof(c->location));
+		else if (header_match(line, len, "Content-Length", &v, &vlen)) {
+			char digits[24];
+
+			copy_value(v, vlen, digits, sizeof(digits));
+			content_length = strtoul(digits, NULL, 10);
+			has_length = 1;
+		} else if (header_match(line, len, "Transfer-Encoding", &v, &vlen))
+			chunked = memmem(v, vlen, "chunked", 7) != NULL;
+		else if (header_match(line, len, "Connection", &v, &vlen))
+			close_after = vlen == 5 && strncasecmp(v, "close", 5) == 0;
+	}
+	used = header_end;
+	if (head || c->status / 100 == 1 || c->status == 204 || c->status == 304) {
+		/* no body */
+	} else if (chunked) {
+		for (;;) {
+			size_t size;
+
+			if (conn_line(c, used, &line_end) != 0)
+				return -1;
+			size = strtoul(c->in + used, NULL, 16);
+			used = line_end;
+			if (size == 0)
+				break;
+			if (size > BODY_MAX || conn_want(c, used + size + 2) != 0) {
+				*why = "a chunk too large or cut short";
+				return -1;
+			}
+			if (body_append(c, c->in + used, size) != 0) {
+				*why = "an answer over 1 MiB";
+				return -1;
+			}
+			used += size + 2;
+		}
+		/* Trailers, up to the empty line. */
+		for (;;) {
+			if (conn_line(c, used, &line_end) != 0)
+				return -1;
+			if (line_end == used + 2) {
+				used = line_end;
+				break;
+			}
+			used = line_end;
+		}
+	} else if (has_length) {
+		if (content_length > BODY_MAX || conn_want(c, used + content_length) != 0 ||
+		    body_append(c, c->in + used, content_length) != 0) {
+			*why = "a body cut short or over 1 MiB";
+			return -1;
+		}
+		used += content_length;
+	} else {
+		while (conn_fill(c) == 0)
+			;
+		if (body_append(c, c->in + used, c->in_len - used) != 0) {
+			*why = "an answer over 1 MiB";
+			return -1;
+		}
+		used = c->in_len;
+		close_after = 1;
+	}
+	memmove(c->in, c->in + used, c->in_len - used);
+	c->in_len -= used;
+	if (close_after)
+		conn_disconnect(c);
+	return 0;
+}
+
+/* One request: GET (body NULL, head 0), HEAD (head 1) or POST of a JOSE body, on the
+ * connection's keep-alive TLS session (made, or made again, when needed). A request on a
+ * reused connection that the server had closed meanwhile is sent once more on a new one. */
 static int
 http(struct conn *c, const char *url, const char *body, int head)
 {
-	struct curl_slist *headers = NULL;
-	CURLcode code;
+	char authority[256];
+	const char *path, *why = "";
+	size_t body_len = body != NULL ? strlen(body) : 0, n;
+	int len;
 
 	c->body_len = 0;
 	c->body[0] = '\0';
-	c->body_overflow = 0;
 	c->location[0] = '\0';
 	c->status = 0;
-	curl_easy_setopt(c->curl, CURLOPT_URL, url);
-	curl_easy_setopt(c->curl, CURLOPT_NOBODY, head ? 1L : 0L);
-	if (body != NULL) {
-		headers = curl_slist_append(NULL, "Content-Type: application/jose+json");
-		curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
-	} else {
-		curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
-		curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
-		if (head)
-			curl_easy_setopt(c->curl, CURLOPT_NOBODY, 1L);
-	}
-	if (c->counted)
-		atomic_fetch_add(&g.requests, 1);
-	code = curl_easy_perform(c->curl);
-	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
-	curl_slist_free_all(headers);
-	if (code != CURLE_OK) {
-		record_error("%s: %s", url,
-		             c->errbuf[0] != '\0' ? c->errbuf : curl_easy_strerror(code));
+	if (strncmp(url, "https://", 8) != 0 || (n = strcspn(url + 8, "/")) == 0 ||
+	    n >= sizeof(authority)) {
+		record_error("%s: not an https:// URL", url);
 		return -1;
 	}
-	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
-	return 0;
+	memcpy(authority, url + 8, n);
+	authority[n] = '\0';
+	path = url[8 + n] != '\0' ? url + 8 + n : "/";
+	len = snprintf(c->req, REQ_MAX,
+	               "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: agentca-bench-acme\r\n"
+	               "Accept: */*\r\n",
+	               body != NULL ? "POST"
+	               : head       ? "HEAD"
+	                            : "GET",
+	               path, authority);
+	if (len > 0 && body != NULL)
+		len += snprintf(c->req + len, REQ_MAX - (size_t)len,
+		                "Content-Type: application/jose+json\r\nContent-Length: %zu\r\n",
+		                body_len);
+	if (len <= 0 || (size_t)len + 2 + body_len > REQ_MAX) {
+		record_error("%s: the request is over %d bytes", url, REQ_MAX);
+		return -1;
+	}
+	memcpy(c->req + len, "\r\n", 2);
+	len += 2;
+	if (body_len > 0)
+		memcpy(c->req + len, body, body_len);
+	len += (int)body_len;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int reused = c->ssl != NULL && strcmp(c->authority, authority) == 0;
+
+		if (!reused && conn_connect(c, authority) != 0)
+			return -1;
+		if (c->counted)
+			atomic_fetch_add(&g.requests, 1);
+		c->in_len = 0;
+		if (SSL_write(c->ssl, c->req, len) == len) {
+			if (read_answer(c, head, &why) == 0)
+				return 0;
+		} else {
+			ERR_clear_error();
+			why = "the request could not be sent";
+		}
+		conn_disconnect(c);
+		/* Only a reused connection with no answer at all is tried again. */
+		if (!reused || c->status != 0 || c->body_len > 0)
+			break;
+	}
+	record_error("%s: %s", url, why);
+	return -1;
 }
 
 static int
 conn_open(struct conn *c)
 {
 	memset(c, 0, sizeof(*c));
+	c->fd = -1;
 	c->body = malloc(BODY_MAX + 1);
-	c->curl = curl_easy_init();
+	c->in = malloc(IN_MAX);
+	c->req = malloc(REQ_MAX);
 	c->sign_ctx = EVP_PKEY_CTX_new_from_pkey(NULL, g.account_key, NULL);
-	if (c->body == NULL || c->curl == NULL || c->sign_ctx == NULL ||
+	if (c->body == NULL || c->in == NULL || c->req == NULL || c->sign_ctx == NULL ||
 	    EVP_PKEY_sign_init(c->sign_ctx) != 1)
 		return -1;
-	curl_easy_setopt(c->curl, CURLOPT_CAINFO, g.o.cacert);
-	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->curl, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, 30L);
-	curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
-	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
-	curl_easy_setopt(c->curl, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c->curl, CURLOPT_HEADERDATA, c);
-	curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "agentca-bench-acme");
 	return 0;
 }
 
 static void
 conn_close(struct conn *c)
 {
+	conn_disconnect(c);
 	EVP_PKEY_CTX_free(c->sign_ctx);
-	curl_easy_cleanup(c->curl);
+	free(c->req);
+	free(c->in);
 	free(c->body);
 }
 
@@ -671,10 +958,8 @@ serve_one(int fd)
 	char req[4096], resp[512], path[256];
 	size_t len = 0;
 	const char *prefix = "GET /.well-known/acme-challenge/";
-	struct timeval tv = {.tv_sec = 2};
 	int n;
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	while (len < sizeof(req) - 1) {
 		ssize_t r = recv(fd, req + len, sizeof(req) - 1 - len, 0);
 
@@ -706,19 +991,20 @@ serve_one(int fd)
 	send(fd, resp, (size_t)n, MSG_NOSIGNAL);
 }
 
+/* Accepts until the listening socket is shut down at exit (which wakes accept). */
 static void *
 responder_main(void *arg)
 {
 	(void)arg;
 	while (!atomic_load(&g.stop)) {
-		struct pollfd pfd = {.fd = g.http_fd, .events = POLLIN};
-		int fd;
+		int fd = accept4(g.http_fd, NULL, NULL, SOCK_CLOEXEC);
 
-		if (poll(&pfd, 1, 100) <= 0)
-			continue;
-		fd = accept(g.http_fd, NULL, NULL);
-		if (fd < 0)
-			continue;
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE ||
+			    errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				continue;
+			break;
+		}
 		serve_one(fd);
 		close(fd);
 	}
@@ -729,6 +1015,7 @@ static int
 responder_listen(int port)
 {
 	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	struct timeval tv = {.tv_sec = 2};
 	int one = 1;
 
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -736,6 +1023,8 @@ responder_listen(int port)
 	if (g.http_fd < 0)
 		return -1;
 	setsockopt(g.http_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Accepted sockets inherit it: a validator that sends nothing is dropped after 2 s. */
+	setsockopt(g.http_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (bind(g.http_fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
 	    listen(g.http_fd, 512) != 0)
 		return -1;
@@ -876,13 +1165,21 @@ main(int argc, char **argv)
 		return usage();
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&g.error_lock, NULL);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	g.latencies_ms = calloc(MAX_LATENCIES, sizeof(double));
 	threads = calloc((size_t)g.o.concurrency, sizeof(*threads));
 	if (g.latencies_ms == NULL || threads == NULL) {
 		fprintf(stderr, "bench_acme: out of memory\n");
 		goto out;
 	}
+	g.tls = SSL_CTX_new(TLS_client_method());
+	if (g.tls == NULL || SSL_CTX_set_min_proto_version(g.tls, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_load_verify_locations(g.tls, g.o.cacert, NULL) != 1) {
+		fprintf(stderr,
+		        "bench_acme: %s: cannot load it as the root to verify the server by\n",
+		        g.o.cacert);
+		goto out;
+	}
+	SSL_CTX_set_verify(g.tls, SSL_VERIFY_PEER, NULL);
 	if (make_account_key() != 0) {
 		fprintf(stderr, "bench_acme: cannot make the account key\n");
 		goto out;
@@ -933,15 +1230,17 @@ main(int argc, char **argv)
 	             : 1;
 out:
 	atomic_store(&g.stop, 1);
-	if (responder_started)
+	if (responder_started) {
+		shutdown(g.http_fd, SHUT_RDWR);
 		pthread_join(responder, NULL);
+	}
 	if (g.http_fd > 0)
 		close(g.http_fd);
 	EVP_PKEY_free(g.account_key);
 	EVP_MD_free(g.sha256);
 	free(threads);
 	free(g.latencies_ms);
-	curl_global_cleanup();
+	SSL_CTX_free(g.tls);
 	pthread_mutex_destroy(&g.error_lock);
 	return status;
 }
