@@ -14,13 +14,13 @@
  * Each of the C workers is a thread with one keep-alive HTTPS connection (TLS 1.2+, the
  * server's certificate verified against ROOT.pem and for the URL's host) and its own nonce,
  * and completes orders one after another: newOrder for one DNS name (o<N>-w<W>.SUFFIX), the
- * authorization (POST-as-GET), POST {} to its http-01 challenge; when that answer says the challenge is valid, the authorization and so the
- * order are ready (RFC 8555 7.1.6) and finalize comes next, as lego does; otherwise the
- * order is polled until ready (and polled after finalize too if the server answers
- * orderNotReady). Finalize sends a fresh CSR for the name (the worker's P-256 key, CN and
- * one DNS SAN, signed anew for each order); unless its answer is valid the order is polled
- * until valid; then the certificate is downloaded. Every request is a flattened JWS signed
- * ES256 with OpenSSL (kid after newAccount), each nonce taken from the previous answer's
+ * authorization (POST-as-GET), POST {} to its http-01 challenge; when that answer says the
+ * challenge is valid, the authorization and so the order are ready (RFC 8555 7.1.6) and finalize
+ * comes next, as lego does; otherwise the order is polled until ready (and polled after finalize
+ * too if the server answers orderNotReady). Finalize sends a fresh CSR for the name (the worker's
+ * P-256 key, CN and one DNS SAN, signed anew for each order); unless its answer is valid the order
+ * is polled until valid; then the certificate is downloaded. Every request is a flattened JWS
+ * signed ES256 with OpenSSL (kid after newAccount), each nonce taken from the previous answer's
  * Replay-Nonce; a badNonce answer is retried with the new nonce (Pebble rejects some on
  * purpose unless PEBBLE_WFE_NONCEREJECT=0). Polls wait 2 ms, doubling to 100 ms. An order
  * counts when its certificate is a PEM certificate chain. Against agentca, which holds a
@@ -1180,6 +1180,8 @@ main(int argc, char **argv)
 		goto out;
 	}
 	SSL_CTX_set_verify(g.tls, SSL_VERIFY_PEER, NULL);
+	/* Whole records and whatever follows in one read(), not a header and then a body. */
+	SSL_CTX_set_read_ahead(g.tls, 1);
 	if (make_account_key() != 0) {
 		fprintf(stderr, "bench_acme: cannot make the account key\n");
 		goto out;
