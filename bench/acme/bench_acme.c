@@ -120,8 +120,9 @@ struct conn {
 	char authority[256]; /* host:port of the open connection, "" when none */
 	char *in;            /* what the server sent and was not yet taken apart */
 	size_t in_len;
-	char *req;  /* the request being sent */
-	char *body; /* the last answer's body, NUL-terminated */
+	int timed_out; /* the last read ran out of time (30 s) */
+	char *req;     /* the request being sent */
+	char *body;    /* the last answer's body, NUL-terminated */
 	size_t body_len;
 	long status;
 	char nonce[NONCE_MAX];
@@ -309,6 +310,12 @@ conn_fill(struct conn *c)
 		return -1;
 	n = SSL_read(c->ssl, c->in + c->in_len, (int)(IN_MAX - c->in_len));
 	if (n <= 0) {
+		int err = SSL_get_error(c->ssl, n);
+
+		/* SO_RCVTIMEO ran out: the read fails with EAGAIN. */
+		c->timed_out =
+		    err == SSL_ERROR_WANT_READ ||
+		    (err == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK));
 		ERR_clear_error();
 		return -1;
 	}
@@ -503,13 +510,14 @@ http(struct conn *c, const char *url, const char *body, int head)
 		memcpy(c->req + len, body, body_len);
 	len += (int)body_len;
 	for (int attempt = 0; attempt < 2; attempt++) {
-		int reused = c->ssl != NULL && strcmp(c->authority, authority) == 0;
+		int reused = c->ssl != NULL && strcmp(c->authority, authority) == 0, got_bytes;
 
 		if (!reused && conn_connect(c, authority) != 0)
 			return -1;
 		if (c->counted)
 			atomic_fetch_add(&g.requests, 1);
 		c->in_len = 0;
+		c->timed_out = 0;
 		if (SSL_write(c->ssl, c->req, len) == len) {
 			if (read_answer(c, head, &why) == 0)
 				return 0;
@@ -517,9 +525,13 @@ http(struct conn *c, const char *url, const char *body, int head)
 			ERR_clear_error();
 			why = "the request could not be sent";
 		}
+		if (c->timed_out)
+			why = "no answer within 30 s";
+		got_bytes = c->in_len > 0 || c->status != 0 || c->body_len > 0;
 		conn_disconnect(c);
-		/* Only a reused connection with no answer at all is tried again. */
-		if (!reused || c->status != 0 || c->body_len > 0)
+		/* Only a reused connection that the server closed before answering at all is
+		 * tried again (as libcurl does); never after a timeout, which already waited. */
+		if (!reused || got_bytes || c->timed_out)
 			break;
 	}
 	record_error("%s: %s", url, why);
