@@ -42,6 +42,7 @@
  * usage errors. bench/acme/run.sh runs it against agentca and Pebble in one run.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -382,11 +383,14 @@ read_answer(struct conn *c, int head, const char **why)
 		if (conn_fill(c) != 0)
 			return -1;
 	}
-	if (c->in_len < 12 || strncmp(c->in, "HTTP/1.", 7) != 0 ||
-	    sscanf(c->in + 8, " %3ld", &c->status) != 1) {
+	/* "HTTP/1.x NNN": c->in is not NUL-terminated, so no string functions past here. */
+	if (c->in_len < 12 || memcmp(c->in, "HTTP/1.", 7) != 0 || c->in[8] != ' ' ||
+	    !isdigit((unsigned char)c->in[9]) || !isdigit((unsigned char)c->in[10]) ||
+	    !isdigit((unsigned char)c->in[11])) {
 		*why = "the answer is not HTTP/1.x";
 		return -1;
 	}
+	c->status = (c->in[9] - '0') * 100 + (c->in[10] - '0') * 10 + (c->in[11] - '0');
 	for (pos = (size_t)((char *)memmem(c->in, header_end, "\r\n", 2) - c->in) + 2;
 	     pos + 2 < header_end; pos = line_end + 2) {
 		const char *line = c->in + pos;
@@ -399,7 +403,7 @@ read_answer(struct conn *c, int head, const char **why)
 		else if (header_match(line, len, "Location", &v, &vlen))
 			copy_value(v, vlen, c->location, sizeof(c->location));
 		else if (header_match(line, len, "Content-Length", &v, &vlen)) {
-			char digits[24];
+			char digits[24] = "";
 
 			copy_value(v, vlen, digits, sizeof(digits));
 			content_length = strtoul(digits, NULL, 10);
