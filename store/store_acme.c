@@ -49,7 +49,6 @@ enum acme_stmt {
 	A_ROLLBACK,
 	A_INSERT,
 	A_UPSERT,
-	A_UPDATE_DOC,
 	A_GET,
 	A_FIND,
 	A_LIST,
@@ -66,11 +65,6 @@ static const char *const acme_sql[A_N] = {
                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
     [A_UPSERT] = ("INSERT OR REPLACE INTO acme_objects (kind, id, account, lookup, expires, doc)"
                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-    /* The usual change of a stored object: its document (and expiry) only. Changing no
-     * indexed column leaves both indexes' pages alone; INSERT OR REPLACE deletes and inserts
-     * the index entries too, so each such write put three pages in the WAL instead of one. */
-    [A_UPDATE_DOC] = ("UPDATE acme_objects SET expires = ?5, doc = ?6"
-                      " WHERE kind = ?1 AND id = ?2 AND account IS ?3 AND lookup IS ?4"),
     [A_GET] = ("SELECT id, account, lookup, expires, doc FROM acme_objects"
                " WHERE kind = ?1 AND id = ?2"),
     [A_FIND] = ("SELECT id, account, lookup, expires, doc FROM acme_objects"
@@ -686,26 +680,6 @@ store_acme_put(struct store_acme *a, const struct acme_object *objs, size_t n, i
 	for (size_t i = 0; i < n; i++) {
 		const struct acme_object *o = &objs[i];
 
-		/* Not a new object: an UPDATE when only its document changed (see A_UPDATE_DOC);
-		 * when it changed nothing (a new row, another account or lookup), the upsert. */
-		if (!create) {
-			sqlite3_stmt *upd = w->stmt[A_UPDATE_DOC];
-
-			if ((rc = bind_opt(upd, 1, o->kind)) != SQLITE_OK ||
-			    (rc = bind_opt(upd, 2, o->id)) != SQLITE_OK ||
-			    (rc = bind_opt(upd, 3, o->account)) != SQLITE_OK ||
-			    (rc = bind_opt(upd, 4, o->lookup)) != SQLITE_OK ||
-			    (rc = sqlite3_bind_int64(upd, 5, o->expires)) != SQLITE_OK ||
-			    (rc = bind_opt(upd, 6, o->doc)) != SQLITE_OK ||
-			    (rc = step_done(upd)) != SQLITE_OK) {
-				sqlite3_reset(upd);
-				sqlite3_clear_bindings(upd);
-				db_fail(a, w->db, rc, o->kind, err);
-				goto out;
-			}
-			if (sqlite3_changes(w->db) == 1)
-				continue;
-		}
 		if ((rc = bind_opt(ins, 1, o->kind)) != SQLITE_OK ||
 		    (rc = bind_opt(ins, 2, o->id)) != SQLITE_OK ||
 		    (rc = bind_opt(ins, 3, o->account)) != SQLITE_OK ||
