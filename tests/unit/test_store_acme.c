@@ -174,9 +174,9 @@ test_survives_reopen(void **state)
 	store_acme_row_free(&row);
 }
 
-/* create = 0 takes two paths: an UPDATE of the document when the account and lookup are
- * unchanged, the upsert otherwise (a new row, a lookup set, another account). Each must
- * land in the file with its indexes right: read back after a reopen (no row cache). */
+/* create = 0 (the upsert) for each kind of change an ACME object goes through: a new row, its
+ * document only, a lookup set, another account. Each must land in the file with its indexes
+ * right: read back after a reopen (no row cache). */
 static void
 test_update_paths_reach_the_file(void **state)
 {
