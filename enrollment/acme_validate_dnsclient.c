@@ -453,16 +453,32 @@ family_text(const struct dns_server *server, char *buf, size_t len)
 	return buf;
 }
 
-/* One exchange over UDP; retransmits every DNS_UDP_RETRY_MS; foreign datagrams are dropped. */
+/* One question of an exchange: the query as sent and where its answer goes. */
+struct dns_question {
+	const char *qname;
+	uint16_t qtype, id;
+	unsigned char query[DNS_HEADER_LEN + 260 + 4];
+	size_t qlen;
+	struct dns_answer *out;
+	int answered;
+};
+
+/*
+ * One exchange over UDP for up to DNS_MAX_QUESTIONS questions on one socket: every question
+ * is sent at once, each datagram is matched to the unanswered question whose ID and
+ * question it carries, and the unanswered ones are sent again every DNS_UDP_RETRY_MS;
+ * foreign datagrams are dropped. After a datagram the socket is read again before polling
+ * (the other answer is usually there already).
+ */
 static int
-lookup_udp(const struct dns_server *server, const unsigned char *query, size_t qlen, uint16_t id,
-           const char *qname, uint16_t qtype, int64_t deadline_ms, struct dns_answer *out,
+lookup_udp(const struct dns_server *server, struct dns_question *qs, size_t nq, int64_t deadline_ms,
            struct ac_err *err)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen = server_sockaddr(server, &ss);
 	unsigned char *buf = NULL;
 	char where[80];
+	size_t left = nq;
 	int fd = -1, rc = -1;
 
 	family_text(server, where, sizeof(where));
@@ -479,38 +495,64 @@ lookup_udp(const struct dns_server *server, const unsigned char *query, size_t q
 	}
 	while (dns_monotonic_ms() < deadline_ms) {
 		int64_t retry_at = dns_monotonic_ms() + DNS_UDP_RETRY_MS;
+		int read_first = 0;
 
-		if (send(fd, query, qlen, 0) != (ssize_t)qlen) {
-			ac_err_set(err, AC_ERR_UNAVAILABLE, "dns_unreachable", "DNS server %s: %s",
-			           where, strerror(errno));
-			goto out;
+		for (size_t i = 0; i < nq; i++) {
+			if (qs[i].answered)
+				continue;
+			if (send(fd, qs[i].query, qs[i].qlen, 0) != (ssize_t)qs[i].qlen) {
+				ac_err_set(err, AC_ERR_UNAVAILABLE, "dns_unreachable",
+				           "DNS server %s: %s", where, strerror(errno));
+				goto out;
+			}
 		}
 		for (;;) {
 			int64_t until = retry_at < deadline_ms ? retry_at : deadline_ms;
-			struct ac_err ignored;
 			ssize_t n;
-			int ready = dns_wait_fd(fd, POLLIN, until);
 
-			if (ready == 0)
-				break;
-			if (ready < 0)
-				goto unreachable;
+			if (!read_first) {
+				int ready = dns_wait_fd(fd, POLLIN, until);
+
+				if (ready == 0)
+					break;
+				if (ready < 0)
+					goto unreachable;
+			}
 			n = recv(fd, buf, DNS_UDP_MAX, 0);
+			read_first = 0;
 			if (n < 0 && (errno == EAGAIN || errno == EINTR))
 				continue;
 			if (n < 0)
 				goto unreachable; /* ECONNREFUSED: nothing listens */
-			ac_err_clear(&ignored);
-			if (dns_parse_response(buf, (size_t)n, id, qname, qtype, out, &ignored) ==
-			    0) {
+			for (size_t i = 0; i < nq; i++) {
+				struct ac_err ignored;
+
+				if (qs[i].answered || n < 2 || get16(buf) != qs[i].id)
+					continue;
+				ac_err_clear(&ignored);
+				if (dns_parse_response(buf, (size_t)n, qs[i].id, qs[i].qname,
+				                       qs[i].qtype, qs[i].out, &ignored) == 0) {
+					qs[i].answered = 1;
+					left--;
+				}
+				break;
+			}
+			/* Not our answer (or garbage): keep waiting for the real one. */
+			if (left == 0) {
 				rc = 0;
 				goto out;
 			}
-			/* Not our answer (or garbage): keep waiting for the real one. */
+			read_first = 1;
 		}
 	}
-	ac_err_set(err, AC_ERR_UNAVAILABLE, "dns_timeout",
-	           "DNS server %s did not answer the query for %s in time", where, qname);
+	for (size_t i = 0; i < nq; i++) {
+		if (!qs[i].answered) {
+			ac_err_set(err, AC_ERR_UNAVAILABLE, "dns_timeout",
+			           "DNS server %s did not answer the query for %s in time", where,
+			           qs[i].qname);
+			break;
+		}
+	}
 	goto out;
 unreachable:
 	ac_err_set(err, AC_ERR_UNAVAILABLE, "dns_unreachable", "DNS server %s: %s", where,
@@ -610,22 +652,46 @@ out:
 }
 
 int
+dns_lookup_each(const struct dns_server *server, const char *qname, const uint16_t *qtypes,
+                size_t nq, int64_t deadline_ms, struct dns_answer *outs, struct ac_err *err)
+{
+	struct dns_question qs[DNS_MAX_QUESTIONS];
+	unsigned char idbytes[2 * DNS_MAX_QUESTIONS];
+
+	if (nq == 0 || nq > DNS_MAX_QUESTIONS) {
+		ac_err_set(err, AC_ERR_INTERNAL, "dns_internal", "%zu DNS questions at once", nq);
+		return -1;
+	}
+	if (RAND_bytes(idbytes, (int)sizeof(idbytes)) != 1)
+		return ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed", "DNS query ID");
+	memset(qs, 0, sizeof(qs));
+	for (size_t i = 0; i < nq; i++) {
+		qs[i].qname = qname;
+		qs[i].qtype = qtypes[i];
+		qs[i].id = get16(idbytes + 2 * i);
+		/* Distinct IDs, so a datagram answers at most one of the questions. */
+		for (size_t j = 0; j < i; j++)
+			if (qs[j].id == qs[i].id)
+				qs[i].id = (uint16_t)(qs[i].id + 1 + j);
+		qs[i].out = &outs[i];
+		if (dns_build_query(qs[i].query, sizeof(qs[i].query), qs[i].id, qname, qtypes[i],
+		                    &qs[i].qlen, err) != 0)
+			return -1;
+	}
+	if (lookup_udp(server, qs, nq, deadline_ms, err) != 0)
+		return -1;
+	for (size_t i = 0; i < nq; i++) {
+		if (outs[i].truncated &&
+		    lookup_tcp(server, qs[i].query, qs[i].qlen, qs[i].id, qname, qtypes[i],
+		               deadline_ms, &outs[i], err) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+int
 dns_lookup(const struct dns_server *server, const char *qname, uint16_t qtype, int64_t deadline_ms,
            struct dns_answer *out, struct ac_err *err)
 {
-	unsigned char query[DNS_HEADER_LEN + 260 + 4];
-	unsigned char idbytes[2];
-	size_t qlen;
-	uint16_t id;
-
-	if (RAND_bytes(idbytes, sizeof(idbytes)) != 1)
-		return ac_err_ssl(err, AC_ERR_CRYPTO, "rand_failed", "DNS query ID");
-	id = get16(idbytes);
-	if (dns_build_query(query, sizeof(query), id, qname, qtype, &qlen, err) != 0)
-		return -1;
-	if (lookup_udp(server, query, qlen, id, qname, qtype, deadline_ms, out, err) != 0)
-		return -1;
-	if (!out->truncated)
-		return 0;
-	return lookup_tcp(server, query, qlen, id, qname, qtype, deadline_ms, out, err);
+	return dns_lookup_each(server, qname, &qtype, 1, deadline_ms, out, err);
 }

@@ -1,7 +1,7 @@
 /*
  * acme_validate_dnsclient.h - the validation authority's own small DNS stub client: one
- * question (A, AAAA or TXT) to one configured server over UDP, again over TCP when the
- * answer is truncated.
+ * question (A, AAAA or TXT), or two for the same name sent at once on one socket, to one
+ * configured server over UDP, again over TCP when an answer is truncated.
  *
  * It is strict because every byte of the answer comes from outside: the message ID and the
  * question must be the ones asked, compression pointers may only point backwards and are
@@ -76,5 +76,13 @@ int dns_wait_fd(int fd, short events, int64_t deadline_ms);
  * answer's rcode is left to the caller; -1 with err on a network failure or a timeout. */
 int dns_lookup(const struct dns_server *server, const char *qname, uint16_t qtype,
                int64_t deadline_ms, struct dns_answer *out, struct ac_err *err);
+
+#define DNS_MAX_QUESTIONS 2
+
+/* Ask server for qname with nq (1..DNS_MAX_QUESTIONS) types at once, the queries sent
+ * together on one UDP socket (each truncated answer asked again over TCP); outs[i] answers
+ * qtypes[i]. 0 when every question is answered; -1 with err as dns_lookup. */
+int dns_lookup_each(const struct dns_server *server, const char *qname, const uint16_t *qtypes,
+                    size_t nq, int64_t deadline_ms, struct dns_answer *outs, struct ac_err *err);
 
 #endif

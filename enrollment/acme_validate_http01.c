@@ -9,7 +9,9 @@
  * http on port 80 or the configured http-01 port and to https on 443, each new name
  * resolved the same way; libcurl may open sockets only to the addresses so found. The body
  * is read up to BODY_MAX bytes; the whole check, redirects included, ends at the job's
- * deadline. No proxy from the environment applies.
+ * deadline. No proxy from the environment applies. The libcurl handle is the worker
+ * thread's (struct acme_check_state), reset before every transfer; connections are never
+ * reused.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,8 +198,18 @@ out:
 }
 
 void
-acme_check_http01(const struct acme_checker *c, const struct acme_validation *job,
-                  int64_t deadline_ms, struct acme_validation_result *out)
+acme_check_state_clear(struct acme_check_state *st)
+{
+	if (st->curl != NULL)
+		curl_easy_cleanup(st->curl);
+	st->curl = NULL;
+	st->resolved[0] = '\0';
+}
+
+void
+acme_check_http01(const struct acme_checker *c, struct acme_check_state *st,
+                  const struct acme_validation *job, int64_t deadline_ms,
+                  struct acme_validation_result *out)
 {
 	CURL *curl = NULL;
 	struct curl_slist *resolve = NULL;
@@ -208,7 +220,9 @@ acme_check_http01(const struct acme_checker *c, const struct acme_validation *jo
 
 	url = malloc(URL_MAX);
 	b = malloc(sizeof(*b));
-	curl = curl_easy_init();
+	if (st->curl == NULL)
+		st->curl = curl_easy_init();
+	curl = st->curl;
 	if (url == NULL || b == NULL || curl == NULL) {
 		acme_fail(out, "connection", "the CA is out of memory; try again later");
 		goto out;
@@ -230,7 +244,19 @@ acme_check_http01(const struct acme_checker *c, const struct acme_validation *jo
 			goto out;
 		curl_slist_free_all(resolve);
 		resolve = NULL;
+		/* First drop the entry the last transfer left in the handle's DNS cache. */
+		if (st->resolved[0] != '\0') {
+			snprintf(entry, sizeof(entry), "-%s", st->resolved);
+			resolve = curl_slist_append(NULL, entry);
+			if (resolve == NULL) {
+				acme_fail(out, "connection",
+				          "the CA is out of memory; try again later");
+				goto out;
+			}
+		}
 		if (!is_ip) {
+			struct curl_slist *more;
+
 			elen = (size_t)snprintf(entry, sizeof(entry), "%s:%d:", host, port);
 			for (size_t i = 0; i < addrs.count && elen < sizeof(entry); i++) {
 				char text[INET6_ADDRSTRLEN];
@@ -242,12 +268,13 @@ acme_check_http01(const struct acme_checker *c, const struct acme_validation *jo
 				elen += (size_t)snprintf(entry + elen, sizeof(entry) - elen, "%s%s",
 				                         i > 0 ? "," : "", addr_text);
 			}
-			resolve = curl_slist_append(NULL, entry);
-			if (resolve == NULL) {
+			more = curl_slist_append(resolve, entry);
+			if (more == NULL) {
 				acme_fail(out, "connection",
 				          "the CA is out of memory; try again later");
 				goto out;
 			}
+			resolve = more;
 		}
 		left = deadline_ms - dns_monotonic_ms();
 		if (left <= 0) {
@@ -280,6 +307,11 @@ acme_check_http01(const struct acme_checker *c, const struct acme_validation *jo
 		curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_resolved_only);
 		curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &addrs);
 		code = curl_easy_perform(curl);
+		/* The cache now holds this transfer's entry (the old one is gone). */
+		if (is_ip)
+			st->resolved[0] = '\0';
+		else
+			snprintf(st->resolved, sizeof(st->resolved), "%s:%d", host, port);
 		if (code != CURLE_OK) {
 			fail_transfer(out, code, errbuf, url, b);
 			goto out;
@@ -342,7 +374,6 @@ acme_check_http01(const struct acme_checker *c, const struct acme_validation *jo
 	out->ok = 1;
 out:
 	curl_slist_free_all(resolve);
-	curl_easy_cleanup(curl);
 	free(b);
 	free(url);
 }

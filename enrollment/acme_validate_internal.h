@@ -1,7 +1,8 @@
 /*
  * acme_validate_internal.h - what the files of the validation authority share: the pool's
  * settled options, the objects made once for every check (the tls-alpn-01 SSL_CTX, the
- * SHA-256 implementation), the name resolution through the configured DNS server and the
+ * SHA-256 implementation), what each worker thread keeps (its libcurl handle), the name
+ * resolution through the configured DNS server and the
  * one way a check reports a failure. Only enrollment/acme_validate*.c include it.
  */
 #ifndef AGENTCA_ENROLLMENT_ACME_VALIDATE_INTERNAL_H
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
@@ -38,6 +40,21 @@ struct acme_addresses {
 	} list[ACME_MAX_ADDRESSES];
 };
 
+/*
+ * What one validator thread keeps from check to check: one libcurl handle, reset before
+ * every transfer (connections are never reused: FORBID_REUSE and FRESH_CONNECT), so its
+ * internal multi handle, wake-up socketpair and buffers are made once per thread, not per
+ * validation; and the "host:port" whose CURLOPT_RESOLVE entry is still in that handle's DNS
+ * cache (entries given that way never expire; the next transfer removes it, so the cache
+ * holds at most one). Zero-initialised means "nothing yet"; acme_check_state_clear frees.
+ */
+struct acme_check_state {
+	CURL *curl;
+	char resolved[300];
+};
+
+void acme_check_state_clear(struct acme_check_state *st);
+
 /* Fill out with a failure of RFC 8555 error type (without the urn prefix). */
 void acme_fail(struct acme_validation_result *out, const char *error_type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -53,8 +70,9 @@ int acme_key_authorization_digest(const struct acme_checker *c, const char *key_
 
 /* The three checks; each fills out (ok or a failure) and gives up at deadline_ms
  * (dns_monotonic_ms clock). */
-void acme_check_http01(const struct acme_checker *c, const struct acme_validation *job,
-                       int64_t deadline_ms, struct acme_validation_result *out);
+void acme_check_http01(const struct acme_checker *c, struct acme_check_state *st,
+                       const struct acme_validation *job, int64_t deadline_ms,
+                       struct acme_validation_result *out);
 void acme_check_dns01(const struct acme_checker *c, const struct acme_validation *job,
                       int64_t deadline_ms, struct acme_validation_result *out);
 void acme_check_tlsalpn01(const struct acme_checker *c, const struct acme_validation *job,

@@ -1041,7 +1041,8 @@ acme_server_new(const struct acme_options *opts, struct ac_err *err)
 	if (s->opts.order_ttl <= 0)
 		s->opts.order_ttl = 3600;
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->validated, NULL);
+	for (size_t i = 0; i < ACME_AUTHZ_LOCKS; i++)
+		pthread_cond_init(&s->validated[i], NULL);
 	pthread_mutex_init(&s->pending_lock, NULL);
 	pthread_cond_init(&s->pending_done, NULL);
 	pthread_mutex_init(&s->keys_lock, NULL);
@@ -1084,7 +1085,8 @@ acme_server_free(struct acme_server *s)
 		pthread_mutex_destroy(&s->authz_locks[i]);
 	pthread_cond_destroy(&s->pending_done);
 	pthread_mutex_destroy(&s->pending_lock);
-	pthread_cond_destroy(&s->validated);
+	for (size_t i = 0; i < ACME_AUTHZ_LOCKS; i++)
+		pthread_cond_destroy(&s->validated[i]);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -63,7 +63,10 @@ struct acme_server {
 	/* Guards the in-memory sets below and nothing else: held for a few comparisons, never
 	 * across a store write, an issuance or a validation. */
 	pthread_mutex_t lock;
-	pthread_cond_t validated;     /* broadcast (under lock) when a validation is recorded */
+	/* Broadcast (under lock) when a validation is recorded: one per authorization slot
+	 * (the same hash as authz_locks), so that a recorded outcome wakes only the challenge
+	 * POSTs waiting on that slot, usually the one it answers, not every waiting POST. */
+	pthread_cond_t validated[ACME_AUTHZ_LOCKS];
 	struct acme_idset validating; /* challenges with a validation in flight */
 	struct acme_idset finalizing; /* orders being issued (the claim that makes finalize
 	                                 run once per order) */

@@ -83,16 +83,24 @@ idset_del(struct acme_idset *set, const char *id)
 		}
 }
 
-/* The lock of one authorization (FNV-1a of its id): read-modify-writes of the same
- * authorization take turns; those of others go on meanwhile. */
-static pthread_mutex_t *
-authz_lock_of(struct acme_server *s, const char *aid)
+/* An authorization's slot (FNV-1a of its id): the index of its lock and of the condition
+ * its validation's outcome is announced on. */
+static size_t
+authz_slot(const char *aid)
 {
 	uint32_t h = 2166136261u;
 
 	for (const unsigned char *p = (const unsigned char *)aid; *p != '\0'; p++)
 		h = (h ^ *p) * 16777619u;
-	return &s->authz_locks[h % ACME_AUTHZ_LOCKS];
+	return h % ACME_AUTHZ_LOCKS;
+}
+
+/* The lock of one authorization: read-modify-writes of the same authorization take turns;
+ * those of others go on meanwhile. */
+static pthread_mutex_t *
+authz_lock_of(struct acme_server *s, const char *aid)
+{
+	return &s->authz_locks[authz_slot(aid)];
 }
 
 /* The validating set's key of a challenge. */
@@ -773,7 +781,7 @@ validation_done(void *arg, const struct acme_validation_result *result)
 	}
 	pthread_mutex_lock(&s->lock);
 	idset_del(&s->validating, key);
-	pthread_cond_broadcast(&s->validated);
+	pthread_cond_broadcast(&s->validated[authz_slot(t->authz_id)]);
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(alock);
 	json_decref(authz);
@@ -893,7 +901,8 @@ acme_challenge(struct acme_call *c, const char *aid, const char *index_text)
 		deadline.tv_sec += deadline.tv_nsec / 1000000000L;
 		deadline.tv_nsec %= 1000000000L;
 		while (idset_has(&s->validating, key))
-			if (pthread_cond_timedwait(&s->validated, &s->lock, &deadline) != 0)
+			if (pthread_cond_timedwait(&s->validated[authz_slot(aid)], &s->lock,
+			                           &deadline) != 0)
 				break;
 		reload = !idset_has(&s->validating, key);
 	}

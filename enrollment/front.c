@@ -29,6 +29,12 @@
  * makes progress (or PUMP_ROUNDS passes, then the connection goes on the ready list so that
  * a bulk transfer cannot starve the others), then registers interest in exactly what each
  * blocked transfer waits for (OpenSSL may need to read in order to write and the reverse).
+ * A read known to return EAGAIN is not made: after a short read of "local", or when
+ * OpenSSL holds no bytes after reading the client's socket (it reads ahead as much as its
+ * buffer takes), that side is "dry" until epoll reports EPOLLIN on it again. Epoll is
+ * level-triggered and the interest in EPOLLIN is registered whenever the read is skipped,
+ * so bytes that arrive meanwhile, or were there after all, wake the pump; a skipped read
+ * costs at most one extra epoll_wait, and saves about 30 read(2) calls per ACME order.
  *
  * The peer table maps the MHD-side descriptor to the connection's verified peer. It is an
  * array indexed by descriptor under one mutex. The entry is written before
@@ -137,6 +143,11 @@ struct conn {
 	int rd_want, wr_want;      /* SSL_ERROR_WANT_* of the blocked SSL_read / SSL_write */
 	unsigned client_eof : 1, local_eof : 1, local_shut : 1, mhd_gone : 1;
 	unsigned dead : 1, ready : 1;
+	/* Known to have nothing to read until epoll says otherwise: tcp_dry when OpenSSL holds
+	 * no bytes and its last read of the socket drained it (or returned EAGAIN), local_dry
+	 * when the last read(2) of "local" was short or returned EAGAIN. An EPOLLIN (HUP, ERR)
+	 * on that descriptor clears it; see relay_pump. */
+	unsigned tcp_dry : 1, local_dry : 1;
 	int timer; /* index into worker->timers, or -1 */
 	int64_t deadline;
 	TAILQ_ENTRY(conn) all_entry;
@@ -690,17 +701,26 @@ relay_pump(struct conn *c, int *more)
 	*more = 0;
 	do {
 		progress = 0;
-		/* client -> up */
-		if (!c->client_eof && (room = buf_room(&c->up)) > 0) {
+		/* client -> up (a read known to find nothing is left to epoll) */
+		room = c->client_eof ? 0 : buf_room(&c->up);
+		if (room > 0 && c->tcp_dry) {
+			c->rd_want = SSL_ERROR_WANT_READ;
+		} else if (room > 0) {
 			ERR_clear_error();
 			n = SSL_read(c->ssl, c->up.p + c->up.w, (int)room);
 			if (n > 0) {
 				c->up.w += (size_t)n;
 				c->rd_want = 0;
+				/* OpenSSL reads ahead as much as its buffer takes: holding nothing
+				 * now means the socket had no more at that read. */
+				c->tcp_dry = !SSL_has_pending(c->ssl);
 				progress = 1;
 			} else if ((e = SSL_get_error(c->ssl, (int)n)) == SSL_ERROR_WANT_READ ||
 			           e == SSL_ERROR_WANT_WRITE) {
 				c->rd_want = e;
+				/* WANT_READ: OpenSSL used what it held and the socket said EAGAIN.
+				 */
+				c->tcp_dry = e == SSL_ERROR_WANT_READ;
 			} else if (e == SSL_ERROR_ZERO_RETURN) {
 				c->client_eof = 1;
 				c->rd_want = 0;
@@ -737,11 +757,14 @@ relay_pump(struct conn *c, int *more)
 				log_debug("front_relay_error", "%s: shutdown: %s", c->name,
 				          strerror(errno));
 		}
-		/* MHD -> down */
-		if (!c->local_eof && (room = buf_room(&c->down)) > 0) {
+		/* MHD -> down (skipped when known empty; never once epoll no longer watches) */
+		if (!c->local_eof && (room = buf_room(&c->down)) > 0 &&
+		    !(c->local_dry && c->local_watched)) {
 			n = read(c->local, c->down.p + c->down.w, room);
 			if (n > 0) {
 				c->down.w += (size_t)n;
+				/* A stream socket returns less than asked only when drained. */
+				c->local_dry = (size_t)n < room;
 				progress = 1;
 			} else if (n == 0) {
 				c->local_eof = 1;
@@ -751,6 +774,8 @@ relay_pump(struct conn *c, int *more)
 			} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
 				c->local_eof = 1; /* ECONNRESET: MHD is gone */
 				progress = 1;
+			} else {
+				c->local_dry = 1;
 			}
 		}
 		/* down -> client */
@@ -891,6 +916,8 @@ on_tcp(struct conn *c, uint32_t events)
 		conn_close(c);
 		return;
 	}
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		c->tcp_dry = 0;
 	relay_run(c);
 }
 
@@ -904,6 +931,8 @@ on_local(struct conn *c, uint32_t events)
 		epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->local, NULL);
 		c->local_watched = 0;
 	}
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		c->local_dry = 0;
 	relay_run(c);
 }
 

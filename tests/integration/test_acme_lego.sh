@@ -81,5 +81,15 @@ has "$WORK/log.jsonl" '"actor":"acme:' "ACME actor in the log"
 expect_exit 0 "audit verify" "$AGENTCA" audit verify "$WORK/log.jsonl"
 pass "the issuance log holds the ACME certificates and verifies"
 
+# The largest CSR a client sends: an RSA-4096 key, whose finalize is the biggest ACME
+# request lego makes (the body and headers pass through libmicrohttpd's per-connection
+# memory, API_MHD_MEMORY in enrollment/api.c).
+$LEGO --key-type rsa4096 --domains web.corp.internal --http --http.port "127.0.0.1:$HTTP_PORT" \
+	run >"$WORK/lego-rsa.log" 2>&1 || { cat "$WORK/lego-rsa.log"; fail "lego rsa4096"; }
+verify_chain "$C/web.corp.internal.crt" "$C/web.corp.internal.issuer.crt" "$CA/root.pem" "rsa4096 certificate"
+openssl x509 -in "$C/web.corp.internal.crt" -noout -text >"$WORK/rsa.txt"
+has "$WORK/rsa.txt" "Public-Key: (4096 bit)" "rsa4096 certificate key"
+pass "lego with an RSA-4096 key: finalize accepted, certificate verifies"
+
 stop_acme_daemon
 pass "the daemon stopped cleanly"

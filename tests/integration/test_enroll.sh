@@ -36,6 +36,15 @@ curl -sS --cacert "$CA/root.pem" "$URL/healthz" >"$WORK/health" || fail "healthz
 has "$WORK/health" '"status":"ok"' "healthz body"
 pass "healthz over verified TLS"
 
+# Request headers of 8 KiB (a long bearer token, many cookies from a proxy in front) fit in
+# libmicrohttpd's per-connection memory (API_MHD_MEMORY in enrollment/api.c).
+pad=$(head -c 8000 /dev/zero | tr '\0' 'h')
+curl -sS --cacert "$CA/root.pem" -H "X-Padding: $pad" -o "$WORK/health" -w '%{http_code}' \
+	"$URL/healthz" >"$WORK/status" || fail "healthz with 8 KiB of headers"
+[ "$(cat "$WORK/status")" = 200 ] || fail "healthz with 8 KiB of headers: status $(cat "$WORK/status")"
+has "$WORK/health" '"status":"ok"' "healthz body with 8 KiB of headers"
+pass "8 KiB of request headers accepted"
+
 # Plaintext to the TLS port: closed at once, nothing answered.
 if curl -sS --max-time 5 "http://127.0.0.1:$PORT/healthz" >"$WORK/plain" 2>&1; then
 	fail "plaintext request got an answer"
@@ -89,6 +98,13 @@ problem_is 400 malformed_request "garbage body"
 head -c $((1024 * 1024)) /dev/zero | tr '\0' 'a' >"$WORK/big.json"
 post "$WORK/big.json"
 problem_is 413 body_too_large "1 MiB body"
+# At the limit (API_MAX_BODY, 64 KiB) the body reaches the handler; one byte more does not.
+head -c $((64 * 1024)) /dev/zero | tr '\0' 'a' >"$WORK/limit.json"
+post "$WORK/limit.json"
+problem_is 400 malformed_request "a body of exactly 64 KiB"
+printf 'a' >>"$WORK/limit.json"
+post "$WORK/limit.json"
+problem_is 413 body_too_large "a body of 64 KiB + 1"
 
 # A token from another CA: signed with its key, not ours.
 expect_exit 0 "init other" "$AGENTCA" init --dir "$WORK/other" --name Other --trust-domain corp.internal

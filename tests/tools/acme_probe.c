@@ -726,6 +726,16 @@ main(int argc, char **argv)
 		huge[big] = '\0';
 		r = http(dir_url("newOrder"), huge, big, "application/jose+json");
 		expect_problem(&r, 413, "malformed", "a 1 MiB body: malformed (413)");
+		/* At the limit (API_MAX_BODY, ACME_JWS_MAX: 64 KiB) the whole body still goes
+		 * through libmicrohttpd's per-connection memory to the JWS parser; one byte
+		 * more is refused before it. */
+		huge[65536] = '\0';
+		r = http(dir_url("newOrder"), huge, 65536, "application/jose+json");
+		expect_problem(&r, 400, "malformed", "a body of exactly 64 KiB: malformed (400)");
+		huge[65536] = 'A';
+		huge[65537] = '\0';
+		r = http(dir_url("newOrder"), huge, 65537, "application/jose+json");
+		expect_problem(&r, 413, "malformed", "a body of 64 KiB + 1: malformed (413)");
 		free(huge);
 	}
 	if (orders_count(&a) != before)

@@ -526,6 +526,75 @@ test_truncated_then_tcp(void **state)
 	close(s.udp_fd);
 }
 
+/* Two questions at once (dns_lookup_each): the server reads both from one socket and
+ * answers the second first, with a datagram carrying a foreign ID in between. */
+static void *
+pair_server_main(void *arg)
+{
+	struct fake_server *s = arg;
+	unsigned char q[2][512];
+	ssize_t n[2];
+	struct sockaddr_storage from;
+	socklen_t fromlen;
+	struct msg m;
+	uint16_t id[2];
+
+	for (int i = 0; i < 2; i++) {
+		fromlen = sizeof(from);
+		n[i] =
+		    recvfrom(s->udp_fd, q[i], sizeof(q[i]), 0, (struct sockaddr *)&from, &fromlen);
+		if (n[i] < 12)
+			return NULL;
+		id[i] = (uint16_t)((q[i][0] << 8) | q[i][1]);
+	}
+	answer_for(q[1], (size_t)n[1], RESPONSE, id[1], "second", &m);
+	sendto(s->udp_fd, m.b, m.n, 0, (struct sockaddr *)&from, fromlen);
+	answer_for(q[0], (size_t)n[0], RESPONSE, (uint16_t)(id[0] ^ id[1] ^ 0x5555), "spoofed", &m);
+	sendto(s->udp_fd, m.b, m.n, 0, (struct sockaddr *)&from, fromlen);
+	answer_for(q[0], (size_t)n[0], RESPONSE, id[0], "first", &m);
+	sendto(s->udp_fd, m.b, m.n, 0, (struct sockaddr *)&from, fromlen);
+	return NULL;
+}
+
+static void
+test_two_questions_one_socket(void **state)
+{
+	static struct dns_answer pair[2];
+	const uint16_t types[2] = {DNS_TYPE_TXT, DNS_TYPE_A};
+	struct fake_server s = {.tcp_fd = -1};
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sin);
+	struct dns_server server;
+	struct ac_err err;
+	(void)state;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s.udp_fd = socket(AF_INET, SOCK_DGRAM, 0);
+	assert_int_equal(bind(s.udp_fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(s.udp_fd, (struct sockaddr *)&sin, &len), 0);
+	assert_int_equal(pthread_create(&s.thread, NULL, pair_server_main, &s), 0);
+
+	memset(&server, 0, sizeof(server));
+	server.family = AF_INET;
+	server.port = ntohs(sin.sin_port);
+	memcpy(server.addr, &sin.sin_addr, 4);
+	ac_err_clear(&err);
+	assert_int_equal(
+	    dns_lookup_each(&server, QNAME, types, 2, dns_monotonic_ms() + 5000, pair, &err), 0);
+	/* The TXT question got the "first" answer; the A question's answer carried only a TXT
+	 * record, which is not what it asked for. */
+	assert_int_equal(pair[0].count, 1);
+	assert_int_equal(pair[0].records[0].len, 5);
+	assert_memory_equal(pair[0].records[0].data, "first", 5);
+	assert_int_equal(pair[1].count, 0);
+	assert_int_equal(pair[1].rcode, DNS_RCODE_NOERROR);
+	pthread_join(s.thread, NULL);
+	close(s.udp_fd);
+	/* More questions than one exchange takes: refused before anything is sent. */
+	assert_int_equal(
+	    dns_lookup_each(&server, QNAME, types, 3, dns_monotonic_ms() + 5000, pair, &err), -1);
+}
+
 int
 main(void)
 {
@@ -538,6 +607,7 @@ main(void)
 	    cmocka_unit_test(test_hostile_lengths),
 	    cmocka_unit_test(test_query_and_server_syntax),
 	    cmocka_unit_test(test_truncated_then_tcp),
+	    cmocka_unit_test(test_two_questions_one_socket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

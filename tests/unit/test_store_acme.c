@@ -174,6 +174,51 @@ test_survives_reopen(void **state)
 	store_acme_row_free(&row);
 }
 
+/* create = 0 (the upsert) for each kind of change an ACME object goes through: a new row, its
+ * document only, a lookup set, another account. Each must land in the file with its indexes
+ * right: read back after a reopen (no row cache). */
+static void
+test_update_paths_reach_the_file(void **state)
+{
+	struct fixture *f = *state;
+	const struct acme_object steps[] = {
+	    {"order", "o1", "acct-1", NULL, 100, "{\"status\":\"pending\"}"},     /* new row */
+	    {"order", "o1", "acct-1", NULL, 100, "{\"status\":\"ready\"}"},       /* doc only */
+	    {"order", "o1", "acct-1", "serial-7", 200, "{\"status\":\"valid\"}"}, /* lookup */
+	    {"order", "o1", "acct-1", "serial-7", 300, "{\"status\":\"final\"}"}, /* doc only */
+	    {"order", "o2", "acct-1", NULL, 100, "{}"},                           /* new row */
+	    {"order", "o2", "acct-2", NULL, 100, "{\"moved\":1}"}, /* another account */
+	};
+	struct acme_object_row row;
+	struct ac_err err;
+	char ids[256] = "";
+
+	ac_err_clear(&err);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		assert_int_equal(store_acme_put(f->acme, &steps[i], 1, 0, &err), 0);
+	close_all(f);
+	open_all(f);
+	assert_int_equal(store_acme_get(f->acme, "order", "o1", &row, &err), 0);
+	assert_string_equal(row.doc, "{\"status\":\"final\"}");
+	assert_string_equal(row.lookup, "serial-7");
+	assert_int_equal(row.expires, 300);
+	store_acme_row_free(&row);
+	assert_int_equal(store_acme_find(f->acme, "order", "serial-7", &row, &err), 0);
+	assert_string_equal(row.id, "o1");
+	assert_string_equal(row.doc, "{\"status\":\"final\"}");
+	store_acme_row_free(&row);
+	assert_int_equal(store_acme_list(f->acme, "order", "acct-1", NULL, 0, collect, ids, &err),
+	                 0);
+	assert_string_equal(ids, "o1,");
+	ids[0] = '\0';
+	assert_int_equal(store_acme_list(f->acme, "order", "acct-2", NULL, 0, collect, ids, &err),
+	                 0);
+	assert_string_equal(ids, "o2,");
+	assert_int_equal(store_acme_get(f->acme, "order", "o2", &row, &err), 0);
+	assert_string_equal(row.doc, "{\"moved\":1}");
+	store_acme_row_free(&row);
+}
+
 /* Run SQL on agentca.db directly, as an older agentca would have written it. */
 static void
 main_db_exec(struct fixture *f, const char *sql)
@@ -274,6 +319,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_put_get_find_list, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_conflict_writes_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_update_paths_reach_the_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_own_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_moves_rows_from_main, setup, teardown),
 	};
