@@ -57,11 +57,13 @@
  *     than at the next timeout (MHD's documentation requires it for MHD_add_connection with
  *     internal polling; NO_LISTEN_SOCKET implies it in 0.9.75, we pass it explicitly).
  *   - MHD_USE_EPOLL: optional, scales past FD_SETSIZE (select's limit is 1024 descriptors).
- *   - MHD_OPTION_THREAD_POOL_SIZE: microhttpd.h says NO_LISTEN_SOCKET ignores it. A one-off
- *     check against 0.9.75 with a pool of 4 did start and serve added connections, but
- *     test_front does not cover it, so leave it out (one MHD thread) until a benchmark says
- *     the handlers are the bottleneck. THREAD_PER_CONNECTION also works but costs a thread
- *     per keep-alive connection; not used.
+ *   - MHD_OPTION_THREAD_POOL_SIZE: microhttpd.h says NO_LISTEN_SOCKET ignores it, but
+ *     0.9.75 starts the pool and spreads added connections over its threads. The API
+ *     (api.c) runs a pool of API_THREADS_PER_CORE threads per core, because a handler holds
+ *     its thread until its certificate is durable; every integration test and benchmark
+ *     runs through it. This file's own test (test_front.c) uses one MHD thread.
+ *     THREAD_PER_CONNECTION also works but costs a thread per keep-alive connection; not
+ *     used.
  *   - MHD_OPTION_CONNECTION_TIMEOUT bounds idle keep-alive connections: when MHD closes its
  *     end, the relay closes the TLS connection. front_stop() does not close idle keep-alive
  *     connections before drain_ms; call it before MHD_stop_daemon().
