@@ -13,9 +13,10 @@
 #       proxy CPU ms per MB (utime+stime, /proc/PID/stat) of TLS-to-TLS bulk for this build,
 #       OLD_BUILD and HAProxy (2 threads each), measured in turn, ROUNDS times (default 4),
 #       so that the machine's mood hits all three alike.
-#   profile.sh BUILD pingpong [ROUNDS] [COUNT] [WORKERS] [OLD_BUILD]
+#   profile.sh BUILD pingpong [ROUNDS] [COUNT] [WORKERS] [OLD_BUILD] [tcp|tls]
 #       1 KiB ping-pong round trips (p50, p99, p99.9, max) through agentca, HAProxy and, given
-#       OLD_BUILD, that build's agentca ("old"), tcp upstream, WORKERS worker threads each
+#       OLD_BUILD (may be ""), that build's agentca ("old"), tcp upstream (or tls:
+#       re-encrypting, as in run.sh), WORKERS worker threads each
 #       (default 2), in turns ROUNDS times (default 5; the order rotated by one each round),
 #       COUNT round trips each (default 20000); then each proxy's system calls per round trip
 #       (strace -c, one more COUNT each).
@@ -255,28 +256,28 @@ cpu)
 	done
 	;;
 pingpong)
-	rounds=${3:-5} count=${4:-20000} workers=${5:-2} old=${6:-}
-	start_upstream tcp
+	rounds=${3:-5} count=${4:-20000} workers=${5:-2} old=${6:-} mode=${7:-tcp}
+	start_upstream "$mode"
 	declare -A PORT PID
 	peers="agentca haproxy"
 	[ -z "$old" ] || peers="agentca haproxy old"
 	for v in $peers; do
 		PORT[$v]=$(bench_free_port)
 		if [ "$v" = haproxy ]; then
-			config_haproxy "${PORT[$v]}" tcp "$workers" "$work/haproxy.cfg"
+			config_haproxy "${PORT[$v]}" "$mode" "$workers" "$work/haproxy.cfg"
 			bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
 		else
 			bin=$agentca
 			[ "$v" = agentca ] || bin=$old/agentca
 			bench_need_built "$bin"
-			config_agentca "${PORT[$v]}" tcp "" "$workers" "$work/$v.json"
+			config_agentca "${PORT[$v]}" "$mode" "" "$workers" "$work/$v.json"
 			AGENTCA_LOG_LEVEL=warn bench_spawn "$bin" proxy --config "$work/$v.json" \
 				2>"$work/$v.log"
 		fi
 		PID[$v]=$spawned
 	done
 	for v in $peers; do wait_port "${PORT[$v]}"; done
-	echo "1 KiB ping-pong, tcp upstream, $workers worker(s) each, $count round trips per figure (us)"
+	echo "1 KiB ping-pong, $mode upstream, $workers worker(s) each, $count round trips per figure (us)"
 	order=$peers
 	for r in $(seq "$rounds"); do
 		line="round $r:"
