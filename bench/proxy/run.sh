@@ -43,7 +43,7 @@
 #
 # SECONDS per handshake or bulk measurement (default 5), ROUNDS default 3, VARIANTS default
 # "tcp tls" (a non-numeric fourth argument is taken as VARIANTS, the older form).
-# `run.sh build 5 10000 3` took 12 minutes on this 2-core machine (9,500 idle connections).
+# `run.sh build 5 10000 3` took 12 to 13 minutes on this 2-core machine (9,500 idle connections).
 # BENCH_PROXY_KEEP=1 keeps the work directory (configs, logs).
 #
 # Everything listens on 127.0.0.1; every process started here is stopped and every
