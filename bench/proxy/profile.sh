@@ -11,8 +11,8 @@
 #       strace -c: system calls per handshake and per MB, the same phases, no valgrind.
 #   profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS]
 #       proxy CPU ms per MB (utime+stime, /proc/PID/stat) of TLS-to-TLS bulk for this build,
-#       OLD_BUILD and HAProxy (2 threads each), measured in turn, ROUNDS times (default 4),
-#       so that the machine's mood hits all three alike.
+#       OLD_BUILD and HAProxy (2 threads each), measured in turn, ROUNDS times (default 4; the
+#       order rotated by one each round), so that the machine's mood hits all three alike.
 #   profile.sh BUILD pingpong [ROUNDS] [COUNT] [WORKERS] [OLD_BUILD] [tcp|tls]
 #       1 KiB ping-pong round trips (p50, p99, p99.9, max) through agentca, HAProxy and, given
 #       OLD_BUILD (may be ""), that build's agentca ("old"), tcp upstream (or tls:
@@ -242,9 +242,10 @@ cpu)
 	PID[haproxy]=$spawned
 	for v in new old haproxy; do wait_port "${PORT[$v]}"; done
 	echo "proxy CPU ms per MB, TLS to TLS bulk, $conns connection(s), ${secs}s each: new=$build old=$old"
+	order="new old haproxy"
 	for r in $(seq "$rounds"); do
 		line="round $r:"
-		for v in new old haproxy; do
+		for v in $order; do
 			t0=$(bench_cpu_ticks "${PID[$v]}")
 			out=$("$load" bulk "${PORT[$v]}" "$work/root.pem" "$work/client-full.pem" \
 				"$work/client.key" "$secs" "$conns")
@@ -253,6 +254,7 @@ cpu)
 				'BEGIN { printf "%.3f", t * 1e3 / hz / (b / 1e6) }')"
 		done
 		echo "$line"
+		order=$(echo "$order" | awk '{ for (i = 2; i <= NF; i++) printf "%s ", $i; print $1 }')
 	done
 	;;
 pingpong)
