@@ -34,8 +34,10 @@
  * then registers interest in exactly what each blocked operation waits for (OpenSSL may
  * need to read in order to write and the reverse). Both TLS sides read ahead (one read(2)
  * takes what the socket has, not a record header and then its body), and a side whose last
- * read would block is "quiet": not read again until epoll reports it readable, so a one-way
- * stream costs one read and one write per record, not a failed read on the silent side too.
+ * read would block, or came back short with nothing left buffered in OpenSSL, is "quiet":
+ * not read again until epoll reports it readable, so a one-way stream costs one read and one
+ * write per record, not a failed read on the silent side too, and a ping-pong message one
+ * read, not a second one that fails.
  *
  * Timers are a sweep every PROXY_SWEEP_MS over the worker's connections: deadlines,
  * certificate expiry and, when the revocation generation moved, revoked serials.
@@ -954,11 +956,20 @@ transfer(struct conn *c, struct endpoint *src, struct pbuf **bp, struct endpoint
 			(*bp)->r = 0;
 		}
 		if ((*bp)->w < RELAY_BUF) {
-			n = ep_read(src, (*bp)->data + (*bp)->w, RELAY_BUF - (*bp)->w);
+			size_t room = RELAY_BUF - (*bp)->w;
+
+			n = ep_read(src, (*bp)->data + (*bp)->w, room);
 			if (n > 0) {
 				(*bp)->w += (size_t)n;
 				*counter += (uint64_t)n;
 				progress = 1;
+				/* Less than there was room for, and nothing left in OpenSSL: the
+				 * socket most likely had no more, and reading again now would fail
+				 * with EAGAIN (after a ping-pong's every message). If it does have
+				 * more, level-triggered epoll reports it readable at once. */
+				if ((size_t)n < room &&
+				    (src->ssl == NULL || !SSL_has_pending(src->ssl)))
+					src->quiet = 1;
 			} else if (n == -1) {
 				src->eof = 1;
 				if (!c->have_first_eof) {

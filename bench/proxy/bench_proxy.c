@@ -15,7 +15,8 @@
  *       each connection writes 16 KiB blocks to the discarding upstream.
  *       "bulk_mb_s N bytes COUNT"
  *   bench_proxy pingpong PORT CA CERT KEY COUNT
- *       1 KiB written, 1 KiB echoed back, COUNT times on one connection. "p50_us N p99_us N"
+ *       1 KiB written, 1 KiB echoed back, COUNT times on one connection.
+ *       "p50_us N p99_us N p999_us N max_us N"
  *   bench_proxy idle PORT CA CERT KEY COUNT
  *       opens COUNT sessions (each proven with one echoed byte), prints "idle_ready", then
  *       holds them until stdin closes.
@@ -510,7 +511,8 @@ main(int argc, char **argv)
 			rtt[i] = (now_s() - t0) * 1e6;
 		}
 		qsort(rtt, (size_t)count, sizeof(double), cmp_double);
-		printf("p50_us %.0f p99_us %.0f\n", rtt[count / 2], rtt[count * 99 / 100]);
+		printf("p50_us %.0f p99_us %.0f p999_us %.0f max_us %.0f\n", rtt[count / 2],
+		       rtt[count * 99 / 100], rtt[count * 999 / 1000], rtt[count - 1]);
 		hang_up(ssl, fd);
 		free(rtt);
 		return 0;

@@ -11,29 +11,31 @@
 #       strace -c: system calls per handshake and per MB, the same phases, no valgrind.
 #   profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS]
 #       proxy CPU ms per MB (utime+stime, /proc/PID/stat) of TLS-to-TLS bulk for this build,
-#       OLD_BUILD and HAProxy (2 threads each), measured in turn, ROUNDS times (default 4),
-#       so that the machine's mood hits all three alike.
+#       OLD_BUILD and HAProxy (2 threads each), measured in turn, ROUNDS times (default 4; the
+#       order rotated by one each round), so that the machine's mood hits all three alike.
+#   profile.sh BUILD pingpong [ROUNDS] [COUNT] [WORKERS] [OLD_BUILD] [tcp|tls]
+#       1 KiB ping-pong round trips (p50, p99, p99.9, max) through agentca, HAProxy and, given
+#       OLD_BUILD (may be ""), that build's agentca ("old"), tcp upstream (or tls:
+#       re-encrypting, as in run.sh), WORKERS worker threads each
+#       (default 2), in turns ROUNDS times (default 5; the order rotated by one each round),
+#       COUNT round trips each (default 20000); then each proxy's system calls per round trip
+#       (strace -c, one more COUNT each).
 #
 # The same certificates, client (bench_proxy) and upstream as run.sh; everything on
-# 127.0.0.1; every process started here is stopped and the work directory removed on exit.
-# Needs valgrind, strace, haproxy and ss.
+# 127.0.0.1; every process started here is stopped and the work directory removed on exit
+# (bench/lib.sh). Needs valgrind, strace, haproxy and ss.
 set -euo pipefail
-build=$(cd "${1:?usage: profile.sh BUILD instructions|syscalls|cpu ...}" && pwd)
+build=$(cd "${1:?usage: profile.sh BUILD instructions|syscalls|cpu|pingpong ...}" && pwd)
 what=${2:-instructions}
 agentca=$build/agentca
 load=$build/bench/proxy/bench_proxy
-for f in "$agentca" "$load"; do
-	[ -x "$f" ] || { echo "profile.sh: $f not built" >&2; exit 1; }
-done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-profile.XXXXXX")
-pids=""
-cleanup() {
-	for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in $pids; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$work"
-}
-trap cleanup EXIT
+BENCH_NAME=proxy-profile
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../lib.sh"
+bench_need_tools "haproxy iproute2 openssl" haproxy ss openssl
+bench_need_built "$agentca" "$load"
+bench_begin
 export AGENTCA_PASSWORD=bench-proxy-passphrase
 
 # Certificates as in run.sh: one CA, the proxies' certificate, a client, the upstream's.
@@ -63,30 +65,26 @@ export AGENTCA_PASSWORD=bench-proxy-passphrase
 )
 
 port_seq=0
-new_port() {
-	local p
-	while :; do
-		p=$((10000 + RANDOM % 20000))
-		ss -tanH "sport = :$p" | grep -q . || { echo "$p"; return; }
-	done
-}
+# wait_port PORT: until something listens there (60 s: a proxy under valgrind starts slowly).
+# bench/lib.sh waits for log lines; HAProxy prints none when ready.
 wait_port() {
-	for _ in $(seq 600); do ss -ltnH "sport = :$1" | grep -q . && return; sleep 0.1; done
-	echo "profile.sh: nothing listens on $1 after 60 s" >&2
-	exit 1
+	for _ in $(seq 600); do
+		ss -ltnH "sport = :$1" | grep -q . && return
+		sleep 0.1
+	done
+	bench_fail "nothing listens on $1 after 60 s"
 }
 
-# start_upstream tcp|tls: the bench upstream; sets $up_port and $up_pid.
+# start_upstream tcp|tls: the bench upstream, stopped by stop_all; sets $up_port.
 start_upstream() {
 	local f="$work/up.$((port_seq += 1))"
 	if [ "$1" = tls ]; then
-		"$load" upstream "$f" "$work/upstream-full.pem" "$work/upstream.key" "$work/root.pem" &
+		bench_spawn "$load" upstream "$f" "$work/upstream-full.pem" "$work/upstream.key" \
+			"$work/root.pem"
 	else
-		"$load" upstream "$f" &
+		bench_spawn "$load" upstream "$f"
 	fi
-	up_pid=$!
-	pids="$pids $up_pid"
-	for _ in $(seq 50); do [ -s "$f" ] && break; sleep 0.1; done
+	bench_wait_for "$f" '^[0-9]' "the $1 upstream"
 	up_port=$(cat "$f")
 }
 
@@ -128,37 +126,41 @@ CFG
 start_proxy() {
 	local peer=$1 mode=$2
 	shift 2
-	px_port=$(new_port)
+	px_port=$(bench_free_port)
 	case $peer in
 	agentca | agentca-nocache)
 		local cache=""
 		[ "$peer" = agentca ] || cache=0
 		config_agentca "$px_port" "$mode" "$cache" 1 "$work/$peer.json"
-		AGENTCA_LOG_LEVEL=warn "$@" "$agentca" proxy --config "$work/$peer.json" \
-			2>"$work/$peer.log" &
+		AGENTCA_LOG_LEVEL=warn bench_spawn "$@" "$agentca" proxy --config "$work/$peer.json" \
+			2>"$work/$peer.log"
 		;;
 	haproxy)
 		config_haproxy "$px_port" "$mode" 1 "$work/haproxy.cfg"
-		"$@" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+		bench_spawn "$@" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
 		;;
 	esac
-	px_pid=$!
-	pids="$pids $px_pid"
+	px_pid=$spawned
 	wait_port "$px_port"
 	sleep 1
 }
 
+# stop_all: stop every process started so far.
 stop_all() {
-	for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in $pids; do wait "$pid" 2>/dev/null || true; done
-	pids=""
+	local pid
+	for pid in $bench_pids; do bench_stop "$pid"; done
 }
 
 # drive PHASE PORT SECONDS: handshakes (2 client threads) or bulk (1 connection); prints
-# the count (handshakes, or bytes).
+# the count (handshakes, or bytes). PHASE pingpong: SECONDS is the number of round trips.
 drive() {
 	local out
-	if [ "$1" = handshakes ]; then
+	if [ "$1" = pingpong ]; then
+		"$load" pingpong "$2" "$work/root.pem" "$work/client-full.pem" "$work/client.key" \
+			"$3" >/dev/null
+		echo "$3"
+		return
+	elif [ "$1" = handshakes ]; then
 		out=$("$load" handshakes "$2" "$work/root.pem" "$work/client-full.pem" "$work/client.key" "$3" 2)
 	else
 		out=$("$load" bulk "$2" "$work/root.pem" "$work/client-full.pem" "$work/client.key" "$3" 1)
@@ -169,7 +171,7 @@ drive() {
 secs=${3:-20}
 case $what in
 instructions)
-	command -v valgrind >/dev/null || { echo "profile.sh: needs valgrind" >&2; exit 1; }
+	bench_need_tools valgrind valgrind callgrind_control callgrind_annotate
 	printf '%-34s %-16s %14s %10s %16s\n' phase proxy instructions count "per unit"
 	for run in "handshakes tcp agentca" "handshakes tcp agentca-nocache" \
 		"handshakes tcp haproxy" "bulk tls agentca" "bulk tls haproxy"; do
@@ -197,18 +199,19 @@ instructions)
 	echo " includes that connection's handshake)"
 	;;
 syscalls)
-	command -v strace >/dev/null || { echo "profile.sh: needs strace" >&2; exit 1; }
+	bench_need_tools strace strace
 	for run in "handshakes tcp agentca" "handshakes tcp haproxy" "bulk tls agentca" \
 		"bulk tls haproxy"; do
 		read -r phase mode peer <<<"$run"
 		start_upstream "$mode"
 		start_proxy "$peer" "$mode"
-		strace -c -f -p "$px_pid" -o "$work/strace.txt" 2>/dev/null &
-		st=$!
+		bench_spawn strace -c -f -p "$px_pid" -o "$work/strace.txt" 2>/dev/null
+		st=$spawned
 		sleep 0.5
 		n=$(drive "$phase" "$px_port" "$secs")
+		# SIGINT: strace detaches and writes its summary (bench_stop then waits for it).
 		kill -INT "$st"
-		wait "$st" 2>/dev/null || true
+		bench_stop "$st"
 		stop_all
 		if [ "$phase" = handshakes ]; then per=$n unit=handshake; else per=$(awk -v b="$n" 'BEGIN{print b/16384}') unit="16 KiB record"; fi
 		echo "== $peer, $phase ($mode upstream): $n $([ "$phase" = handshakes ] && echo handshakes || echo bytes); calls per $unit"
@@ -224,38 +227,85 @@ cpu)
 	hz=$(getconf CLK_TCK)
 	start_upstream tls
 	declare -A PORT PID
+	bench_need_built "$old/agentca"
 	for v in new old; do
-		PORT[$v]=$(new_port)
+		PORT[$v]=$(bench_free_port)
 		config_agentca "${PORT[$v]}" tls "" 2 "$work/$v.json"
 		bin=$agentca
 		[ "$v" = new ] || bin=$old/agentca
-		AGENTCA_LOG_LEVEL=warn "$bin" proxy --config "$work/$v.json" 2>"$work/$v.log" &
-		PID[$v]=$!
-		pids="$pids $!"
+		AGENTCA_LOG_LEVEL=warn bench_spawn "$bin" proxy --config "$work/$v.json" 2>"$work/$v.log"
+		PID[$v]=$spawned
 	done
-	PORT[haproxy]=$(new_port)
+	PORT[haproxy]=$(bench_free_port)
 	config_haproxy "${PORT[haproxy]}" tls 2 "$work/haproxy.cfg"
-	haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
-	PID[haproxy]=$!
-	pids="$pids $!"
+	bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
+	PID[haproxy]=$spawned
 	for v in new old haproxy; do wait_port "${PORT[$v]}"; done
-	ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 	echo "proxy CPU ms per MB, TLS to TLS bulk, $conns connection(s), ${secs}s each: new=$build old=$old"
+	order="new old haproxy"
 	for r in $(seq "$rounds"); do
 		line="round $r:"
-		for v in new old haproxy; do
-			t0=$(ticks "${PID[$v]}")
+		for v in $order; do
+			t0=$(bench_cpu_ticks "${PID[$v]}")
 			out=$("$load" bulk "${PORT[$v]}" "$work/root.pem" "$work/client-full.pem" \
 				"$work/client.key" "$secs" "$conns")
-			t1=$(ticks "${PID[$v]}")
+			t1=$(bench_cpu_ticks "${PID[$v]}")
 			line="$line $v $(awk -v t=$((t1 - t0)) -v hz="$hz" -v b="$(awk '{print $4}' <<<"$out")" \
 				'BEGIN { printf "%.3f", t * 1e3 / hz / (b / 1e6) }')"
 		done
 		echo "$line"
+		order=$(echo "$order" | awk '{ for (i = 2; i <= NF; i++) printf "%s ", $i; print $1 }')
+	done
+	;;
+pingpong)
+	rounds=${3:-5} count=${4:-20000} workers=${5:-2} old=${6:-} mode=${7:-tcp}
+	start_upstream "$mode"
+	declare -A PORT PID
+	peers="agentca haproxy"
+	[ -z "$old" ] || peers="agentca haproxy old"
+	for v in $peers; do
+		PORT[$v]=$(bench_free_port)
+		if [ "$v" = haproxy ]; then
+			config_haproxy "${PORT[$v]}" "$mode" "$workers" "$work/haproxy.cfg"
+			bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
+		else
+			bin=$agentca
+			[ "$v" = agentca ] || bin=$old/agentca
+			bench_need_built "$bin"
+			config_agentca "${PORT[$v]}" "$mode" "" "$workers" "$work/$v.json"
+			AGENTCA_LOG_LEVEL=warn bench_spawn "$bin" proxy --config "$work/$v.json" \
+				2>"$work/$v.log"
+		fi
+		PID[$v]=$spawned
+	done
+	for v in $peers; do wait_port "${PORT[$v]}"; done
+	echo "1 KiB ping-pong, $mode upstream, $workers worker(s) each, $count round trips per figure (us)"
+	order=$peers
+	for r in $(seq "$rounds"); do
+		line="round $r:"
+		for v in $order; do
+			line="$line  $v $("$load" pingpong "${PORT[$v]}" "$work/root.pem" \
+				"$work/client-full.pem" "$work/client.key" "$count")"
+		done
+		echo "$line"
+		order=$(echo "$order" | awk '{ for (i = 2; i <= NF; i++) printf "%s ", $i; print $1 }')
+	done
+	for v in $peers; do
+		bench_spawn strace -c -f -p "${PID[$v]}" -o "$work/strace-$v.txt" 2>/dev/null
+		st=$spawned
+		sleep 0.5
+		drive pingpong "${PORT[$v]}" "$count" >/dev/null
+		kill -INT "$st"
+		bench_stop "$st"
+		echo "== $v: system calls per round trip (strace -c, $count round trips)"
+		awk -v per="$count" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
+			errs = NF == 6 ? $5 : 0
+			if ($4 / per >= 0.01) printf "  %-14s %8.2f  (failed %.2f)\n", $NF, $4 / per, errs / per }' \
+			"$work/strace-$v.txt" | sort -k2 -rn | head -12
 	done
 	;;
 *)
-	echo "profile.sh: unknown mode $what (instructions, syscalls, cpu)" >&2
+	echo "bench/proxy-profile: unknown mode $what (instructions, syscalls, cpu, pingpong)" >&2
 	exit 2
 	;;
 esac

@@ -11,8 +11,14 @@
 #        "server ... ssl verify required"; stunnel: two chained services, the second with
 #        client = yes, run as two processes so that each holds two descriptors per session)
 #
+# The peers take turns: every rate phase (handshakes, bulk over 1 and over 16 connections,
+# ping-pong) runs ROUNDS rounds, each round every peer once, one after the other, the order
+# rotated by one place from round to round (agentca first in round 1, last in round 2, ...),
+# so that a slow minute of this shared machine falls on every peer alike. A peer's rate,
+# bulk and ping-pong figures are the medians over its rounds.
+#
 # For each variant it prints, side by side with the ratios agentca/HAProxy and
-# agentca/stunnel:
+# agentca/stunnel (ratios of the medians):
 #
 #   new mTLS handshakes per second (no resumption; each carries one byte through and back;
 #   every client presents the same certificate, as an agent does for its certificate's
@@ -21,39 +27,48 @@
 #   every chain in full as HAProxy and stunnel do (they have no such cache): both rows print
 #   bulk MB/s over 1 connection and over 16
 #   p50 and p99 round trip of a 1 KiB ping-pong
-#   memory per idle connection (proxy RSS growth / N, N sessions open, default 10,000)
-#   CPU cost (the proxy processes' utime+stime from /proc/PID/stat around each phase; less
-#   noisy than rates on a shared machine): CPU us per handshake, handshakes per proxy
-#   CPU-second, proxy CPU ms per MB of bulk
-#   and, for tls, how the upstream's handshakes went: full, or resumed from a ticket (each
-#   proxy resumes its upstream sessions or not, by its own default)
+#   memory per idle connection (proxy RSS growth / N, N sessions open, default 10,000;
+#   measured once per peer, after the rate phases)
+#   CPU cost (the proxy processes' utime+stime from /proc/PID/stat around each phase, summed
+#   over the rounds; less noisy than rates on a shared machine): CPU us per handshake,
+#   handshakes per proxy CPU-second, proxy CPU ms per MB of bulk
+#   and, for tls, how the upstream's handshakes went (summed over the rounds): full, or
+#   resumed from a ticket (each proxy resumes its upstream sessions or not, by its own default)
+#   then, per aim of issue #6, in how many rounds it held, from the ratios of agentca and the
+#   peer measured in the same round (and those ratios, round by round)
 #   and at the end the server side of a handshake alone, in process, with the verify cache
 #   off and on (bench/proxy/handshake_cpu: no sockets, no client, no kernel in the figure)
 #
-#   bench/proxy/run.sh BUILD_DIR [SECONDS] [IDLE_CONNECTIONS] [VARIANTS]
+#   bench/proxy/run.sh BUILD_DIR [SECONDS] [IDLE_CONNECTIONS] [ROUNDS] [VARIANTS]
 #
-# VARIANTS defaults to "tcp tls". BENCH_PROXY_KEEP=1 keeps the work directory (configs, logs).
+# SECONDS per handshake or bulk measurement (default 5), ROUNDS default 3, VARIANTS default
+# "tcp tls" (a non-numeric fourth argument is taken as VARIANTS, the older form).
+# `run.sh build 5 10000 3` took 12 to 13 minutes on this 2-core machine (9,500 idle connections).
+# BENCH_PROXY_KEEP=1 keeps the work directory (configs, logs).
 #
 # Everything listens on 127.0.0.1; every process started here is stopped and every
-# temporary file removed on exit. Needs haproxy, stunnel4 and ss (`make bench` installs
-# them). Timings on a shared machine vary from run to run: compare within one run.
+# temporary file removed on exit (bench/lib.sh). Needs haproxy, stunnel4 and ss (`make
+# bench` installs them). Timings on a shared machine vary from run to run: compare within
+# one run, and read the rounds.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 secs=${2:-5}
 idle=${3:-10000}
-variants=${4:-tcp tls}
+rounds=${4:-3}
+variants=${5:-tcp tls}
+if ! [[ $rounds =~ ^[0-9]+$ ]]; then
+	variants=$rounds
+	rounds=3
+fi
 agentca=$build/agentca
 load=$build/bench/proxy/bench_proxy
 
-for tool in haproxy stunnel4 ss; do
-	command -v "$tool" >/dev/null 2>&1 || {
-		echo "bench/proxy: $tool is not installed (apt-get install -y haproxy stunnel4 iproute2)" >&2
-		exit 1
-	}
-done
-for f in "$agentca" "$load"; do
-	[ -x "$f" ] || { echo "bench/proxy: $f not built (cmake --build $build)" >&2; exit 1; }
-done
+BENCH_NAME=proxy
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../lib.sh"
+bench_need_tools "haproxy stunnel4 iproute2 openssl" haproxy stunnel4 ss openssl
+bench_need_built "$agentca" "$load"
+[ "$rounds" -ge 1 ] || bench_fail "ROUNDS must be 1 or more"
 # Each idle session costs the proxy two descriptors (client and upstream).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 maxfd=$(ulimit -n)
@@ -62,45 +77,32 @@ if [ "$maxfd" != unlimited ] && [ $((idle * 2 + 1000)) -gt "$maxfd" ]; then
 	echo "bench/proxy: open-file limit $maxfd: measuring $idle idle connections" >&2
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/agentca-bench-proxy.XXXXXX")
-pids=""
-cleanup() {
-	for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in $pids; do wait "$pid" 2>/dev/null || true; done
-	[ -z "${BENCH_PROXY_KEEP:-}" ] && rm -rf "$work" || echo "bench/proxy: kept $work" >&2
+bench_begin
+# BENCH_PROXY_KEEP=1: bench_cleanup stops every process but finds no directory to remove.
+keep_or_cleanup() {
+	if [ -n "${BENCH_PROXY_KEEP:-}" ]; then
+		echo "bench/proxy: kept $work" >&2
+		work=""
+	fi
+	bench_cleanup
 }
-trap cleanup EXIT
+trap keep_or_cleanup EXIT
 export AGENTCA_PASSWORD=bench-proxy-passphrase
 
-# free_port: a loopback port nobody uses, below the ephemeral range (the idle phase leaves
-# thousands of ephemeral ports in use or in TIME_WAIT).
-read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range
-free_port() {
-	local p
-	while :; do
-		p=$((10000 + RANDOM % (ephemeral_low - 10000)))
-		ss -tanH "sport = :$p" | grep -q . || { echo "$p"; return; }
-	done
-}
 # wait_port PORT WHAT LOG: until something listens there (30 s: the machine may be busy).
+# bench/lib.sh waits for log lines; HAProxy and stunnel print none when ready.
 wait_port() {
-	for _ in $(seq 300); do ss -ltnH "sport = :$1" | grep -q . && return; sleep 0.1; done
-	echo "bench/proxy: $2 does not listen on $1 after 30 s; its log:" >&2
+	for _ in $(seq 300); do
+		ss -ltnH "sport = :$1" | grep -q . && return
+		sleep 0.1
+	done
 	tail -5 "$3" >&2 || true
-	exit 1
+	bench_fail "$2 does not listen on $1 after 30 s (its log above)"
 }
 # rss_kb PID...: resident memory of the processes together, in KiB.
 rss_kb() {
 	local sum=0 pid
 	for pid in "$@"; do sum=$((sum + $(awk '/^VmRSS/{print $2}' "/proc/$pid/status"))); done
-	echo "$sum"
-}
-# cpu_ticks PID...: utime+stime of the processes together (all threads), in clock ticks.
-cpu_ticks() {
-	local sum=0 pid
-	for pid in "$@"; do
-		sum=$((sum + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-	done
 	echo "$sum"
 }
 hz=$(getconf CLK_TCK)
@@ -138,6 +140,22 @@ cat "$work/server.pem" "$work/chain.pem" >"$work/stunnel-cert.pem"
 
 client() { "$load" "$1" "$2" "$work/root.pem" "$work/client-full.pem" "$work/client.key" "${@:3}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+# median FORMAT: the median of the numbers on stdin, one a line (empty lines left out),
+# printed with FORMAT; nothing if there is none.
+median() {
+	awk 'NF' | sort -g | awk -v f="$1" '{ v[NR] = $1 }
+		END { if (NR == 0) exit
+		      printf f "\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# rotated K WORD...: the WORDs rotated left by K places.
+rotated() {
+	local k=$1 i
+	shift
+	local words=("$@")
+	for ((i = 0; i < ${#words[@]}; i++)); do
+		printf '%s ' "${words[$(((i + k) % ${#words[@]}))]}"
+	done
+}
 # upstream_stats: "full N resumed M group G" from the TLS upstream, now.
 upstream_stats() {
 	rm -f "$work/up.port.stats"
@@ -146,28 +164,90 @@ upstream_stats() {
 	cat "$work/up.port.stats"
 }
 
-# run_variant tcp|tls: start the upstream and the three proxies, measure each proxy in turn,
-# print the table, stop them all.
+# measure PHASE PEER ROUND: one measurement of PEER (hs, bulk1, bulk16 or pp) in ROUND; its
+# figures go to V[PEER.METRIC.ROUND], the proxy's CPU ticks and the units served
+# (handshakes, bytes) are added to T[PEER.PHASE] and N[PEER.PHASE]. Uses run_variant's
+# variables (PORT, PIDS, V, T, N, UP).
+measure() {
+	local phase=$1 peer=$2 r=$3 port pids_peer t0 t1 out f0 r0 f1 r1 g p50 p99
+	port=${PORT[$peer]}
+	pids_peer=${PIDS[$peer]}
+	# shellcheck disable=SC2086 # pids_peer is a list
+	case $phase in
+	hs)
+		[ "$variant" != tls ] || read -r _ f0 _ r0 _ < <(upstream_stats)
+		t0=$(bench_cpu_ticks $pids_peer)
+		out=$(client handshakes "$port" "$secs" 4)
+		t1=$(bench_cpu_ticks $pids_peer)
+		V[$peer.hs.$r]=$(awk '{print $2}' <<<"$out")
+		N[$peer.hs]=$((${N[$peer.hs]:-0} + $(awk '{print $4}' <<<"$out")))
+		T[$peer.hs]=$((${T[$peer.hs]:-0} + t1 - t0))
+		if [ "$variant" = tls ]; then
+			read -r _ f1 _ r1 _ g < <(upstream_stats)
+			UP[$peer.up_full]=$((${UP[$peer.up_full]:-0} + f1 - f0))
+			UP[$peer.up_resumed]=$((${UP[$peer.up_resumed]:-0} + r1 - r0))
+			UP[$peer.up_group]=$g
+		fi
+		;;
+	bulk1 | bulk16)
+		t0=$(bench_cpu_ticks $pids_peer)
+		out=$(client bulk "$port" "$secs" "${phase#bulk}")
+		t1=$(bench_cpu_ticks $pids_peer)
+		V[$peer.$phase.$r]=$(awk '{print $2}' <<<"$out")
+		N[$peer.$phase]=$((${N[$peer.$phase]:-0} + $(awk '{print $4}' <<<"$out")))
+		T[$peer.$phase]=$((${T[$peer.$phase]:-0} + t1 - t0))
+		;;
+	pp)
+		read -r _ p50 _ p99 _ < <(client pingpong "$port" 20000)
+		V[$peer.p50.$r]=$p50
+		V[$peer.p99.$r]=$p99
+		;;
+	esac
+}
+
+# round_values PEER METRIC: PEER's METRIC in every round, one a line.
+round_values() {
+	local r
+	for r in $(seq "$rounds"); do echo "${V[$1.$2.$r]:-}"; done
+}
+
+# held LABEL METRIC PEER OP FACTOR [WHO]: in how many rounds WHO's (default agentca) METRIC
+# over PEER's, both measured in the same round, was OP (>= or <=) FACTOR; and those ratios.
+held() {
+	local label=$1 metric=$2 peer=$3 op=$4 factor=$5 who=${6:-agentca} r n=0 list="" q ok
+	for r in $(seq "$rounds"); do
+		read -r q ok < <(awk -v a="${V[$who.$metric.$r]:-}" -v b="${V[$peer.$metric.$r]:-}" \
+			-v op="$op" -v f="$factor" 'BEGIN {
+				if (a == "" || b <= 0) { print "- 0"; exit }
+				q = a / b
+				printf "%.2f %d\n", q, (op == ">=" ? (q >= f) : (q <= f)) }')
+		list="$list $q"
+		n=$((n + ok))
+	done
+	printf '  %-40s %d of %d rounds  (%s)\n' "$label:" "$n" "$rounds" "${list# }"
+}
+
+# run_variant tcp|tls: start the upstream and the proxies, measure them in turns, print the
+# table, stop them all.
 run_variant() {
-	local variant=$1 up pa ph ps_ pm peer port pids_peer t0 t1 out n label k
-	local -A R
-	local vpids=""
+	local variant=$1 up pa pn ph ps_ pm peer phase r t n label k before after opened
+	local -A R V T N UP PORT PIDS
+	local vpids="" peers
 
 	rm -f "$work/up.port"
 	if [ "$variant" = tls ]; then
-		"$load" upstream "$work/up.port" "$work/upstream-full.pem" "$work/upstream.key" \
-			"$work/root.pem" &
+		bench_spawn "$load" upstream "$work/up.port" "$work/upstream-full.pem" \
+			"$work/upstream.key" "$work/root.pem"
 	else
-		"$load" upstream "$work/up.port" &
+		bench_spawn "$load" upstream "$work/up.port"
 	fi
-	pid_up=$!
+	pid_up=$spawned
 	vpids="$vpids $pid_up"
-	pids="$pids $pid_up"
-	for _ in $(seq 50); do [ -s "$work/up.port" ] && break; sleep 0.1; done
+	bench_wait_for "$work/up.port" '^[0-9]' "the $variant upstream"
 	up=$(cat "$work/up.port")
 
 	# agentca proxy (standalone).
-	pa=$(free_port)
+	pa=$(bench_free_port)
 	local up_tls_json="" haproxy_up_tls=""
 	if [ "$variant" = tls ]; then
 		up_tls_json=', "upstream_mode": "tls", "upstream_name": "upstream.bench", "upstream_ca_file": "'$work/root.pem'"'
@@ -179,24 +259,21 @@ run_variant() {
            "listeners": [{"listen": "127.0.0.1:$pa", "upstream": "127.0.0.1:$up",
                           "allow": ["spiffe://bench/**"]$up_tls_json}]}}
 JSON
-	AGENTCA_LOG_LEVEL=warn "$agentca" proxy --config "$work/agentca.json" \
-		2>"$work/agentca-$variant.log" &
-	local pid_agentca=$!
-	vpids="$vpids $pid_agentca"
-	pids="$pids $pid_agentca"
+	AGENTCA_LOG_LEVEL=warn bench_spawn "$agentca" proxy --config "$work/agentca.json" \
+		2>"$work/agentca-$variant.log"
+	PORT[agentca]=$pa PIDS[agentca]=$spawned
+	vpids="$vpids $spawned"
 	# The same, with the verified-chain cache off (handshakes only).
-	local pn
-	pn=$(free_port)
+	pn=$(bench_free_port)
 	sed -e "s/127.0.0.1:$pa\"/127.0.0.1:$pn\"/" -e "s|\"workers\": 2,|\"workers\": 2, \"verify_cache\": 0, \"session_log\": \"$work/px/nocache-sessions.jsonl\",|" \
 		"$work/agentca.json" >"$work/agentca-nocache.json"
-	AGENTCA_LOG_LEVEL=warn "$agentca" proxy --config "$work/agentca-nocache.json" \
-		2>"$work/agentca-nocache-$variant.log" &
-	local pid_agentca_nc=$!
-	vpids="$vpids $pid_agentca_nc"
-	pids="$pids $pid_agentca_nc"
+	AGENTCA_LOG_LEVEL=warn bench_spawn "$agentca" proxy --config "$work/agentca-nocache.json" \
+		2>"$work/agentca-nocache-$variant.log"
+	PORT[agentca_nc]=$pn PIDS[agentca_nc]=$spawned
+	vpids="$vpids $spawned"
 
 	# HAProxy, two threads, the same policy: TLS 1.3, client certificate required.
-	ph=$(free_port)
+	ph=$(bench_free_port)
 	cat >"$work/haproxy.cfg" <<CFG
 global
   nbthread 2
@@ -212,16 +289,15 @@ frontend mtls
 backend up
   server u 127.0.0.1:$up$haproxy_up_tls
 CFG
-	haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy-$variant.log" 2>&1 &
-	local pid_haproxy=$!
-	vpids="$vpids $pid_haproxy"
-	pids="$pids $pid_haproxy"
+	bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy-$variant.log" 2>&1
+	PORT[haproxy]=$ph PIDS[haproxy]=$spawned
+	vpids="$vpids $spawned"
 
 	# stunnel (threads), the same policy; for tls a second stunnel, client = yes, behind it.
-	ps_=$(free_port)
+	ps_=$(bench_free_port)
 	local stunnel_next="127.0.0.1:$up" pid_stunnel2=""
 	if [ "$variant" = tls ]; then
-		pm=$(free_port)
+		pm=$(bench_free_port)
 		stunnel_next="127.0.0.1:$pm"
 		cat >"$work/stunnel-up.conf" <<CFG
 foreground = yes
@@ -240,10 +316,9 @@ checkHost = upstream.bench
 sni = upstream.bench
 sslVersionMin = TLSv1.3
 CFG
-		stunnel4 "$work/stunnel-up.conf" >/dev/null 2>&1 &
-		pid_stunnel2=$!
-		vpids="$vpids $pid_stunnel2"
-		pids="$pids $pid_stunnel2"
+		bench_spawn stunnel4 "$work/stunnel-up.conf" >/dev/null 2>&1
+		pid_stunnel2=$spawned
+		vpids="$vpids $spawned"
 	fi
 	cat >"$work/stunnel.conf" <<CFG
 foreground = yes
@@ -260,10 +335,9 @@ verifyChain = yes
 requireCert = yes
 sslVersionMin = TLSv1.3
 CFG
-	stunnel4 "$work/stunnel.conf" >/dev/null 2>&1 &
-	local pid_stunnel=$!
-	vpids="$vpids $pid_stunnel"
-	pids="$pids $pid_stunnel"
+	bench_spawn stunnel4 "$work/stunnel.conf" >/dev/null 2>&1
+	PORT[stunnel]=$ps_ PIDS[stunnel]="$spawned $pid_stunnel2"
+	vpids="$vpids $spawned"
 
 	wait_port "$pa" "agentca ($variant)" "$work/agentca-$variant.log"
 	wait_port "$pn" "agentca without cache ($variant)" "$work/agentca-nocache-$variant.log"
@@ -271,56 +345,58 @@ CFG
 	wait_port "$ps_" "stunnel ($variant)" "$work/stunnel-$variant.log"
 	[ -z "$pid_stunnel2" ] || wait_port "$pm" "the second stunnel ($variant)" "$work/stunnel-up-$variant.log"
 
-	for peer in agentca agentca_nc haproxy stunnel; do
-		case $peer in
-		agentca) port=$pa pids_peer=$pid_agentca ;;
-		agentca_nc) port=$pn pids_peer=$pid_agentca_nc ;;
-		haproxy) port=$ph pids_peer=$pid_haproxy ;;
-		stunnel) port=$ps_ pids_peer="$pid_stunnel $pid_stunnel2" ;;
-		esac
-		# shellcheck disable=SC2086 # pids_peer is a list
-		{
-			[ "$variant" != tls ] || { read -r _ f0 _ r0 _ < <(upstream_stats); }
-			t0=$(cpu_ticks $pids_peer)
-			out=$(client handshakes "$port" "$secs" 4)
-			t1=$(cpu_ticks $pids_peer)
-			R[$peer.hs]=$(awk '{print $2}' <<<"$out")
-			n=$(awk '{print $4}' <<<"$out")
-			R[$peer.hs_cpu]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" \
-				'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "" }')
-			R[$peer.hs_per_cpu]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" \
-				'BEGIN { if (t > 0) printf "%.0f", n / (t / hz); else print "" }')
-			if [ "$variant" = tls ]; then
-				read -r _ f1 _ r1 _ g < <(upstream_stats)
-				R[$peer.up_full]=$((f1 - f0))
-				R[$peer.up_resumed]=$((r1 - r0))
-				R[$peer.up_group]=$g
-			fi
-			[ "$peer" != agentca_nc ] || continue # handshakes only
-			for conns in 1 16; do
-				t0=$(cpu_ticks $pids_peer)
-				out=$(client bulk "$port" "$secs" "$conns")
-				t1=$(cpu_ticks $pids_peer)
-				R[$peer.bulk$conns]=$(awk '{print $2}' <<<"$out")
-				R[$peer.bulk${conns}_cpu]=$(awk -v t=$((t1 - t0)) -v hz="$hz" \
-					-v b="$(awk '{print $4}' <<<"$out")" \
-					'BEGIN { if (b > 0) printf "%.2f", t * 1e3 / hz / (b / 1e6); else print "" }')
+	# The rate phases, in turns: ROUNDS rounds of each phase, every peer once per round, the
+	# order rotated by one place per round. The cache-off agentca takes part in handshakes only.
+	for phase in hs bulk1 bulk16 pp; do
+		peers="agentca haproxy stunnel"
+		[ "$phase" != hs ] || peers="agentca agentca_nc haproxy stunnel"
+		for r in $(seq "$rounds"); do
+			# shellcheck disable=SC2086 # peers is a list
+			for peer in $(rotated $((r - 1)) $peers); do
+				measure "$phase" "$peer" "$r"
 			done
-			read -r _ p50 _ p99 < <(client pingpong "$port" 20000)
-			R[$peer.p50]=$p50
-			R[$peer.p99]=$p99
+		done
+	done
+
+	# Memory per idle connection: once per peer, after the rate phases.
+	for peer in agentca haproxy stunnel; do
+		# shellcheck disable=SC2086 # PIDS[peer] is a list
+		{
 			sleep 1
-			before=$(rss_kb $pids_peer)
-			coproc IDLE { client idle "$port" "$idle"; }
+			before=$(rss_kb ${PIDS[$peer]})
+			# The coproc lets go of its sessions and ends when its stdin closes (below, or
+			# when this shell exits).
+			coproc IDLE { client idle "${PORT[$peer]}" "$idle"; }
 			read -r _ opened <&"${IDLE[0]}"
 			sleep 1
-			after=$(rss_kb $pids_peer)
+			after=$(rss_kb ${PIDS[$peer]})
 		}
 		[ "$opened" = "$idle" ] || echo "bench/proxy: $peer held $opened of $idle idle connections" >&2
 		R[$peer.mem]=$(((after - before) * 1024 / (opened > 0 ? opened : 1)))
 		# shellcheck disable=SC1083,SC2093 # closes the coproc's stdin: it lets go of the sessions
 		exec {IDLE[1]}>&-
 		wait "$IDLE_PID" || true
+	done
+
+	# Each peer's figures: rates and round trips the median of its rounds, CPU costs over
+	# all its rounds together.
+	for peer in agentca agentca_nc haproxy stunnel; do
+		t=${T[$peer.hs]} n=${N[$peer.hs]}
+		R[$peer.hs]=$(round_values "$peer" hs | median %.0f)
+		R[$peer.hs_cpu]=$(awk -v t="$t" -v hz="$hz" -v n="$n" \
+			'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "" }')
+		R[$peer.hs_per_cpu]=$(awk -v t="$t" -v hz="$hz" -v n="$n" \
+			'BEGIN { if (t > 0) printf "%.0f", n / (t / hz); else print "" }')
+		for k in up_full up_resumed up_group; do R[$peer.$k]=${UP[$peer.$k]:-}; done
+		[ "$peer" != agentca_nc ] || continue # handshakes only
+		for phase in bulk1 bulk16; do
+			R[$peer.$phase]=$(round_values "$peer" "$phase" | median %.1f)
+			R[$peer.${phase}_cpu]=$(awk -v t="${T[$peer.$phase]}" -v hz="$hz" \
+				-v b="${N[$peer.$phase]}" \
+				'BEGIN { if (b > 0) printf "%.2f", t * 1e3 / hz / (b / 1e6); else print "" }')
+		done
+		R[$peer.p50]=$(round_values "$peer" p50 | median %.0f)
+		R[$peer.p99]=$(round_values "$peer" p99 | median %.0f)
 	done
 
 	echo
@@ -366,21 +442,29 @@ CFG
 				"${R[haproxy.$k]}" "${R[stunnel.$k]}" "${R[agentca_nc.$k]}"
 		done
 	fi
-	echo "(rates: higher is better; us, bytes and CPU per unit: lower is better)"
+	echo "(rates and round trips: the median of $rounds rounds; CPU per unit: over all rounds;"
+	echo " rates: higher is better; us, bytes and CPU per unit: lower is better)"
+	echo "issue #6's aims, round by round (agentca/peer, both measured in the same round):"
+	held "handshakes >= HAProxy" hs haproxy ">=" 1
+	held "handshakes >= 1.5x stunnel" hs stunnel ">=" 1.5
+	held "cache off: handshakes >= HAProxy" hs haproxy ">=" 1 agentca_nc
+	held "cache off: handshakes >= 1.5x stunnel" hs stunnel ">=" 1.5 agentca_nc
+	held "bulk >= HAProxy, 1 connection" bulk1 haproxy ">=" 1
+	held "bulk >= HAProxy, 16 connections" bulk16 haproxy ">=" 1
+	held "1 KiB ping-pong p99 <= HAProxy" p99 haproxy "<=" 1
+	printf '  %-40s %s\n' "bytes per idle connection <= HAProxy:" \
+		"$(awk -v a="${R[agentca.mem]}" -v b="${R[haproxy.mem]}" \
+			'BEGIN { print (a <= b ? "held" : "not held") " (measured once)" }')"
 
-	for pid in $vpids; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in $vpids; do wait "$pid" 2>/dev/null || true; done
-	local rest=""
-	for pid in $pids; do [[ " $vpids " == *" $pid "* ]] || rest="$rest $pid"; done
-	pids=$rest
+	for pid in $vpids; do bench_stop "$pid"; done
 }
 
-echo "bench/proxy: $(date -u +%FT%TZ), ${secs}s per rate phase, $idle idle connections," \
-	"$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench/proxy: $(date -u +%FT%TZ), ${secs}s per rate phase, $rounds rounds in turns," \
+	"$idle idle connections, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for variant in $variants; do
 	case $variant in
 	tcp | tls) run_variant "$variant" ;;
-	*) echo "bench/proxy: unknown variant $variant (tcp, tls)" >&2; exit 2 ;;
+	*) bench_fail "unknown variant $variant (tcp, tls)" ;;
 	esac
 done
 # The verify cache without sockets, the client or the kernel in the figure: the server side
