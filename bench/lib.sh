@@ -120,3 +120,16 @@ bench_agentca_serve() {
 	daemon_port=$(bench_log_port "$log" listening)
 	[ -n "$daemon_port" ] || { cat "$log" >&2; bench_fail "agentca serve names no port"; }
 }
+
+# bench_challtestsrv: pebble-challtestsrv as a DNS server only (every name is 127.0.0.1, no
+# AAAA), on a free loopback port, for agentca's --acme-resolver; waits until it is ready and
+# sets $dns_port and $cts_pid. Its log is $work/cts.log.
+bench_challtestsrv() {
+	local mport
+	dns_port=$(bench_free_port)
+	mport=$(bench_free_port)
+	bench_spawn pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dns_port" \
+		-management "127.0.0.1:$mport" -defaultIPv6 "" >"$work/cts.log" 2>&1
+	cts_pid=$spawned
+	bench_wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+}

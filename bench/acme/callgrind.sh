@@ -27,12 +27,9 @@ bench_begin
 [ -n "$outdir" ] || outdir=$work/out
 mkdir -p "$outdir"
 
-dport=$(bench_free_port)
-cmport=$(bench_free_port)
 hport=$(bench_free_port)
-bench_spawn pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
-	-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1
-bench_wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+bench_challtestsrv
+dport=$dns_port
 export AGENTCA_PASSWORD=bench-acme-passphrase
 echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
 "$build/agentca" init --dir "$work/ca" --name Bench --trust-domain bench.internal >/dev/null

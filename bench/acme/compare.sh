@@ -26,12 +26,9 @@ bench_need_tools "pebble iproute2 curl" pebble-challtestsrv ss curl
 bench_need_built "$build_a/agentca" "$build_b/agentca" "$gen"
 bench_begin
 
-dport=$(bench_free_port)
-cmport=$(bench_free_port)
 hport=$(bench_free_port)
-bench_spawn pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
-	-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1
-bench_wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+bench_challtestsrv
+dport=$dns_port
 export AGENTCA_PASSWORD=bench-acme-passphrase
 echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
 

@@ -109,11 +109,8 @@ status=0
 agentca_dir=""
 hport=$(bench_free_port)
 if "$agentca" serve --help 2>&1 | grep -- "--acme-http-port" >/dev/null; then
-	dport=$(bench_free_port)
-	cmport=$(bench_free_port)
-	bench_spawn pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -dns01 "127.0.0.1:$dport" \
-		-management "127.0.0.1:$cmport" -defaultIPv6 "" >"$work/cts.log" 2>&1
-	bench_wait_for "$work/cts.log" "Starting management server" "pebble-challtestsrv"
+	bench_challtestsrv
+	dport=$dns_port
 	export AGENTCA_PASSWORD=bench-acme-passphrase
 	"$agentca" init --dir "$work/ca" --name Bench --trust-domain bench.internal >/dev/null
 	echo '{"rate_limits": {"address_per_second": 0, "identity_per_second": 0}}' >"$work/serve.json"
