@@ -3,7 +3,8 @@
 # log line, a free loopback port, a process's CPU time, and a fresh agentca daemon.
 #
 # A script sets BENCH_NAME (used in messages and the scratch directory's name), sources
-# this file and calls bench_begin; $work is then its scratch directory.
+# this file and calls bench_begin; $work is then its scratch directory. With BENCH_KEEP=1 in
+# the environment the directory is kept (logs, configs, profiles) and its path printed.
 
 # bench_fail MESSAGE: print "bench/NAME: MESSAGE" and exit 1.
 bench_fail() {
@@ -38,7 +39,11 @@ bench_cleanup() {
 	for pid in $bench_pids; do
 		wait "$pid" 2>/dev/null || true
 	done
-	rm -rf "$work"
+	if [ -n "${BENCH_KEEP:-}" ]; then
+		echo "bench: kept $work" >&2
+	else
+		rm -rf "$work"
+	fi
 }
 
 # bench_begin: make $work and arrange for the cleanup on exit.

@@ -12,6 +12,7 @@
  */
 #include "ca/keys.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -419,6 +420,45 @@ key_spki_sha256(EVP_PKEY *key, char out[65], struct ac_err *err)
 		goto out;
 	}
 	if (!EVP_Digest(der, (size_t)derlen, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32) {
+		ac_err_ssl(err, AC_ERR_CRYPTO, "digest_failed", "SHA-256 of the public key failed");
+		goto out;
+	}
+	hex_encode(md, mdlen, out);
+	rc = 0;
+out:
+	OPENSSL_free(der);
+	return rc;
+}
+
+/* SHA-256 for cert_spki_sha256, fetched once (it runs on every proxy handshake). */
+static EVP_MD *cert_spki_md;
+static pthread_once_t cert_spki_md_once = PTHREAD_ONCE_INIT;
+
+static void
+cert_spki_md_fetch(void)
+{
+	cert_spki_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
+/* Hex SHA-256 of the certificate's SubjectPublicKeyInfo, as stored in the certificate. */
+int
+cert_spki_sha256(X509 *cert, char out[65], struct ac_err *err)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned char *der = NULL;
+	unsigned int mdlen = 0;
+	int derlen, rc = -1;
+
+	out[0] = '\0';
+	derlen = cert == NULL ? 0 : i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+	if (derlen <= 0) {
+		ac_err_ssl(err, AC_ERR_INVALID, "cert_bad_key",
+		           "cannot encode the certificate's public key");
+		goto out;
+	}
+	pthread_once(&cert_spki_md_once, cert_spki_md_fetch);
+	if (cert_spki_md == NULL ||
+	    !EVP_Digest(der, (size_t)derlen, md, &mdlen, cert_spki_md, NULL) || mdlen != 32) {
 		ac_err_ssl(err, AC_ERR_CRYPTO, "digest_failed", "SHA-256 of the public key failed");
 		goto out;
 	}

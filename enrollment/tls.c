@@ -722,7 +722,7 @@ tls_peer_from_cert(X509 *cert, struct tls_peer *peer, struct ac_err *err)
 		ac_err_ssl(err, AC_ERR_INVALID, "cert_bad_key", "cannot read the public key");
 		goto fail;
 	}
-	if (key_spki_sha256(pub, peer->spki_sha256, err) != 0)
+	if (cert_spki_sha256(cert, peer->spki_sha256, err) != 0)
 		goto fail;
 	peer->present = 1;
 	return 0;

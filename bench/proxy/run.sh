@@ -44,7 +44,7 @@
 # SECONDS per handshake or bulk measurement (default 5), ROUNDS default 3, VARIANTS default
 # "tcp tls" (a non-numeric fourth argument is taken as VARIANTS, the older form).
 # `run.sh build 5 10000 3` took 12 to 13 minutes on this 2-core machine (9,500 idle connections).
-# BENCH_PROXY_KEEP=1 keeps the work directory (configs, logs).
+# BENCH_KEEP=1 (or BENCH_PROXY_KEEP=1) keeps the work directory (configs, logs).
 #
 # Everything listens on 127.0.0.1; every process started here is stopped and every
 # temporary file removed on exit (bench/lib.sh). Needs haproxy, stunnel4 and ss (`make
@@ -77,16 +77,9 @@ if [ "$maxfd" != unlimited ] && [ $((idle * 2 + 1000)) -gt "$maxfd" ]; then
 	echo "bench/proxy: open-file limit $maxfd: measuring $idle idle connections" >&2
 fi
 
+# BENCH_PROXY_KEEP=1, the older name of bench/lib.sh's BENCH_KEEP=1: keep the work directory.
+[ -z "${BENCH_PROXY_KEEP:-}" ] || BENCH_KEEP=1
 bench_begin
-# BENCH_PROXY_KEEP=1: bench_cleanup stops every process but finds no directory to remove.
-keep_or_cleanup() {
-	if [ -n "${BENCH_PROXY_KEEP:-}" ]; then
-		echo "bench/proxy: kept $work" >&2
-		work=""
-	fi
-	bench_cleanup
-}
-trap keep_or_cleanup EXIT
 export AGENTCA_PASSWORD=bench-proxy-passphrase
 
 # wait_port PORT WHAT LOG: until something listens there (30 s: the machine may be busy).

@@ -374,6 +374,46 @@ test_spki_and_cert_match(void **state)
 	EVP_PKEY_free(key);
 }
 
+/* cert_spki_sha256 hashes the certificate's own SPKI bytes, parsed back from DER as a peer's
+ * certificate is, and agrees with key_spki_sha256 of the key for every key type. */
+static void
+test_cert_spki_sha256(void **state)
+{
+	const enum key_type types[] = {KEY_EC_P256, KEY_EC_P384, KEY_RSA_3072, KEY_ED25519};
+	struct ac_err err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		char want[65], got[65];
+		unsigned char *der = NULL;
+		const unsigned char *p;
+		EVP_PKEY *key;
+		X509 *built, *parsed;
+		int len;
+
+		ac_err_clear(&err);
+		key = key_generate(types[i], &err);
+		assert_non_null(key);
+		built = self_signed(key);
+		len = i2d_X509(built, &der);
+		assert_true(len > 0);
+		p = der;
+		parsed = d2i_X509(NULL, &p, len);
+		assert_non_null(parsed);
+		assert_int_equal(key_spki_sha256(key, want, &err), 0);
+		assert_int_equal(cert_spki_sha256(parsed, got, &err), 0);
+		assert_int_equal(strlen(got), 64);
+		assert_string_equal(got, want);
+		X509_free(parsed);
+		OPENSSL_free(der);
+		X509_free(built);
+		EVP_PKEY_free(key);
+	}
+	ac_err_clear(&err);
+	assert_int_equal(cert_spki_sha256(NULL, (char[65]){0}, &err), -1);
+	assert_string_equal(err.reason, "cert_bad_key");
+}
+
 static void
 test_random_serial(void **state)
 {
@@ -519,6 +559,7 @@ main(void)
 	    cmocka_unit_test(test_passphrase_resolve_order),
 	    cmocka_unit_test(test_passphrase_create),
 	    cmocka_unit_test(test_spki_and_cert_match),
+	    cmocka_unit_test(test_cert_spki_sha256),
 	    cmocka_unit_test(test_random_serial),
 	    cmocka_unit_test(test_validity_and_time),
 	    cmocka_unit_test(test_extensions_and_names),
