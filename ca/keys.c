@@ -404,22 +404,28 @@ passphrase_wipe(char *buf, size_t len)
 		OPENSSL_cleanse(buf, len);
 }
 
-/* Hex SHA-256 of the DER SubjectPublicKeyInfo: the key's identifier in logs and store. */
-int
-key_spki_sha256(EVP_PKEY *key, char out[65], struct ac_err *err)
+/* SHA-256 for the SPKI hashes, fetched once (cert_spki_sha256 runs on every proxy
+ * handshake). */
+static EVP_MD *spki_md;
+static pthread_once_t spki_md_once = PTHREAD_ONCE_INIT;
+
+static void
+spki_md_fetch(void)
+{
+	spki_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
+/* Hex SHA-256 of DER bytes (a SubjectPublicKeyInfo) into out; frees der. */
+static int
+spki_der_sha256(unsigned char *der, int derlen, char out[65], struct ac_err *err)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned char *der = NULL;
 	unsigned int mdlen = 0;
-	int derlen, rc = -1;
+	int rc = -1;
 
-	out[0] = '\0';
-	derlen = i2d_PUBKEY(key, &der);
-	if (derlen <= 0) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "key_encode_failed", "cannot encode the public key");
-		goto out;
-	}
-	if (!EVP_Digest(der, (size_t)derlen, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32) {
+	pthread_once(&spki_md_once, spki_md_fetch);
+	if (spki_md == NULL || !EVP_Digest(der, (size_t)derlen, md, &mdlen, spki_md, NULL) ||
+	    mdlen != 32) {
 		ac_err_ssl(err, AC_ERR_CRYPTO, "digest_failed", "SHA-256 of the public key failed");
 		goto out;
 	}
@@ -430,43 +436,38 @@ out:
 	return rc;
 }
 
-/* SHA-256 for cert_spki_sha256, fetched once (it runs on every proxy handshake). */
-static EVP_MD *cert_spki_md;
-static pthread_once_t cert_spki_md_once = PTHREAD_ONCE_INIT;
-
-static void
-cert_spki_md_fetch(void)
+/* Hex SHA-256 of the DER SubjectPublicKeyInfo: the key's identifier in logs and store. */
+int
+key_spki_sha256(EVP_PKEY *key, char out[65], struct ac_err *err)
 {
-	cert_spki_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+	unsigned char *der = NULL;
+	int derlen;
+
+	out[0] = '\0';
+	derlen = i2d_PUBKEY(key, &der);
+	if (derlen <= 0) {
+		OPENSSL_free(der);
+		return ac_err_ssl(err, AC_ERR_CRYPTO, "key_encode_failed",
+		                  "cannot encode the public key");
+	}
+	return spki_der_sha256(der, derlen, out, err);
 }
 
 /* Hex SHA-256 of the certificate's SubjectPublicKeyInfo, as stored in the certificate. */
 int
 cert_spki_sha256(X509 *cert, char out[65], struct ac_err *err)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned char *der = NULL;
-	unsigned int mdlen = 0;
-	int derlen, rc = -1;
+	int derlen;
 
 	out[0] = '\0';
 	derlen = cert == NULL ? 0 : i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
 	if (derlen <= 0) {
-		ac_err_ssl(err, AC_ERR_INVALID, "cert_bad_key",
-		           "cannot encode the certificate's public key");
-		goto out;
+		OPENSSL_free(der);
+		return ac_err_ssl(err, AC_ERR_INVALID, "cert_bad_key",
+		                  "cannot encode the certificate's public key");
 	}
-	pthread_once(&cert_spki_md_once, cert_spki_md_fetch);
-	if (cert_spki_md == NULL ||
-	    !EVP_Digest(der, (size_t)derlen, md, &mdlen, cert_spki_md, NULL) || mdlen != 32) {
-		ac_err_ssl(err, AC_ERR_CRYPTO, "digest_failed", "SHA-256 of the public key failed");
-		goto out;
-	}
-	hex_encode(md, mdlen, out);
-	rc = 0;
-out:
-	OPENSSL_free(der);
-	return rc;
+	return spki_der_sha256(der, derlen, out, err);
 }
 
 /* 1 when priv is the private half of the public key the certificate carries. */

@@ -399,10 +399,13 @@ CFG
 		echo "variant tcp: plain TCP upstream"
 	fi
 	printf '%-38s %10s %10s %10s %10s %10s\n' metric agentca haproxy stunnel "a/haproxy" "a/stunnel"
+	# row LABEL KEY [AGENTCA_PEER]: one metric of agentca (or of AGENTCA_PEER, e.g. agentca_nc)
+	# next to HAProxy and stunnel, with the two ratios.
 	row() {
-		printf '%-38s %10s %10s %10s %10s %10s\n' "$1" "${R[agentca.$2]}" "${R[haproxy.$2]}" \
-			"${R[stunnel.$2]}" "$(ratio "${R[agentca.$2]}" "${R[haproxy.$2]}")" \
-			"$(ratio "${R[agentca.$2]}" "${R[stunnel.$2]}")"
+		local a=${3:-agentca}
+		printf '%-38s %10s %10s %10s %10s %10s\n' "$1" "${R[$a.$2]}" "${R[haproxy.$2]}" \
+			"${R[stunnel.$2]}" "$(ratio "${R[$a.$2]}" "${R[haproxy.$2]}")" \
+			"$(ratio "${R[$a.$2]}" "${R[stunnel.$2]}")"
 	}
 	row "mTLS handshakes/s (4 clients)" hs
 	row "bulk MB/s, 1 connection" bulk1
@@ -413,14 +416,9 @@ CFG
 	row "proxy CPU us per handshake" hs_cpu
 	row "handshakes per proxy CPU-second" hs_per_cpu
 	# agentca with its verify cache off: the figure a peer without such a cache compares to.
-	row_nc() {
-		printf '%-38s %10s %10s %10s %10s %10s\n' "$1" "${R[agentca_nc.$2]}" "${R[haproxy.$2]}" \
-			"${R[stunnel.$2]}" "$(ratio "${R[agentca_nc.$2]}" "${R[haproxy.$2]}")" \
-			"$(ratio "${R[agentca_nc.$2]}" "${R[stunnel.$2]}")"
-	}
-	row_nc "  cache off: mTLS handshakes/s" hs
-	row_nc "  cache off: CPU us per handshake" hs_cpu
-	row_nc "  cache off: handshakes per CPU-second" hs_per_cpu
+	row "  cache off: mTLS handshakes/s" hs agentca_nc
+	row "  cache off: CPU us per handshake" hs_cpu agentca_nc
+	row "  cache off: handshakes per CPU-second" hs_per_cpu agentca_nc
 	row "proxy CPU ms per MB, bulk 1 conn" bulk1_cpu
 	row "proxy CPU ms per MB, bulk 16 conns" bulk16_cpu
 	if [ "$variant" = tls ]; then
