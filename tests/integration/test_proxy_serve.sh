@@ -155,5 +155,5 @@ grep '"reason":"certificate_revoked"' "$SLOG" | grep -q '"identity":"spiffe://co
 pass "a revoked serial with a leading zero digit ($ZSERIAL) is refused"
 
 kill -TERM "$DAEMON"
-wait "$DAEMON" || fail "serve did not exit 0 on SIGTERM"
+wait "$DAEMON" || { tail -200 "$WORK/serve.log"; fail "serve did not exit 0 on SIGTERM"; }
 pass "serve with proxy listeners stops cleanly"

@@ -1,0 +1,190 @@
+/*
+ * worker_libctx.c - the proxy workers' OpenSSL library context: the process's "default"
+ * provider seen through a built-in provider whose only decoders are the DER
+ * SubjectPublicKeyInfo ones. See worker_libctx.h for why.
+ *
+ * The built-in provider ("agentca-worker") hands out the default provider's algorithm
+ * tables as they are and the default provider's context as its own, so every
+ * implementation runs exactly as it would in the process's context. OpenSSL keeps its own
+ * fetched-method caches per library context; the worker context's fill up on the first
+ * handshakes.
+ */
+#include "gateway-hook/worker_libctx.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/core.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/provider.h>
+
+#define WORKER_PROVIDER_NAME "agentca-worker"
+#define SPKI_DECODERS_MAX 32 /* OpenSSL 3.0's default provider has 12 */
+
+static pthread_once_t worker_once = PTHREAD_ONCE_INIT;
+static OSSL_LIB_CTX *worker_ctx;
+static OSSL_PROVIDER *process_default; /* the process's "default" provider, held for good */
+static OSSL_ALGORITHM spki_decoders[SPKI_DECODERS_MAX + 1]; /* NULL-terminated */
+
+/* Whether the comma-separated property definition holds name=value (no spaces inside,
+ * as OpenSSL's providers write them; names and values compared without case). */
+static int
+property_has(const char *definition, const char *name, const char *value)
+{
+	size_t nlen = strlen(name), vlen = strlen(value);
+	const char *p = definition;
+
+	while (p != NULL && *p != '\0') {
+		const char *end = strchr(p, ',');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		if (len == nlen + 1 + vlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == '=' &&
+		    strncasecmp(p + nlen + 1, value, vlen) == 0)
+			return 1;
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+/* Copy the default provider's DER SubjectPublicKeyInfo decoders into spki_decoders.
+ * Returns how many, or -1 when there are none or more than fit. */
+static int
+spki_decoders_collect(void)
+{
+	const OSSL_ALGORITHM *all;
+	int no_cache = 0, n = 0;
+
+	all = OSSL_PROVIDER_query_operation(process_default, OSSL_OP_DECODER, &no_cache);
+	for (; all != NULL && all->algorithm_names != NULL; all++) {
+		if (all->property_definition == NULL ||
+		    !property_has(all->property_definition, "input", "der") ||
+		    !property_has(all->property_definition, "structure", "SubjectPublicKeyInfo"))
+			continue;
+		if (n == SPKI_DECODERS_MAX)
+			return -1;
+		spki_decoders[n++] = *all;
+	}
+	memset(&spki_decoders[n], 0, sizeof(spki_decoders[n]));
+	return n > 0 ? n : -1;
+}
+
+static const OSSL_ALGORITHM *
+worker_query_operation(void *provctx, int operation_id, int *no_cache)
+{
+	(void)provctx;
+	if (operation_id == OSSL_OP_DECODER) {
+		*no_cache = 0;
+		return spki_decoders;
+	}
+	return OSSL_PROVIDER_query_operation(process_default, operation_id, no_cache);
+}
+
+static void
+worker_unquery_operation(void *provctx, int operation_id, const OSSL_ALGORITHM *algs)
+{
+	(void)provctx;
+	if (operation_id != OSSL_OP_DECODER)
+		OSSL_PROVIDER_unquery_operation(process_default, operation_id, algs);
+}
+
+static const OSSL_PARAM *
+worker_gettable_params(void *provctx)
+{
+	(void)provctx;
+	return OSSL_PROVIDER_gettable_params(process_default);
+}
+
+static int
+worker_get_params(void *provctx, OSSL_PARAM params[])
+{
+	(void)provctx;
+	return OSSL_PROVIDER_get_params(process_default, params);
+}
+
+/* TLS-GROUP and TLS-SIGALG: what libssl asks a provider for the groups and signature
+ * algorithms it offers. */
+static int
+worker_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg)
+{
+	(void)provctx;
+	return OSSL_PROVIDER_get_capabilities(process_default, capability, cb, arg);
+}
+
+/* The provider context is the default provider's, which is not ours to free. */
+static void
+worker_teardown(void *provctx)
+{
+	(void)provctx;
+}
+
+static const OSSL_DISPATCH worker_dispatch[] = {
+    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))worker_query_operation},
+    {OSSL_FUNC_PROVIDER_UNQUERY_OPERATION, (void (*)(void))worker_unquery_operation},
+    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))worker_gettable_params},
+    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))worker_get_params},
+    {OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))worker_get_capabilities},
+    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))worker_teardown},
+    {0, NULL},
+};
+
+static int
+worker_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                     const OSSL_DISPATCH **out, void **provctx)
+{
+	(void)handle;
+	(void)in;
+	*out = worker_dispatch;
+	*provctx = OSSL_PROVIDER_get0_provider_ctx(process_default);
+	return *provctx != NULL;
+}
+
+/* OSSL_PROVIDER_do_all callback: clears *plain on any provider but default and base. */
+static int
+provider_is_plain(OSSL_PROVIDER *prov, void *plain)
+{
+	const char *name = OSSL_PROVIDER_get0_name(prov);
+
+	if (name == NULL || (strcmp(name, "default") != 0 && strcmp(name, "base") != 0))
+		*(int *)plain = 0;
+	return 1;
+}
+
+static void
+worker_libctx_make(void)
+{
+	OSSL_LIB_CTX *ctx;
+	int plain = 1;
+
+	/* do_all activates the fallback (default) provider first if nothing else is. */
+	if (!OSSL_PROVIDER_do_all(NULL, provider_is_plain, &plain) || !plain ||
+	    !OSSL_PROVIDER_available(NULL, "default"))
+		return;
+	process_default = OSSL_PROVIDER_load(NULL, "default");
+	if (process_default == NULL)
+		return;
+	if (spki_decoders_collect() < 0)
+		goto fail;
+	ctx = OSSL_LIB_CTX_new();
+	if (ctx == NULL)
+		goto fail;
+	/* A context with a provider loaded explicitly never falls back to loading default. */
+	if (!OSSL_PROVIDER_add_builtin(ctx, WORKER_PROVIDER_NAME, worker_provider_init) ||
+	    OSSL_PROVIDER_load(ctx, WORKER_PROVIDER_NAME) == NULL) {
+		OSSL_LIB_CTX_free(ctx);
+		goto fail;
+	}
+	worker_ctx = ctx;
+	return;
+fail:
+	OSSL_PROVIDER_unload(process_default);
+	process_default = NULL;
+}
+
+OSSL_LIB_CTX *
+worker_libctx(void)
+{
+	if (pthread_once(&worker_once, worker_libctx_make) != 0)
+		return NULL;
+	return worker_ctx;
+}

@@ -1,0 +1,44 @@
+/*
+ * worker_libctx.h - the OpenSSL library context the proxy's workers run handshakes in: the
+ * process's own algorithms, with certificate public keys as the only thing it can decode.
+ *
+ * Why: OpenSSL 3.0 parses a certificate's public key through OSSL_DECODER_CTX_new_for_pkey,
+ * which builds a decoder context out of every decoder of the library context (the default
+ * provider has 40: private keys, PEM, MSBLOB, PVK...) on every parse. A new mTLS handshake
+ * parses three certificates (the client's leaf and intermediate, and the leaf again when
+ * the session ticket is built), and these decoder contexts were 40% of the proxy's
+ * instructions per handshake. A handshake only ever decodes certificates' public keys: the
+ * proxy's own key and certificates are read by other threads, in the process's context.
+ *
+ * How (worker_libctx.c): a built-in provider that answers every operation with the
+ * process's "default" provider's own algorithms, unchanged (the same implementations with
+ * the same provider context), except that its decoders are only the DER
+ * SubjectPublicKeyInfo ones (12 of 40, every key type). A library context holding only
+ * that provider is made the thread's default (OSSL_LIB_CTX_set0_default) around each
+ * SSL_do_handshake of a worker (proxy.c, handshake_step). The proxy's SSL_CTXs are built
+ * with the NULL library context, so what libssl fetches or parses in the handshake
+ * resolves there: the same algorithms, a decoder context about half as costly.
+ *
+ * Only around the handshake: OpenSSL 3.0 runs an object's ex_data free callbacks from the
+ * registry of the thread's default context at the time of the free, and the callbacks are
+ * registered in the process's. An SSL_CTX released by a worker with this context as the
+ * default would not free its ex_data (enrollment/tls.c's, verify_cache.c's).
+ *
+ * Never a narrower set of algorithms than the process has: when the process runs any
+ * provider but "default" and "base" (FIPS, PKCS#11, legacy...), there is no worker
+ * context, and the handshakes run in the process's context as before.
+ */
+#ifndef AGENTCA_GATEWAY_HOOK_WORKER_LIBCTX_H
+#define AGENTCA_GATEWAY_HOOK_WORKER_LIBCTX_H
+
+#include <openssl/crypto.h>
+
+/*
+ * The worker library context: made on the first call (thread-safe) and kept for the
+ * process's life, since keys and certificates used in a handshake keep references into it.
+ * NULL when the process's providers are not the plain default ones (see above), or when it
+ * could not be made; the caller then goes on without it.
+ */
+OSSL_LIB_CTX *worker_libctx(void);
+
+#endif

@@ -1,0 +1,378 @@
+/*
+ * test_proxy_worker_libctx.c - the library context the proxy's workers run in (gateway-hook/
+ * worker_libctx.c): it holds only its own provider, whose decoders are the
+ * SubjectPublicKeyInfo ones (a private key cannot be read there; the same key can in the
+ * process's context); certificates of every key type the CA issues (EC P-256 and P-384,
+ * RSA, Ed25519) parse there into the same public keys and verify; and a whole mTLS
+ * handshake against a server context built as the proxy builds it (in the process's
+ * context), then a resumption from the server's ticket (the session, with the client's
+ * certificate, decoded again there), with it as the thread's default context around
+ * each handshake step, as a worker runs them; and why only around the handshake (ex_data
+ * free callbacks are looked up in the thread's default context).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <openssl/decoder.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/provider.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "enrollment/tls.h"
+#include "gateway-hook/worker_libctx.h"
+
+static const char *const key_types[] = {"EC:P-256", "EC:P-384", "RSA", "ED25519"};
+#define KEY_TYPES (sizeof(key_types) / sizeof(key_types[0]))
+
+static EVP_PKEY *
+keygen(const char *type)
+{
+	EVP_PKEY *key;
+
+	if (strncmp(type, "EC:", 3) == 0)
+		key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", type + 3);
+	else if (strcmp(type, "RSA") == 0)
+		key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	else
+		key = EVP_PKEY_Q_keygen(NULL, NULL, type);
+	assert_non_null(key);
+	return key;
+}
+
+static void
+add_ext(X509 *cert, X509 *issuer, int nid, const char *text)
+{
+	X509_EXTENSION *ext;
+	X509V3_CTX ctx;
+
+	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, text);
+	assert_non_null(ext);
+	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
+	X509_EXTENSION_free(ext);
+}
+
+/* A certificate for key, signed by issuer (NULL: self-signed CA), made in the process's
+ * context. usage: "serverAuth" or "clientAuth" for a leaf. */
+static X509 *
+cert_make(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, const char *usage)
+{
+	static long serial = 0x1001;
+	X509 *cert = X509_new();
+	X509_NAME *name = X509_NAME_new();
+	int ed = EVP_PKEY_is_a(issuer_key != NULL ? issuer_key : key, "ED25519");
+
+	assert_non_null(cert);
+	assert_non_null(name);
+	X509_set_version(cert, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_subject_name(cert, name);
+	X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name);
+	X509_NAME_free(name);
+	X509_gmtime_adj(X509_getm_notBefore(cert), -60);
+	X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+	X509_set_pubkey(cert, key);
+	if (issuer == NULL) {
+		add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE");
+		add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+	} else {
+		add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+		add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
+		add_ext(cert, issuer, NID_ext_key_usage, usage);
+		add_ext(cert, issuer, NID_subject_alt_name, "DNS:worker.test");
+	}
+	assert_true(
+	    X509_sign(cert, issuer_key != NULL ? issuer_key : key, ed ? NULL : EVP_sha256()) > 0);
+	return cert;
+}
+
+static int
+der_of(X509 *cert, unsigned char **der)
+{
+	int len;
+
+	*der = NULL;
+	len = i2d_X509(cert, der);
+	assert_true(len > 0);
+	return len;
+}
+
+/* Decode the PEM private key in pem_text (of key's type) with the decoders of the thread's
+ * default context, as OpenSSL 3 does (OSSL_DECODER); 1 and the key in *out, or 0. */
+static int
+pem_decode(BIO *pem_text, EVP_PKEY *key, EVP_PKEY **out)
+{
+	OSSL_DECODER_CTX *dctx;
+	char *text;
+	long len = BIO_get_mem_data(pem_text, &text);
+	BIO *pem = BIO_new_mem_buf(text, (int)len);
+	int ok;
+
+	*out = NULL;
+	assert_non_null(pem);
+	dctx = OSSL_DECODER_CTX_new_for_pkey(out, "PEM", NULL, EVP_PKEY_get0_type_name(key),
+	                                     EVP_PKEY_KEYPAIR, NULL, NULL);
+	assert_non_null(dctx);
+	ok = OSSL_DECODER_from_bio(dctx, pem);
+	OSSL_DECODER_CTX_free(dctx);
+	BIO_free(pem);
+	return ok == 1 && *out != NULL;
+}
+
+/* The worker context exists, holds its own provider only, and has no decoder for a PEM
+ * private key, which the process's context decodes; the algorithms TLS needs are fetched
+ * there. */
+static void
+test_context_holds_only_the_worker_provider(void **state)
+{
+	OSSL_LIB_CTX *ctx = worker_libctx(), *process;
+	EVP_PKEY *key = keygen("EC:P-256"), *read;
+	BIO *pem = BIO_new(BIO_s_mem());
+	EVP_MD *sha256;
+	EVP_CIPHER *gcm;
+
+	(void)state;
+	assert_non_null(ctx);
+	assert_ptr_equal(worker_libctx(), ctx);
+	assert_int_equal(OSSL_PROVIDER_available(ctx, "agentca-worker"), 1);
+	assert_int_equal(OSSL_PROVIDER_available(ctx, "default"), 0);
+	assert_int_equal(PEM_write_bio_PrivateKey(pem, key, NULL, NULL, 0, NULL, NULL), 1);
+
+	process = OSSL_LIB_CTX_set0_default(ctx);
+	assert_int_equal(pem_decode(pem, key, &read), 0); /* no PEM decoder here */
+	assert_null(read);
+	ERR_clear_error();
+	sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	assert_non_null(sha256);
+	assert_non_null(gcm);
+	assert_string_equal(OSSL_PROVIDER_get0_name(EVP_MD_get0_provider(sha256)),
+	                    "agentca-worker");
+	EVP_MD_free(sha256);
+	EVP_CIPHER_free(gcm);
+	OSSL_LIB_CTX_set0_default(process);
+
+	assert_int_equal(pem_decode(pem, key, &read), 1);
+	assert_non_null(read);
+	assert_int_equal(EVP_PKEY_eq(read, key), 1);
+	EVP_PKEY_free(read);
+	BIO_free(pem);
+	EVP_PKEY_free(key);
+}
+
+/* A certificate of each key type, and its issuer, parsed in the worker context: the same
+ * public key as made, and the signature verifies with the issuer's key parsed there. */
+static void
+test_certificates_of_every_key_type_parse(void **state)
+{
+	EVP_PKEY *root_key = keygen("EC:P-256");
+	X509 *root = cert_make("Worker Root", root_key, NULL, NULL, NULL);
+	OSSL_LIB_CTX *process;
+
+	(void)state;
+	for (size_t i = 0; i < KEY_TYPES; i++) {
+		EVP_PKEY *key = keygen(key_types[i]);
+		X509 *leaf = cert_make("leaf", key, root, root_key, "clientAuth");
+		unsigned char *leaf_der, *root_der;
+		int leaf_len = der_of(leaf, &leaf_der), root_len = der_of(root, &root_der);
+		const unsigned char *p;
+		X509 *leaf_w, *root_w;
+
+		process = OSSL_LIB_CTX_set0_default(worker_libctx());
+		p = leaf_der;
+		leaf_w = d2i_X509(NULL, &p, leaf_len);
+		p = root_der;
+		root_w = d2i_X509(NULL, &p, root_len);
+		assert_non_null(leaf_w);
+		assert_non_null(root_w);
+		assert_non_null(X509_get0_pubkey(leaf_w));
+		assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(leaf_w), key), 1);
+		assert_int_equal(X509_verify(leaf_w, X509_get0_pubkey(root_w)), 1);
+		assert_true(X509_verify(leaf_w, key) <= 0); /* and a wrong key does not */
+		ERR_clear_error();
+		X509_free(leaf_w);
+		X509_free(root_w);
+		OSSL_LIB_CTX_set0_default(process);
+
+		OPENSSL_free(leaf_der);
+		OPENSSL_free(root_der);
+		X509_free(leaf);
+		EVP_PKEY_free(key);
+	}
+	X509_free(root);
+	EVP_PKEY_free(root_key);
+}
+
+/* Drive both ends over a BIO pair until the server's handshake ends, each step with the
+ * worker context as the thread's default, as proxy.c's handshake_step. 1: both done. */
+static int
+pair_handshake(SSL *cli, SSL *srv)
+{
+	int cdone = 0;
+
+	for (int i = 0; i < 64; i++) {
+		OSSL_LIB_CTX *process = OSSL_LIB_CTX_set0_default(worker_libctx());
+		int c = cdone ? 1 : SSL_do_handshake(cli);
+		int s = SSL_do_handshake(srv);
+
+		OSSL_LIB_CTX_set0_default(process);
+		cdone = c == 1;
+		if (s == 1 && cdone)
+			return 1;
+		if (s != 1 && SSL_get_error(srv, s) != SSL_ERROR_WANT_READ)
+			return 0;
+	}
+	return 0;
+}
+
+/* One connection from cctx to sctx, resuming resume (NULL: a full handshake). Returns the
+ * client's session after it read the server's ticket; *reused: the server resumed. */
+static SSL_SESSION *
+connect_once(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *resume, X509 *client_cert, int *reused)
+{
+	SSL *cli = SSL_new(cctx), *srv = SSL_new(sctx);
+	BIO *b1 = NULL, *b2 = NULL;
+	unsigned char byte;
+	SSL_SESSION *sess;
+
+	assert_non_null(cli);
+	assert_non_null(srv);
+	assert_int_equal(BIO_new_bio_pair(&b1, 0, &b2, 0), 1);
+	SSL_set_bio(cli, b1, b1);
+	SSL_set_bio(srv, b2, b2);
+	SSL_set_connect_state(cli);
+	SSL_set_accept_state(srv);
+	if (resume != NULL)
+		assert_int_equal(SSL_set_session(cli, resume), 1);
+	assert_int_equal(pair_handshake(cli, srv), 1);
+	assert_int_equal(SSL_version(srv), TLS1_3_VERSION);
+	assert_int_equal(SSL_get_verify_result(srv), X509_V_OK);
+	assert_non_null(SSL_get0_peer_certificate(srv));
+	assert_int_equal(X509_cmp(SSL_get0_peer_certificate(srv), client_cert), 0);
+	*reused = SSL_session_reused(srv);
+	/* The ticket arrives after the handshake: the client reads it while waiting for data. */
+	assert_true(SSL_read(cli, &byte, 1) <= 0);
+	assert_int_equal(SSL_get_error(cli, -1), SSL_ERROR_WANT_READ);
+	sess = SSL_get1_session(cli);
+	assert_non_null(sess);
+	ERR_clear_error();
+	/* A client freed without close_notify marks its session not resumable. */
+	SSL_shutdown(cli);
+	SSL_free(cli);
+	SSL_free(srv);
+	return sess;
+}
+
+/* An mTLS handshake and a resumption from the ticket, in the worker context, for a client
+ * certificate of each key type, against contexts made in the process's context. */
+static void
+test_handshake_and_resumption(void **state)
+{
+	EVP_PKEY *root_key = keygen("EC:P-256"), *server_key = keygen("EC:P-256");
+	X509 *root = cert_make("Worker Root", root_key, NULL, NULL, NULL);
+	X509 *server_cert = cert_make("server", server_key, root, root_key, "serverAuth");
+	STACK_OF(X509) *roots = sk_X509_new_null();
+	struct tls_server_config sc;
+	struct ac_err err;
+	SSL_CTX *sctx;
+
+	(void)state;
+	assert_int_equal(sk_X509_push(roots, root), 1);
+	memset(&sc, 0, sizeof(sc));
+	sc.cert = server_cert;
+	sc.key = server_key;
+	sc.client_roots = roots;
+	sc.client_auth = TLS_CLIENT_AUTH_REQUIRED;
+	sctx = tls_server_ctx_new(&sc, &err);
+	assert_non_null(sctx);
+	SSL_CTX_set_num_tickets(sctx, 1);
+	for (size_t i = 0; i < KEY_TYPES; i++) {
+		EVP_PKEY *key = keygen(key_types[i]);
+		X509 *cert = cert_make("client", key, root, root_key, "clientAuth");
+		struct tls_client_config cc = {.roots = roots, .cert = cert, .key = key};
+		SSL_CTX *cctx = tls_client_ctx_new(&cc, &err);
+		SSL_SESSION *first, *second;
+		int reused = -1;
+
+		assert_non_null(cctx);
+		first = connect_once(sctx, cctx, NULL, cert, &reused);
+		assert_int_equal(reused, 0);
+		second = connect_once(sctx, cctx, first, cert, &reused);
+		assert_int_equal(reused, 1);
+
+		SSL_SESSION_free(first);
+		SSL_SESSION_free(second);
+		SSL_CTX_free(cctx);
+		X509_free(cert);
+		EVP_PKEY_free(key);
+	}
+	SSL_CTX_free(sctx);
+	sk_X509_free(roots);
+	X509_free(server_cert);
+	X509_free(root);
+	EVP_PKEY_free(server_key);
+	EVP_PKEY_free(root_key);
+}
+
+static int ex_data_freed;
+
+static void
+count_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (ptr != NULL)
+		ex_data_freed++;
+}
+
+/* Why proxy.c makes the worker context the default around the handshake only: an SSL_CTX
+ * freed with it as the thread's default does not run the free callbacks registered in
+ * the process's context (its ex_data would leak); freed in the process's, it does. */
+static void
+test_ex_data_callbacks_belong_to_the_process_context(void **state)
+{
+	int index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, count_free);
+	static int marker;
+	OSSL_LIB_CTX *process;
+	SSL_CTX *ctx;
+
+	(void)state;
+	assert_true(index >= 0);
+	ctx = SSL_CTX_new(TLS_server_method());
+	assert_non_null(ctx);
+	assert_int_equal(SSL_CTX_set_ex_data(ctx, index, &marker), 1);
+	SSL_CTX_free(ctx);
+	assert_int_equal(ex_data_freed, 1);
+
+	ctx = SSL_CTX_new(TLS_server_method());
+	assert_non_null(ctx);
+	assert_int_equal(SSL_CTX_set_ex_data(ctx, index, &marker), 1);
+	process = OSSL_LIB_CTX_set0_default(worker_libctx());
+	SSL_CTX_free(ctx);
+	OSSL_LIB_CTX_set0_default(process);
+	assert_int_equal(ex_data_freed, 1); /* not called */
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_context_holds_only_the_worker_provider),
+	    cmocka_unit_test(test_certificates_of_every_key_type_parse),
+	    cmocka_unit_test(test_handshake_and_resumption),
+	    cmocka_unit_test(test_ex_data_callbacks_belong_to_the_process_context),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
