@@ -25,6 +25,10 @@
 
 #include "common/error.h"
 
+/* The key exchange groups of the policy, in OpenSSL's list form (also what
+ * tests/unit/test_proxy_worker_libctx.c runs a handshake over, one by one). */
+#define TLS_GROUPS "X25519:P-256"
+
 enum tls_client_auth {
 	TLS_CLIENT_AUTH_NONE = 0, /* do not ask */
 	TLS_CLIENT_AUTH_OPTIONAL, /* ask; verify if sent; a connection without one proceeds */

@@ -1,10 +1,11 @@
 /*
  * worker_libctx.c - the proxy workers' OpenSSL library context: the process's "default"
  * provider seen through a built-in provider whose only decoders are the DER
- * SubjectPublicKeyInfo ones. See worker_libctx.h for why.
+ * SubjectPublicKeyInfo ones, without the key types the TLS policy never uses. See
+ * worker_libctx.h for why.
  *
  * The built-in provider ("agentca-worker") hands out the default provider's algorithm
- * tables as they are and the default provider's context as its own, so every
+ * tables (filtered, never altered) and the default provider's context as its own, so every
  * implementation runs exactly as it would in the process's context. OpenSSL keeps its own
  * fetched-method caches per library context; the worker context's fill up on the first
  * handshakes.
@@ -20,12 +21,42 @@
 #include <openssl/provider.h>
 
 #define WORKER_PROVIDER_NAME "agentca-worker"
-#define SPKI_DECODERS_MAX 32 /* OpenSSL 3.0's default provider has 12 */
+#define SPKI_DECODERS_MAX 32 /* OpenSSL 3.0's default provider has 12, 8 of them kept */
+#define KEYMGMTS_MAX 64      /* it has 18, 8 of them kept */
 
 static pthread_once_t worker_once = PTHREAD_ONCE_INIT;
 static OSSL_LIB_CTX *worker_ctx;
 static OSSL_PROVIDER *process_default; /* the process's "default" provider, held for good */
 static OSSL_ALGORITHM spki_decoders[SPKI_DECODERS_MAX + 1]; /* NULL-terminated */
+static OSSL_ALGORITHM keymgmts[KEYMGMTS_MAX + 1];           /* NULL-terminated */
+
+/*
+ * Key types no handshake under enrollment/tls.c's policy uses, left out of the worker
+ * context (each key type's management is looked at by every decoder context built there):
+ * finite-field DH (no DHE suites, no ffdhe groups), DSA and SM2 (no such signature
+ * algorithms in TLS 1.3; TLS 1.2 only with ECDHE-ECDSA and ECDHE-RSA suites), and the
+ * EVP_PKEY forms of MACs and KDFs, which libssl 3.0 reaches as EVP_MAC and EVP_KDF; HMAC
+ * stays (the TLS 1.3 PSK binder signs with an HMAC EVP_PKEY). A certificate with such a key
+ * still parses, without its public key, so it cannot complete a handshake; the upstream
+ * side runs under the same policy. test_proxy_worker_libctx.c runs handshakes over each
+ * group and key type the policy allows.
+ */
+static const char *const unused_key_types[] = {
+    "DH", "DHX", "DSA", "SM2", "TLS1-PRF", "HKDF", "SCRYPT", "SIPHASH", "POLY1305", "CMAC",
+};
+
+/* Whether an algorithm's first name (before any ':') is one of unused_key_types. */
+static int
+key_type_unused(const char *names)
+{
+	size_t len = strcspn(names, ":");
+
+	for (size_t i = 0; i < sizeof(unused_key_types) / sizeof(unused_key_types[0]); i++)
+		if (strlen(unused_key_types[i]) == len &&
+		    strncmp(names, unused_key_types[i], len) == 0)
+			return 1;
+	return 0;
+}
 
 /* Whether the comma-separated property definition holds name=value (no spaces inside,
  * as OpenSSL's providers write them; names and values compared without case). */
@@ -47,8 +78,8 @@ property_has(const char *definition, const char *name, const char *value)
 	return 0;
 }
 
-/* Copy the default provider's DER SubjectPublicKeyInfo decoders into spki_decoders.
- * Returns how many, or -1 when there are none or more than fit. */
+/* Copy the default provider's DER SubjectPublicKeyInfo decoders of the key types kept
+ * into spki_decoders. Returns how many, or -1 when there are none or more than fit. */
 static int
 spki_decoders_collect(void)
 {
@@ -59,13 +90,34 @@ spki_decoders_collect(void)
 	for (; all != NULL && all->algorithm_names != NULL; all++) {
 		if (all->property_definition == NULL ||
 		    !property_has(all->property_definition, "input", "der") ||
-		    !property_has(all->property_definition, "structure", "SubjectPublicKeyInfo"))
+		    !property_has(all->property_definition, "structure", "SubjectPublicKeyInfo") ||
+		    key_type_unused(all->algorithm_names))
 			continue;
 		if (n == SPKI_DECODERS_MAX)
 			return -1;
 		spki_decoders[n++] = *all;
 	}
 	memset(&spki_decoders[n], 0, sizeof(spki_decoders[n]));
+	return n > 0 ? n : -1;
+}
+
+/* Copy the default provider's key managements but the unused ones into keymgmts. Returns
+ * how many, or -1 when there are none or more than fit. */
+static int
+keymgmts_collect(void)
+{
+	const OSSL_ALGORITHM *all;
+	int no_cache = 0, n = 0;
+
+	all = OSSL_PROVIDER_query_operation(process_default, OSSL_OP_KEYMGMT, &no_cache);
+	for (; all != NULL && all->algorithm_names != NULL; all++) {
+		if (key_type_unused(all->algorithm_names))
+			continue;
+		if (n == KEYMGMTS_MAX)
+			return -1;
+		keymgmts[n++] = *all;
+	}
+	memset(&keymgmts[n], 0, sizeof(keymgmts[n]));
 	return n > 0 ? n : -1;
 }
 
@@ -77,6 +129,10 @@ worker_query_operation(void *provctx, int operation_id, int *no_cache)
 		*no_cache = 0;
 		return spki_decoders;
 	}
+	if (operation_id == OSSL_OP_KEYMGMT) {
+		*no_cache = 0;
+		return keymgmts;
+	}
 	return OSSL_PROVIDER_query_operation(process_default, operation_id, no_cache);
 }
 
@@ -84,7 +140,7 @@ static void
 worker_unquery_operation(void *provctx, int operation_id, const OSSL_ALGORITHM *algs)
 {
 	(void)provctx;
-	if (operation_id != OSSL_OP_DECODER)
+	if (operation_id != OSSL_OP_DECODER && operation_id != OSSL_OP_KEYMGMT)
 		OSSL_PROVIDER_unquery_operation(process_default, operation_id, algs);
 }
 
@@ -163,7 +219,7 @@ worker_libctx_make(void)
 	process_default = OSSL_PROVIDER_load(NULL, "default");
 	if (process_default == NULL)
 		return;
-	if (spki_decoders_collect() < 0)
+	if (spki_decoders_collect() < 0 || keymgmts_collect() < 0)
 		goto fail;
 	ctx = OSSL_LIB_CTX_new();
 	if (ctx == NULL)

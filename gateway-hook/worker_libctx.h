@@ -13,20 +13,23 @@
  * How (worker_libctx.c): a built-in provider that answers every operation with the
  * process's "default" provider's own algorithms, unchanged (the same implementations with
  * the same provider context), except that its decoders are only the DER
- * SubjectPublicKeyInfo ones (12 of 40, every key type). A library context holding only
- * that provider is made the thread's default (OSSL_LIB_CTX_set0_default) around each
- * SSL_do_handshake of a worker (proxy.c, handshake_step). The proxy's SSL_CTXs are built
- * with the NULL library context, so what libssl fetches or parses in the handshake
- * resolves there: the same algorithms, a decoder context about half as costly.
+ * SubjectPublicKeyInfo ones, and that the key types no handshake under enrollment/tls.c's
+ * policy uses are left out (finite-field DH, DSA, SM2 and the EVP_PKEY forms of MACs and
+ * KDFs but HMAC; each decoder context also walks every key type): 8 decoders of 40, 8 key
+ * types of 18. A library context holding only that provider is made the thread's default
+ * (OSSL_LIB_CTX_set0_default) around each SSL_do_handshake of a worker (proxy.c,
+ * handshake_step). The proxy's SSL_CTXs are built with the NULL library context, so what
+ * libssl fetches or parses in the handshake resolves there: the same algorithms, a
+ * certificate parse about half as costly.
  *
  * Only around the handshake: OpenSSL 3.0 runs an object's ex_data free callbacks from the
  * registry of the thread's default context at the time of the free, and the callbacks are
  * registered in the process's. An SSL_CTX released by a worker with this context as the
  * default would not free its ex_data (enrollment/tls.c's, verify_cache.c's).
  *
- * Never a narrower set of algorithms than the process has: when the process runs any
- * provider but "default" and "base" (FIPS, PKCS#11, legacy...), there is no worker
- * context, and the handshakes run in the process's context as before.
+ * Never other algorithms than the process has: when the process runs any provider but
+ * "default" and "base" (FIPS, PKCS#11, legacy...), there is no worker context, and the
+ * handshakes run in the process's context as before.
  */
 #ifndef AGENTCA_GATEWAY_HOOK_WORKER_LIBCTX_H
 #define AGENTCA_GATEWAY_HOOK_WORKER_LIBCTX_H

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `agentca proxy` (standalone) with real clients: it enrolls itself with a token, then
 # forwards an allowed client (curl and openssl s_client) to a loopback upstream, bytes both
-# ways; a client without a certificate, from a foreign CA, with an identity no rule allows,
+# ways, and resumes from the proxy's ticket (TLS 1.3 and 1.2); a client without a certificate, from a foreign CA, with an identity no rule allows,
 # with an expired certificate, and one speaking plaintext are each refused with their reason
 # in the session log and the diagnostic log, and not one connection reaches the upstream.
 # A TLS upstream is verified: with a certificate the bundle does not trust the proxy fails
@@ -75,6 +75,26 @@ has "$WORK/legacy.out" "hello from upstream" "s_client got the answer"
 [ "$(upstream_conns http)" = 2 ] || fail "s_client's session did not reach the upstream"
 grep -aq "GET /s_client" "$WORK/http.dump/conn-2.bin" || fail "the upstream did not get s_client's bytes"
 pass "an allowed DNS SAN passes data both ways (openssl s_client)"
+
+# Resumption from the proxy's session ticket, TLS 1.3 and 1.2: the second connection is
+# resumed, not a full handshake, and admitted with the identity its ticket carries.
+for v in tls1_3 tls1_2; do
+	for sess in out in; do
+		(printf 'GET /%s-%s HTTP/1.0\r\n\r\n' "$v" "$sess"; sleep 1) |
+			openssl s_client -connect "127.0.0.1:$PPORT" -"$v" -servername proxy.corp.internal \
+				-verify_hostname proxy.corp.internal -verify_return_error \
+				-CAfile "$WORK/legacy/bundle.pem" -cert "$WORK/legacy/cert.pem" \
+				-key "$WORK/legacy/key.pem" -sess_"$sess" "$WORK/$v.sess" \
+				>"$WORK/$v-$sess.out" 2>&1 || { cat "$WORK/$v-$sess.out"; fail "s_client -$v -sess_$sess"; }
+		has "$WORK/$v-$sess.out" "hello from upstream" "the $v $sess answer came back"
+	done
+	grep -q '^New, ' "$WORK/$v-out.out" || fail "$v: the first connection was not a full handshake"
+	grep -q '^Reused, ' "$WORK/$v-in.out" || { cat "$WORK/$v-in.out"; fail "$v: the proxy did not resume the session from its ticket"; }
+done
+wait_for "$SLOG" '"tls_version":"TLSv1.2"' "the TLS 1.2 sessions logged" 50
+[ "$(grep -F '"identity":"spiffe://corp.internal/legacy"' "$SLOG" | grep -c '"outcome":"closed"')" -ge 5 ] ||
+	{ cat "$SLOG"; fail "the resumed sessions are not logged with the ticket's identity"; }
+pass "clients resume from the proxy's ticket (TLS 1.3 and 1.2), with the identity it carries"
 
 # Refusals: each with its reason, none reaching the upstream.
 before=$(upstream_conns http)

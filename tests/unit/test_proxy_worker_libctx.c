@@ -14,10 +14,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 #include <openssl/decoder.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -227,16 +229,22 @@ pair_handshake(SSL *cli, SSL *srv)
 		cdone = c == 1;
 		if (s == 1 && cdone)
 			return 1;
-		if (s != 1 && SSL_get_error(srv, s) != SSL_ERROR_WANT_READ)
+		if (s != 1 && SSL_get_error(srv, s) != SSL_ERROR_WANT_READ) {
+			ERR_print_errors_fp(stderr);
 			return 0;
+		}
 	}
 	return 0;
 }
 
-/* One connection from cctx to sctx, resuming resume (NULL: a full handshake). Returns the
- * client's session after it read the server's ticket; *reused: the server resumed. */
+static int last_group; /* the key exchange group of connect_once's last connection (NID) */
+
+/* One connection from cctx to sctx, resuming resume (NULL: a full handshake), expected to
+ * speak version. Returns the client's session after it read the server's ticket;
+ * *reused: the server resumed. */
 static SSL_SESSION *
-connect_once(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *resume, X509 *client_cert, int *reused)
+connect_once(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *resume, X509 *client_cert, int version,
+             int *reused)
 {
 	SSL *cli = SSL_new(cctx), *srv = SSL_new(sctx);
 	BIO *b1 = NULL, *b2 = NULL;
@@ -253,11 +261,12 @@ connect_once(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *resume, X509 *client_cer
 	if (resume != NULL)
 		assert_int_equal(SSL_set_session(cli, resume), 1);
 	assert_int_equal(pair_handshake(cli, srv), 1);
-	assert_int_equal(SSL_version(srv), TLS1_3_VERSION);
+	assert_int_equal(SSL_version(srv), version);
 	assert_int_equal(SSL_get_verify_result(srv), X509_V_OK);
 	assert_non_null(SSL_get0_peer_certificate(srv));
 	assert_int_equal(X509_cmp(SSL_get0_peer_certificate(srv), client_cert), 0);
 	*reused = SSL_session_reused(srv);
+	last_group = SSL_get_negotiated_group(srv);
 	/* The ticket arrives after the handshake: the client reads it while waiting for data. */
 	assert_true(SSL_read(cli, &byte, 1) <= 0);
 	assert_int_equal(SSL_get_error(cli, -1), SSL_ERROR_WANT_READ);
@@ -271,54 +280,133 @@ connect_once(SSL_CTX *sctx, SSL_CTX *cctx, SSL_SESSION *resume, X509 *client_cer
 	return sess;
 }
 
-/* An mTLS handshake and a resumption from the ticket, in the worker context, for a client
- * certificate of each key type, against contexts made in the process's context. */
-static void
-test_handshake_and_resumption(void **state)
+/* A server context as the proxy builds it (enrollment/tls.c's policy, one ticket), in the
+ * process's context, for a certificate with server_key signed by the root. */
+static SSL_CTX *
+proxy_server_ctx(EVP_PKEY *server_key, X509 *root, EVP_PKEY *root_key, STACK_OF(X509) *roots)
 {
-	EVP_PKEY *root_key = keygen("EC:P-256"), *server_key = keygen("EC:P-256");
-	X509 *root = cert_make("Worker Root", root_key, NULL, NULL, NULL);
-	X509 *server_cert = cert_make("server", server_key, root, root_key, "serverAuth");
-	STACK_OF(X509) *roots = sk_X509_new_null();
+	X509 *cert = cert_make("server", server_key, root, root_key, "serverAuth");
 	struct tls_server_config sc;
 	struct ac_err err;
 	SSL_CTX *sctx;
 
-	(void)state;
-	assert_int_equal(sk_X509_push(roots, root), 1);
 	memset(&sc, 0, sizeof(sc));
-	sc.cert = server_cert;
+	sc.cert = cert;
 	sc.key = server_key;
 	sc.client_roots = roots;
 	sc.client_auth = TLS_CLIENT_AUTH_REQUIRED;
 	sctx = tls_server_ctx_new(&sc, &err);
 	assert_non_null(sctx);
 	SSL_CTX_set_num_tickets(sctx, 1);
+	X509_free(cert);
+	return sctx;
+}
+
+/* The policy's groups with group first: a TLS 1.3 client's key share, and the group a
+ * TLS 1.2 one prefers; the others stay listed since a TLS 1.2 client names in the same
+ * list the curves it accepts for the server's ECDSA certificate. */
+static const char *
+groups_first(const char *group, char *out, size_t size)
+{
+	char all[] = TLS_GROUPS, *save = NULL;
+
+	assert_true(snprintf(out, size, "%s", group) < (int)size);
+	for (char *g = strtok_r(all, ":", &save); g != NULL; g = strtok_r(NULL, ":", &save))
+		if (strcmp(g, group) != 0) {
+			strncat(out, ":", size - strlen(out) - 1);
+			strncat(out, g, size - strlen(out) - 1);
+		}
+	return out;
+}
+
+/*
+ * An mTLS handshake and a resumption from the ticket, with the worker context as the
+ * default around each step, against contexts made in the process's context: for each
+ * server key type the proxy may hold (EC, RSA), TLS 1.3 and 1.2, each group of the policy
+ * (TLS_GROUPS) and a client certificate of each key type (in TLS 1.2, each but P-384).
+ */
+static void
+test_handshake_and_resumption(void **state)
+{
+	static const char *const server_types[] = {"EC:P-256", "RSA"};
+	static const int versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+	EVP_PKEY *root_key = keygen("EC:P-256");
+	X509 *root = cert_make("Worker Root", root_key, NULL, NULL, NULL);
+	STACK_OF(X509) *roots = sk_X509_new_null();
+	EVP_PKEY *client_keys[KEY_TYPES];
+	X509 *client_certs[KEY_TYPES];
+	char groups[] = TLS_GROUPS, list[sizeof(TLS_GROUPS) + 1];
+	int runs = 0, group_count = 1;
+
+	(void)state;
+	for (const char *c = TLS_GROUPS; *c != '\0'; c++)
+		group_count += *c == ':';
+	assert_int_equal(sk_X509_push(roots, root), 1);
 	for (size_t i = 0; i < KEY_TYPES; i++) {
-		EVP_PKEY *key = keygen(key_types[i]);
-		X509 *cert = cert_make("client", key, root, root_key, "clientAuth");
-		struct tls_client_config cc = {.roots = roots, .cert = cert, .key = key};
-		SSL_CTX *cctx = tls_client_ctx_new(&cc, &err);
-		SSL_SESSION *first, *second;
-		int reused = -1;
-
-		assert_non_null(cctx);
-		first = connect_once(sctx, cctx, NULL, cert, &reused);
-		assert_int_equal(reused, 0);
-		second = connect_once(sctx, cctx, first, cert, &reused);
-		assert_int_equal(reused, 1);
-
-		SSL_SESSION_free(first);
-		SSL_SESSION_free(second);
-		SSL_CTX_free(cctx);
-		X509_free(cert);
-		EVP_PKEY_free(key);
+		client_keys[i] = keygen(key_types[i]);
+		client_certs[i] = cert_make("client", client_keys[i], root, root_key, "clientAuth");
 	}
-	SSL_CTX_free(sctx);
+	for (size_t s = 0; s < sizeof(server_types) / sizeof(server_types[0]); s++) {
+		EVP_PKEY *server_key = keygen(server_types[s]);
+		SSL_CTX *sctx = proxy_server_ctx(server_key, root, root_key, roots);
+
+		for (size_t v = 0; v < sizeof(versions) / sizeof(versions[0]); v++) {
+			char *save = NULL;
+
+			memcpy(groups, TLS_GROUPS, sizeof(groups));
+			for (char *group = strtok_r(groups, ":", &save); group != NULL;
+			     group = strtok_r(NULL, ":", &save)) {
+				for (size_t i = 0; i < KEY_TYPES; i++) {
+					struct tls_client_config cc = {.roots = roots,
+					                               .cert = client_certs[i],
+					                               .key = client_keys[i]};
+					struct ac_err err;
+					SSL_CTX *cctx;
+					SSL_SESSION *first, *second;
+					int reused = -1;
+
+					/* TLS 1.2 (RFC 8422, 5.1.1): a client's ECDSA certificate
+					 * must be on a curve of the server's groups, and P-384 is
+					 * not one. */
+					if (versions[v] == TLS1_2_VERSION &&
+					    strcmp(key_types[i], "EC:P-384") == 0)
+						continue;
+					cctx = tls_client_ctx_new(&cc, &err);
+					assert_non_null(cctx);
+					assert_int_equal(
+					    SSL_CTX_set1_groups_list(
+					        cctx, groups_first(group, list, sizeof(list))),
+					    1);
+					assert_int_equal(
+					    SSL_CTX_set_max_proto_version(cctx, versions[v]), 1);
+					first = connect_once(sctx, cctx, NULL, client_certs[i],
+					                     versions[v], &reused);
+					assert_int_equal(reused, 0);
+					if (versions[v] == TLS1_3_VERSION)
+						assert_int_equal(last_group,
+						                 OBJ_txt2nid(group) != NID_undef
+						                     ? OBJ_txt2nid(group)
+						                     : EC_curve_nist2nid(group));
+					second = connect_once(sctx, cctx, first, client_certs[i],
+					                      versions[v], &reused);
+					assert_int_equal(reused, 1);
+					runs++;
+					SSL_SESSION_free(first);
+					SSL_SESSION_free(second);
+					SSL_CTX_free(cctx);
+				}
+			}
+		}
+		SSL_CTX_free(sctx);
+		EVP_PKEY_free(server_key);
+	}
+	assert_int_equal(runs, 2 * group_count * (2 * (int)KEY_TYPES - 1));
+	for (size_t i = 0; i < KEY_TYPES; i++) {
+		X509_free(client_certs[i]);
+		EVP_PKEY_free(client_keys[i]);
+	}
 	sk_X509_free(roots);
-	X509_free(server_cert);
 	X509_free(root);
-	EVP_PKEY_free(server_key);
 	EVP_PKEY_free(root_key);
 }
 
