@@ -5,8 +5,10 @@
  * worker_libctx.h for why.
  *
  * The built-in provider ("agentca-worker") hands out the default provider's algorithm
- * tables (filtered, never altered) and the default provider's context as its own, so every
- * implementation runs exactly as it would in the process's context. OpenSSL keeps its own
+ * tables (filtered) and the default provider's context as its own, so every implementation
+ * runs exactly as it would in the process's context, but one: the EC key management's
+ * validation, which asks for the quick public-key check where the full one can only add a
+ * multiplication whose result is known (ec_validate_in_handshake, below). OpenSSL keeps its own
  * fetched-method caches per library context; the worker context's fill up on the first
  * handshakes.
  */
@@ -18,6 +20,9 @@
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
 #include <openssl/provider.h>
 
 #define WORKER_PROVIDER_NAME "agentca-worker"
@@ -101,8 +106,75 @@ spki_decoders_collect(void)
 	return n > 0 ? n : -1;
 }
 
-/* Copy the default provider's key managements but the unused ones into keymgmts. Returns
- * how many, or -1 when there are none or more than fit. */
+/*
+ * The EC key management's validation, in a handshake: the only key checked there is the
+ * peer's ECDHE share (EVP_PKEY_derive_set_peer), and OpenSSL 3.0 checks it in full, which
+ * ends in multiplying the point by the group order, as costly as the key exchange itself.
+ * SEC 1 v2 (3.2.2.1) asks for that step only when the cofactor h is not 1: on a curve with
+ * h = 1, every point on the curve has the group's order, so once the quick check (not the
+ * point at infinity, coordinates in range, on the curve) passes, the product is the point
+ * at infinity. So a public-key-only full check on P-256, P-384 or P-521 (h = 1, FIPS
+ * 186-4) is asked as the quick one; everything else (other curves, explicit parameters,
+ * private keys, key pairs, domain parameters) goes to OpenSSL's own check unchanged.
+ */
+#define EC_DISPATCH_MAX 64
+static OSSL_DISPATCH ec_keymgmt_dispatch[EC_DISPATCH_MAX + 1];
+static OSSL_FUNC_keymgmt_validate_fn *ec_validate_process;
+static OSSL_FUNC_keymgmt_get_params_fn *ec_get_params_process;
+
+/* Whether keydata is a key on a named curve of cofactor 1 (P-256, P-384, P-521). */
+static int
+ec_curve_cofactor_one(const void *keydata)
+{
+	char name[64] = "";
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name) - 1),
+	    OSSL_PARAM_END,
+	};
+	int nid;
+
+	if (!ec_get_params_process((void *)keydata, params) || !OSSL_PARAM_modified(&params[0]))
+		return 0;
+	nid = OBJ_sn2nid(name);
+	return nid == NID_X9_62_prime256v1 || nid == NID_secp384r1 || nid == NID_secp521r1;
+}
+
+static int
+ec_validate_in_handshake(const void *keydata, int selection, int checktype)
+{
+	if (checktype == OSSL_KEYMGMT_VALIDATE_FULL_CHECK &&
+	    selection == OSSL_KEYMGMT_SELECT_PUBLIC_KEY && ec_curve_cofactor_one(keydata))
+		checktype = OSSL_KEYMGMT_VALIDATE_QUICK_CHECK;
+	return ec_validate_process(keydata, selection, checktype);
+}
+
+/* A copy of the EC key management's dispatch table with ec_validate_in_handshake in place
+ * of its validation, or NULL when it has no validation or get_params (then the caller
+ * keeps the original). */
+static const OSSL_DISPATCH *
+ec_keymgmt_wrap(const OSSL_DISPATCH *process)
+{
+	size_t n = 0;
+
+	for (; process[n].function_id != 0; n++) {
+		if (n == EC_DISPATCH_MAX)
+			return NULL;
+		ec_keymgmt_dispatch[n] = process[n];
+		if (process[n].function_id == OSSL_FUNC_KEYMGMT_VALIDATE) {
+			ec_validate_process = OSSL_FUNC_keymgmt_validate(&process[n]);
+			ec_keymgmt_dispatch[n].function = (void (*)(void))ec_validate_in_handshake;
+		} else if (process[n].function_id == OSSL_FUNC_KEYMGMT_GET_PARAMS) {
+			ec_get_params_process = OSSL_FUNC_keymgmt_get_params(&process[n]);
+		}
+	}
+	memset(&ec_keymgmt_dispatch[n], 0, sizeof(ec_keymgmt_dispatch[n]));
+	return ec_validate_process != NULL && ec_get_params_process != NULL ? ec_keymgmt_dispatch
+	                                                                    : NULL;
+}
+
+/* Copy the default provider's key managements but the unused ones into keymgmts, the EC
+ * one with ec_keymgmt_wrap's validation. Returns how many, or -1 when there are none or
+ * more than fit. */
 static int
 keymgmts_collect(void)
 {
@@ -115,7 +187,15 @@ keymgmts_collect(void)
 			continue;
 		if (n == KEYMGMTS_MAX)
 			return -1;
-		keymgmts[n++] = *all;
+		keymgmts[n] = *all;
+		if (strcspn(all->algorithm_names, ":") == 2 &&
+		    strncmp(all->algorithm_names, "EC", 2) == 0) {
+			const OSSL_DISPATCH *wrapped = ec_keymgmt_wrap(all->implementation);
+
+			if (wrapped != NULL)
+				keymgmts[n].implementation = wrapped;
+		}
+		n++;
 	}
 	memset(&keymgmts[n], 0, sizeof(keymgmts[n]));
 	return n > 0 ? n : -1;

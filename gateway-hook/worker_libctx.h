@@ -11,16 +11,20 @@
  * proxy's own key and certificates are read by other threads, in the process's context.
  *
  * How (worker_libctx.c): a built-in provider that answers every operation with the
- * process's "default" provider's own algorithms, unchanged (the same implementations with
- * the same provider context), except that its decoders are only the DER
- * SubjectPublicKeyInfo ones, and that the key types no handshake under enrollment/tls.c's
- * policy uses are left out (finite-field DH, DSA, SM2 and the EVP_PKEY forms of MACs and
- * KDFs but HMAC; each decoder context also walks every key type): 8 decoders of 40, 8 key
- * types of 18. A library context holding only that provider is made the thread's default
- * (OSSL_LIB_CTX_set0_default) around each SSL_do_handshake of a worker (proxy.c,
- * handshake_step). The proxy's SSL_CTXs are built with the NULL library context, so what
- * libssl fetches or parses in the handshake resolves there: the same algorithms, a
- * certificate parse about half as costly.
+ * process's "default" provider's own algorithms (the same implementations with the same
+ * provider context), except that its decoders are only the DER SubjectPublicKeyInfo ones,
+ * and that the key types no handshake under enrollment/tls.c's policy uses are left out
+ * (finite-field DH, DSA, SM2 and the EVP_PKEY forms of MACs and KDFs but HMAC; each
+ * decoder context also walks every key type): 8 decoders of 40, 8 key types of 18. One
+ * more: the EC public-key check of a peer's key share on P-256, P-384 or P-521 is
+ * OpenSSL's quick one, since on these curves (cofactor 1) the full one only adds a
+ * multiplication by the group order whose result is known (SEC 1 v2, 3.2.2.1), as costly
+ * as the key exchange itself. A library context holding only that provider is made the
+ * thread's default (OSSL_LIB_CTX_set0_default) around each SSL_do_handshake of a worker
+ * (proxy.c, handshake_step). The proxy's SSL_CTXs are built with the NULL library
+ * context, so what libssl fetches or parses in the handshake resolves there: the same
+ * algorithms, a certificate parse about half as costly, a P-256 key exchange without a
+ * scalar multiplication.
  *
  * Only around the handshake: OpenSSL 3.0 runs an object's ex_data free callbacks from the
  * registry of the thread's default context at the time of the free, and the callbacks are

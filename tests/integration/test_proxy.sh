@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `agentca proxy` (standalone) with real clients: it enrolls itself with a token, then
 # forwards an allowed client (curl and openssl s_client) to a loopback upstream, bytes both
-# ways, and resumes from the proxy's ticket (TLS 1.3 and 1.2); a client without a certificate, from a foreign CA, with an identity no rule allows,
-# with an expired certificate, and one speaking plaintext are each refused with their reason
-# in the session log and the diagnostic log, and not one connection reaches the upstream.
+# ways, and resumes from the proxy's ticket (TLS 1.3 and 1.2); a client without a
+# certificate, from a foreign CA, with an identity no rule allows, with an expired
+# certificate, and one speaking plaintext are each refused with their reason in the session
+# log and the diagnostic log, and not one connection reaches the upstream.
 # A TLS upstream is verified: with a certificate the bundle does not trust the proxy fails
 # closed; with ours it forwards, with a PROXY v2 header carrying the client's identity.
 # A renewed certificate is swapped in on SIGHUP for new connections.

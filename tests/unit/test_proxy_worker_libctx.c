@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <openssl/decoder.h>
 #include <openssl/ec.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -410,6 +411,115 @@ test_handshake_and_resumption(void **state)
 	EVP_PKEY_free(root_key);
 }
 
+/* An EC public key on group from its encoded point, made with the thread's default
+ * context (NULL if the key management refuses the point). */
+static EVP_PKEY *
+ec_public_key(const char *group, const unsigned char *point, size_t len)
+{
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0),
+	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)point, len),
+	    OSSL_PARAM_END,
+	};
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	EVP_PKEY *key = NULL;
+
+	assert_non_null(ctx);
+	assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
+	if (EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+		key = NULL;
+	EVP_PKEY_CTX_free(ctx);
+	ERR_clear_error();
+	return key;
+}
+
+/* EVP_PKEY_public_check (full) and _quick of key, with the thread's default context. */
+static void
+public_checks(EVP_PKEY *key, int *full, int *quick)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+
+	assert_non_null(ctx);
+	*full = EVP_PKEY_public_check(ctx);
+	*quick = EVP_PKEY_public_check_quick(ctx);
+	EVP_PKEY_CTX_free(ctx);
+	ERR_clear_error();
+}
+
+/*
+ * The worker context asks OpenSSL's EC public-key check for the quick form on P-256 (a
+ * peer's key share passes both, and a point off the curve is refused when the key is
+ * made); on a curve whose cofactor is not 1 it keeps the full check: the point of order 2
+ * on sect163k1 (x = 0, y = sqrt(b)) passes the quick check and fails the full one, in the
+ * worker context as in the process's.
+ */
+static void
+test_ec_public_check(void **state)
+{
+	EVP_PKEY *share = keygen("EC:P-256"), *key;
+	unsigned char point[256], off_curve[65];
+	size_t len;
+	EC_GROUP *k163 = EC_GROUP_new_by_curve_name(NID_sect163k1);
+	EC_POINT *order2;
+	BIGNUM *p, *a, *b, *y, *zero;
+	BN_CTX *bn = BN_CTX_new();
+	OSSL_LIB_CTX *process;
+	int full, quick;
+
+	(void)state;
+	assert_int_equal(EVP_PKEY_get_octet_string_param(share, OSSL_PKEY_PARAM_PUB_KEY, point,
+	                                                 sizeof(point), &len),
+	                 1);
+	assert_int_equal(len, 65);
+	memcpy(off_curve, point, len);
+	off_curve[64] ^= 1;
+
+	process = OSSL_LIB_CTX_set0_default(worker_libctx());
+	key = ec_public_key("P-256", point, len);
+	assert_non_null(key);
+	public_checks(key, &full, &quick);
+	assert_int_equal(full, 1);
+	assert_int_equal(quick, 1);
+	EVP_PKEY_free(key);
+	assert_null(ec_public_key("P-256", off_curve, len));
+	OSSL_LIB_CTX_set0_default(process);
+
+	/* The point (0, sqrt(b)) on sect163k1: y^2 + xy = x^3 + ax^2 + b at x = 0. */
+	assert_non_null(k163);
+	assert_non_null(bn);
+	p = BN_new(), a = BN_new(), b = BN_new(), y = BN_new(), zero = BN_new();
+	assert_non_null(zero);
+	BN_zero(zero);
+	assert_int_equal(EC_GROUP_get_curve(k163, p, a, b, bn), 1);
+	assert_int_equal(BN_GF2m_mod_sqrt(y, b, p, bn), 1);
+	order2 = EC_POINT_new(k163);
+	assert_non_null(order2);
+	assert_int_equal(EC_POINT_set_affine_coordinates(k163, order2, zero, y, bn), 1);
+	assert_int_equal(EC_POINT_is_on_curve(k163, order2, bn), 1);
+	len = EC_POINT_point2oct(k163, order2, POINT_CONVERSION_UNCOMPRESSED, point, sizeof(point),
+	                         bn);
+	assert_true(len > 0);
+	for (int worker = 0; worker < 2; worker++) {
+		process = OSSL_LIB_CTX_set0_default(worker ? worker_libctx() : NULL);
+		key = ec_public_key("sect163k1", point, len);
+		assert_non_null(key);
+		public_checks(key, &full, &quick);
+		assert_int_equal(quick, 1);
+		assert_int_not_equal(full, 1);
+		EVP_PKEY_free(key);
+		OSSL_LIB_CTX_set0_default(process);
+	}
+	EC_POINT_free(order2);
+	BN_free(p);
+	BN_free(a);
+	BN_free(b);
+	BN_free(y);
+	BN_free(zero);
+	BN_CTX_free(bn);
+	EC_GROUP_free(k163);
+	EVP_PKEY_free(share);
+}
+
 static int ex_data_freed;
 
 static void
@@ -459,6 +569,7 @@ main(void)
 	    cmocka_unit_test(test_context_holds_only_the_worker_provider),
 	    cmocka_unit_test(test_certificates_of_every_key_type_parse),
 	    cmocka_unit_test(test_handshake_and_resumption),
+	    cmocka_unit_test(test_ec_public_check),
 	    cmocka_unit_test(test_ex_data_callbacks_belong_to_the_process_context),
 	};
 
