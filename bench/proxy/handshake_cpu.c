@@ -3,7 +3,8 @@
  * the proxy's verified-chain cache: the proxy's own server context (enrollment/tls.c's
  * tls_server_ctx_new, then gateway-hook/verify_cache.c's callback as build_contexts installs
  * it), one TLS 1.3 client presenting the same certificate every time (as an agent does),
- * over a BIO pair. Only the server's SSL_do_handshake calls are timed, in thread CPU time,
+ * over a BIO pair, the server's steps in gateway-hook/worker_libctx.h's library context as
+ * proxy.c runs them. Only the server's SSL_do_handshake calls are timed, in thread CPU time,
  * so neither the client's work nor the kernel's counts and a busy machine matters little.
  *
  *   handshake_cpu DIR COUNT
@@ -23,6 +24,7 @@
 #include "ca/x509_build.h"
 #include "enrollment/tls.h"
 #include "gateway-hook/verify_cache.h"
+#include "gateway-hook/worker_libctx.h"
 
 struct material {
 	STACK_OF(X509) *server, *chain, *roots, *client;
@@ -96,8 +98,14 @@ run(SSL_CTX *server, struct verify_cache *cache, SSL_CTX *client, int count)
 				cdone = SSL_do_handshake(cli) == 1;
 			if (!sdone) {
 				double t0 = thread_cpu_s();
-				int rc = SSL_do_handshake(srv);
+				OSSL_LIB_CTX *process = NULL;
+				int rc;
 
+				if (worker_libctx() != NULL) /* as proxy.c's handshake_step */
+					process = OSSL_LIB_CTX_set0_default(worker_libctx());
+				rc = SSL_do_handshake(srv);
+				if (process != NULL)
+					OSSL_LIB_CTX_set0_default(process);
 				spent += thread_cpu_s() - t0;
 				sdone = rc == 1;
 				failed = rc != 1 && SSL_get_error(srv, rc) != SSL_ERROR_WANT_READ;
