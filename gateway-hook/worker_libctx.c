@@ -7,10 +7,10 @@
  * The built-in provider ("agentca-worker") hands out the default provider's algorithm
  * tables (filtered) and the default provider's context as its own, so every implementation
  * runs exactly as it would in the process's context, but one: the EC key management's
- * validation, which asks for the quick public-key check where the full one can only add a
- * multiplication whose result is known (ec_validate_in_handshake, below). OpenSSL keeps its own
- * fetched-method caches per library context; the worker context's fill up on the first
- * handshakes.
+ * validation, which asks for the quick public-key check where the full one can only add
+ * a multiplication whose result is known (ec_validate_in_handshake, below). OpenSSL keeps
+ * its own fetched-method caches per library context; the worker context's fill up on the
+ * first handshakes.
  */
 #include "gateway-hook/worker_libctx.h"
 
@@ -38,8 +38,9 @@ static OSSL_ALGORITHM keymgmts[KEYMGMTS_MAX + 1];           /* NULL-terminated *
 /*
  * Key types no handshake under enrollment/tls.c's policy uses, left out of the worker
  * context (each key type's management is looked at by every decoder context built there):
- * finite-field DH (no DHE suites, no ffdhe groups), DSA and SM2 (no such signature
- * algorithms in TLS 1.3; TLS 1.2 only with ECDHE-ECDSA and ECDHE-RSA suites), and the
+ * finite-field DH (no DHE suites, no ffdhe groups), DSA and SM2 (TLS 1.3 has no such
+ * signature algorithms, and a TLS 1.2 client certificate with a DSA key, which agentca's CA
+ * never issues, is refused: it cannot sign a CertificateVerify there), and the
  * EVP_PKEY forms of MACs and KDFs, which libssl 3.0 reaches as EVP_MAC and EVP_KDF; HMAC
  * stays (the TLS 1.3 PSK binder signs with an HMAC EVP_PKEY). A certificate with such a key
  * still parses, without its public key, so it cannot complete a handshake; the upstream
