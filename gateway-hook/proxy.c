@@ -6,7 +6,8 @@
  * workers), its own connections and its own cache of verified client chains (gateway-hook/
  * verify_cache.h). Workers share the TLS context slots, the revoked-serial set and the
  * counters (atomics), nothing else. Handshakes run in the library context of
- * gateway-hook/worker_libctx.h, where parsing a certificate costs about half.
+ * gateway-hook/worker_libctx.h (worker_libctx_handshake), where parsing a certificate costs
+ * about half.
  *
  * A connection walks through these states:
  *
@@ -210,7 +211,6 @@ struct proxy {
 	int nworkers;
 	struct tls_ctx_slot *server_tls;
 	struct session_log *slog;
-	OSSL_LIB_CTX *worker_ctx; /* the handshakes' library context (handshake_step), or NULL */
 	atomic_int stopping;
 	int64_t drain_deadline_ms;
 	/* revoked serials (lowercase hex), sorted; revoke_gen moves on each addition */
@@ -702,28 +702,6 @@ revoked_cb(void *arg, const char *serial)
 	return is_revoked(arg, serial);
 }
 
-/*
- * SSL_do_handshake with the worker library context (gateway-hook/worker_libctx.h) as the
- * thread's default: the peer's certificates, the session ticket and a resumed session are
- * parsed there. Only the handshake: OpenSSL looks up ex_data free callbacks in the
- * thread's default context, and a worker may release the last reference to an SSL_CTX
- * (whose ex_data enrollment/tls.c and verify_cache.c free), so everything else runs in the
- * process's context.
- */
-static int
-handshake_step(struct proxy *p, SSL *ssl)
-{
-	OSSL_LIB_CTX *process_ctx;
-	int rc;
-
-	if (p->worker_ctx == NULL)
-		return SSL_do_handshake(ssl);
-	process_ctx = OSSL_LIB_CTX_set0_default(p->worker_ctx);
-	rc = SSL_do_handshake(ssl);
-	OSSL_LIB_CTX_set0_default(process_ctx);
-	return rc;
-}
-
 static void
 handshake(struct conn *c)
 {
@@ -731,7 +709,7 @@ handshake(struct conn *c)
 	enum proxy_reason verdict;
 
 	ERR_clear_error();
-	rc = handshake_step(c->w->p, c->cl.ssl);
+	rc = worker_libctx_handshake(c->cl.ssl);
 	if (rc != 1) {
 		code = SSL_get_error(c->cl.ssl, rc);
 		if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE) {
@@ -937,7 +915,7 @@ upstream_handshake(struct conn *c)
 	int rc, code;
 
 	ERR_clear_error();
-	rc = handshake_step(c->w->p, c->up.ssl);
+	rc = worker_libctx_handshake(c->up.ssl);
 	if (rc == 1) {
 		relay_begin(c);
 		return;
@@ -1738,7 +1716,7 @@ proxy_start(const struct proxy_options *opts, const struct proxy_material *m, st
 	for (int i = 0; i < p->nworkers; i++)
 		if (worker_init(p, &p->workers[i], err) != 0)
 			goto fail;
-	p->worker_ctx = worker_libctx();
+	(void)worker_libctx(); /* the handshakes' library context, made now, not on a handshake */
 	for (int i = 0; i < p->nworkers; i++) {
 		if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
 			ac_err_set(err, AC_ERR_INTERNAL, "thread_failed",

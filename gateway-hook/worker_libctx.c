@@ -51,15 +51,21 @@ static const char *const unused_key_types[] = {
     "DH", "DHX", "DSA", "SM2", "TLS1-PRF", "HKDF", "SCRYPT", "SIPHASH", "POLY1305", "CMAC",
 };
 
-/* Whether an algorithm's first name (before any ':') is one of unused_key_types. */
+/* Whether an algorithm's first name (before any ':') is name. */
 static int
-key_type_unused(const char *names)
+first_name_is(const char *names, const char *name)
 {
 	size_t len = strcspn(names, ":");
 
+	return strlen(name) == len && strncmp(names, name, len) == 0;
+}
+
+/* Whether an algorithm's first name is one of unused_key_types. */
+static int
+key_type_unused(const char *names)
+{
 	for (size_t i = 0; i < sizeof(unused_key_types) / sizeof(unused_key_types[0]); i++)
-		if (strlen(unused_key_types[i]) == len &&
-		    strncmp(names, unused_key_types[i], len) == 0)
+		if (first_name_is(names, unused_key_types[i]))
 			return 1;
 	return 0;
 }
@@ -84,26 +90,42 @@ property_has(const char *definition, const char *name, const char *value)
 	return 0;
 }
 
-/* Copy the default provider's DER SubjectPublicKeyInfo decoders of the key types kept
- * into spki_decoders. Returns how many, or -1 when there are none or more than fit. */
+/* The decoders kept: DER SubjectPublicKeyInfo, of a key type kept. */
 static int
-spki_decoders_collect(void)
+decoder_kept(const OSSL_ALGORITHM *alg)
+{
+	return alg->property_definition != NULL &&
+	       property_has(alg->property_definition, "input", "der") &&
+	       property_has(alg->property_definition, "structure", "SubjectPublicKeyInfo") &&
+	       !key_type_unused(alg->algorithm_names);
+}
+
+/* The key managements kept: every key type but unused_key_types. */
+static int
+keymgmt_kept(const OSSL_ALGORITHM *alg)
+{
+	return !key_type_unused(alg->algorithm_names);
+}
+
+/* Copy the default provider's algorithms of operation_id that keep() accepts into out
+ * (max entries and a NULL terminator). Returns how many, or -1 when there are none or
+ * more than fit. */
+static int
+algorithms_collect(int operation_id, int (*keep)(const OSSL_ALGORITHM *), OSSL_ALGORITHM *out,
+                   int max)
 {
 	const OSSL_ALGORITHM *all;
 	int no_cache = 0, n = 0;
 
-	all = OSSL_PROVIDER_query_operation(process_default, OSSL_OP_DECODER, &no_cache);
+	all = OSSL_PROVIDER_query_operation(process_default, operation_id, &no_cache);
 	for (; all != NULL && all->algorithm_names != NULL; all++) {
-		if (all->property_definition == NULL ||
-		    !property_has(all->property_definition, "input", "der") ||
-		    !property_has(all->property_definition, "structure", "SubjectPublicKeyInfo") ||
-		    key_type_unused(all->algorithm_names))
+		if (!keep(all))
 			continue;
-		if (n == SPKI_DECODERS_MAX)
+		if (n == max)
 			return -1;
-		spki_decoders[n++] = *all;
+		out[n++] = *all;
 	}
-	memset(&spki_decoders[n], 0, sizeof(spki_decoders[n]));
+	memset(&out[n], 0, sizeof(out[n]));
 	return n > 0 ? n : -1;
 }
 
@@ -173,33 +195,19 @@ ec_keymgmt_wrap(const OSSL_DISPATCH *process)
 	                                                                    : NULL;
 }
 
-/* Copy the default provider's key managements but the unused ones into keymgmts, the EC
- * one with ec_keymgmt_wrap's validation. Returns how many, or -1 when there are none or
- * more than fit. */
-static int
-keymgmts_collect(void)
+/* keymgmts with the EC entry's implementation replaced by ec_keymgmt_wrap's (left as it
+ * is if that cannot be made). */
+static void
+keymgmts_wrap_ec(void)
 {
-	const OSSL_ALGORITHM *all;
-	int no_cache = 0, n = 0;
-
-	all = OSSL_PROVIDER_query_operation(process_default, OSSL_OP_KEYMGMT, &no_cache);
-	for (; all != NULL && all->algorithm_names != NULL; all++) {
-		if (key_type_unused(all->algorithm_names))
-			continue;
-		if (n == KEYMGMTS_MAX)
-			return -1;
-		keymgmts[n] = *all;
-		if (strcspn(all->algorithm_names, ":") == 2 &&
-		    strncmp(all->algorithm_names, "EC", 2) == 0) {
-			const OSSL_DISPATCH *wrapped = ec_keymgmt_wrap(all->implementation);
+	for (OSSL_ALGORITHM *alg = keymgmts; alg->algorithm_names != NULL; alg++) {
+		if (first_name_is(alg->algorithm_names, "EC")) {
+			const OSSL_DISPATCH *wrapped = ec_keymgmt_wrap(alg->implementation);
 
 			if (wrapped != NULL)
-				keymgmts[n].implementation = wrapped;
+				alg->implementation = wrapped;
 		}
-		n++;
 	}
-	memset(&keymgmts[n], 0, sizeof(keymgmts[n]));
-	return n > 0 ? n : -1;
 }
 
 static const OSSL_ALGORITHM *
@@ -300,8 +308,11 @@ worker_libctx_make(void)
 	process_default = OSSL_PROVIDER_load(NULL, "default");
 	if (process_default == NULL)
 		return;
-	if (spki_decoders_collect() < 0 || keymgmts_collect() < 0)
+	if (algorithms_collect(OSSL_OP_DECODER, decoder_kept, spki_decoders, SPKI_DECODERS_MAX) < 0)
 		goto fail;
+	if (algorithms_collect(OSSL_OP_KEYMGMT, keymgmt_kept, keymgmts, KEYMGMTS_MAX) < 0)
+		goto fail;
+	keymgmts_wrap_ec();
 	ctx = OSSL_LIB_CTX_new();
 	if (ctx == NULL)
 		goto fail;
@@ -324,4 +335,18 @@ worker_libctx(void)
 	if (pthread_once(&worker_once, worker_libctx_make) != 0)
 		return NULL;
 	return worker_ctx;
+}
+
+int
+worker_libctx_handshake(SSL *ssl)
+{
+	OSSL_LIB_CTX *ctx = worker_libctx(), *process_ctx;
+	int rc;
+
+	if (ctx == NULL)
+		return SSL_do_handshake(ssl);
+	process_ctx = OSSL_LIB_CTX_set0_default(ctx);
+	rc = SSL_do_handshake(ssl);
+	OSSL_LIB_CTX_set0_default(process_ctx);
+	return rc;
 }

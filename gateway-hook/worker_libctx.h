@@ -21,8 +21,8 @@
  * multiplication by the group order whose result is known (SEC 1 v2, 3.2.2.1), as costly
  * as the key exchange itself. A library context holding only that provider is made the
  * thread's default (OSSL_LIB_CTX_set0_default) around each SSL_do_handshake of a worker
- * (proxy.c, handshake_step). The proxy's SSL_CTXs are built with the NULL library
- * context, so what libssl fetches or parses in the handshake resolves there: the same
+ * (worker_libctx_handshake, which proxy.c calls). The proxy's SSL_CTXs are built with the NULL
+ * library context, so what libssl fetches or parses in the handshake resolves there: the same
  * algorithms, a certificate parse about half as costly, a P-256 key exchange without a
  * scalar multiplication.
  *
@@ -39,6 +39,7 @@
 #define AGENTCA_GATEWAY_HOOK_WORKER_LIBCTX_H
 
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 /*
  * The worker library context: made on the first call (thread-safe) and kept for the
@@ -47,5 +48,9 @@
  * could not be made; the caller then goes on without it.
  */
 OSSL_LIB_CTX *worker_libctx(void);
+
+/* SSL_do_handshake(ssl) with worker_libctx() as the thread's default context for the call,
+ * and only for it (see above: ex_data); as SSL_do_handshake without one. */
+int worker_libctx_handshake(SSL *ssl);
 
 #endif

@@ -38,7 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -325,26 +324,6 @@ run_upstream(const char *port_file, const char *cert, const char *key, const cha
 
 /* ---- clients ---- */
 
-/*
- * SSL_connect in the library context the proxy's handshakes run in (gateway-hook/
- * worker_libctx.h), since the clients share the machine's cores with the proxies: the
- * certificate parses and the key share check cost the load about a quarter less, for every
- * peer alike. The client still verifies the proxy's whole chain and name.
- */
-static int
-client_handshake(SSL *ssl)
-{
-	OSSL_LIB_CTX *process = NULL;
-	int rc;
-
-	if (worker_libctx() != NULL)
-		process = OSSL_LIB_CTX_set0_default(worker_libctx());
-	rc = SSL_connect(ssl);
-	if (process != NULL)
-		OSSL_LIB_CTX_set0_default(process);
-	return rc;
-}
-
 /* A verified mTLS connection to the proxy, or NULL. */
 static SSL *
 dial(int *fdp)
@@ -367,7 +346,12 @@ dial(int *fdp)
 	SSL_set_fd(ssl, fd);
 	SSL_set_tlsext_host_name(ssl, "proxy.bench");
 	SSL_set1_host(ssl, "proxy.bench");
-	if (client_handshake(ssl) != 1) {
+	SSL_set_connect_state(ssl);
+	/* In the library context the proxy's handshakes run in (gateway-hook/worker_libctx.h):
+	 * the clients share the machine's cores with the proxies, and their certificate parses
+	 * and key share check cost less, for every peer alike. The client still verifies the
+	 * proxy's whole chain and name. */
+	if (worker_libctx_handshake(ssl) != 1) {
 		SSL_free(ssl);
 		close(fd);
 		return NULL;

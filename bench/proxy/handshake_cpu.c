@@ -98,14 +98,8 @@ run(SSL_CTX *server, struct verify_cache *cache, SSL_CTX *client, int count)
 				cdone = SSL_do_handshake(cli) == 1;
 			if (!sdone) {
 				double t0 = thread_cpu_s();
-				OSSL_LIB_CTX *process = NULL;
-				int rc;
+				int rc = worker_libctx_handshake(srv); /* as proxy.c */
 
-				if (worker_libctx() != NULL) /* as proxy.c's handshake_step */
-					process = OSSL_LIB_CTX_set0_default(worker_libctx());
-				rc = SSL_do_handshake(srv);
-				if (process != NULL)
-					OSSL_LIB_CTX_set0_default(process);
 				spent += thread_cpu_s() - t0;
 				sdone = rc == 1;
 				failed = rc != 1 && SSL_get_error(srv, rc) != SSL_ERROR_WANT_READ;

@@ -28,6 +28,7 @@
 #include "gateway-hook/proxy_config.h"
 #include "gateway-hook/proxy_v2.h"
 #include "gateway-hook/revocation_feed.h"
+#include "testutil.h"
 
 static const struct {
 	const char *pattern, *id;
@@ -129,20 +130,6 @@ test_rule_parsing(void **state)
 	}
 }
 
-/* Add one extension from its openssl config text. */
-static void
-add_ext(X509 *cert, X509 *issuer, int nid, const char *text)
-{
-	X509_EXTENSION *ext;
-	X509V3_CTX ctx;
-
-	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, text);
-	assert_non_null(ext);
-	X509_add_ext(cert, ext, -1);
-	X509_EXTENSION_free(ext);
-}
-
 /* A certificate with this CN and SANs (NULL: none), valid [now+from, now+until), signed by
  * issuer/issuer_key (NULL: self-signed); a CA when sans is NULL. *key_out gets its key. */
 static X509 *
@@ -164,12 +151,12 @@ cert_signed(const char *cn, const char *sans, X509 *issuer, EVP_PKEY *issuer_key
 	X509_set_issuer_name(cert, X509_get_subject_name(issuer != NULL ? issuer : cert));
 	X509_set_pubkey(cert, key);
 	if (sans != NULL) {
-		add_ext(cert, issuer != NULL ? issuer : cert, NID_subject_alt_name, sans);
-		add_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
-		        "critical,CA:FALSE");
+		test_add_ext(cert, issuer != NULL ? issuer : cert, NID_subject_alt_name, sans);
+		test_add_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
+		             "critical,CA:FALSE");
 	} else {
-		add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE");
-		add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+		test_add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE");
+		test_add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign");
 	}
 	assert_true(X509_sign(cert, issuer_key != NULL ? issuer_key : key, EVP_sha256()) > 0);
 	if (key_out != NULL)

@@ -29,20 +29,7 @@
 #include "gateway-hook/admit.h"
 #include "gateway-hook/allow.h"
 #include "gateway-hook/verify_cache.h"
-
-/* Add one extension from its openssl config text. */
-static void
-add_ext(X509 *cert, X509 *issuer, int nid, const char *text)
-{
-	X509_EXTENSION *ext;
-	X509V3_CTX ctx;
-
-	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, text);
-	assert_non_null(ext);
-	X509_add_ext(cert, ext, -1);
-	X509_EXTENSION_free(ext);
-}
+#include "testutil.h"
 
 /* A certificate valid [now+from, now+until), signed by issuer (NULL: self-signed); a CA
  * when sans is NULL, else a client leaf with these SANs. *key_out gets its key. */
@@ -65,13 +52,13 @@ cert_signed(const char *cn, const char *sans, X509 *issuer, EVP_PKEY *issuer_key
 	X509_set_issuer_name(cert, X509_get_subject_name(issuer != NULL ? issuer : cert));
 	X509_set_pubkey(cert, key);
 	if (sans != NULL) {
-		add_ext(cert, issuer, NID_subject_alt_name, sans);
-		add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+		test_add_ext(cert, issuer, NID_subject_alt_name, sans);
+		test_add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
 	} else {
-		add_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
-		        "critical,CA:TRUE");
-		add_ext(cert, issuer != NULL ? issuer : cert, NID_key_usage,
-		        "critical,keyCertSign,cRLSign");
+		test_add_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
+		             "critical,CA:TRUE");
+		test_add_ext(cert, issuer != NULL ? issuer : cert, NID_key_usage,
+		             "critical,keyCertSign,cRLSign");
 	}
 	assert_true(X509_sign(cert, issuer_key != NULL ? issuer_key : key, EVP_sha256()) > 0);
 	*key_out = key;

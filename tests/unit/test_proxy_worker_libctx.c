@@ -30,6 +30,7 @@
 
 #include "enrollment/tls.h"
 #include "gateway-hook/worker_libctx.h"
+#include "testutil.h"
 
 static const char *const key_types[] = {"EC:P-256", "EC:P-384", "RSA", "ED25519"};
 #define KEY_TYPES (sizeof(key_types) / sizeof(key_types[0]))
@@ -47,19 +48,6 @@ keygen(const char *type)
 		key = EVP_PKEY_Q_keygen(NULL, NULL, type);
 	assert_non_null(key);
 	return key;
-}
-
-static void
-add_ext(X509 *cert, X509 *issuer, int nid, const char *text)
-{
-	X509_EXTENSION *ext;
-	X509V3_CTX ctx;
-
-	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, text);
-	assert_non_null(ext);
-	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
-	X509_EXTENSION_free(ext);
 }
 
 /* A certificate for key, signed by issuer (NULL: self-signed CA), made in the process's
@@ -84,13 +72,13 @@ cert_make(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, con
 	X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
 	X509_set_pubkey(cert, key);
 	if (issuer == NULL) {
-		add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE");
-		add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+		test_add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE");
+		test_add_ext(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign");
 	} else {
-		add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
-		add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
-		add_ext(cert, issuer, NID_ext_key_usage, usage);
-		add_ext(cert, issuer, NID_subject_alt_name, "DNS:worker.test");
+		test_add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+		test_add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
+		test_add_ext(cert, issuer, NID_ext_key_usage, usage);
+		test_add_ext(cert, issuer, NID_subject_alt_name, "DNS:worker.test");
 	}
 	assert_true(
 	    X509_sign(cert, issuer_key != NULL ? issuer_key : key, ed ? NULL : EVP_sha256()) > 0);
@@ -214,19 +202,17 @@ test_certificates_of_every_key_type_parse(void **state)
 	EVP_PKEY_free(root_key);
 }
 
-/* Drive both ends over a BIO pair until the server's handshake ends, each step with the
- * worker context as the thread's default, as proxy.c's handshake_step. 1: both done. */
+/* Drive both ends over a BIO pair until the server's handshake ends, each step through
+ * worker_libctx_handshake, as proxy.c's. 1: both done. */
 static int
 pair_handshake(SSL *cli, SSL *srv)
 {
 	int cdone = 0;
 
 	for (int i = 0; i < 64; i++) {
-		OSSL_LIB_CTX *process = OSSL_LIB_CTX_set0_default(worker_libctx());
-		int c = cdone ? 1 : SSL_do_handshake(cli);
-		int s = SSL_do_handshake(srv);
+		int c = cdone ? 1 : worker_libctx_handshake(cli);
+		int s = worker_libctx_handshake(srv);
 
-		OSSL_LIB_CTX_set0_default(process);
 		cdone = c == 1;
 		if (s == 1 && cdone)
 			return 1;
