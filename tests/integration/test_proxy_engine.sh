@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The proxy engine's limits, with `agentca proxy --config`: half-close travels end to end
-# (the upstream answers only after the client's EOF, and the answer still arrives); a client
+# (the upstream answers only after the client's EOF, and the answer still arrives); a TLS
+# record that arrives in two pieces after another client's refused handshake on the same
+# worker is relayed (the refusal's errors left in the worker's OpenSSL error queue must not
+# be taken for the session's own); a client
 # that says nothing, or stops mid-handshake, is closed at the handshake timeout; an idle
 # session at the idle timeout; connections beyond max_connections are refused at accept;
 # SIGTERM stops accepting, lets a session run for the drain period, then closes it.
@@ -11,6 +14,7 @@ ca_init
 start_daemon
 start_upstream eof eof
 start_upstream hold sink 1000000000000
+start_upstream echo echo
 PX=$WORK/px
 PTOKEN=$("$AGENTCA" token create --dir "$CA" --subject spiffe://corp.internal/proxy --dns proxy.corp.internal)
 printf '%s\n' "$PTOKEN" >"$WORK/token"
@@ -18,10 +22,11 @@ cat >"$WORK/proxy.json" <<JSON
 {
   "ca": "$URL", "out": "$PX", "token_file": "$WORK/token", "fingerprint": "$FP",
   "proxy": {
-    "handshake_timeout": "1s", "idle_timeout": "2s", "max_connections": 3, "drain": "2s",
+    "workers": 1, "handshake_timeout": "1s", "idle_timeout": "2s", "max_connections": 3, "drain": "2s",
     "listeners": [
       {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:$UPORT_eof", "allow": ["spiffe://corp.internal/client/*"]},
-      {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:$UPORT_hold", "allow": ["spiffe://corp.internal/client/*"]}
+      {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:$UPORT_hold", "allow": ["spiffe://corp.internal/client/*"]},
+      {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:$UPORT_echo", "allow": ["spiffe://corp.internal/client/*"]}
     ]
   }
 }
@@ -31,6 +36,7 @@ PROXY=$SPAWNED
 wait_for "$WORK/proxy.log" '"event":"proxy_ready"' "proxy ready"
 EOFP=$(grep '"event":"proxy_listening"' "$WORK/proxy.log" | grep "$UPORT_eof" | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
 HOLD=$(grep '"event":"proxy_listening"' "$WORK/proxy.log" | grep "$UPORT_hold" | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
+ECHOP=$(grep '"event":"proxy_listening"' "$WORK/proxy.log" | grep "$UPORT_echo" | sed -E 's/.*\(port ([0-9]+)\).*/\1/')
 SLOG=$PX/proxy-sessions.jsonl
 enroll_client "$WORK/a" spiffe://corp.internal/client/a
 TLSOPTS="cert=$WORK/a/cert.pem,key=$WORK/a/key.pem,cafile=$WORK/a/bundle.pem,verify=1,commonname=proxy.corp.internal"
@@ -42,6 +48,16 @@ printf 'hello' | timeout 20 socat -t 10 - "OPENSSL:127.0.0.1:$EOFP,$TLSOPTS" >"$
 has "$WORK/eof.out" "got 5 bytes" "the answer sent after the client's EOF"
 wait_for "$SLOG" '"bytes_up":5,' "half-closed session logged" 50
 pass "half-close: the client's EOF reaches the upstream, the upstream's answer still comes back"
+
+# One worker: a session relays a TLS record that reaches the proxy in two pieces (the read of
+# the first would block), right after a client without a certificate was refused on the same
+# worker (its errors stay in that thread's OpenSSL error queue until the next TLS call).
+timeout 30 python3 "$(dirname "$0")/../tools/tls_split_record.py" "$ECHOP" proxy.corp.internal \
+	"$WORK/a/bundle.pem" "$WORK/a/cert.pem" "$WORK/a/key.pem" >"$WORK/split.out" 2>&1 ||
+	{ cat "$WORK/split.out"; fail "a split record after a refused handshake"; }
+has "$WORK/split.out" "split record echoed" "the split record echoed"
+session_has "$SLOG" no_client_certificate "the refused client without a certificate"
+pass "a record split in two reads is relayed after another client's refusal on the same worker"
 
 # Handshake timeout: a client that connects and says nothing, and one that stops after the
 # first byte of a handshake record.
