@@ -14,8 +14,12 @@
  *   bench_proxy bulk PORT CA CERT KEY SECONDS CONNECTIONS
  *       each connection writes 16 KiB blocks to the discarding upstream.
  *       "bulk_mb_s N bytes COUNT"
- *   bench_proxy pingpong PORT CA CERT KEY COUNT
- *       1 KiB written, 1 KiB echoed back, COUNT times on one connection.
+ *   bench_proxy pingpong PORT[,PORT...] CA CERT KEY COUNT
+ *       1 KiB written, 1 KiB echoed back, COUNT times on one connection per PORT (at most
+ *       PINGPONG_PEERS). With several ports the round trips are interleaved: each
+ *       iteration makes one round trip on every connection, starting one connection later
+ *       than the iteration before, so that every proxy meets the same moments of a shared
+ *       machine and follows each of the others equally often. One line per PORT, in order:
  *       "p50_us N p99_us N p999_us N max_us N"
  *   bench_proxy idle PORT CA CERT KEY COUNT
  *       opens COUNT sessions (each proven with one echoed byte), prints "idle_ready", then
@@ -45,6 +49,7 @@
 
 #define BLOCK (16 * 1024)
 #define PING 1024
+#define PINGPONG_PEERS 8
 
 static int port;
 static SSL_CTX *client_ctx;
@@ -442,6 +447,64 @@ cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * COUNT 1 KiB round trips on one connection to each port of the comma-separated PORTS,
+ * interleaved (see the top of the file); prints each connection's percentiles.
+ */
+static void
+pingpong(const char *ports, int count)
+{
+	struct peer {
+		SSL *ssl;
+		int fd;
+		double *rtt;
+	} peers[PINGPONG_PEERS];
+	unsigned char msg[PING];
+	const char *at = ports;
+	int n = 0;
+
+	if (count <= 0)
+		die("pingpong: COUNT must be positive");
+	while (*at != '\0') {
+		char *end;
+		long v = strtol(at, &end, 10);
+
+		if (n == PINGPONG_PEERS || end == at || v <= 0 || v > 65535 ||
+		    (*end != ',' && *end != '\0'))
+			die("pingpong: PORT[,PORT...] (at most 8)");
+		port = (int)v;
+		peers[n].ssl = dial(&peers[n].fd);
+		peers[n].rtt = calloc((size_t)count, sizeof(double));
+		if (peers[n].ssl == NULL || peers[n].rtt == NULL)
+			die("pingpong connect");
+		n++;
+		at = *end == ',' ? end + 1 : end;
+	}
+	if (n == 0)
+		die("pingpong: no port");
+	memset(msg, 'p', sizeof(msg));
+	for (int i = 0; i < count; i++) {
+		for (int j = 0; j < n; j++) {
+			struct peer *pr = &peers[(i + j) % n];
+			double t0 = now_s();
+
+			if (write_all(pr->ssl, msg, sizeof(msg)) != 0 ||
+			    read_all(pr->ssl, msg, sizeof(msg)) != 0)
+				die("pingpong");
+			pr->rtt[i] = (now_s() - t0) * 1e6;
+		}
+	}
+	for (int j = 0; j < n; j++) {
+		double *rtt = peers[j].rtt;
+
+		qsort(rtt, (size_t)count, sizeof(double), cmp_double);
+		printf("p50_us %.0f p99_us %.0f p999_us %.0f max_us %.0f\n", rtt[count / 2],
+		       rtt[count * 99 / 100], rtt[count * 999 / 1000], rtt[count - 1]);
+		hang_up(peers[j].ssl, peers[j].fd);
+		free(rtt);
+	}
+}
+
 static void
 run_threads(void *(*fn)(void *), int n)
 {
@@ -501,27 +564,7 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(cmd, "pingpong") == 0) {
-		int count = atoi(argv[6]), fd;
-		unsigned char msg[PING];
-		double *rtt = calloc((size_t)count, sizeof(double));
-		SSL *ssl = dial(&fd);
-
-		if (ssl == NULL || rtt == NULL)
-			die("pingpong connect");
-		memset(msg, 'p', sizeof(msg));
-		for (int i = 0; i < count; i++) {
-			double t0 = now_s();
-
-			if (write_all(ssl, msg, sizeof(msg)) != 0 ||
-			    read_all(ssl, msg, sizeof(msg)) != 0)
-				die("pingpong");
-			rtt[i] = (now_s() - t0) * 1e6;
-		}
-		qsort(rtt, (size_t)count, sizeof(double), cmp_double);
-		printf("p50_us %.0f p99_us %.0f p999_us %.0f max_us %.0f\n", rtt[count / 2],
-		       rtt[count * 99 / 100], rtt[count * 999 / 1000], rtt[count - 1]);
-		hang_up(ssl, fd);
-		free(rtt);
+		pingpong(argv[2], atoi(argv[6]));
 		return 0;
 	}
 	if (strcmp(cmd, "idle") == 0) {

@@ -16,10 +16,10 @@
 #   profile.sh BUILD pingpong [ROUNDS] [COUNT] [WORKERS] [OLD_BUILD] [tcp|tls]
 #       1 KiB ping-pong round trips (p50, p99, p99.9, max) through agentca, HAProxy and, given
 #       OLD_BUILD (may be ""), that build's agentca ("old"), tcp upstream (or tls:
-#       re-encrypting, as in run.sh), WORKERS worker threads each
-#       (default 2), in turns ROUNDS times (default 5; the order rotated by one each round),
-#       COUNT round trips each (default 20000); then each proxy's system calls per round trip
-#       (strace -c, one more COUNT each).
+#       re-encrypting, as in run.sh), WORKERS worker threads each (default 2), ROUNDS rounds
+#       (default 5) of COUNT round trips on each proxy (default 20000), interleaved as in
+#       run.sh (one client, one round trip on each proxy in turn); then each proxy's system
+#       calls per round trip (strace -c, one more COUNT each).
 #
 # The same certificates, client (bench_proxy) and upstream as run.sh; everything on
 # 127.0.0.1; every process started here is stopped and the work directory removed on exit
@@ -279,16 +279,17 @@ pingpong)
 		PID[$v]=$spawned
 	done
 	for v in $peers; do wait_port "${PORT[$v]}"; done
-	echo "1 KiB ping-pong, $mode upstream, $workers worker(s) each, $count round trips per figure (us)"
-	order=$peers
+	echo "1 KiB ping-pong, $mode upstream, $workers worker(s) each, $count round trips per figure (us),"
+	echo "the proxies' round trips interleaved"
+	ports=""
+	for v in $peers; do ports="$ports${ports:+,}${PORT[$v]}"; done
 	for r in $(seq "$rounds"); do
 		line="round $r:"
-		for v in $order; do
-			line="$line  $v $("$load" pingpong "${PORT[$v]}" "$work/root.pem" \
-				"$work/client-full.pem" "$work/client.key" "$count")"
-		done
+		while read -r v figures; do
+			line="$line  $v $figures"
+		done < <(paste -d ' ' <(tr ' ' '\n' <<<"$peers") <("$load" pingpong "$ports" \
+			"$work/root.pem" "$work/client-full.pem" "$work/client.key" "$count"))
 		echo "$line"
-		order=$(echo "$order" | awk '{ for (i = 2; i <= NF; i++) printf "%s ", $i; print $1 }')
 	done
 	for v in $peers; do
 		bench_spawn strace -c -f -p "${PID[$v]}" -o "$work/strace-$v.txt" 2>/dev/null

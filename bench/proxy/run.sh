@@ -11,11 +11,16 @@
 #        "server ... ssl verify required"; stunnel: two chained services, the second with
 #        client = yes, run as two processes so that each holds two descriptors per session)
 #
-# The peers take turns: every rate phase (handshakes, bulk over 1 and over 16 connections,
-# ping-pong) runs ROUNDS rounds, each round every peer once, one after the other, the order
-# rotated by one place from round to round (agentca first in round 1, last in round 2, ...),
-# so that a slow minute of this shared machine falls on every peer alike. A peer's rate,
-# bulk and ping-pong figures are the medians over its rounds.
+# The peers take turns: every rate phase (handshakes, bulk over 1 and over 16 connections)
+# runs ROUNDS rounds, each round every peer once, one after the other, the order rotated by
+# one place from round to round (agentca first in round 1, last in round 2, ...), so that a
+# slow minute of this shared machine falls on every peer alike. The ping-pong runs ROUNDS
+# rounds too, but within a round its round trips are interleaved: one client holds a
+# connection to each peer and makes one round trip on each in turn (bench_proxy pingpong
+# PORT,PORT,PORT), because this machine's pace moves within seconds (one 2-second ping-pong
+# saw its median move from 86 to 168 us between quarters), and a p99 taken in one peer's
+# window and compared with another's taken in the next measures those moments more than the
+# proxies. A peer's rate, bulk and ping-pong figures are the medians over its rounds.
 #
 # For each variant it prints, side by side with the ratios agentca/HAProxy and
 # agentca/stunnel (ratios of the medians):
@@ -157,12 +162,12 @@ upstream_stats() {
 	cat "$work/up.port.stats"
 }
 
-# measure PHASE PEER ROUND: one measurement of PEER (hs, bulk1, bulk16 or pp) in ROUND; its
+# measure PHASE PEER ROUND: one measurement of PEER (hs, bulk1 or bulk16) in ROUND; its
 # figures go to V[PEER.METRIC.ROUND], the proxy's CPU ticks and the units served
 # (handshakes, bytes) are added to T[PEER.PHASE] and N[PEER.PHASE]. Uses run_variant's
 # variables (PORT, PIDS, V, T, N, UP).
 measure() {
-	local phase=$1 peer=$2 r=$3 port pids_peer t0 t1 out f0 r0 f1 r1 g p50 p99
+	local phase=$1 peer=$2 r=$3 port pids_peer t0 t1 out f0 r0 f1 r1 g
 	port=${PORT[$peer]}
 	pids_peer=${PIDS[$peer]}
 	# shellcheck disable=SC2086 # pids_peer is a list
@@ -190,12 +195,22 @@ measure() {
 		N[$peer.$phase]=$((${N[$peer.$phase]:-0} + $(awk '{print $4}' <<<"$out")))
 		T[$peer.$phase]=$((${T[$peer.$phase]:-0} + t1 - t0))
 		;;
-	pp)
-		read -r _ p50 _ p99 _ < <(client pingpong "$port" 20000)
-		V[$peer.p50.$r]=$p50
-		V[$peer.p99.$r]=$p99
-		;;
 	esac
+}
+
+# pingpong_round ROUND PEER...: one interleaved 1 KiB ping-pong through every PEER (20,000
+# round trips on each); the figures go to V[PEER.p50.ROUND] and V[PEER.p99.ROUND].
+pingpong_round() {
+	local r=$1 ports="" peer p50 p99
+	shift
+	for peer in "$@"; do ports="$ports${ports:+,}${PORT[$peer]}"; done
+	{
+		for peer in "$@"; do
+			read -r _ p50 _ p99 _
+			V[$peer.p50.$r]=$p50
+			V[$peer.p99.$r]=$p99
+		done
+	} < <(client pingpong "$ports" 20000)
 }
 
 # round_values PEER METRIC: PEER's METRIC in every round, one a line.
@@ -340,7 +355,7 @@ CFG
 
 	# The rate phases, in turns: ROUNDS rounds of each phase, every peer once per round, the
 	# order rotated by one place per round. The cache-off agentca takes part in handshakes only.
-	for phase in hs bulk1 bulk16 pp; do
+	for phase in hs bulk1 bulk16; do
 		peers="agentca haproxy stunnel"
 		[ "$phase" != hs ] || peers="agentca agentca_nc haproxy stunnel"
 		for r in $(seq "$rounds"); do
@@ -349,6 +364,11 @@ CFG
 				measure "$phase" "$peer" "$r"
 			done
 		done
+	done
+	# The ping-pong: the three peers interleaved within each round (see the top).
+	for r in $(seq "$rounds"); do
+		# shellcheck disable=SC2046 # the rotated list
+		pingpong_round "$r" $(rotated $((r - 1)) agentca haproxy stunnel)
 	done
 
 	# Memory per idle connection: once per peer, after the rate phases.
