@@ -18,7 +18,7 @@
 # rounds too, but within a round its round trips are interleaved: one client holds a
 # connection to each peer and makes one round trip on each in turn (bench_proxy pingpong
 # PORT,PORT,PORT), because this machine's pace moves within seconds (one 2-second ping-pong
-# saw its median move from 86 to 168 us between quarters), and a p99 taken in one peer's
+# saw its quarters' medians at 143, 168, 100 and 108 us), and a p99 taken in one peer's
 # window and compared with another's taken in the next measures those moments more than the
 # proxies. A peer's rate, bulk and ping-pong figures are the medians over its rounds.
 #
