@@ -11,12 +11,17 @@
  *   bench_proxy handshakes PORT CA CERT KEY SECONDS THREADS
  *       new mTLS connections (TLS 1.3, no resumption), each: handshake, 1 byte through the
  *       upstream and back, close. Prints "handshakes_per_s N handshakes COUNT".
- *   bench_proxy bulk PORT CA CERT KEY SECONDS CONNECTIONS
- *       each connection writes 16 KiB blocks to the discarding upstream.
- *       "bulk_mb_s N bytes COUNT"
+ *   bench_proxy bulk PORT[,PORT...] CA CERT KEY SECONDS CONNECTIONS
+ *       each connection writes 16 KiB blocks to the discarding upstream, SECONDS long
+ *       (rounded to whole slices of BULK_SLICE). With several ports (at most PEERS_MAX)
+ *       each of the CONNECTIONS threads holds a connection to every port, and the time is
+ *       cut into slices of BULK_SLICE that go to the ports in turn, forwards then backwards
+ *       (0 1 2 2 1 0 0 1 2 ...): every port gets SECONDS of slices spread over the whole
+ *       run, so that the machine's slow and fast moments fall on every proxy alike. One
+ *       line per PORT, in order: "bulk_mb_s N bytes COUNT"
  *   bench_proxy pingpong PORT[,PORT...] CA CERT KEY COUNT
  *       1 KiB written, 1 KiB echoed back, COUNT times on one connection per PORT (at most
- *       PINGPONG_PEERS). With several ports the round trips are interleaved: each
+ *       PEERS_MAX). With several ports the round trips are interleaved: each
  *       iteration makes one round trip on every connection, starting one connection later
  *       than the iteration before, so that every proxy meets the same moments of a shared
  *       machine and follows each of the others equally often. One line per PORT, in order:
@@ -49,12 +54,13 @@
 
 #define BLOCK (16 * 1024)
 #define PING 1024
-#define PINGPONG_PEERS 8
+#define PEERS_MAX 8     /* ports of one interleaved bulk or ping-pong run */
+#define BULK_SLICE 0.25 /* seconds: the unit of an interleaved bulk run */
 
-static int port;
+static int port; /* handshakes and idle: the proxy's port */
 static SSL_CTX *client_ctx;
 static double run_until;
-static atomic_ullong done_count, done_bytes;
+static atomic_ullong done_count;
 
 static double
 now_s(void)
@@ -329,9 +335,9 @@ run_upstream(const char *port_file, const char *cert, const char *key, const cha
 
 /* ---- clients ---- */
 
-/* A verified mTLS connection to the proxy, or NULL. */
+/* A verified mTLS connection to the proxy on to_port, or NULL. */
 static SSL *
-dial(int *fdp)
+dial(int to_port, int *fdp)
 {
 	struct sockaddr_in sin;
 	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
@@ -340,7 +346,7 @@ dial(int *fdp)
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sin.sin_port = htons((uint16_t)port);
+	sin.sin_port = htons((uint16_t)to_port);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
 		if (fd >= 0)
 			close(fd);
@@ -408,7 +414,7 @@ handshake_worker(void *arg)
 	while (now_s() < run_until) {
 		int fd;
 		unsigned char b = 'h';
-		SSL *ssl = dial(&fd);
+		SSL *ssl = dial(port, &fd);
 
 		if (ssl == NULL)
 			continue;
@@ -419,24 +425,76 @@ handshake_worker(void *arg)
 	return NULL;
 }
 
+/* An interleaved bulk run (see the top of the file): its ports, its clock, its counts. */
+static struct {
+	int ports[PEERS_MAX];
+	int n;
+	long slices_each; /* of BULK_SLICE, per port */
+	double start;
+	pthread_barrier_t dialled, started;
+	atomic_ullong bytes[PEERS_MAX];
+} bulk;
+
+/* The port whose slice it is at time t (an index into bulk.ports). */
+static int
+bulk_turn(double t)
+{
+	long slice = (long)((t - bulk.start) / BULK_SLICE);
+	int i = (int)(slice % bulk.n);
+
+	return (slice / bulk.n) % 2 == 0 ? i : bulk.n - 1 - i;
+}
+
 static void *
 bulk_worker(void *arg)
 {
 	static unsigned char block[BLOCK];
-	int fd;
-	SSL *ssl = dial(&fd);
+	SSL *ssl[PEERS_MAX];
+	int fd[PEERS_MAX];
 
 	(void)arg;
-	if (ssl == NULL)
-		die("bulk connect");
+	for (int i = 0; i < bulk.n; i++)
+		if ((ssl[i] = dial(bulk.ports[i], &fd[i])) == NULL)
+			die("bulk connect");
 	block[0] = 'D';
-	while (now_s() < run_until) {
-		if (write_all(ssl, block, sizeof(block)) != 0)
-			die("bulk write");
-		atomic_fetch_add(&done_bytes, sizeof(block));
+	/* Every connection of every thread is up before the clock starts. */
+	if (pthread_barrier_wait(&bulk.dialled) == PTHREAD_BARRIER_SERIAL_THREAD) {
+		bulk.start = now_s();
+		run_until = bulk.start + (double)(bulk.n * bulk.slices_each) * BULK_SLICE;
 	}
-	hang_up(ssl, fd);
+	pthread_barrier_wait(&bulk.started);
+	for (double t = now_s(); t < run_until; t = now_s()) {
+		int turn = bulk_turn(t);
+
+		if (write_all(ssl[turn], block, sizeof(block)) != 0)
+			die("bulk write");
+		atomic_fetch_add(&bulk.bytes[turn], sizeof(block));
+	}
+	for (int i = 0; i < bulk.n; i++)
+		hang_up(ssl[i], fd[i]);
 	return NULL;
+}
+
+/* The comma-separated PORTS into ports (at most PEERS_MAX); their number. Dies on bad input. */
+static int
+ports_parse(const char *csv, int *ports)
+{
+	const char *at = csv;
+	int n = 0;
+
+	while (*at != '\0') {
+		char *end;
+		long v = strtol(at, &end, 10);
+
+		if (n == PEERS_MAX || end == at || v <= 0 || v > 65535 ||
+		    (*end != ',' && *end != '\0'))
+			die("PORT[,PORT...] (at most 8)");
+		ports[n++] = (int)v;
+		at = *end == ',' ? end + 1 : end;
+	}
+	if (n == 0)
+		die("no port");
+	return n;
 }
 
 static int
@@ -458,30 +516,18 @@ pingpong(const char *ports, int count)
 		SSL *ssl;
 		int fd;
 		double *rtt;
-	} peers[PINGPONG_PEERS];
+	} peers[PEERS_MAX];
 	unsigned char msg[PING];
-	const char *at = ports;
-	int n = 0;
+	int port_list[PEERS_MAX], n = ports_parse(ports, port_list);
 
 	if (count <= 0)
 		die("pingpong: COUNT must be positive");
-	while (*at != '\0') {
-		char *end;
-		long v = strtol(at, &end, 10);
-
-		if (n == PINGPONG_PEERS || end == at || v <= 0 || v > 65535 ||
-		    (*end != ',' && *end != '\0'))
-			die("pingpong: PORT[,PORT...] (at most 8)");
-		port = (int)v;
-		peers[n].ssl = dial(&peers[n].fd);
-		peers[n].rtt = calloc((size_t)count, sizeof(double));
-		if (peers[n].ssl == NULL || peers[n].rtt == NULL)
+	for (int i = 0; i < n; i++) {
+		peers[i].ssl = dial(port_list[i], &peers[i].fd);
+		peers[i].rtt = calloc((size_t)count, sizeof(double));
+		if (peers[i].ssl == NULL || peers[i].rtt == NULL)
 			die("pingpong connect");
-		n++;
-		at = *end == ',' ? end + 1 : end;
 	}
-	if (n == 0)
-		die("pingpong: no port");
 	memset(msg, 'p', sizeof(msg));
 	for (int i = 0; i < count; i++) {
 		for (int j = 0; j < n; j++) {
@@ -535,7 +581,6 @@ main(int argc, char **argv)
 		             argc >= 6 ? argv[5] : NULL);
 	if (argc < 7)
 		return 2;
-	port = atoi(argv[2]);
 	client_ctx = SSL_CTX_new(TLS_client_method());
 	if (client_ctx == NULL || SSL_CTX_load_verify_locations(client_ctx, argv[3], NULL) != 1 ||
 	    SSL_CTX_use_certificate_chain_file(client_ctx, argv[4]) != 1 ||
@@ -547,20 +592,35 @@ main(int argc, char **argv)
 	SSL_CTX_set_options(client_ctx, SSL_OP_NO_TICKET);
 	SSL_CTX_set1_groups_list(client_ctx, "P-256");
 
-	if (strcmp(cmd, "handshakes") == 0 || strcmp(cmd, "bulk") == 0) {
+	if (strcmp(cmd, "handshakes") == 0) {
 		double secs = atof(argv[6]), start = now_s();
-		int n = argc > 7 ? atoi(argv[7]) : 1;
 
+		port = atoi(argv[2]);
 		run_until = start + secs;
-		run_threads(strcmp(cmd, "bulk") == 0 ? bulk_worker : handshake_worker, n);
-		if (strcmp(cmd, "bulk") == 0)
+		run_threads(handshake_worker, argc > 7 ? atoi(argv[7]) : 1);
+		printf("handshakes_per_s %.0f handshakes %llu\n",
+		       (double)atomic_load(&done_count) / (now_s() - start),
+		       atomic_load(&done_count));
+		return 0;
+	}
+	if (strcmp(cmd, "bulk") == 0) {
+		int threads = argc > 7 ? atoi(argv[7]) : 1;
+		double each;
+
+		bulk.n = ports_parse(argv[2], bulk.ports);
+		bulk.slices_each = (long)(atof(argv[6]) / BULK_SLICE + 0.5);
+		if (bulk.slices_each < 1)
+			bulk.slices_each = 1;
+		if (threads < 1 ||
+		    pthread_barrier_init(&bulk.dialled, NULL, (unsigned)threads) != 0 ||
+		    pthread_barrier_init(&bulk.started, NULL, (unsigned)threads) != 0)
+			die("bulk: CONNECTIONS");
+		run_threads(bulk_worker, threads);
+		each = (double)bulk.slices_each * BULK_SLICE;
+		for (int i = 0; i < bulk.n; i++)
 			printf("bulk_mb_s %.1f bytes %llu\n",
-			       (double)atomic_load(&done_bytes) / 1e6 / (now_s() - start),
-			       atomic_load(&done_bytes));
-		else
-			printf("handshakes_per_s %.0f handshakes %llu\n",
-			       (double)atomic_load(&done_count) / (now_s() - start),
-			       atomic_load(&done_count));
+			       (double)atomic_load(&bulk.bytes[i]) / 1e6 / each,
+			       atomic_load(&bulk.bytes[i]));
 		return 0;
 	}
 	if (strcmp(cmd, "pingpong") == 0) {
@@ -573,10 +633,12 @@ main(int argc, char **argv)
 		int *fds = calloc((size_t)count, sizeof(int));
 		char line[16];
 
+		port = atoi(argv[2]);
+
 		for (int i = 0; i < count; i++) {
 			unsigned char b = 'i';
 
-			ssl[i] = dial(&fds[i]);
+			ssl[i] = dial(port, &fds[i]);
 			if (ssl[i] == NULL || write_all(ssl[i], &b, 1) != 0 ||
 			    read_all(ssl[i], &b, 1) != 0)
 				die("idle connect");

@@ -11,16 +11,18 @@
 #        "server ... ssl verify required"; stunnel: two chained services, the second with
 #        client = yes, run as two processes so that each holds two descriptors per session)
 #
-# The peers take turns: every rate phase (handshakes, bulk over 1 and over 16 connections)
-# runs ROUNDS rounds, each round every peer once, one after the other, the order rotated by
-# one place from round to round (agentca first in round 1, last in round 2, ...), so that a
-# slow minute of this shared machine falls on every peer alike. The ping-pong runs ROUNDS
-# rounds too, but within a round its round trips are interleaved: one client holds a
-# connection to each peer and makes one round trip on each in turn (bench_proxy pingpong
-# PORT,PORT,PORT), because this machine's pace moves within seconds (one 2-second ping-pong
-# saw its quarters' medians at 143, 168, 100 and 108 us), and a p99 taken in one peer's
-# window and compared with another's taken in the next measures those moments more than the
-# proxies. A peer's rate, bulk and ping-pong figures are the medians over its rounds.
+# Every phase runs ROUNDS rounds. Handshakes: in each round every peer once, one after the
+# other, the order rotated by one place from round to round (agentca first in round 1, last
+# in round 2, ...), so that a slow minute of this shared machine falls on every peer alike.
+# Bulk and ping-pong: within each round the peers are interleaved, because this machine's
+# pace moves within seconds (one 2-second ping-pong saw its quarters' medians at 143, 168,
+# 100 and 108 us), and a figure taken in one peer's window and compared with another's taken
+# in the next measures those moments more than the proxies. The ping-pong's one client holds
+# a connection to each peer and makes one round trip on each in turn (bench_proxy pingpong
+# PORT,PORT,PORT); bulk's clients hold a connection (or 16) to each peer and stream to one
+# peer at a time in slices of 0.25 s, forwards then backwards through the peers, SECONDS of
+# slices for each (bench_proxy bulk PORT,PORT,PORT). A peer's rate, bulk and ping-pong
+# figures are the medians over its rounds.
 #
 # For each variant it prints, side by side with the ratios agentca/HAProxy and
 # agentca/stunnel (ratios of the medians):
@@ -35,7 +37,8 @@
 #   memory per idle connection (proxy RSS growth / N, N sessions open, default 10,000;
 #   measured once per peer, after the rate phases)
 #   CPU cost (the proxy processes' utime+stime from /proc/PID/stat around each phase, summed
-#   over the rounds; less noisy than rates on a shared machine): CPU us per handshake,
+#   over the rounds; around the whole interleaved run for bulk, in which each proxy works
+#   only in its own slices; less noisy than rates on a shared machine): CPU us per handshake,
 #   handshakes per proxy CPU-second, proxy CPU ms per MB of bulk
 #   and, for tls, how the upstream's handshakes went (summed over the rounds): full, or
 #   resumed from a ticket (each proxy resumes its upstream sessions or not, by its own default)
@@ -162,40 +165,52 @@ upstream_stats() {
 	cat "$work/up.port.stats"
 }
 
-# measure PHASE PEER ROUND: one measurement of PEER (hs, bulk1 or bulk16) in ROUND; its
-# figures go to V[PEER.METRIC.ROUND], the proxy's CPU ticks and the units served
-# (handshakes, bytes) are added to T[PEER.PHASE] and N[PEER.PHASE]. Uses run_variant's
-# variables (PORT, PIDS, V, T, N, UP).
-measure() {
-	local phase=$1 peer=$2 r=$3 port pids_peer t0 t1 out f0 r0 f1 r1 g
-	port=${PORT[$peer]}
+# handshakes_once PEER ROUND: PEER's handshake rate in ROUND goes to V[PEER.hs.ROUND], the
+# handshakes to N[PEER.hs], its processes' CPU ticks to T[PEER.hs] and, for tls, how its
+# upstream handshakes went to UP. Uses run_variant's variables (PORT, PIDS, V, T, N, UP).
+handshakes_once() {
+	local peer=$1 r=$2 pids_peer t0 t1 out f0 r0 f1 r1 g
 	pids_peer=${PIDS[$peer]}
+	[ "$variant" != tls ] || read -r _ f0 _ r0 _ < <(upstream_stats)
 	# shellcheck disable=SC2086 # pids_peer is a list
-	case $phase in
-	hs)
-		[ "$variant" != tls ] || read -r _ f0 _ r0 _ < <(upstream_stats)
-		t0=$(bench_cpu_ticks $pids_peer)
-		out=$(client handshakes "$port" "$secs" 4)
-		t1=$(bench_cpu_ticks $pids_peer)
-		V[$peer.hs.$r]=$(awk '{print $2}' <<<"$out")
-		N[$peer.hs]=$((${N[$peer.hs]:-0} + $(awk '{print $4}' <<<"$out")))
-		T[$peer.hs]=$((${T[$peer.hs]:-0} + t1 - t0))
-		if [ "$variant" = tls ]; then
-			read -r _ f1 _ r1 _ g < <(upstream_stats)
-			UP[$peer.up_full]=$((${UP[$peer.up_full]:-0} + f1 - f0))
-			UP[$peer.up_resumed]=$((${UP[$peer.up_resumed]:-0} + r1 - r0))
-			UP[$peer.up_group]=$g
-		fi
-		;;
-	bulk1 | bulk16)
-		t0=$(bench_cpu_ticks $pids_peer)
-		out=$(client bulk "$port" "$secs" "${phase#bulk}")
-		t1=$(bench_cpu_ticks $pids_peer)
-		V[$peer.$phase.$r]=$(awk '{print $2}' <<<"$out")
-		N[$peer.$phase]=$((${N[$peer.$phase]:-0} + $(awk '{print $4}' <<<"$out")))
-		T[$peer.$phase]=$((${T[$peer.$phase]:-0} + t1 - t0))
-		;;
-	esac
+	t0=$(bench_cpu_ticks $pids_peer)
+	out=$(client handshakes "${PORT[$peer]}" "$secs" 4)
+	# shellcheck disable=SC2086 # pids_peer is a list
+	t1=$(bench_cpu_ticks $pids_peer)
+	V[$peer.hs.$r]=$(awk '{print $2}' <<<"$out")
+	N[$peer.hs]=$((${N[$peer.hs]:-0} + $(awk '{print $4}' <<<"$out")))
+	T[$peer.hs]=$((${T[$peer.hs]:-0} + t1 - t0))
+	if [ "$variant" = tls ]; then
+		read -r _ f1 _ r1 _ g < <(upstream_stats)
+		UP[$peer.up_full]=$((${UP[$peer.up_full]:-0} + f1 - f0))
+		UP[$peer.up_resumed]=$((${UP[$peer.up_resumed]:-0} + r1 - r0))
+		UP[$peer.up_group]=$g
+	fi
+}
+
+# bulk_round PHASE ROUND PEER...: one interleaved bulk run through every PEER (bulk1: one
+# connection to each, bulk16: 16), SECONDS of slices each; each PEER's MB/s goes to
+# V[PEER.PHASE.ROUND], its bytes are added to N[PEER.PHASE] and its processes' CPU ticks over
+# the run to T[PEER.PHASE].
+bulk_round() {
+	local phase=$1 r=$2 ports="" peer out rate bytes t1
+	shift 2
+	local -A t0
+	for peer in "$@"; do
+		ports="$ports${ports:+,}${PORT[$peer]}"
+		# shellcheck disable=SC2086 # PIDS[peer] is a list
+		t0[$peer]=$(bench_cpu_ticks ${PIDS[$peer]})
+	done
+	out=$(client bulk "$ports" "$secs" "${phase#bulk}")
+	for peer in "$@"; do
+		# shellcheck disable=SC2086 # PIDS[peer] is a list
+		t1=$(bench_cpu_ticks ${PIDS[$peer]})
+		T[$peer.$phase]=$((${T[$peer.$phase]:-0} + t1 - ${t0[$peer]}))
+	done
+	while read -r peer _ rate _ bytes; do
+		V[$peer.$phase.$r]=$rate
+		N[$peer.$phase]=$((${N[$peer.$phase]:-0} + bytes))
+	done < <(paste -d ' ' <(printf '%s\n' "$@") <(printf '%s\n' "$out"))
 }
 
 # pingpong_round ROUND PEER...: one interleaved 1 KiB ping-pong through every PEER (20,000
@@ -353,19 +368,20 @@ CFG
 	wait_port "$ps_" "stunnel ($variant)" "$work/stunnel-$variant.log"
 	[ -z "$pid_stunnel2" ] || wait_port "$pm" "the second stunnel ($variant)" "$work/stunnel-up-$variant.log"
 
-	# The rate phases, in turns: ROUNDS rounds of each phase, every peer once per round, the
-	# order rotated by one place per round. The cache-off agentca takes part in handshakes only.
-	for phase in hs bulk1 bulk16; do
-		peers="agentca haproxy stunnel"
-		[ "$phase" != hs ] || peers="agentca agentca_nc haproxy stunnel"
-		for r in $(seq "$rounds"); do
-			# shellcheck disable=SC2086 # peers is a list
-			for peer in $(rotated $((r - 1)) $peers); do
-				measure "$phase" "$peer" "$r"
-			done
+	# Handshakes, in turns: ROUNDS rounds, every peer once per round, the order rotated by one
+	# place per round. The cache-off agentca takes part in handshakes only.
+	for r in $(seq "$rounds"); do
+		for peer in $(rotated $((r - 1)) agentca agentca_nc haproxy stunnel); do
+			handshakes_once "$peer" "$r"
 		done
 	done
-	# The ping-pong: the three peers interleaved within each round (see the top).
+	# Bulk and the ping-pong: the three peers interleaved within each round (see the top).
+	for phase in bulk1 bulk16; do
+		for r in $(seq "$rounds"); do
+			# shellcheck disable=SC2046 # the rotated list
+			bulk_round "$phase" "$r" $(rotated $((r - 1)) agentca haproxy stunnel)
+		done
+	done
 	for r in $(seq "$rounds"); do
 		# shellcheck disable=SC2046 # the rotated list
 		pingpong_round "$r" $(rotated $((r - 1)) agentca haproxy stunnel)
