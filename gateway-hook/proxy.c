@@ -81,7 +81,10 @@
 #include "gateway-hook/worker_libctx.h"
 
 #define RELAY_BUF (16 * 1024) /* per direction, only while it holds bytes */
-#define POOL_KEEP 256         /* free buffers a worker keeps for reuse */
+/* OpenSSL's read-ahead buffer per TLS side: a read(2) takes up to this much, several records
+ * of a stream at once (OpenSSL's default holds one). Released when empty, as RELAY_BUF is. */
+#define TLS_READ_AHEAD (64 * 1024)
+#define POOL_KEEP 256 /* free buffers a worker keeps for reuse */
 #define PUMP_ROUNDS 16
 #define ACCEPT_BATCH 64
 #define MAX_EVENTS 128
@@ -702,9 +705,10 @@ first_byte(struct conn *c)
 	}
 	SSL_set_mode(c->cl.ssl,
 	             SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/* Read what the socket has (up to a record buffer) in one read(), not a record's
-	 * header and then its body in two. */
+	/* Read what the socket has (up to TLS_READ_AHEAD) in one read(), not a record's
+	 * header and then its body in two, nor a stream's records one read() each. */
 	SSL_set_read_ahead(c->cl.ssl, 1);
+	SSL_set_default_read_buffer_len(c->cl.ssl, TLS_READ_AHEAD);
 	SSL_set_accept_state(c->cl.ssl);
 	c->state = S_HANDSHAKE;
 }
@@ -915,6 +919,7 @@ upstream_connected(struct conn *c)
 		SSL_set_mode(c->up.ssl,
 		             SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 		SSL_set_read_ahead(c->up.ssl, 1);
+		SSL_set_default_read_buffer_len(c->up.ssl, TLS_READ_AHEAD);
 		SSL_set_connect_state(c->up.ssl);
 		c->state = S_UP_HANDSHAKE;
 		upstream_handshake(c);

@@ -9,10 +9,12 @@
 #       Each proxy runs one worker thread under valgrind for SECONDS (default 20) of load.
 #   profile.sh BUILD syscalls [SECONDS]
 #       strace -c: system calls per handshake and per MB, the same phases, no valgrind.
-#   profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS]
-#       proxy CPU ms per MB (utime+stime, /proc/PID/stat) of TLS-to-TLS bulk for this build,
-#       OLD_BUILD and HAProxy (2 threads each), measured in turn, ROUNDS times (default 4; the
-#       order rotated by one each round), so that the machine's mood hits all three alike.
+#   profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS] [tls|tcp]
+#       proxy CPU ms per MB (utime+stime, /proc/PID/stat) and MB/s of bulk through this
+#       build, OLD_BUILD and HAProxy (2 threads each), re-encrypting (tls, the default) or to
+#       a tcp upstream, ROUNDS rounds (default 4) of one interleaved bulk run (bench_proxy
+#       bulk PORT,PORT,PORT, as in run.sh: SECONDS of 0.25 s slices each), so that the
+#       machine's mood hits all three alike.
 #   profile.sh BUILD pingpong [ROUNDS] [COUNT] [WORKERS] [OLD_BUILD] [tcp|tls]
 #       1 KiB ping-pong round trips (p50, p99, p99.9, max) through agentca, HAProxy and, given
 #       OLD_BUILD (may be ""), that build's agentca ("old"), tcp upstream (or tls:
@@ -222,39 +224,40 @@ syscalls)
 	done
 	;;
 cpu)
-	old=$(cd "${3:?profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS]}" && pwd)
-	secs=${4:-5} rounds=${5:-4} conns=${6:-1}
+	old=$(cd "${3:?profile.sh BUILD cpu OLD_BUILD [SECONDS] [ROUNDS] [CONNECTIONS] [tls|tcp]}" && pwd)
+	secs=${4:-5} rounds=${5:-4} conns=${6:-1} mode=${7:-tls}
 	hz=$(getconf CLK_TCK)
-	start_upstream tls
+	start_upstream "$mode"
 	declare -A PORT PID
 	bench_need_built "$old/agentca"
 	for v in new old; do
 		PORT[$v]=$(bench_free_port)
-		config_agentca "${PORT[$v]}" tls "" 2 "$work/$v.json"
+		config_agentca "${PORT[$v]}" "$mode" "" 2 "$work/$v.json"
 		bin=$agentca
 		[ "$v" = new ] || bin=$old/agentca
 		AGENTCA_LOG_LEVEL=warn bench_spawn "$bin" proxy --config "$work/$v.json" 2>"$work/$v.log"
 		PID[$v]=$spawned
 	done
 	PORT[haproxy]=$(bench_free_port)
-	config_haproxy "${PORT[haproxy]}" tls 2 "$work/haproxy.cfg"
+	config_haproxy "${PORT[haproxy]}" "$mode" 2 "$work/haproxy.cfg"
 	bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
 	PID[haproxy]=$spawned
 	for v in new old haproxy; do wait_port "${PORT[$v]}"; done
-	echo "proxy CPU ms per MB, TLS to TLS bulk, $conns connection(s), ${secs}s each: new=$build old=$old"
-	order="new old haproxy"
+	echo "proxy CPU ms per MB and MB/s, $mode bulk, $conns connection(s), ${secs}s each, interleaved: new=$build old=$old"
+	peers="new old haproxy"
+	ports="${PORT[new]},${PORT[old]},${PORT[haproxy]}"
+	declare -A T0
 	for r in $(seq "$rounds"); do
+		for v in $peers; do T0[$v]=$(bench_cpu_ticks "${PID[$v]}"); done
+		out=$("$load" bulk "$ports" "$work/root.pem" "$work/client-full.pem" "$work/client.key" \
+			"$secs" "$conns")
 		line="round $r:"
-		for v in $order; do
-			t0=$(bench_cpu_ticks "${PID[$v]}")
-			out=$("$load" bulk "${PORT[$v]}" "$work/root.pem" "$work/client-full.pem" \
-				"$work/client.key" "$secs" "$conns")
-			t1=$(bench_cpu_ticks "${PID[$v]}")
-			line="$line $v $(awk -v t=$((t1 - t0)) -v hz="$hz" -v b="$(awk '{print $4}' <<<"$out")" \
-				'BEGIN { printf "%.3f", t * 1e3 / hz / (b / 1e6) }')"
-		done
+		while read -r v _ rate _ bytes; do
+			t=$(($(bench_cpu_ticks "${PID[$v]}") - ${T0[$v]}))
+			line="$line  $v $(awk -v t="$t" -v hz="$hz" -v b="$bytes" \
+				'BEGIN { printf "%.3f", t * 1e3 / hz / (b / 1e6) }') ms/MB $rate MB/s"
+		done < <(paste -d ' ' <(tr ' ' '\n' <<<"$peers") <(printf '%s\n' "$out"))
 		echo "$line"
-		order=$(echo "$order" | awk '{ for (i = 2; i <= NF; i++) printf "%s ", $i; print $1 }')
 	done
 	;;
 pingpong)
