@@ -15,10 +15,10 @@
  *       each connection writes 16 KiB blocks to the discarding upstream, SECONDS long
  *       (rounded to whole slices of BULK_SLICE). With several ports (at most PEERS_MAX)
  *       each of the CONNECTIONS threads holds a connection to every port, and the time is
- *       cut into slices of BULK_SLICE that go to the ports in turn, forwards then backwards
- *       (0 1 2 2 1 0 0 1 2 ...): every port gets SECONDS of slices spread over the whole
- *       run, so that the machine's slow and fast moments fall on every proxy alike. One
- *       line per PORT, in order: "bulk_mb_s N bytes COUNT"
+ *       cut into slices of BULK_SLICE that go to the ports in turn (0 1 2 0 2 1 0 1 2 ...,
+ *       see bulk_turn): every port gets SECONDS of slices spread over the whole run, so that
+ *       the machine's slow and fast moments fall on every proxy alike. One line per PORT, in
+ *       order: "bulk_mb_s N bytes COUNT"
  *   bench_proxy pingpong PORT[,PORT...] CA CERT KEY COUNT
  *       1 KiB written, 1 KiB echoed back, COUNT times on one connection per PORT (at most
  *       PEERS_MAX). With several ports the round trips are interleaved: each
@@ -435,14 +435,20 @@ static struct {
 	atomic_ullong bytes[PEERS_MAX];
 } bulk;
 
-/* The port whose slice it is at time t (an index into bulk.ports). */
+/*
+ * The port whose slice it is at time t (an index into bulk.ports). Cycles of slices alternate
+ * 0 1 2 ... n-1 and 0 n-1 ... 2 1, so that every slice follows a slice of another port (whose
+ * buffered bytes the proxy behind it is still working through when the slice begins), and
+ * each port follows each of the others equally often (for 3 ports, every ordered pair once
+ * in 6 slices).
+ */
 static int
 bulk_turn(double t)
 {
 	long slice = (long)((t - bulk.start) / BULK_SLICE);
 	int i = (int)(slice % bulk.n);
 
-	return (slice / bulk.n) % 2 == 0 ? i : bulk.n - 1 - i;
+	return (slice / bulk.n) % 2 == 0 || i == 0 ? i : bulk.n - i;
 }
 
 static void *

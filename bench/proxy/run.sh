@@ -20,9 +20,9 @@
 # in the next measures those moments more than the proxies. The ping-pong's one client holds
 # a connection to each peer and makes one round trip on each in turn (bench_proxy pingpong
 # PORT,PORT,PORT); bulk's clients hold a connection (or 16) to each peer and stream to one
-# peer at a time in slices of 0.25 s, forwards then backwards through the peers, SECONDS of
-# slices for each (bench_proxy bulk PORT,PORT,PORT). A peer's rate, bulk and ping-pong
-# figures are the medians over its rounds.
+# peer at a time in slices of 0.25 s, in an order where each peer's slice follows each of
+# the others' equally often, SECONDS of slices for each (bench_proxy bulk PORT,PORT,PORT).
+# A peer's rate, bulk and ping-pong figures are the medians over its rounds.
 #
 # For each variant it prints, side by side with the ratios agentca/HAProxy and
 # agentca/stunnel (ratios of the medians):
