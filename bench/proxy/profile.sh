@@ -15,6 +15,12 @@
 #       a tcp upstream, ROUNDS rounds (default 4) of one interleaved bulk run (bench_proxy
 #       bulk PORT,PORT,PORT, as in run.sh: SECONDS of 0.25 s slices each), so that the
 #       machine's mood hits all three alike.
+#   profile.sh BUILD budget [tls|tcp] [CONNECTIONS] [ROUNDS] [SECONDS]
+#       where the machine's CPU goes in bulk (default tls, 16 connections, 3 rounds of 4 s):
+#       CPU ms per MB of the proxy, of the upstream and of the client (bench_proxy, by GNU
+#       time), their sum, and how many of the cores were busy over the run, for agentca and
+#       HAProxy in turns. With the cores saturated the rate is cores / sum: a proxy's rate
+#       follows its own cost only as far as the upstream's and the client's stay the same.
 #   profile.sh BUILD pingpong [ROUNDS] [COUNT] [WORKERS] [OLD_BUILD] [tcp|tls]
 #       1 KiB ping-pong round trips (p50, p99, p99.9, max) through agentca, HAProxy and, given
 #       OLD_BUILD (may be ""), that build's agentca ("old"), tcp upstream (or tls:
@@ -260,6 +266,50 @@ cpu)
 		echo "$line"
 	done
 	;;
+budget)
+	bench_need_tools time /usr/bin/time
+	mode=${3:-tls} conns=${4:-16} rounds=${5:-3} secs=${6:-4}
+	hz=$(getconf CLK_TCK)
+	start_upstream "$mode"
+	upstream_pid=$spawned
+	declare -A PORT PID
+	for v in agentca haproxy; do
+		PORT[$v]=$(bench_free_port)
+		if [ "$v" = haproxy ]; then
+			config_haproxy "${PORT[$v]}" "$mode" 2 "$work/haproxy.cfg"
+			bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
+		else
+			config_agentca "${PORT[$v]}" "$mode" "" 2 "$work/$v.json"
+			AGENTCA_LOG_LEVEL=warn bench_spawn "$agentca" proxy --config "$work/$v.json" \
+				2>"$work/$v.log"
+		fi
+		PID[$v]=$spawned
+	done
+	for v in agentca haproxy; do wait_port "${PORT[$v]}"; done
+	echo "$mode bulk, $conns connection(s), ${secs}s each, in turns: CPU ms per MB of each process"
+	for r in $(seq "$rounds"); do
+		for v in agentca haproxy; do
+			p0=$(bench_cpu_ticks "${PID[$v]}")
+			u0=$(bench_cpu_ticks "$upstream_pid")
+			w0=$(date +%s.%N)
+			out=$({ /usr/bin/time -f "client_cpu %U %S" "$load" bulk "${PORT[$v]}" \
+				"$work/root.pem" "$work/client-full.pem" "$work/client.key" "$secs" \
+				"$conns"; } 2>&1)
+			w1=$(date +%s.%N)
+			p1=$(bench_cpu_ticks "${PID[$v]}")
+			u1=$(bench_cpu_ticks "$upstream_pid")
+			awk -v v="$v" -v r="$r" -v hz="$hz" -v p=$((p1 - p0)) -v u=$((u1 - u0)) \
+				-v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" '
+				/^bulk_mb_s/ { rate = $2; mb = $4 / 1e6 }
+				/^client_cpu/ { c = $2 + $3 }
+				END {
+					ps = p / hz; us = u / hz
+					printf "round %d %-8s %6.1f MB/s  proxy %.3f  upstream %.3f  client %.3f  sum %.3f ms/MB  cores busy %.2f\n",
+						r, v, rate, ps * 1e3 / mb, us * 1e3 / mb, c * 1e3 / mb,
+						(ps + us + c) * 1e3 / mb, (ps + us + c) / w }' <<<"$out"
+		done
+	done
+	;;
 pingpong)
 	rounds=${3:-5} count=${4:-20000} workers=${5:-2} old=${6:-} mode=${7:-tcp}
 	start_upstream "$mode"
@@ -309,7 +359,7 @@ pingpong)
 	done
 	;;
 *)
-	echo "bench/proxy-profile: unknown mode $what (instructions, syscalls, cpu, pingpong)" >&2
+	echo "bench/proxy-profile: unknown mode $what (instructions, syscalls, cpu, budget, pingpong)" >&2
 	exit 2
 	;;
 esac
