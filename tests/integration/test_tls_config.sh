@@ -35,13 +35,18 @@ violations() {
 # The control: TLS 1.1 with a CBC suite must be reported.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=weak \
 	-keyout "$WORK/weak.key" -out "$WORK/weak.pem" 2>/dev/null
-WEAK_PORT=$((20000 + RANDOM % 20000))
-spawn openssl s_server -quiet -accept "127.0.0.1:$WEAK_PORT" -cert "$WORK/weak.pem" \
-	-key "$WORK/weak.key" -tls1_1 -cipher 'ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0' -www
+# Port 0: the kernel picks a free one, which s_server reports as "ACCEPT 127.0.0.1:PORT" (a
+# random port could be taken by another test running in parallel, and the scan would then
+# judge that test's server).
+spawn openssl s_server -accept 127.0.0.1:0 -cert "$WORK/weak.pem" -key "$WORK/weak.key" \
+	-tls1_1 -cipher 'ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0' -www >"$WORK/weak.log" 2>&1
+WEAK_PORT=
 for _ in $(seq 50); do
-	(exec 3<>"/dev/tcp/127.0.0.1/$WEAK_PORT") 2>/dev/null && break
+	WEAK_PORT=$(sed -nE 's/^ACCEPT 127\.0\.0\.1:([0-9]+)$/\1/p' "$WORK/weak.log")
+	[ -n "$WEAK_PORT" ] && break
 	sleep 0.1
 done
+[ -n "$WEAK_PORT" ] || { cat "$WORK/weak.log"; fail "the weak s_server did not start"; }
 scan "127.0.0.1:$WEAK_PORT" weak
 violations weak >"$WORK/weak.violations"
 grep -q 'TLS1_1 offered' "$WORK/weak.violations" || fail "the checks miss TLS 1.1 on the weak server"
