@@ -632,7 +632,7 @@ handshake(struct conn *c)
 	long vr;
 	int rc, e;
 
-	ERR_clear_error();
+	tls_error_queue_clear();
 	rc = SSL_accept(c->ssl);
 	if (rc == 1) {
 		atomic_fetch_add(&f->handshakes_ok, 1);
@@ -708,7 +708,7 @@ relay_pump(struct conn *c, int *more)
 		if (room > 0 && c->tcp_dry) {
 			c->rd_want = SSL_ERROR_WANT_READ;
 		} else if (room > 0) {
-			ERR_clear_error();
+			tls_error_queue_clear();
 			n = SSL_read(c->ssl, c->up.p + c->up.w, (int)room);
 			if (n > 0) {
 				c->up.w += (size_t)n;
@@ -782,7 +782,7 @@ relay_pump(struct conn *c, int *more)
 		}
 		/* down -> client */
 		if (buf_len(&c->down) > 0) {
-			ERR_clear_error();
+			tls_error_queue_clear();
 			n = SSL_write(c->ssl, c->down.p + c->down.r, (int)buf_len(&c->down));
 			if (n > 0) {
 				c->down.r += (size_t)n;

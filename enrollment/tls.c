@@ -765,3 +765,10 @@ tls_peer_from_ssl(SSL *ssl, struct tls_peer *peer, struct ac_err *err)
 	memset(peer, 0, sizeof(*peer));
 	return 0;
 }
+
+void
+tls_error_queue_clear(void)
+{
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
+}

@@ -104,4 +104,14 @@ int tls_peer_from_ssl(SSL *ssl, struct tls_peer *peer, struct ac_err *err);
 /* The same from a certificate (used by tests and by offline tools). */
 int tls_peer_from_cert(X509 *cert, struct tls_peer *peer, struct ac_err *err);
 
+/*
+ * Empty the thread's OpenSSL error queue before an SSL call whose failure SSL_get_error
+ * will judge (the API front's and the proxy's reads, writes and handshakes): SSL_get_error
+ * reads the queue with ERR_peek_error, and a stale entry would turn a plain "would block"
+ * into an error. ERR_clear_error walks every slot of the queue even when it is empty (about
+ * 800 instructions, twice per relayed round trip); this looks first, with what
+ * SSL_get_error will look at.
+ */
+void tls_error_queue_clear(void);
+
 #endif

@@ -463,20 +463,6 @@ pbuf_len(const struct pbuf *b)
 
 /* ---- endpoints ---- */
 
-/*
- * Empty the thread's OpenSSL error queue before a call whose failure SSL_get_error will
- * judge: it reads the queue with ERR_peek_error, and a stale entry would turn a plain
- * "would block" into an error. ERR_clear_error walks every slot of the queue even when it
- * is empty (about 800 instructions, and the relay makes two such calls per 1 KiB round
- * trip); ERR_peek_error sees what SSL_get_error will see, for a fraction of that.
- */
-static void
-error_queue_clear(void)
-{
-	if (ERR_peek_error() != 0)
-		ERR_clear_error();
-}
-
 /* Read into p: >0 bytes, 0 would block (rd_want says on what), -1 EOF, -2 error. */
 static ssize_t
 ep_read(struct endpoint *e, void *p, size_t n)
@@ -488,7 +474,7 @@ ep_read(struct endpoint *e, void *p, size_t n)
 		size_t got = 0;
 		int ok, code;
 
-		error_queue_clear();
+		tls_error_queue_clear();
 		ok = SSL_read_ex(e->ssl, p, n, &got);
 		if (ok == 1)
 			return (ssize_t)got;
@@ -532,7 +518,7 @@ ep_write(struct endpoint *e, const void *p, size_t n)
 		size_t put = 0;
 		int ok, code;
 
-		error_queue_clear();
+		tls_error_queue_clear();
 		ok = SSL_write_ex(e->ssl, p, n, &put);
 		if (ok == 1)
 			return (ssize_t)put;
@@ -726,7 +712,7 @@ handshake(struct conn *c)
 	int rc, code;
 	enum proxy_reason verdict;
 
-	error_queue_clear();
+	tls_error_queue_clear();
 	rc = worker_libctx_handshake(c->cl.ssl);
 	if (rc != 1) {
 		code = SSL_get_error(c->cl.ssl, rc);
@@ -933,7 +919,7 @@ upstream_handshake(struct conn *c)
 {
 	int rc, code;
 
-	error_queue_clear();
+	tls_error_queue_clear();
 	rc = worker_libctx_handshake(c->up.ssl);
 	if (rc == 1) {
 		relay_begin(c);

@@ -159,6 +159,30 @@ stop_all() {
 	for pid in $bench_pids; do bench_stop "$pid"; done
 }
 
+# start_peers MODE WORKERS PEER...: each PEER, "haproxy" or NAME=AGENTCA_BINARY, in front of
+# the upstream ($up_port) in MODE with WORKERS threads, on a free port; fills the caller's
+# associative arrays PORT and PID by NAME (haproxy: "haproxy") and waits until all listen.
+start_peers() {
+	local mode=$1 workers=$2 peer name bin
+	shift 2
+	for peer in "$@"; do
+		name=${peer%%=*}
+		PORT[$name]=$(bench_free_port)
+		if [ "$peer" = haproxy ]; then
+			config_haproxy "${PORT[$name]}" "$mode" "$workers" "$work/haproxy.cfg"
+			bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
+		else
+			bin=${peer#*=}
+			bench_need_built "$bin"
+			config_agentca "${PORT[$name]}" "$mode" "" "$workers" "$work/$name.json"
+			AGENTCA_LOG_LEVEL=warn bench_spawn "$bin" proxy --config "$work/$name.json" \
+				2>"$work/$name.log"
+		fi
+		PID[$name]=$spawned
+	done
+	for peer in "$@"; do wait_port "${PORT[${peer%%=*}]}"; done
+}
+
 # drive PHASE PORT SECONDS: handshakes (2 client threads) or bulk (1 connection); prints
 # the count (handshakes, or bytes). PHASE pingpong: SECONDS is the number of round trips.
 drive() {
@@ -235,20 +259,7 @@ cpu)
 	hz=$(getconf CLK_TCK)
 	start_upstream "$mode"
 	declare -A PORT PID
-	bench_need_built "$old/agentca"
-	for v in new old; do
-		PORT[$v]=$(bench_free_port)
-		config_agentca "${PORT[$v]}" "$mode" "" 2 "$work/$v.json"
-		bin=$agentca
-		[ "$v" = new ] || bin=$old/agentca
-		AGENTCA_LOG_LEVEL=warn bench_spawn "$bin" proxy --config "$work/$v.json" 2>"$work/$v.log"
-		PID[$v]=$spawned
-	done
-	PORT[haproxy]=$(bench_free_port)
-	config_haproxy "${PORT[haproxy]}" "$mode" 2 "$work/haproxy.cfg"
-	bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
-	PID[haproxy]=$spawned
-	for v in new old haproxy; do wait_port "${PORT[$v]}"; done
+	start_peers "$mode" 2 "new=$agentca" "old=$old/agentca" haproxy
 	echo "proxy CPU ms per MB and MB/s, $mode bulk, $conns connection(s), ${secs}s each, interleaved: new=$build old=$old"
 	peers="new old haproxy"
 	ports="${PORT[new]},${PORT[old]},${PORT[haproxy]}"
@@ -273,19 +284,7 @@ budget)
 	start_upstream "$mode"
 	upstream_pid=$spawned
 	declare -A PORT PID
-	for v in agentca haproxy; do
-		PORT[$v]=$(bench_free_port)
-		if [ "$v" = haproxy ]; then
-			config_haproxy "${PORT[$v]}" "$mode" 2 "$work/haproxy.cfg"
-			bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
-		else
-			config_agentca "${PORT[$v]}" "$mode" "" 2 "$work/$v.json"
-			AGENTCA_LOG_LEVEL=warn bench_spawn "$agentca" proxy --config "$work/$v.json" \
-				2>"$work/$v.log"
-		fi
-		PID[$v]=$spawned
-	done
-	for v in agentca haproxy; do wait_port "${PORT[$v]}"; done
+	start_peers "$mode" 2 "agentca=$agentca" haproxy
 	echo "$mode bulk, $conns connection(s), ${secs}s each, in turns: CPU ms per MB of each process"
 	for r in $(seq "$rounds"); do
 		for v in agentca haproxy; do
@@ -315,23 +314,12 @@ pingpong)
 	start_upstream "$mode"
 	declare -A PORT PID
 	peers="agentca haproxy"
-	[ -z "$old" ] || peers="agentca haproxy old"
-	for v in $peers; do
-		PORT[$v]=$(bench_free_port)
-		if [ "$v" = haproxy ]; then
-			config_haproxy "${PORT[$v]}" "$mode" "$workers" "$work/haproxy.cfg"
-			bench_spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
-		else
-			bin=$agentca
-			[ "$v" = agentca ] || bin=$old/agentca
-			bench_need_built "$bin"
-			config_agentca "${PORT[$v]}" "$mode" "" "$workers" "$work/$v.json"
-			AGENTCA_LOG_LEVEL=warn bench_spawn "$bin" proxy --config "$work/$v.json" \
-				2>"$work/$v.log"
-		fi
-		PID[$v]=$spawned
-	done
-	for v in $peers; do wait_port "${PORT[$v]}"; done
+	if [ -z "$old" ]; then
+		start_peers "$mode" "$workers" "agentca=$agentca" haproxy
+	else
+		peers="agentca haproxy old"
+		start_peers "$mode" "$workers" "agentca=$agentca" haproxy "old=$old/agentca"
+	fi
 	echo "1 KiB ping-pong, $mode upstream, $workers worker(s) each, $count round trips per figure (us),"
 	echo "the proxies' round trips interleaved"
 	ports=""
